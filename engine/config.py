@@ -1,0 +1,102 @@
+"""Settings: one frozen object, read from ``STREAMJOBS_*`` environment variables.
+
+Unknown ``STREAMJOBS_*`` variables are an error rather than silently ignored, so a
+typo (``STREAMJOBS_REDIS_ULR``) fails loudly instead of starting an embedded server.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from engine.errors import ConfigError
+
+ENV_PREFIX = "STREAMJOBS_"
+# Variables read by other parts of the project (tests, bench), not by Settings.
+_FOREIGN = {"STREAMJOBS_TEST_REDIS_URL"}
+
+
+def _parse_bool(text: str) -> bool:
+    low = text.strip().lower()
+    if low in {"1", "true", "yes", "on"}:
+        return True
+    if low in {"0", "false", "no", "off", ""}:
+        return False
+    raise ValueError(f"not a boolean: {text!r}")
+
+
+def _parse_keys(text: str) -> tuple[str, ...]:
+    return tuple(k.strip() for k in text.split(",") if k.strip())
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    #: ``redis://``/``rediss://``/``unix://`` URL; None starts the embedded server.
+    redis_url: str | None = None
+    #: Key prefix of every key streamjobs writes.
+    prefix: str = "sj"
+    #: Where the embedded server keeps its data (AOF) and socket.
+    data_dir: Path = Path(".streamjobs")
+    #: Loopback port of the embedded server (0: any free port; default 6379 when free).
+    embedded_port: int | None = None
+    #: Path of a valkey-server/redis-server binary for the embedded server.
+    server_bin: str | None = None
+    #: HTTP API bind address and port.
+    api_host: str = "127.0.0.1"
+    api_port: int = 8000
+    #: API keys accepted as ``Authorization: Bearer <key>``; empty: no auth.
+    api_keys: tuple[str, ...] = field(default=(), repr=False)
+    #: Serve /metrics without an API key even when keys are configured.
+    metrics_public: bool = False
+    #: Largest accepted payload (JSON text) in bytes, at the API and in workers.
+    max_payload_bytes: int = 256 * 1024
+    #: Seconds a completed job's record (state, result) is kept.
+    result_ttl: int = 3600
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        """Build settings from ``STREAMJOBS_*`` variables, then ``overrides``."""
+        env = os.environ if env is None else env
+        known = {f"{ENV_PREFIX}{f.name.upper()}": f for f in fields(cls)}
+        unknown = sorted(k for k in env if k.startswith(ENV_PREFIX) and k not in known)
+        unknown = [k for k in unknown if k not in _FOREIGN]
+        if unknown:
+            raise ConfigError(
+                f"unknown setting(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}"
+            )
+        values: dict[str, Any] = {}
+        for var, f in known.items():
+            if var in env:
+                values[f.name] = _convert(f.name, env[var])
+        values.update(overrides)
+        return cls(**values)
+
+    def __post_init__(self) -> None:
+        if self.max_payload_bytes <= 0:
+            raise ConfigError("max_payload_bytes must be > 0")
+        if self.result_ttl < 0:
+            raise ConfigError("result_ttl must be >= 0")
+        if not self.prefix or any(c in self.prefix for c in "{} "):
+            raise ConfigError(f"invalid prefix {self.prefix!r}")
+
+
+_CONVERTERS: dict[str, Any] = {
+    "data_dir": Path,
+    "embedded_port": int,
+    "api_port": int,
+    "api_keys": _parse_keys,
+    "metrics_public": _parse_bool,
+    "max_payload_bytes": int,
+    "result_ttl": int,
+}
+
+
+def _convert(name: str, raw: str) -> Any:
+    conv = _CONVERTERS.get(name, str)
+    try:
+        return conv(raw)
+    except ValueError as e:
+        raise ConfigError(f"STREAMJOBS_{name.upper()}={raw!r}: {e}") from e

@@ -1,0 +1,119 @@
+"""Dead letters: list (paged, oldest first), show, retry one / all, purge."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from engine.codes import Code, raise_for_code
+from engine.config import Settings
+from engine.connection import client_from_url
+from engine.inspect import JobStatus, job_status, split_fields
+from engine.keys import TypeKeys
+from engine.scripts import Scripts
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
+
+PAGE = 200
+
+
+@dataclass(frozen=True, slots=True)
+class DeadJob:
+    id: str
+    type: str
+    dead_entry: str
+    reason: str
+    error: str
+    attempts: int
+    failed_at: int
+    payload: Any
+    headers: dict[str, str]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in self.__dataclass_fields__}
+
+
+def _dead_job(type_: str, entry_id: bytes, fields: dict[bytes, bytes]) -> DeadJob:
+    payload, headers = split_fields(fields, b"f:")
+    g = fields.get
+    return DeadJob(
+        id=g(b"id", b"").decode("utf-8", "replace"), type=type_,
+        dead_entry=entry_id.decode(), reason=g(b"reason", b"").decode("utf-8", "replace"),
+        error=g(b"error", b"").decode("utf-8", "replace"),
+        attempts=int(g(b"attempts", b"0") or 0), failed_at=int(g(b"failed_at", b"0") or 0),
+        payload=payload, headers=headers,
+    )
+
+
+class DeadLetters:
+    """Inspect and repair the dead stream of each type."""
+
+    def __init__(self, redis: Redis | str, *, settings: Settings | None = None) -> None:
+        self.settings = settings or Settings()
+        self._owns_client = isinstance(redis, str)
+        self.redis: Redis = client_from_url(redis) if isinstance(redis, str) else redis
+        self.scripts = Scripts(self.redis)
+
+    def keys(self, type_: str) -> TypeKeys:
+        return TypeKeys(self.settings.prefix, type_)
+
+    async def list(
+        self, type_: str, *, after: str | None = None, count: int = 50, until: str = "+"
+    ) -> tuple[list[DeadJob], str | None]:
+        """One page, oldest first; returns (jobs, cursor of the next page or None)."""
+        if count < 1:
+            raise ValueError("count must be >= 1")
+        start = f"({after}" if after else "-"
+        rows = await self.redis.xrange(self.keys(type_).dead, start, until, count=count + 1)
+        jobs = [_dead_job(type_, eid, fields) for eid, fields in rows[:count]]
+        nxt = jobs[-1].dead_entry if len(rows) > count else None
+        return jobs, nxt
+
+    async def count(self, type_: str) -> int:
+        return int(await self.redis.xlen(self.keys(type_).dead))
+
+    async def show(self, type_: str, job_id: str) -> JobStatus | None:
+        """Payload, error, traceback, attempts and timestamps of one dead job."""
+        status = await job_status(self.redis, self.keys(type_), job_id)
+        if status is None or status.state.value != "dead":
+            return None
+        return status
+
+    async def retry(self, type_: str, job_id: str) -> None:
+        """Move one dead job back to the stream with fresh attempts."""
+        (code,) = await self.scripts.dead_retry(self.keys(type_), [job_id])
+        raise_for_code(code, job_id)
+
+    async def retry_all(self, type_: str, *, error_contains: str | None = None) -> int:
+        """Retry every dead job (or those whose error contains the text); returns the count."""
+        return await self._sweep(type_, self.scripts.dead_retry, error_contains)
+
+    async def purge(self, type_: str, *, error_contains: str | None = None) -> int:
+        """Delete every dead job (or those matching); returns the count."""
+        return await self._sweep(type_, self.scripts.dead_purge, error_contains)
+
+    async def purge_one(self, type_: str, job_id: str) -> None:
+        (code,) = await self.scripts.dead_purge(self.keys(type_), [job_id])
+        raise_for_code(code, job_id)
+
+    async def _sweep(self, type_: str, script: Any, error_contains: str | None) -> int:
+        tk = self.keys(type_)
+        # Stop at today's last entry: jobs that die again meanwhile are not swept twice.
+        last = await self.redis.xrevrange(tk.dead, "+", "-", count=1)
+        if not last:
+            return 0
+        until = last[0][0].decode()
+        done, after = 0, None
+        while True:
+            jobs, after = await self.list(type_, after=after, count=PAGE, until=until)
+            ids = [j.id for j in jobs if error_contains is None or error_contains in j.error]
+            if ids:
+                codes = await script(tk, ids)
+                done += sum(1 for c in codes if c is Code.OK)
+            if after is None:
+                return done
+
+    async def aclose(self) -> None:
+        if self._owns_client:
+            await self.redis.aclose()

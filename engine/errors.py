@@ -1,0 +1,98 @@
+"""Every exception streamjobs raises derives from :class:`StreamJobsError`.
+
+::
+
+    StreamJobsError
+    ├── ConfigError            bad settings or environment
+    ├── InvalidTypeName        a job type outside [A-Za-z0-9_.-]{1,64}
+    ├── DecodeError            a stream entry that breaks the wire format
+    │   └── PayloadTooLarge    a payload over max_payload_bytes
+    ├── ServerError            the server could not be reached or started
+    ├── TransitionError        a script refused a transition (carries its Code)
+    │   ├── JobNotFound
+    │   ├── DuplicateJob
+    │   ├── WrongState
+    │   └── NotOwner
+    └── HandlerSignal          raised by handlers to steer the retry policy
+        ├── PermanentError     straight to the dead stream, no more attempts
+        └── RetryAfter         retry after the given number of seconds
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from engine.codes import Code
+
+
+class StreamJobsError(Exception):
+    """Root of every error raised by streamjobs."""
+
+
+class ConfigError(StreamJobsError):
+    """The settings or the environment are not valid."""
+
+
+class InvalidTypeName(StreamJobsError, ValueError):
+    """A job type name does not match ``[A-Za-z0-9_.-]{1,64}``."""
+
+
+class DecodeError(StreamJobsError, ValueError):
+    """A stream entry or a payload that breaks the wire format."""
+
+
+class PayloadTooLarge(DecodeError):
+    """A payload larger than the configured ``max_payload_bytes``."""
+
+
+class ServerError(StreamJobsError):
+    """The Redis/Valkey server could not be reached or started."""
+
+
+class TransitionError(StreamJobsError):
+    """A Lua transition refused to run: the job was not in the expected state."""
+
+    def __init__(self, code: Code, job_id: str | None = None, detail: str = "") -> None:
+        self.code = code
+        self.job_id = job_id
+        msg = f"{code.name.lower().replace('_', ' ')}"
+        if job_id:
+            msg += f": job {job_id}"
+        if detail:
+            msg += f" ({detail})"
+        super().__init__(msg)
+
+
+class JobNotFound(TransitionError):
+    """No job with that id exists (or its record has expired)."""
+
+
+class DuplicateJob(TransitionError):
+    """A job with that id already exists."""
+
+
+class WrongState(TransitionError):
+    """The job exists but is not in a state this transition accepts."""
+
+
+class NotOwner(TransitionError):
+    """The calling worker no longer owns the entry (it was reclaimed)."""
+
+
+class HandlerSignal(StreamJobsError):
+    """Base of the exceptions a handler raises to steer the retry policy."""
+
+
+class PermanentError(HandlerSignal):
+    """The job can never succeed: dead-letter it now without further attempts."""
+
+
+class RetryAfter(HandlerSignal):
+    """Retry the job after ``seconds`` (counts as an attempt)."""
+
+    def __init__(self, seconds: float, message: str = "") -> None:
+        if seconds < 0:
+            raise ValueError("RetryAfter seconds must be >= 0")
+        self.seconds = float(seconds)
+        super().__init__(message or f"retry after {seconds:g}s")

@@ -1,0 +1,83 @@
+"""The one place that names Redis keys.
+
+Every key of a type shares the hash tag ``{type}`` so a transition touches one
+cluster slot. Per-job keys are built inside Lua from ``job_prefix``, which is
+itself passed in KEYS.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from engine.errors import InvalidTypeName
+
+TYPE_NAME = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
+GROUP = "workers"
+
+
+def check_type_name(name: str) -> str:
+    """Return ``name`` if it is a valid job type name, else raise InvalidTypeName."""
+    if not isinstance(name, str) or not TYPE_NAME.fullmatch(name):
+        raise InvalidTypeName(
+            f"invalid job type {name!r}: use 1-64 characters from A-Z a-z 0-9 _ . -"
+        )
+    return name
+
+
+@dataclass(frozen=True, slots=True)
+class TypeKeys:
+    """All keys of one job type."""
+
+    prefix: str
+    type: str
+
+    def __post_init__(self) -> None:
+        check_type_name(self.type)
+
+    @property
+    def base(self) -> str:
+        return f"{self.prefix}:{{{self.type}}}:"
+
+    @property
+    def stream(self) -> str:
+        return self.base + "stream"
+
+    @property
+    def delayed(self) -> str:
+        return self.base + "delayed"
+
+    @property
+    def dead(self) -> str:
+        return self.base + "dead"
+
+    @property
+    def stats(self) -> str:
+        return self.base + "stats"
+
+    @property
+    def done(self) -> str:
+        """Sorted set of completed job ids by finish time (bounded by retention)."""
+        return self.base + "done"
+
+    @property
+    def job_prefix(self) -> str:
+        return self.base + "job:"
+
+    def job(self, job_id: str) -> str:
+        return self.job_prefix + job_id
+
+
+def types_key(prefix: str) -> str:
+    """Set of known types (global; never touched by a multi-key script)."""
+    return f"{prefix}:types"
+
+
+def workers_key(prefix: str) -> str:
+    """Sorted set of live worker names by last heartbeat (ms)."""
+    return f"{prefix}:workers"
+
+
+def worker_key(prefix: str, name: str) -> str:
+    """Hash describing one worker; expires when its heartbeat stops."""
+    return f"{prefix}:worker:{name}"

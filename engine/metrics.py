@@ -1,0 +1,64 @@
+"""Prometheus metrics at the transition points.
+
+Names are in base units, labels are ``type`` and ``outcome``, never a job id. Every
+collector lives on an injected :class:`CollectorRegistry` (a private one by default,
+so several workers in one process never collide).
+"""
+
+from __future__ import annotations
+
+import time
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5,
+                   5, 10, 30, 60, 300)
+
+
+class WorkerMetrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry()
+        r = self.registry
+        self.jobs = Counter("streamjobs_jobs", "Jobs finished by this worker, by outcome",
+                            ["type", "outcome"], registry=r)
+        self.duration = Histogram("streamjobs_attempt_duration_seconds",
+                                  "Wall time of one attempt", ["type", "outcome"],
+                                  buckets=LATENCY_BUCKETS, registry=r)
+        self.wait = Histogram("streamjobs_queue_wait_seconds",
+                              "Enqueue (or retry) to handler start", ["type"],
+                              buckets=LATENCY_BUCKETS, registry=r)
+        self.in_flight = Gauge("streamjobs_jobs_in_flight", "Attempts running now", ["type"],
+                               registry=r, multiprocess_mode="livesum")
+        self.reclaimed_total = Counter("streamjobs_jobs_reclaimed",
+                                       "Entries taken over from dead workers", ["type"],
+                                       registry=r)
+        self.released_total = Counter("streamjobs_jobs_released",
+                                      "Entries handed back at shutdown", ["type"], registry=r)
+        self.last_heartbeat = Gauge("streamjobs_worker_heartbeat_timestamp_seconds",
+                                    "Last heartbeat written", registry=r,
+                                    multiprocess_mode="max")
+
+    def started(self, type_: str, enqueued_at_ms: int | None) -> None:
+        self.in_flight.labels(type_).inc()
+        if enqueued_at_ms:
+            self.wait.labels(type_).observe(max(0.0, time.time() - enqueued_at_ms / 1000))
+
+    def finished(self, type_: str, kind: str, seconds: float) -> None:
+        self.in_flight.labels(type_).dec()
+        self.duration.labels(type_, kind).observe(seconds)
+        if kind == "timeout":
+            self.jobs.labels(type_, "timeout").inc()
+
+    def outcome(self, type_: str, outcome: str, n: int = 1) -> None:
+        if n:
+            self.jobs.labels(type_, outcome).inc(n)
+
+    def reclaimed(self, type_: str, n: int) -> None:
+        self.reclaimed_total.labels(type_).inc(n)
+
+    def released(self, type_: str, n: int) -> None:
+        if n:
+            self.released_total.labels(type_).inc(n)
+
+    def heartbeat(self) -> None:
+        self.last_heartbeat.set(time.time())

@@ -1,0 +1,79 @@
+"""Handlers, registered per type with their policy.
+
+    from engine import handler
+
+    @handler("email", max_attempts=5, timeout=30)
+    async def send_email(job): ...
+
+Plain ``def`` handlers run in worker threads; ``async def`` ones on the event loop.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from engine.errors import ConfigError
+from engine.job import Job
+from engine.keys import check_type_name
+from engine.retry import Policy
+
+HandlerFn = Callable[[Job], Any] | Callable[[Job], Awaitable[Any]]
+
+
+@dataclass(frozen=True, slots=True)
+class Handler:
+    type: str
+    fn: HandlerFn
+    policy: Policy
+    is_async: bool
+
+
+class Registry:
+    """Maps each job type to one handler."""
+
+    def __init__(self) -> None:
+        self._handlers: dict[str, Handler] = {}
+
+    def handler(
+        self, type_: str, *, policy: Policy | None = None, **policy_fields: Any
+    ) -> Callable[[HandlerFn], HandlerFn]:
+        """Decorator: register ``fn`` for ``type_`` with ``Policy(**policy_fields)``."""
+        check_type_name(type_)
+        if policy is not None and policy_fields:
+            raise ConfigError("give either policy= or policy fields, not both")
+        try:
+            chosen = policy or Policy(**policy_fields)
+        except TypeError as e:
+            raise ConfigError(f"handler {type_!r}: {e}") from e
+
+        def register(fn: HandlerFn) -> HandlerFn:
+            if type_ in self._handlers and self._handlers[type_].fn is not fn:
+                raise ConfigError(f"type {type_!r} already has a handler")
+            is_async = inspect.iscoroutinefunction(fn)
+            self._handlers[type_] = Handler(type_, fn, chosen, is_async)
+            return fn
+
+        return register
+
+    def get(self, type_: str) -> Handler:
+        try:
+            return self._handlers[type_]
+        except KeyError:
+            raise ConfigError(f"no handler registered for type {type_!r}") from None
+
+    def types(self) -> list[str]:
+        return sorted(self._handlers)
+
+    def __iter__(self) -> Iterator[Handler]:
+        return iter(self._handlers.values())
+
+    def __len__(self) -> int:
+        return len(self._handlers)
+
+
+#: The registry the ``handler`` decorator and the CLI use.
+default_registry = Registry()
+handler = default_registry.handler

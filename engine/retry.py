@@ -1,0 +1,47 @@
+"""Per-type policy: attempts, retry tiers, timeouts, visibility.
+
+The backoff itself is computed inside ``lua/fail.lua`` (from the job's attempt count,
+atomically with the transition); the worker only hands it a random number for jitter.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from engine.errors import ConfigError
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    #: Attempts in all (the first run included) before the job goes dead.
+    max_attempts: int = 3
+    #: Failed attempts retried at once, before backoff starts.
+    immediate_retries: int = 1
+    #: First backoff delay, seconds; doubles per further failure.
+    backoff_base: float = 1.0
+    #: Longest backoff delay, seconds.
+    backoff_cap: float = 3600.0
+    #: Fraction of each delay taken off at random (0: none, 1: full jitter).
+    jitter: float = 0.5
+    #: Seconds one attempt may run before it fails as a timeout.
+    timeout: float = 300.0
+    #: Seconds an entry may sit unacknowledged before another worker reclaims it.
+    #: Running jobs are touched every third of it, so it bounds crash detection only.
+    visibility_timeout: float = 30.0
+    #: Deliveries (worker deaths included) before the entry is dead-lettered as poison.
+    max_deliveries: int = 3
+
+    def __post_init__(self) -> None:
+        checks = [
+            (self.max_attempts >= 1, "max_attempts must be >= 1"),
+            (self.immediate_retries >= 0, "immediate_retries must be >= 0"),
+            (self.backoff_base >= 0, "backoff_base must be >= 0"),
+            (self.backoff_cap >= self.backoff_base, "backoff_cap must be >= backoff_base"),
+            (0 <= self.jitter <= 1, "jitter must be within [0, 1]"),
+            (self.timeout > 0, "timeout must be > 0"),
+            (self.visibility_timeout >= 0.1, "visibility_timeout must be >= 0.1 s"),
+            (self.max_deliveries >= 1, "max_deliveries must be >= 1"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ConfigError(message)

@@ -1,0 +1,48 @@
+-- ack: complete a batch of entries: XACK + XDEL, state completed, result, retention, counters.
+-- KEYS[1] stream
+-- KEYS[2] stats
+-- KEYS[3] done
+-- KEYS[4] job_prefix
+-- ARGV[1] group
+-- ARGV[2] consumer
+-- ARGV[3] result_ttl_ms
+-- ARGV[4...] entry_id, job_id, result  (repeated per job; result '' when none)
+-- An entry the consumer no longer owns (it was reclaimed) is left alone: no completion,
+-- no count. A record in another state than waiting is left alone too.
+-- returns: {code per job}
+-- codes: OK NOT_OWNER WRONG_STATE
+--@include codes
+--@include common
+local stream, stats, done, job_prefix = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local group, consumer, ttl = ARGV[1], ARGV[2], tonumber(ARGV[3])
+local now = now_ms()
+local out = {}
+local completed = 0
+for i = 4, #ARGV, 3 do
+  local entry, id, result = ARGV[i], ARGV[i + 1], ARGV[i + 2]
+  local key = job_prefix .. id
+  local state = redis.call('HGET', key, 'state')
+  if not owns(stream, group, entry, consumer) then
+    out[#out + 1] = NOT_OWNER
+  elseif state and state ~= 'waiting' then
+    out[#out + 1] = WRONG_STATE
+  else
+    redis.call('XACK', stream, group, entry)
+    redis.call('XDEL', stream, entry)
+    if ttl > 0 then
+      redis.call('HSET', key, 'state', 'completed', 'entry', '', 'finished_at', now,
+        'updated_at', now, 'result', result)
+      redis.call('PEXPIRE', key, ttl)
+      redis.call('ZADD', done, now, id)
+    else
+      redis.call('DEL', key)
+    end
+    completed = completed + 1
+    out[#out + 1] = OK
+  end
+end
+if completed > 0 then
+  redis.call('HINCRBY', stats, 'completed', completed)
+  if ttl > 0 then redis.call('ZREMRANGEBYSCORE', done, '-inf', now - ttl) end
+end
+return out

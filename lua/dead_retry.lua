@@ -1,0 +1,50 @@
+-- dead_retry: move dead jobs back to the stream with a fresh set of attempts.
+-- KEYS[1] stream
+-- KEYS[2] dead
+-- KEYS[3] stats
+-- KEYS[4] job_prefix
+-- ARGV[1...] job_id  (repeated)
+-- returns: {code per job}
+-- codes: OK NOT_FOUND WRONG_STATE
+--@include codes
+--@include common
+local stream, dead, stats, job_prefix = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local now = now_ms()
+local out = {}
+local moved = 0
+for i = 1, #ARGV do
+  local id = ARGV[i]
+  local key = job_prefix .. id
+  local state = redis.call('HGET', key, 'state')
+  if not state then
+    out[#out + 1] = NOT_FOUND
+  elseif state ~= 'dead' then
+    out[#out + 1] = WRONG_STATE
+  else
+    local dead_entry = redis.call('HGET', key, 'dead_entry')
+    local stored = read_entry(dead, dead_entry) or {}
+    local flat = {}
+    for j = 1, #stored, 2 do
+      if string.sub(stored[j], 1, 2) == 'f:' then
+        flat[#flat + 1] = string.sub(stored[j], 3)
+        flat[#flat + 1] = stored[j + 1]
+      end
+    end
+    if #flat == 0 then
+      out[#out + 1] = NOT_FOUND
+    else
+      set_field(flat, 'attempts', '0')
+      redis.call('XDEL', dead, dead_entry)
+      local entry = redis.call('XADD', stream, '*', unpack(flat))
+      redis.call('HSET', key, 'state', 'waiting', 'entry', entry, 'attempts', 0,
+        'updated_at', now)
+      redis.call('HDEL', key, 'dead_entry', 'reason', 'finished_at')
+      moved = moved + 1
+      out[#out + 1] = OK
+    end
+  end
+end
+if moved > 0 then
+  redis.call('HINCRBY', stats, 'dead_retried', moved)
+end
+return out

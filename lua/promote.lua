@@ -1,0 +1,32 @@
+-- promote: move due jobs from the delayed set to the stream (bounded batch, server clock).
+-- Safe to run from every worker at once: each id moves exactly once.
+-- KEYS[1] stream
+-- KEYS[2] delayed
+-- KEYS[3] job_prefix
+-- ARGV[1] limit
+-- returns: {code, moved, next_due_in_ms (-1 when none), orphans}
+-- orphans: ids whose record was deleted from outside; they are dropped from the set.
+-- codes: OK
+--@include codes
+--@include common
+local stream, delayed, job_prefix = KEYS[1], KEYS[2], KEYS[3]
+local now = now_ms()
+local ids = redis.call('ZRANGEBYSCORE', delayed, '-inf', now, 'LIMIT', 0, tonumber(ARGV[1]))
+local moved, orphans = 0, 0
+for _, id in ipairs(ids) do
+  local key = job_prefix .. id
+  local flat = unstash_fields(key)
+  if #flat == 0 then
+    orphans = orphans + 1
+  else
+    local entry = redis.call('XADD', stream, '*', unpack(flat))
+    redis.call('HSET', key, 'state', 'waiting', 'entry', entry, 'updated_at', now)
+    redis.call('HDEL', key, 'due_at')
+    moved = moved + 1
+  end
+  redis.call('ZREM', delayed, id)
+end
+local nxt = redis.call('ZRANGE', delayed, 0, 0, 'WITHSCORES')
+local next_in = -1
+if #nxt > 0 then next_in = math.max(0, tonumber(nxt[2]) - now) end
+return {OK, moved, next_in, orphans}

@@ -1,0 +1,219 @@
+"""What each CLI command does. Client commands print JSON or small tables."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import anyio
+import orjson
+
+from engine.config import Settings
+from engine.errors import ServerError
+from engine.keys import TypeKeys, check_type_name
+
+T = TypeVar("T")
+
+
+def _settings() -> Settings:
+    return Settings.from_env()
+
+
+def url_file(settings: Settings) -> Path:
+    """Where `streamjobs up` / `server` records the embedded server's URL."""
+    return settings.data_dir / "server.url"
+
+
+def resolve_url(args: argparse.Namespace) -> str:
+    settings = _settings()
+    if getattr(args, "url", None):
+        return str(args.url)
+    if settings.redis_url:
+        return settings.redis_url
+    f = url_file(settings)
+    if f.is_file():
+        return f.read_text().strip()
+    raise ServerError(
+        "no server configured: set STREAMJOBS_REDIS_URL, pass --url, or start one with "
+        "`streamjobs up`"
+    )
+
+
+def describe_url(args: argparse.Namespace) -> str:
+    try:
+        return resolve_url(args)
+    except ServerError:
+        return "no URL"
+
+
+def _run(fn: Callable[..., Awaitable[T]], *a: Any) -> T:
+    return anyio.run(fn, *a)
+
+
+def _print_json(value: Any) -> None:
+    print(orjson.dumps(value, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS).decode())
+
+
+# ---- client commands ----------------------------------------------------------------
+
+
+def cmd_enqueue(args: argparse.Namespace) -> int:
+    from engine.producer import Producer
+
+    check_type_name(args.type)
+    url = resolve_url(args)
+
+    async def go() -> str:
+        async with Producer(url, settings=_settings()) as p:
+            return await p.enqueue(args.type, args.payload, job_id=args.job_id,
+                                   delay=args.delay, max_attempts=args.max_attempts,
+                                   timeout=args.timeout)
+
+    print(_run(go))
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from engine.producer import Producer
+
+    check_type_name(args.type)
+    url = resolve_url(args)
+
+    async def go() -> Any:
+        async with Producer(url, settings=_settings()) as p:
+            return await p.status(args.type, args.id)
+
+    st = _run(go)
+    if st is None:
+        print(f"error: no job {args.id!r} of type {args.type!r}", file=sys.stderr)
+        return 1
+    _print_json(st.to_dict())
+    return 0
+
+
+def cmd_stats(args: argparse.Namespace) -> int:
+    from engine.connection import client_from_url
+    from engine.inspect import known_types, type_stats
+
+    url = resolve_url(args)
+    settings = _settings()
+
+    async def go() -> list[Any]:
+        r = client_from_url(url)
+        try:
+            types = await known_types(r, settings.prefix)
+            return [await type_stats(r, TypeKeys(settings.prefix, t)) for t in types]
+        finally:
+            await r.aclose()
+
+    rows = _run(go)
+    cols = ["type", "waiting", "running", "delayed", "dead", "completed"]
+    print("  ".join(f"{c:>12}" for c in cols))
+    for s in rows:
+        print("  ".join(f"{getattr(s, c)!s:>12}" for c in cols))
+    return 0
+
+
+def cmd_dlq(args: argparse.Namespace) -> int:
+    from engine.dead import DeadLetters
+
+    check_type_name(args.type)
+    url = resolve_url(args)
+    handler = _DLQ[args.dlq_command]
+
+    async def go() -> int:
+        dl = DeadLetters(url, settings=_settings())
+        try:
+            return await handler(dl, args)
+        finally:
+            await dl.aclose()
+
+    return _run(go)
+
+
+async def _dlq_list(dl: Any, args: argparse.Namespace) -> int:
+    jobs, nxt = await dl.list(args.type, after=args.after, count=args.count)
+    for j in jobs:
+        print(f"{j.id}\tattempts={j.attempts}\t{j.reason}\t{j.error[:120]}")
+    print(f"# {len(jobs)} shown; next page: --after {nxt}" if nxt else f"# {len(jobs)} shown")
+    return 0
+
+
+async def _dlq_show(dl: Any, args: argparse.Namespace) -> int:
+    st = await dl.show(args.type, args.id)
+    if st is None:
+        print(f"error: no dead job {args.id!r} of type {args.type!r}", file=sys.stderr)
+        return 1
+    _print_json(st.to_dict())
+    return 0
+
+
+async def _dlq_retry(dl: Any, args: argparse.Namespace) -> int:
+    if args.all:
+        n = await dl.retry_all(args.type, error_contains=args.error_contains)
+        print(f"retried {n}")
+    elif args.id:
+        await dl.retry(args.type, args.id)
+        print(f"retried {args.id}")
+    else:
+        raise ValueError("give a job id or --all")
+    return 0
+
+
+async def _dlq_purge(dl: Any, args: argparse.Namespace) -> int:
+    if args.id:
+        await dl.purge_one(args.type, args.id)
+        print(f"purged {args.id}")
+    elif args.yes:
+        print(f"purged {await dl.purge(args.type, error_contains=args.error_contains)}")
+    else:
+        raise ValueError("give a job id, or --yes to purge every dead job of the type")
+    return 0
+
+
+_DLQ = {"list": _dlq_list, "show": _dlq_show, "retry": _dlq_retry, "purge": _dlq_purge}
+
+
+# ---- process commands (see engine.supervisor) ----------------------------------------
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from engine import supervisor
+
+    return supervisor.worker_command(args, resolve_url(args), _settings())
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    from engine import supervisor
+
+    return supervisor.up_command(args, _settings())
+
+
+def cmd_server(args: argparse.Namespace) -> int:
+    from engine import supervisor
+
+    return supervisor.server_command(_settings())
+
+
+def cmd_api(args: argparse.Namespace) -> int:
+    from engine.api import serve
+
+    settings = _settings()
+    serve(resolve_url(args), settings, host=args.host, port=args.port)
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    import runpy
+
+    sys.path.insert(0, os.getcwd())
+    sys.argv = ["bench", *args.bench_args]
+    try:
+        runpy.run_module("bench", run_name="__main__")
+    except SystemExit as e:
+        return int(e.code or 0)
+    return 0

@@ -1,0 +1,74 @@
+"""Test fixtures: a real server, never a mock.
+
+Order: ``STREAMJOBS_TEST_REDIS_URL`` if set; a testcontainers Valkey where a Docker
+engine answers; else a private server from the local binary (engine.embedded). Tests
+are isolated by random type names (each its own hash tag), never by FLUSHALL.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from contextlib import ExitStack
+
+import pytest
+from redis.asyncio import Redis
+
+from engine.config import Settings
+from engine.connection import client_from_url
+from engine.embedded import EmbeddedServer
+
+
+def _docker_engine_answers() -> bool:
+    if not os.path.exists("/var/run/docker.sock") and not os.environ.get("DOCKER_HOST"):
+        return False
+    try:
+        import docker
+
+        docker.from_env(timeout=2).ping()
+        return True
+    except Exception:
+        return False
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    url = os.environ.get("STREAMJOBS_TEST_REDIS_URL")
+    if url:
+        yield url
+        return
+    with ExitStack() as stack:
+        if _docker_engine_answers():
+            from testcontainers.redis import RedisContainer
+
+            c = stack.enter_context(RedisContainer("valkey/valkey:8.1"))
+            yield f"redis://{c.get_container_host_ip()}:{c.get_exposed_port(6379)}/0"
+            return
+        tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="sj-test-"))
+        server = stack.enter_context(EmbeddedServer(tmp, port=0, appendonly=False))
+        yield server.url
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture
+def type_name() -> str:
+    """A fresh job type: every key of the test lives under its own hash tag."""
+    return f"t{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture
+def settings(redis_url: str) -> Settings:
+    return Settings(redis_url=redis_url)
+
+
+@pytest.fixture
+async def r(redis_url: str) -> AsyncIterator[Redis]:
+    client = client_from_url(redis_url)
+    yield client
+    await client.aclose()

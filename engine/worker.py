@@ -126,6 +126,8 @@ class Worker:
         self._slot_freed = anyio.Event()
         self._stop = anyio.Event()
         self._stopping = False
+        self._fetch_scope = anyio.CancelScope()
+        self._order = list(self.keys)
         self._acks: dict[str, list[tuple[str, str, bytes]]] = {}
         self._ack_ready = anyio.Event()
         self._thread_limiter = anyio.CapacityLimiter(concurrency)
@@ -175,6 +177,7 @@ class Worker:
 
     async def _shutdown(self) -> None:
         self._stopping = True
+        self._fetch_scope.cancel()
         log.info("stopping: %d in flight, grace %.1fs", self.in_flight, self.grace_period)
         with anyio.move_on_after(self.grace_period):
             await self._drained()
@@ -185,6 +188,26 @@ class Worker:
             await self._drained()
         with anyio.CancelScope(shield=True), anyio.move_on_after(10):
             await self._flush_acks_until_empty()
+            await self._release_leftovers()
+
+    async def _release_leftovers(self) -> None:
+        """Entries still in this consumer's pending list (a fetch cut short by shutdown
+        was delivered but never seen) go back to the stream."""
+        for type_, tk in self.keys.items():
+            try:
+                rows = await self.redis.xpending_range(
+                    tk.stream, GROUP, "-", "+", 10_000, consumername=self.name
+                )
+                if not rows:
+                    continue
+                ids = [row["message_id"].decode() for row in rows]
+                found = await self.redis.xrange(tk.stream, ids[0], ids[-1])
+                job_ids = {e.decode(): _job_id(Delivery(type_, e.decode(), f)) for e, f in found}
+                entries = [(i, job_ids.get(i, i)) for i in ids]
+                codes = await self.scripts.release(tk, GROUP, self.name, entries)
+                self.metrics.released(type_, codes.count(Code.OK))
+            except NETWORK_ERRORS as e:
+                log.warning("could not release leftovers of %s: %s", type_, e)
 
     async def _drained(self) -> None:
         while self._outstanding:
@@ -205,37 +228,41 @@ class Worker:
 
     async def _fetcher(self, send: MemoryObjectSendStream[Delivery]) -> None:
         backoff = Backoff()
-        order = list(self.keys)
         async with send:
-            while not self._stopping:
-                free = self.concurrency - len(self._outstanding)
-                if free <= 0:
-                    self._slot_freed = anyio.Event()
-                    await self._slot_freed.wait()
-                    continue
-                # COUNT applies per stream: read at most `free` streams, free//n each.
-                order = order[1:] + order[:1]
-                chosen = order[: min(free, len(order))]
-                try:
-                    resp = await self.redis.xreadgroup(
-                        GROUP, self.name, {self.keys[t].stream: ">" for t in chosen},
-                        count=free // len(chosen), block=self.block_ms,
-                    )
-                    backoff.reset()
-                except NETWORK_ERRORS as e:
-                    await backoff.wait("fetch failed", e)
-                    continue
-                except ResponseError as e:
-                    if "NOGROUP" not in str(e):
-                        raise
-                    await self._setup()
-                    continue
-                for stream, entries in resp or ():
-                    type_ = self._type_of_stream(stream)
-                    for entry_id, fields in entries:
-                        d = Delivery(type_, entry_id.decode(), fields)
-                        self._outstanding[d.entry_id] = d
-                        await send.send(d)
+            with self._fetch_scope:
+                while not self._stopping:
+                    free = self.concurrency - len(self._outstanding)
+                    if free <= 0:
+                        self._slot_freed = anyio.Event()
+                        await self._slot_freed.wait()
+                        continue
+                    try:
+                        await self._fetch_once(send, free)
+                        backoff.reset()
+                    except NETWORK_ERRORS as e:
+                        await backoff.wait("fetch failed", e)
+
+    async def _fetch_once(self, send: MemoryObjectSendStream[Delivery], free: int) -> None:
+        # COUNT applies per stream: read at most `free` streams, free // n entries each,
+        # rotating which streams go first so no type starves.
+        self._order = self._order[1:] + self._order[:1]
+        chosen = self._order[: min(free, len(self._order))]
+        try:
+            resp = await self.redis.xreadgroup(
+                GROUP, self.name, {self.keys[t].stream: ">" for t in chosen},
+                count=free // len(chosen), block=self.block_ms,
+            )
+        except ResponseError as e:
+            if "NOGROUP" not in str(e):
+                raise
+            await self._setup()  # the stream was deleted, or the server lost its data
+            return
+        for stream, entries in resp or ():
+            type_ = self._type_of_stream(stream)
+            for entry_id, fields in entries:
+                d = Delivery(type_, entry_id.decode(), fields)
+                self._outstanding[d.entry_id] = d
+                await send.send(d)
 
     def _type_of_stream(self, stream: bytes) -> str:
         # sj:{TYPE}:stream
@@ -397,14 +424,15 @@ class Worker:
     async def _reclaimer(self, send: MemoryObjectSendStream[Delivery]) -> None:
         backoff = Backoff()
         interval = min(h.policy.visibility_timeout for h in self.handlers.values()) / 2
-        while True:
-            await anyio.sleep(interval)
-            try:
-                for type_ in self.keys:
-                    await self._reclaim(type_, send)
-                backoff.reset()
-            except NETWORK_ERRORS as e:
-                await backoff.wait("reclaim failed", e)
+        async with send:
+            while True:
+                await anyio.sleep(interval)
+                try:
+                    for type_ in self.keys:
+                        await self._reclaim(type_, send)
+                    backoff.reset()
+                except NETWORK_ERRORS as e:
+                    await backoff.wait("reclaim failed", e)
 
     async def _reclaim(self, type_: str, send: MemoryObjectSendStream[Delivery]) -> None:
         free = self.concurrency - len(self._outstanding)

@@ -35,6 +35,8 @@ def _add_worker_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--processes", type=int, default=1, help="worker processes (multi-core)")
     p.add_argument("--grace", type=float, default=30.0, help="seconds to finish on shutdown")
     p.add_argument("--metrics-port", type=int, default=None, help="serve /metrics on this port")
+    p.add_argument("--metrics-host", default="127.0.0.1",
+                   help="address the /metrics server binds (0.0.0.0 in a container)")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -5,6 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from engine.config import Settings
 
@@ -15,6 +19,10 @@ def client_from_url(url: str, **kwargs: Any) -> Redis:
         "decode_responses": False,
         "socket_connect_timeout": 5,
         "health_check_interval": 0,
+        # A pooled connection left dead by a server restart fails once; retry on a fresh
+        # one. (Enqueue without a job id is then at least once: pass an id for dedup.)
+        "retry": Retry(ExponentialBackoff(cap=0.5, base=0.02), 3),
+        "retry_on_error": [RedisConnectionError, RedisTimeoutError],
     }
     options.update(kwargs)
     return Redis.from_url(url, **options)

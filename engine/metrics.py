@@ -37,6 +37,24 @@ class WorkerMetrics:
         self.last_heartbeat = Gauge("streamjobs_worker_heartbeat_timestamp_seconds",
                                     "Last heartbeat written", registry=r,
                                     multiprocess_mode="max")
+        self.info = Gauge("streamjobs_worker_info",
+                          "Worker processes running, by engine version (1 per process)",
+                          ["version"], registry=r, multiprocess_mode="livesum")
+        self.slots = Gauge("streamjobs_worker_concurrency",
+                           "Job slots (concurrency) of live worker processes, per type",
+                           ["type"], registry=r, multiprocess_mode="livesum")
+
+    def describe(self, types: list[str], concurrency: int) -> None:
+        """Publish what this worker process is: version, and its slots per type."""
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            v = version("streamjobs")
+        except PackageNotFoundError:
+            v = "unknown"
+        self.info.labels(v).set(1)
+        for t in types:
+            self.slots.labels(t).set(concurrency)
 
     def started(self, type_: str, enqueued_at_ms: int | None) -> None:
         self.in_flight.labels(type_).inc()

@@ -58,6 +58,7 @@ def run_worker_process(args: argparse.Namespace, url: str, settings: Settings) -
     metrics = WorkerMetrics(_metrics_registry(args))
     worker = Worker(url, default_registry, types=types, concurrency=args.concurrency,
                     settings=settings, grace_period=args.grace, metrics=metrics)
+    metrics.describe(list(worker.handlers), worker.concurrency)
 
     async def main() -> None:
         async with anyio.create_task_group() as tg:
@@ -81,7 +82,7 @@ def _metrics_registry(args: argparse.Namespace) -> Any:
         return REGISTRY
     registry = CollectorRegistry()
     if args.metrics_port:
-        start_http_server(args.metrics_port, addr="127.0.0.1", registry=registry)
+        start_http_server(args.metrics_port, addr=args.metrics_host, registry=registry)
     return registry
 
 
@@ -114,20 +115,20 @@ def _run_children(args: argparse.Namespace, url: str) -> int:
     with tempfile.TemporaryDirectory(prefix="sj-metrics-") as mp_dir:
         env = {**os.environ, "STREAMJOBS_REDIS_URL": url, "PROMETHEUS_MULTIPROC_DIR": mp_dir}
         if args.metrics_port:
-            _serve_multiprocess_metrics(args.metrics_port, mp_dir)
+            _serve_multiprocess_metrics(args.metrics_host, args.metrics_port, mp_dir)
         children = [subprocess.Popen(_child_argv(args), env=env) for _ in range(args.processes)]
         log.info("started %d worker processes: %s", len(children),
                  " ".join(str(c.pid) for c in children))
         return _supervise(children)
 
 
-def _serve_multiprocess_metrics(port: int, mp_dir: str) -> None:
+def _serve_multiprocess_metrics(host: str, port: int, mp_dir: str) -> None:
     from prometheus_client import CollectorRegistry, start_http_server
     from prometheus_client.multiprocess import MultiProcessCollector
 
     registry = CollectorRegistry()
     MultiProcessCollector(registry, path=mp_dir)
-    start_http_server(port, addr="127.0.0.1", registry=registry)
+    start_http_server(port, addr=host, registry=registry)
 
 
 def _supervise(children: list[subprocess.Popen[bytes]]) -> int:
@@ -216,7 +217,8 @@ def _up_children(args: argparse.Namespace, url: str, settings: Settings, server:
     if args.types:
         worker_argv += ["--types", args.types]
     if args.metrics_port:
-        worker_argv += ["--metrics-port", str(args.metrics_port)]
+        worker_argv += ["--metrics-port", str(args.metrics_port),
+                        "--metrics-host", args.metrics_host]
     children = [subprocess.Popen(worker_argv, env=env)]
     api_port = args.api_port or settings.api_port
     if not args.no_api:

@@ -123,27 +123,35 @@ class Worker:
         self.metrics = metrics or WorkerMetrics()
         self.name = name or consumer_name()
         self._outstanding: dict[str, Delivery] = {}
-        self._slot_freed = anyio.Event()
-        self._stop = anyio.Event()
         self._stopping = False
-        self._fetch_scope = anyio.CancelScope()
+        self._stop_requested = False
         self._order = list(self.keys)
         self._acks: dict[str, list[tuple[str, str, bytes]]] = {}
+
+    def _open_runtime(self) -> None:
+        """anyio primitives belong to a running event loop: made when run() starts."""
+        self._slot_freed = anyio.Event()
+        self._stop = anyio.Event()
+        self._fetch_scope = anyio.CancelScope()
         self._ack_ready = anyio.Event()
-        self._thread_limiter = anyio.CapacityLimiter(concurrency)
-        self.started = anyio.Event()
+        self._thread_limiter = anyio.CapacityLimiter(self.concurrency)
+        if self._stop_requested:
+            self._stop.set()
 
     # ---- lifecycle -------------------------------------------------------------------
 
     def stop(self) -> None:
         """Begin graceful shutdown: stop fetching, finish or release in-flight jobs."""
-        self._stop.set()
+        self._stop_requested = True
+        if hasattr(self, "_stop"):
+            self._stop.set()
 
     @property
     def in_flight(self) -> int:
         return len(self._outstanding)
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        self._open_runtime()
         await self._setup()
         send, recv = anyio.create_memory_object_stream[Delivery](math.inf)
         try:
@@ -154,7 +162,6 @@ class Worker:
                 tg.start_soon(self._reclaimer, send.clone())
                 for role in (self._acker, self._promoter, self._toucher, self._heartbeat):
                     tg.start_soon(role)
-                self.started.set()
                 task_status.started()
                 await self._stop.wait()
                 await self._shutdown()

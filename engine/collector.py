@@ -1,0 +1,178 @@
+"""Queue figures read from the server at scrape time: the numbers an autoscaler needs.
+
+:class:`QueueCollector` is a custom Prometheus collector. Its ``collect()`` is sync (the
+Prometheus client calls it from the exposition code), so it reads with a sync redis-py
+client bounded by a short socket timeout, in three pipelined round trips whatever the
+number of types. When the server cannot be read it reports ``streamjobs_scrape_error 1``
+and no queue figures instead of raising, so the scrape itself still succeeds.
+
+Per type (label ``type``):
+
+- ``streamjobs_queue_waiting``: entries in the stream not yet delivered
+- ``streamjobs_queue_running``: delivered, not finished (the group's pending list)
+- ``streamjobs_queue_delayed``: scheduled or waiting out a backoff
+- ``streamjobs_queue_dead``: in the dead stream
+- ``streamjobs_queue_oldest_waiting_age_seconds``: age of the oldest undelivered entry
+- ``streamjobs_queue_{enqueued,completed,retried,dead_lettered}_total``: the type's counters
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING, Any
+
+import redis
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+from redis.exceptions import RedisError
+
+from engine.keys import GROUP, TypeKeys, types_key
+
+if TYPE_CHECKING:
+    from prometheus_client.metrics_core import Metric
+    from redis.asyncio import Redis as AsyncRedis
+
+log = logging.getLogger("streamjobs.collector")
+
+#: Seconds a scrape may wait on the server (connect and each read).
+SCRAPE_TIMEOUT = 2.0
+
+_GAUGES = {
+    "waiting": "Jobs in the stream not yet delivered to a worker",
+    "running": "Jobs delivered to a worker and not finished (consumer group pending list)",
+    "delayed": "Jobs scheduled for later or waiting out a retry backoff",
+    "dead": "Jobs in the dead stream",
+}
+#: counter name → field of the type's stats hash
+_COUNTERS = {
+    "enqueued": ("enqueued", "Jobs enqueued"),
+    "completed": ("completed", "Jobs completed"),
+    "retried": ("retried", "Failed attempts that were retried"),
+    "dead_lettered": ("dead", "Jobs moved to the dead stream"),
+}
+
+
+def sync_client(target: str | AsyncRedis, timeout: float = SCRAPE_TIMEOUT) -> redis.Redis:
+    """A sync client for a URL, or for the server an asyncio client talks to."""
+    if isinstance(target, str):
+        return redis.Redis.from_url(target, socket_timeout=timeout,
+                                    socket_connect_timeout=timeout)
+    import redis.connection as sync_conn
+
+    pool = target.connection_pool
+    kwargs = dict(pool.connection_kwargs)
+    kwargs.update(socket_timeout=timeout, socket_connect_timeout=timeout)
+    cls = getattr(sync_conn, pool.connection_class.__name__, sync_conn.Connection)
+    return redis.Redis(connection_pool=redis.ConnectionPool(connection_class=cls, **kwargs))
+
+
+class QueueCollector(Collector):
+    """Reads every known type's queue figures when Prometheus scrapes."""
+
+    def __init__(self, client: redis.Redis, prefix: str = "sj") -> None:
+        self.client = client
+        self.prefix = prefix
+
+    def describe(self) -> list[Metric]:
+        # Nothing to declare up front: registering must not call the server.
+        return []
+
+    def collect(self) -> Iterator[Metric]:
+        t0 = time.perf_counter()
+        try:
+            families = self._read()
+            failed = 0.0
+        except (RedisError, OSError) as e:
+            log.warning("scrape of queue figures failed: %s", e)
+            families, failed = [], 1.0
+        yield from families
+        yield GaugeMetricFamily(
+            "streamjobs_scrape_error",
+            "1 when the queue figures could not be read from the server at this scrape",
+            value=failed,
+        )
+        yield GaugeMetricFamily(
+            "streamjobs_scrape_duration_seconds",
+            "Time spent reading the queue figures from the server", value=time.perf_counter() - t0,
+        )
+
+    def close(self) -> None:
+        self.client.close()
+
+    # ---- reading -----------------------------------------------------------------------
+
+    def _read(self) -> list[Metric]:
+        types = sorted(t.decode() for t in self.client.smembers(types_key(self.prefix)))
+        keys = [TypeKeys(self.prefix, t) for t in types]
+        pipe = self.client.pipeline(transaction=False)
+        for tk in keys:
+            pipe.xlen(tk.stream)
+            pipe.xpending(tk.stream, GROUP)
+            pipe.zcard(tk.delayed)
+            pipe.xlen(tk.dead)
+            pipe.hgetall(tk.stats)
+            pipe.xinfo_groups(tk.stream)
+        pipe.time()
+        res = pipe.execute(raise_on_error=False)
+        sec, usec = res[-1]
+        rows = [_row(res[i * 6 : i * 6 + 6]) for i in range(len(keys))]
+        ages = self._ages(keys, rows, sec * 1000 + usec // 1000)
+        return _families(types, rows, ages)
+
+    def _ages(self, keys: Sequence[TypeKeys], rows: Sequence[dict[str, Any]],
+              now_ms: int) -> list[float]:
+        """Oldest waiting age of each type: one pipelined XRANGE after the last delivered."""
+        todo = [(i, r["last"]) for i, r in enumerate(rows) if r["waiting"] > 0 and r["last"]]
+        ages = [0.0] * len(rows)
+        if not todo:
+            return ages
+        pipe = self.client.pipeline(transaction=False)
+        for i, last in todo:
+            pipe.xrange(keys[i].stream, f"({last}", "+", count=1)
+        for (i, _), found in zip(todo, pipe.execute(raise_on_error=False), strict=True):
+            if isinstance(found, list) and found:
+                first_ms = int(found[0][0].split(b"-")[0])
+                ages[i] = max(0.0, (now_ms - first_ms) / 1000)
+        return ages
+
+
+def _row(res: Sequence[Any]) -> dict[str, Any]:
+    length, pend, delayed, dead, counters, groups = res
+    length = length if isinstance(length, int) else 0
+    running = int(pend["pending"]) if isinstance(pend, dict) else 0
+    last = None
+    if isinstance(groups, list):
+        for g in groups:
+            if g["name"] in (GROUP, GROUP.encode()):
+                raw = g["last-delivered-id"]
+                last = raw.decode() if isinstance(raw, bytes) else raw
+    return {
+        "waiting": max(0, length - running), "running": running,
+        "delayed": delayed if isinstance(delayed, int) else 0,
+        "dead": dead if isinstance(dead, int) else 0,
+        "counters": counters if isinstance(counters, dict) else {}, "last": last,
+    }
+
+
+def _families(types: Sequence[str], rows: Sequence[dict[str, Any]],
+              ages: Sequence[float]) -> list[Metric]:
+    out: list[Metric] = []
+    for name, doc in _GAUGES.items():
+        g = GaugeMetricFamily(f"streamjobs_queue_{name}", doc, labels=["type"])
+        for t, row in zip(types, rows, strict=True):
+            g.add_metric([t], row[name])
+        out.append(g)
+    age = GaugeMetricFamily("streamjobs_queue_oldest_waiting_age_seconds",
+                            "Age of the oldest job not yet delivered (0 when none)",
+                            labels=["type"])
+    for t, a in zip(types, ages, strict=True):
+        age.add_metric([t], a)
+    out.append(age)
+    for name, (field, doc) in _COUNTERS.items():
+        c = CounterMetricFamily(f"streamjobs_queue_{name}", doc, labels=["type"])
+        for t, row in zip(types, rows, strict=True):
+            c.add_metric([t], int(row["counters"].get(field.encode(), 0)))
+        out.append(c)
+    return out

@@ -9,8 +9,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -18,6 +17,9 @@ from redis.exceptions import RedisError
 
 from engine import commands as runner
 from engine.errors import StreamJobsError
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
 
 EXIT_ERROR = 1
 

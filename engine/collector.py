@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 import redis
@@ -31,6 +30,8 @@ from redis.exceptions import RedisError
 from engine.keys import GROUP, TypeKeys, types_key
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator, Sequence
+
     from prometheus_client.metrics_core import Metric
     from redis.asyncio import Redis as AsyncRedis
 

@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
-from collections.abc import Awaitable, Callable
-from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio
 import orjson
@@ -15,6 +12,11 @@ import orjson
 from engine.config import Settings
 from engine.errors import ServerError
 from engine.keys import TypeKeys, check_type_name
+
+if TYPE_CHECKING:
+    import argparse
+    from collections.abc import Awaitable, Callable
+    from pathlib import Path
 
 T = TypeVar("T")
 

@@ -7,12 +7,14 @@ typo (``STREAMJOBS_REDIS_ULR``) fails loudly instead of starting an embedded ser
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from engine.errors import ConfigError
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
 
 ENV_PREFIX = "STREAMJOBS_"
 # Variables read by other parts of the project (tests, bench), not by Settings.

@@ -16,9 +16,12 @@ import socket
 import subprocess
 import time
 from pathlib import Path
-from types import TracebackType
+from typing import TYPE_CHECKING
 
 from engine.errors import ServerError
+
+if TYPE_CHECKING:
+    from types import TracebackType
 
 DEFAULT_PORT = 6379
 

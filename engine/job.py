@@ -7,21 +7,23 @@ A stream entry is a flat field/value list; only ``payload`` is required. See
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
 from dataclasses import dataclass, field
-from enum import Enum
-from typing import Any
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from engine.errors import DecodeError
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
 
 #: Fields with a meaning to the engine; every other field is a header.
 RESERVED = frozenset({"payload", "id", "max_attempts", "timeout", "enqueued_at", "attempts"})
 JOB_ID = re.compile(r"[!-~]{1,128}")  # printable ASCII, no spaces
 
 
-class JobState(str, Enum):
+class JobState(StrEnum):
     #: In the stream, not yet delivered to a worker.
     WAITING = "waiting"
     #: Delivered to a worker and not yet finished (in the group's pending list).
@@ -119,7 +121,8 @@ def encode_fields(
     payload_json: bytes | None = None,
 ) -> list[bytes | str]:
     """Build the flat XADD field list of one job (the producer side of the contract)."""
-    flat: list[bytes | str] = ["payload", payload_json if payload_json is not None else dumps(payload)]
+    body = payload_json if payload_json is not None else dumps(payload)
+    flat: list[bytes | str] = ["payload", body]
     if job_id:
         flat += ["id", job_id]
     if max_attempts is not None:

@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-
-from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 import anyio.from_thread
@@ -21,6 +18,9 @@ from engine.keys import GROUP, TypeKeys, types_key
 from engine.scripts import EnqueueItem, EnqueueResult, Scripts, parse_enqueue
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable, Mapping, Sequence
+    from types import TracebackType
+
     from redis.asyncio import Redis
 
 #: Jobs per enqueue script call in bulk enqueue (several calls are pipelined).
@@ -84,7 +84,8 @@ class Producer:
     async def enqueue(
         self, type_: str, payload: Any, *, job_id: str | None = None,
         delay: float | None = None, run_at: datetime | float | None = None,
-        max_attempts: int | None = None, timeout: float | None = None,
+        max_attempts: int | None = None,
+        timeout: float | None = None,  # noqa: ASYNC109 - the job's own time limit
         headers: Mapping[str, str] | None = None,
     ) -> str:
         """Enqueue one job; returns its id. Raises DuplicateJob if ``job_id`` exists.

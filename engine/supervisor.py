@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import importlib
 import logging
 import os
@@ -12,12 +11,16 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 
-from engine.config import Settings
 from engine.errors import ConfigError
+
+if TYPE_CHECKING:
+    import argparse
+
+    from engine.config import Settings
 
 log = logging.getLogger("streamjobs")
 
@@ -231,10 +234,13 @@ def _up_children(args: argparse.Namespace, url: str, settings: Settings, server:
 def _print_where(url: str, server: Any, settings: Settings, api_port: int,
                  args: argparse.Namespace, children: list[subprocess.Popen[bytes]]) -> None:
     port = url.rsplit(":", 1)[-1].split("/")[0]
+    cli = "redis-cli"
+    if server is not None and (Path(server.binary).parent / "valkey-cli").is_file():
+        cli = str(Path(server.binary).parent / "valkey-cli")
     lines = [
         "streamjobs is up",
         f"  server   {url}" + (f"   (embedded, data in {Path(server.data_dir)})" if server else ""),
-        f"           redis-cli -p {port} XADD 'sj:{{demo}}:stream' '*' payload '{{\"n\":1}}'",
+        f"           {cli} -p {port} XADD 'sj:{{demo}}:stream' '*' payload '{{\"n\":1}}'",
         f"  workers  pid {children[0].pid}: {' '.join(args.modules)} "
         f"(x{args.processes}, concurrency {args.concurrency})",
     ]

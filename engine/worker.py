@@ -18,12 +18,10 @@ import random
 import socket
 import time
 import traceback as tb_mod
-from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import anyio
-from anyio.abc import TaskStatus
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -40,6 +38,9 @@ from engine.registry import Handler, Registry, default_registry
 from engine.scripts import FailArgs, Scripts
 
 if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable, Sequence
+
+    from anyio.abc import TaskStatus
     from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
     from redis.asyncio import Redis
 
@@ -307,11 +308,11 @@ class Worker:
         self.metrics.finished(d.type, outcome.kind, time.perf_counter() - t0)
         return outcome
 
-    async def _call(self, h: Handler, job: Job, d: Delivery, timeout: float) -> Outcome:
+    async def _call(self, h: Handler, job: Job, d: Delivery, limit_s: float) -> Outcome:
         with anyio.CancelScope() as scope:
             d.scope = scope
             try:
-                with anyio.fail_after(timeout):
+                with anyio.fail_after(limit_s):
                     if h.is_async:
                         result = await h.fn(job)  # type: ignore[misc]
                     else:
@@ -320,12 +321,12 @@ class Worker:
                         )
                 return Outcome("ok", result=dumps(result) if result is not None else b"")
             except TimeoutError:
-                return Outcome("timeout", error=f"TimeoutError: attempt ran over {timeout:g}s")
+                return Outcome("timeout", error=f"TimeoutError: attempt ran over {limit_s:g}s")
             except PermanentError as e:
                 return _failure("permanent", e)
             except RetryAfter as e:
                 return _failure("after", e, retry_after=e.seconds)
-            except Exception as e:  # noqa: BLE001 - a handler's error is a job outcome
+            except Exception as e:
                 return _failure("retry", e)
         return Outcome("released")  # cancelled by shutdown after the grace period
 

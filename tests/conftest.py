@@ -10,15 +10,19 @@ from __future__ import annotations
 import os
 import tempfile
 import uuid
-from collections.abc import AsyncIterator, Iterator
 from contextlib import ExitStack
+from typing import TYPE_CHECKING
 
 import pytest
-from redis.asyncio import Redis
 
 from engine.config import Settings
 from engine.connection import client_from_url
 from engine.embedded import EmbeddedServer
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Iterator
+
+    from redis.asyncio import Redis
 
 
 def _docker_engine_answers() -> bool:

@@ -3,21 +3,24 @@
 from __future__ import annotations
 
 import signal
-import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import pytest
-from redis.asyncio import Redis
 
 from engine import Job, Producer, Registry, Worker
 from engine.embedded import EmbeddedServer
 from engine.job import JobState
 from engine.keys import GROUP, TypeKeys
 from tests.helpers import running, spawn_worker, wait_for
+
+if TYPE_CHECKING:
+    import subprocess
+    from collections.abc import Iterator
+
+    from redis.asyncio import Redis
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 

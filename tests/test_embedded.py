@@ -9,7 +9,7 @@ import socket
 import subprocess
 import sys
 import time
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 import redis
@@ -17,6 +17,9 @@ import redis
 from engine.embedded import EmbeddedServer, find_server_binary
 from engine.errors import ServerError
 from tests.helpers import ROOT
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 
 def test_embedded_server_is_private_durable_and_never_evicts(tmp_path: Path) -> None:

@@ -4,17 +4,20 @@ from __future__ import annotations
 
 import random
 import signal
-import subprocess
-from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import pytest
-from redis.asyncio import Redis
 
 from engine import Job, Producer, Registry, Worker
 from engine.keys import GROUP, TypeKeys
 from tests.helpers import running, spawn_worker, wait_for
+
+if TYPE_CHECKING:
+    import subprocess
+    from collections.abc import Iterator
+
+    from redis.asyncio import Redis
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 

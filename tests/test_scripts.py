@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
-from redis.asyncio import Redis
 
 from engine.codes import Code
 from engine.keys import GROUP, TypeKeys
 from engine.producer import ensure_group
 from engine.scripts import EnqueueItem, FailArgs, Scripts
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
 
 pytestmark = pytest.mark.anyio
 A, B = "consumer-a", "consumer-b"

@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import pytest
-from redis.asyncio import Redis
 
 from engine import Job, PermanentError, Producer, Registry, RetryAfter, Settings, Worker
 from engine.job import JobState
 from engine.keys import GROUP, TypeKeys
 from engine.scripts import Scripts
 from tests.helpers import running, wait_for
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
 
 pytestmark = pytest.mark.anyio
 FAST = dict(backoff_base=0.01, backoff_cap=0.05, visibility_timeout=5)

@@ -89,6 +89,8 @@ async def _redis_error(_: Request, exc: Exception) -> JSONResponse:
 
 
 def _validation_message(err: dict[str, Any]) -> str:
+    if err.get("type") == "json_invalid":
+        return "the request body is not valid JSON"
     where = ".".join(str(p) for p in err.get("loc", ()) if p != "body") or "body"
     return f"{where}: {err.get('msg', 'invalid')}"
 

@@ -1,0 +1,270 @@
+"""The routes. Engine exceptions are not caught here (``errors.py`` maps them), except
+where a route adds what the caller should do next."""
+
+import hashlib
+import time
+from typing import Annotated, Any
+
+import anyio
+from fastapi import APIRouter, Depends, Path, Query, Request, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from redis.exceptions import RedisError
+
+from engine.api.app import ApiState
+from engine.api.errors import ApiError, error_response
+from engine.api.models import (
+    JOB_ID_PATTERN,
+    STREAM_ID_PATTERN,
+    TYPE_PATTERN,
+    BulkEnqueued,
+    BulkItem,
+    BulkRequest,
+    Cancelled,
+    Count,
+    DeadPage,
+    Enqueued,
+    EnqueueRequest,
+    ErrorBody,
+    JobPage,
+    JobStatusOut,
+    Retried,
+    Status,
+    TypesOut,
+    WorkersOut,
+)
+from engine.codes import Code
+from engine.errors import JobNotFound, WrongState
+from engine.inspect import MAX_PAGE, job_status, known_types, list_jobs, live_workers, type_stats
+from engine.job import JobState, check_job_id
+from engine.keys import check_type_name
+from engine.scripts import SPECS, source
+
+router = APIRouter()
+
+
+def _api(request: Request) -> ApiState:
+    state: ApiState = request.app.state.sj
+    return state
+
+
+def _type(
+    type_: Annotated[str, Path(alias="type", description="job type, e.g. email",
+                               json_schema_extra={"pattern": TYPE_PATTERN})],
+) -> str:
+    return check_type_name(type_)
+
+
+def _job_id(
+    job_id: Annotated[str, Path(alias="id", description="job id (URL-encoded)",
+                                json_schema_extra={"pattern": JOB_ID_PATTERN})],
+) -> str:
+    return check_job_id(job_id)
+
+
+Api = Annotated[ApiState, Depends(_api)]
+TypeName = Annotated[str, Depends(_type)]
+JobId = Annotated[str, Depends(_job_id)]
+Limit = Annotated[int, Query(ge=1, le=MAX_PAGE, description="jobs per page")]
+
+
+def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
+    return {c: {"model": ErrorBody} for c in (422, *codes)}
+
+
+# ---- jobs -----------------------------------------------------------------------------
+
+
+@router.post("/jobs/{type}", status_code=201, response_model=Enqueued, tags=["jobs"],
+             responses=_errors(409, 413, 503))
+async def enqueue(type_: TypeName, body: EnqueueRequest, api: Api) -> Enqueued:
+    """Enqueue one job. An existing `id` is refused with 409 and that job's id and state."""
+    (res,) = await api.enqueue(type_, [body.spec()])
+    if res.code is Code.DUPLICATE:
+        raise ApiError(409, f"job {res.job_id!r} already exists ({res.state}): enqueue under "
+                            f"another id, or read it at GET /jobs/{type_}/{res.job_id}",
+                       id=res.job_id, state=res.state)
+    return Enqueued(id=res.job_id, state=res.state)
+
+
+@router.post("/jobs/{type}/bulk", status_code=201, response_model=BulkEnqueued,
+             tags=["jobs"], responses=_errors(413, 503))
+async def enqueue_bulk(type_: TypeName, body: BulkRequest, api: Api) -> BulkEnqueued:
+    """Enqueue many jobs in one request (pipelined). Results are in request order; a job
+    whose id already exists is left as is and flagged `duplicate`."""
+    results = await api.enqueue(type_, [j.spec() for j in body.jobs])
+    return BulkEnqueued(jobs=[
+        BulkItem(id=r.job_id, state=r.state, duplicate=r.code is Code.DUPLICATE)
+        for r in results
+    ])
+
+
+@router.get("/jobs/{type}", response_model=JobPage, tags=["jobs"], responses=_errors(503))
+async def list_by_state(
+    type_: TypeName, api: Api,
+    state: Annotated[str, Query(pattern="^(waiting|running|delayed|completed|dead)$",
+                                description="which jobs to list")] = "waiting",
+    limit: Limit = 50,
+    cursor: Annotated[str | None, Query(max_length=300,
+                                        description="next_cursor of the previous page")] = None,
+) -> dict[str, Any]:
+    """One page of the type's jobs in `state`, oldest first (delayed: soonest due first).
+    Rows are summaries; GET the job for its payload and result."""
+    since = int(time.time() * 1000) - api.settings.result_ttl * 1000
+    page = await list_jobs(api.redis, api.producer.keys(type_), JobState(state),
+                           cursor=cursor, limit=limit, since_ms=since)
+    return {"jobs": [j.to_dict() for j in page.jobs], "next_cursor": page.next_cursor}
+
+
+@router.get("/jobs/{type}/{id:path}", response_model=JobStatusOut, tags=["jobs"],
+            responses=_errors(404, 503))
+async def get_job(type_: TypeName, job_id: JobId, api: Api) -> dict[str, Any]:
+    """A job's state, attempts, timestamps, last error, payload, and result if kept."""
+    status = await job_status(api.redis, api.producer.keys(type_), job_id)
+    if status is None:
+        raise ApiError(404, f"no job {job_id!r} of type {type_!r} (never enqueued, or its "
+                            "record expired after result_ttl)", id=job_id)
+    return status.to_dict()
+
+
+@router.delete("/jobs/{type}/{id:path}", response_model=Cancelled, tags=["jobs"],
+               responses=_errors(404, 409, 503))
+async def cancel(type_: TypeName, job_id: JobId, api: Api) -> Cancelled:
+    """Cancel a waiting or delayed job. A running one answers 409."""
+    try:
+        prev = await api.producer.cancel(type_, job_id)
+    except JobNotFound as e:
+        raise ApiError(404, f"no job {job_id!r} of type {type_!r}", id=job_id) from e
+    except WrongState as e:
+        raise ApiError(409, f"{e}: only waiting or delayed jobs can be cancelled",
+                       id=job_id) from e
+    return Cancelled(id=job_id, previous_state=prev)
+
+
+# ---- dead letters ---------------------------------------------------------------------
+
+
+@router.get("/dead/{type}", response_model=DeadPage, tags=["dead letters"],
+            responses=_errors(503))
+async def dead_list(
+    type_: TypeName, api: Api, limit: Limit = 50,
+    cursor: Annotated[str | None, Query(pattern=STREAM_ID_PATTERN,
+                                        description="next_cursor of the previous page")] = None,
+) -> dict[str, Any]:
+    """Dead jobs of the type, oldest first, with reason, error and payload."""
+    jobs, nxt = await api.dead.list(type_, after=cursor, count=limit)
+    return {"jobs": [j.to_dict() for j in jobs], "next_cursor": nxt}
+
+
+@router.post("/dead/{type}/retry", response_model=Count, tags=["dead letters"],
+             responses=_errors(503))
+async def dead_retry_all(
+    type_: TypeName, api: Api,
+    error_contains: Annotated[str | None, Query(max_length=1000)] = None,
+) -> Count:
+    """Retry every dead job of the type, or those whose error contains the text."""
+    return Count(count=await api.dead.retry_all(type_, error_contains=error_contains))
+
+
+@router.delete("/dead/{type}", response_model=Count, tags=["dead letters"],
+               responses=_errors(400, 503))
+async def dead_purge(
+    type_: TypeName, api: Api, confirm: bool = False,
+    error_contains: Annotated[str | None, Query(max_length=1000)] = None,
+) -> Count:
+    """Delete the type's dead jobs (or those whose error contains the text). Needs
+    `?confirm=true`: this cannot be undone."""
+    if not confirm:
+        raise ApiError(400, f"purging deletes dead jobs of {type_!r} for good: repeat the "
+                            "request with ?confirm=true")
+    return Count(count=await api.dead.purge(type_, error_contains=error_contains))
+
+
+@router.get("/dead/{type}/{id:path}", response_model=JobStatusOut, tags=["dead letters"],
+            responses=_errors(404, 503))
+async def dead_show(type_: TypeName, job_id: JobId, api: Api) -> dict[str, Any]:
+    """One dead job with its error and traceback."""
+    status = await api.dead.show(type_, job_id)
+    if status is None:
+        raise ApiError(404, f"no dead job {job_id!r} of type {type_!r}; list them at "
+                            f"GET /dead/{type_}", id=job_id)
+    return status.to_dict()
+
+
+@router.post("/dead/{type}/{id:path}/retry", response_model=Retried, tags=["dead letters"],
+             responses=_errors(404, 409, 503))
+async def dead_retry(type_: TypeName, job_id: JobId, api: Api) -> Retried:
+    """Move one dead job back to the stream with a fresh set of attempts."""
+    try:
+        await api.dead.retry(type_, job_id)
+    except JobNotFound as e:
+        raise ApiError(404, f"no dead job {job_id!r} of type {type_!r}", id=job_id) from e
+    except WrongState as e:
+        raise ApiError(409, f"job {job_id!r} is not dead, so there is nothing to retry",
+                       id=job_id) from e
+    return Retried(id=job_id)
+
+
+@router.delete("/dead/{type}/{id:path}", response_model=Retried, tags=["dead letters"],
+               responses=_errors(404, 409, 503))
+async def dead_purge_one(type_: TypeName, job_id: JobId, api: Api) -> Retried:
+    """Delete one dead job."""
+    try:
+        await api.dead.purge_one(type_, job_id)
+    except JobNotFound as e:
+        raise ApiError(404, f"no dead job {job_id!r} of type {type_!r}", id=job_id) from e
+    except WrongState as e:
+        raise ApiError(409, f"job {job_id!r} is not dead: only dead jobs are purged",
+                       id=job_id) from e
+    return Retried(id=job_id, state="purged")
+
+
+# ---- operations -----------------------------------------------------------------------
+
+
+@router.get("/types", response_model=TypesOut, tags=["operations"], responses=_errors(503))
+async def types(api: Api) -> dict[str, Any]:
+    """Every known type with waiting, running, delayed, dead, completed counts and the
+    age in seconds of its oldest waiting job."""
+    names = await known_types(api.redis, api.settings.prefix)
+    stats = [await type_stats(api.redis, api.producer.keys(t)) for t in names]
+    return {"types": [s.to_dict() for s in stats]}
+
+
+@router.get("/workers", response_model=WorkersOut, tags=["operations"],
+            responses=_errors(503))
+async def workers(api: Api) -> dict[str, Any]:
+    """Workers whose heartbeat is recent."""
+    return {"workers": await live_workers(api.redis, api.settings.prefix)}
+
+
+@router.get("/health", response_model=Status, tags=["operations"])
+async def health() -> Status:
+    """The process is alive (no server call)."""
+    return Status(status="ok")
+
+
+@router.get("/ready", response_model=Status, tags=["operations"],
+            responses={503: {"model": ErrorBody}})
+async def ready(api: Api) -> Any:
+    """The server answers and every transition script is loaded (loading missing ones)."""
+    names = list(SPECS)
+    shas = [hashlib.sha1(source(n).encode()).hexdigest() for n in names]
+    try:
+        with anyio.fail_after(3):
+            present = await api.redis.script_exists(*shas)
+            for name, ok in zip(names, present, strict=True):
+                if not ok:
+                    await api.redis.script_load(source(name))
+    except (RedisError, OSError, TimeoutError) as e:
+        return error_response(503, f"not ready: the job server does not answer ({e or 'timeout'})",
+                              headers={"Retry-After": "1"})
+    return Status(status="ready")
+
+
+@router.get("/metrics", tags=["operations"], response_class=Response,
+            responses={200: {"content": {"text/plain": {}},
+                             "description": "Prometheus text exposition"}})
+async def metrics(api: Api) -> Response:
+    """Queue figures read from the server now, and the API's own metrics."""
+    data = await anyio.to_thread.run_sync(generate_latest, api.registry)
+    return Response(data, media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,437 @@
+"""The HTTP API against a real server: every route, its errors, auth and limits."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AsyncExitStack
+from typing import Any
+from urllib.parse import quote
+
+import anyio
+import httpx
+import pytest
+
+from engine import Job, Registry, Settings, Worker
+from engine.api import create_app
+from engine.keys import TypeKeys
+from tests.helpers import running, wait_for
+
+pytestmark = pytest.mark.anyio
+FAST = dict(backoff_base=0.01, backoff_cap=0.05, visibility_timeout=5)
+MakeClient = Callable[..., Awaitable[httpx.AsyncClient]]
+
+
+@pytest.fixture
+async def make_client(redis_url: str) -> AsyncIterator[MakeClient]:
+    """An API client for the test server; the app's lifespan runs around the test."""
+    async with AsyncExitStack() as stack:
+
+        async def make(**overrides: Any) -> httpx.AsyncClient:
+            settings = Settings(redis_url=redis_url, **overrides)
+            app = create_app(redis_url, settings)
+            await stack.enter_async_context(app.router.lifespan_context(app))
+            transport = httpx.ASGITransport(app)
+            return await stack.enter_async_context(
+                httpx.AsyncClient(transport=transport, base_url="http://api")
+            )
+
+        yield make
+
+
+@pytest.fixture
+async def client(make_client: MakeClient) -> httpx.AsyncClient:
+    return await make_client()
+
+
+async def _state(client: httpx.AsyncClient, type_name: str, job_id: str) -> str | None:
+    r = await client.get(f"/jobs/{type_name}/{quote(job_id, safe='')}")
+    return r.json()["state"] if r.status_code == 200 else None
+
+
+async def wait_state(client: httpx.AsyncClient, type_name: str, job_id: str, want: str) -> None:
+    async def check() -> bool:
+        return await _state(client, type_name, job_id) == want
+
+    await wait_for(check, 10)
+
+
+# ---- enqueue ------------------------------------------------------------------------
+
+
+async def test_enqueue_then_status(client: httpx.AsyncClient, type_name: str) -> None:
+    r = await client.post(f"/jobs/{type_name}", json={"payload": {"n": 1},
+                                                       "headers": {"traceparent": "t1"}})
+    assert r.status_code == 201, r.text
+    body = r.json()
+    assert body["state"] == "waiting" and body["id"]
+    r = await client.get(f"/jobs/{type_name}/{body['id']}")
+    assert r.status_code == 200
+    st = r.json()
+    assert st["state"] == "waiting" and st["payload"] == {"n": 1}
+    assert st["headers"] == {"traceparent": "t1"} and st["attempts"] == 0
+
+
+async def test_enqueue_plain_curl_body(client: httpx.AsyncClient, type_name: str) -> None:
+    """`curl -d` sends a form Content-Type; the body is still read as JSON."""
+    r = await client.post(f"/jobs/{type_name}", content=b'{"payload":{"n":1}}',
+                          headers={"content-type": "application/x-www-form-urlencoded"})
+    assert r.status_code == 201, r.text
+
+
+async def test_duplicate_id_is_409_with_existing_state(
+    client: httpx.AsyncClient, type_name: str
+) -> None:
+    first = await client.post(f"/jobs/{type_name}", json={"payload": 1, "id": "order-1",
+                                                           "delay": 60})
+    assert first.status_code == 201 and first.json() == {"id": "order-1", "state": "delayed"}
+    again = await client.post(f"/jobs/{type_name}", json={"payload": 2, "id": "order-1"})
+    assert again.status_code == 409
+    body = again.json()
+    assert body["id"] == "order-1" and body["state"] == "delayed" and "order-1" in body["error"]
+
+
+async def test_run_at_iso_and_epoch(client: httpx.AsyncClient, type_name: str) -> None:
+    r = await client.post(f"/jobs/{type_name}",
+                          json={"payload": 1, "run_at": "2999-01-01T00:00:00"})
+    assert r.json()["state"] == "delayed"
+    st = (await client.get(f"/jobs/{type_name}/{r.json()['id']}")).json()
+    assert st["due_at"] == 32472144000000  # naive datetimes are UTC
+    r = await client.post(f"/jobs/{type_name}", json={"payload": 1, "run_at": 1.0})
+    assert r.json()["state"] == "waiting"  # in the past: runs now
+
+
+async def test_bulk_keeps_order_and_flags_duplicates(
+    client: httpx.AsyncClient, type_name: str
+) -> None:
+    await client.post(f"/jobs/{type_name}", json={"payload": 0, "id": "b"})
+    jobs = [{"payload": 1, "id": "a"}, {"payload": 2, "id": "b"}, {"payload": 3},
+            {"payload": 4, "delay": 30}]
+    r = await client.post(f"/jobs/{type_name}/bulk", json={"jobs": jobs})
+    assert r.status_code == 201, r.text
+    out = r.json()["jobs"]
+    assert [j["duplicate"] for j in out] == [False, True, False, False]
+    assert [j["state"] for j in out] == ["waiting", "waiting", "waiting", "delayed"]
+    assert out[0]["id"] == "a" and out[1]["id"] == "b"
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({}, "payload"),
+        ({"payload": 1, "id": "has space"}, "id"),
+        ({"payload": 1, "id": "x" * 129}, "id"),
+        ({"payload": 1, "delay": -1}, "delay"),
+        ({"payload": 1, "max_attempts": 0}, "max_attempts"),
+        ({"payload": 1, "timeout": 0}, "timeout"),
+        ({"payload": 1, "headers": {"a": 1}}, "headers"),
+        ({"payload": 1, "unknown": 1}, "unknown"),
+        ({"payload": 1, "run_at": "tomorrow"}, "run_at"),
+    ],
+)
+async def test_invalid_enqueue_bodies_are_422(
+    client: httpx.AsyncClient, type_name: str, body: dict[str, Any], field: str
+) -> None:
+    r = await client.post(f"/jobs/{type_name}", json=body)
+    assert r.status_code == 422, r.text
+    assert field in r.json()["error"]
+
+
+@pytest.mark.parametrize(
+    ("content", "why"),
+    [
+        (b"{not json", "not valid JSON"),
+        (b'{"payload": 1, "headers": {"payload": "x"}}', "reserved"),
+        (b'{"payload": 100000000000000000000000}', "JSON"),
+        (b'{"payload": 1, "delay": Infinity}', "delay"),
+    ],
+)
+async def test_bad_input_never_500(
+    client: httpx.AsyncClient, type_name: str, content: bytes, why: str
+) -> None:
+    r = await client.post(f"/jobs/{type_name}", content=content,
+                          headers={"content-type": "application/json"})
+    assert r.status_code == 422, r.text
+    assert why in r.json()["error"]
+
+
+@pytest.mark.parametrize("name", ["has space", "x" * 65, "a{b}", "ünï"])
+async def test_invalid_type_name_is_422(client: httpx.AsyncClient, name: str) -> None:
+    for method, path in [("POST", f"/jobs/{quote(name)}"), ("GET", f"/jobs/{quote(name)}/1"),
+                         ("GET", f"/dead/{quote(name)}")]:
+        r = await client.request(method, path, json={"payload": 1})
+        assert r.status_code == 422, (method, path, r.text)
+        assert "invalid job type" in r.json()["error"]
+
+
+async def test_body_limit_413(make_client: MakeClient, type_name: str) -> None:
+    client = await make_client(max_payload_bytes=1000)
+    ok = await client.post(f"/jobs/{type_name}", json={"payload": "x" * 900})
+    assert ok.status_code == 201
+    # A payload over the limit inside a body the envelope admits.
+    r = await client.post(f"/jobs/{type_name}", json={"payload": "x" * 1200})
+    assert r.status_code == 413 and "1000" in r.json()["error"]
+    # A body over the limit: refused from its Content-Length, before parsing.
+    r = await client.post(f"/jobs/{type_name}", content=b"x" * 100_000)
+    assert r.status_code == 413 and r.json()["limit"] > 1000
+    # Streamed without a Content-Length: counted while read.
+
+    async def chunks() -> AsyncIterator[bytes]:
+        for _ in range(20):
+            yield b"x" * 10_000
+
+    r = await client.post(f"/jobs/{type_name}", content=chunks())
+    assert r.status_code == 413
+
+
+# ---- reading and listing ------------------------------------------------------------
+
+
+async def test_unknown_job_404(client: httpx.AsyncClient, type_name: str) -> None:
+    r = await client.get(f"/jobs/{type_name}/nope")
+    assert r.status_code == 404 and "nope" in r.json()["error"]
+    r = await client.get(f"/jobs/{type_name}/has%20space")
+    assert r.status_code == 422
+
+
+async def test_job_id_with_slash(client: httpx.AsyncClient, type_name: str) -> None:
+    r = await client.post(f"/jobs/{type_name}", json={"payload": 1, "id": "a/b?c"})
+    assert r.status_code == 201
+    r = await client.get(f"/jobs/{type_name}/{quote('a/b?c', safe='')}")
+    assert r.status_code == 200 and r.json()["id"] == "a/b?c"
+
+
+async def _list_all(client: httpx.AsyncClient, type_name: str, state: str,
+                    limit: int) -> list[str]:
+    ids: list[str] = []
+    cursor = None
+    for _ in range(100):
+        params: dict[str, Any] = {"state": state, "limit": limit}
+        if cursor:
+            params["cursor"] = cursor
+        r = await client.get(f"/jobs/{type_name}", params=params)
+        assert r.status_code == 200, r.text
+        page = r.json()
+        assert len(page["jobs"]) <= limit
+        ids += [j["id"] for j in page["jobs"]]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            return ids
+    raise AssertionError("pagination did not end")
+
+
+async def test_list_waiting_and_delayed_pages(client: httpx.AsyncClient, type_name: str) -> None:
+    waiting = [{"payload": i, "id": f"w{i:02}"} for i in range(7)]
+    # Same delay in one bulk call: many ties at one due time, paged by (score, id).
+    delayed = [{"payload": i, "id": f"d{i:02}", "delay": 60} for i in range(7)]
+    await client.post(f"/jobs/{type_name}/bulk", json={"jobs": waiting + delayed})
+    assert await _list_all(client, type_name, "waiting", 3) == [j["id"] for j in waiting]
+    assert await _list_all(client, type_name, "delayed", 3) == [j["id"] for j in delayed]
+    assert await _list_all(client, type_name, "running", 3) == []
+    assert await _list_all(client, type_name, "dead", 3) == []
+
+
+async def test_list_rejects_bad_query(client: httpx.AsyncClient, type_name: str) -> None:
+    for params in ({"state": "sleeping"}, {"limit": 0}, {"limit": 100_000},
+                   {"cursor": "garbage"}, {"state": "delayed", "cursor": "x"}):
+        r = await client.get(f"/jobs/{type_name}", params=params)
+        assert r.status_code == 422, (params, r.text)
+        assert r.json()["error"]
+
+
+async def test_delayed_page_survives_its_cursor_leaving(
+    client: httpx.AsyncClient, type_name: str
+) -> None:
+    jobs = [{"payload": i, "id": f"d{i}", "delay": 60} for i in range(6)]
+    await client.post(f"/jobs/{type_name}/bulk", json={"jobs": jobs})
+    page = (await client.get(f"/jobs/{type_name}",
+                             params={"state": "delayed", "limit": 2})).json()
+    assert [j["id"] for j in page["jobs"]] == ["d0", "d1"]
+    assert (await client.delete(f"/jobs/{type_name}/d1")).status_code == 200
+    rest = (await client.get(f"/jobs/{type_name}", params={
+        "state": "delayed", "limit": 10, "cursor": page["next_cursor"]})).json()
+    assert [j["id"] for j in rest["jobs"]] == ["d2", "d3", "d4", "d5"]
+
+
+# ---- cancel -------------------------------------------------------------------------
+
+
+async def test_cancel(client: httpx.AsyncClient, type_name: str) -> None:
+    await client.post(f"/jobs/{type_name}", json={"payload": 1, "id": "c1"})
+    await client.post(f"/jobs/{type_name}", json={"payload": 1, "id": "c2", "delay": 60})
+    for job_id, prev in (("c1", "waiting"), ("c2", "delayed")):
+        r = await client.delete(f"/jobs/{type_name}/{job_id}")
+        assert r.status_code == 200 and r.json() == {
+            "id": job_id, "state": "cancelled", "previous_state": prev}
+    assert (await client.get(f"/jobs/{type_name}/c1")).json()["state"] == "cancelled"
+    r = await client.delete(f"/jobs/{type_name}/c1")
+    assert r.status_code == 409
+    r = await client.delete(f"/jobs/{type_name}/never")
+    assert r.status_code == 404
+
+
+async def test_running_job_cannot_be_cancelled_and_completes(
+    client: httpx.AsyncClient, redis_url: str, type_name: str
+) -> None:
+    reg = Registry()
+    release = anyio.Event()
+
+    @reg.handler(type_name)
+    async def h(job: Job) -> dict[str, Any]:
+        await release.wait()
+        return {"done": job.payload}
+
+    r = await client.post(f"/jobs/{type_name}", json={"payload": 7, "id": "r1"})
+    async with running(Worker(redis_url, reg, concurrency=2, block_ms=100)):
+        await wait_state(client, type_name, "r1", "running")
+        page = (await client.get(f"/jobs/{type_name}", params={"state": "running"})).json()
+        assert [j["id"] for j in page["jobs"]] == ["r1"] and page["jobs"][0]["consumer"]
+        r = await client.delete(f"/jobs/{type_name}/r1")
+        assert r.status_code == 409 and "running" in r.json()["error"]
+        workers = (await client.get("/workers")).json()["workers"]
+        mine = [w for w in workers if type_name in w["types"]]
+        assert len(mine) == 1 and mine[0]["concurrency"] == 2 and mine[0]["pid"] > 0
+        release.set()
+        await wait_state(client, type_name, "r1", "completed")
+    st = (await client.get(f"/jobs/{type_name}/r1")).json()
+    assert st["result"] == {"done": 7} and st["finished_at"]
+    assert await _list_all(client, type_name, "completed", 5) == ["r1"]
+    types = {t["type"]: t for t in (await client.get("/types")).json()["types"]}
+    assert types[type_name]["completed"] == 1 and types[type_name]["waiting"] == 0
+
+
+# ---- dead letters -------------------------------------------------------------------
+
+
+async def test_dead_letters_list_show_retry_purge(
+    client: httpx.AsyncClient, redis_url: str, type_name: str
+) -> None:
+    reg = Registry()
+    healed = anyio.Event()
+
+    @reg.handler(type_name, max_attempts=2, immediate_retries=1, **FAST)
+    async def h(job: Job) -> str:
+        if not healed.is_set():
+            raise RuntimeError(f"boom {job.payload}")
+        return "ok"
+
+    ids = [f"j{i}" for i in range(4)]
+    await client.post(f"/jobs/{type_name}/bulk",
+                      json={"jobs": [{"payload": i, "id": j} for i, j in enumerate(ids)]})
+    async with running(Worker(redis_url, reg, concurrency=4, block_ms=100)):
+        for j in ids:
+            await wait_state(client, type_name, j, "dead")
+        page = (await client.get(f"/dead/{type_name}", params={"limit": 3})).json()
+        assert len(page["jobs"]) == 3 and page["next_cursor"]
+        rest = (await client.get(f"/dead/{type_name}",
+                                 params={"cursor": page["next_cursor"]})).json()
+        assert sorted(j["id"] for j in page["jobs"] + rest["jobs"]) == ids
+        assert rest["next_cursor"] is None
+        assert page["jobs"][0]["reason"] == "attempts exhausted"
+        assert await _list_all(client, type_name, "dead", 2) != []
+
+        shown = (await client.get(f"/dead/{type_name}/j0")).json()
+        assert shown["state"] == "dead" and "RuntimeError: boom 0" in shown["error"]
+        assert "Traceback" in shown["traceback"]
+        assert (await client.get(f"/dead/{type_name}/nope")).status_code == 404
+
+        healed.set()
+        r = await client.post(f"/dead/{type_name}/j0/retry")
+        assert r.status_code == 200 and r.json() == {"id": "j0", "state": "waiting"}
+        await wait_state(client, type_name, "j0", "completed")
+        r = await client.post(f"/dead/{type_name}/j0/retry")
+        assert r.status_code == 409
+        assert (await client.post(f"/dead/{type_name}/nope/retry")).status_code == 404
+
+        r = await client.post(f"/dead/{type_name}/retry", params={"error_contains": "boom 1"})
+        assert r.json() == {"count": 1}
+        await wait_state(client, type_name, "j1", "completed")
+
+    r = await client.delete(f"/dead/{type_name}")
+    assert r.status_code == 400 and "confirm=true" in r.json()["error"]
+    r = await client.delete(f"/dead/{type_name}/j2")
+    assert r.status_code == 200 and r.json()["state"] == "purged"
+    r = await client.delete(f"/dead/{type_name}", params={"confirm": "true"})
+    assert r.json() == {"count": 1}
+    assert (await client.get(f"/dead/{type_name}")).json()["jobs"] == []
+    assert (await client.post(f"/dead/{type_name}/retry")).json() == {"count": 0}
+
+
+# ---- operations, auth ---------------------------------------------------------------
+
+
+async def test_health_ready_docs(client: httpx.AsyncClient, redis_url: str) -> None:
+    assert (await client.get("/health")).json() == {"status": "ok"}
+    assert (await client.get("/ready")).json() == {"status": "ready"}
+    doc = (await client.get("/openapi.json")).json()
+    assert "/jobs/{type}" in doc["paths"] and "/dead/{type}/{id}/retry" in doc["paths"]
+    docs = await client.get("/docs")
+    assert docs.status_code == 200 and "swagger" in docs.text.lower()
+    r = await client.get("/nowhere")
+    assert r.status_code == 404 and r.json()["error"]
+    r = await client.put("/health")
+    assert r.status_code == 405 and r.json()["error"]
+
+
+async def test_ready_loads_flushed_scripts(client: httpx.AsyncClient, r: Any) -> None:
+    await r.script_flush()
+    assert (await client.get("/ready")).status_code == 200
+    from engine.scripts import Scripts
+
+    shas = [s.sha for s in Scripts(r)._registered.values()]
+    assert all(await r.script_exists(*shas))
+
+
+async def test_server_down_is_503_not_500(make_client: MakeClient, type_name: str) -> None:
+    from engine.embedded import free_port
+
+    app = create_app(f"redis://127.0.0.1:{free_port()}/0", Settings())
+    async with app.router.lifespan_context(app), httpx.AsyncClient(
+        transport=httpx.ASGITransport(app), base_url="http://api"
+    ) as client:
+        assert (await client.get("/health")).status_code == 200
+        r = await client.get("/ready")
+        assert r.status_code == 503 and "not ready" in r.json()["error"]
+        r = await client.post(f"/jobs/{type_name}", json={"payload": 1})
+        assert r.status_code == 503 and "cannot be reached" in r.json()["error"]
+        metrics = (await client.get("/metrics")).text
+        assert "streamjobs_scrape_error 1.0" in metrics
+
+
+async def test_auth(make_client: MakeClient, type_name: str) -> None:
+    client = await make_client(api_keys=("k-one", "k-two"))
+    r = await client.post(f"/jobs/{type_name}", json={"payload": 1})
+    assert r.status_code == 401 and r.headers["www-authenticate"].startswith("Bearer")
+    assert "Authorization: Bearer" in r.json()["error"]
+    r = await client.get("/types", headers={"Authorization": "Bearer wrong"})
+    assert r.status_code == 401 and "not valid" in r.json()["error"]
+    r = await client.get("/types", headers={"Authorization": "Bearer ünïcode".encode()})
+    assert r.status_code == 401
+    for key in ("k-one", "k-two"):
+        r = await client.post(f"/jobs/{type_name}", json={"payload": 1},
+                              headers={"Authorization": f"Bearer {key}"})
+        assert r.status_code == 201
+    for open_path in ("/health", "/ready"):
+        assert (await client.get(open_path)).status_code == 200
+    for closed in ("/metrics", "/openapi.json", "/docs", f"/dead/{type_name}"):
+        assert (await client.get(closed)).status_code == 401, closed
+    doc = (await client.get("/openapi.json", headers={"Authorization": "Bearer k-one"})).json()
+    assert doc["components"]["securitySchemes"]["bearer"]["scheme"] == "bearer"
+    # Without a key the body is not even read: a huge body is still a 401.
+    r = await client.post(f"/jobs/{type_name}", content=b"x" * 10_000_000)
+    assert r.status_code == 401
+
+
+async def test_metrics_public_opens_only_metrics(make_client: MakeClient) -> None:
+    client = await make_client(api_keys=("k",), metrics_public=True)
+    assert (await client.get("/metrics")).status_code == 200
+    assert (await client.get("/types")).status_code == 401
+
+
+async def test_api_owns_nothing_of_other_types(
+    client: httpx.AsyncClient, r: Any, type_name: str
+) -> None:
+    """Enqueue through the API writes only the type's own keys (and the types set)."""
+    await client.post(f"/jobs/{type_name}", json={"payload": 1})
+    tk = TypeKeys("sj", type_name)
+    keys = [k.decode() async for k in r.scan_iter(match=f"*{{{type_name}}}*")]
+    assert keys and all(k.startswith(tk.base) for k in keys)

@@ -8,6 +8,7 @@ so several workers in one process never collide).
 from __future__ import annotations
 
 import time
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
@@ -34,6 +35,8 @@ class WorkerMetrics:
                                        registry=r)
         self.released_total = Counter("streamjobs_jobs_released",
                                       "Entries handed back at shutdown", ["type"], registry=r)
+        self._types: dict[str, tuple[Any, Any]] = {}
+        self._durations: dict[tuple[str, str], Any] = {}
         self.last_heartbeat = Gauge("streamjobs_worker_heartbeat_timestamp_seconds",
                                     "Last heartbeat written", registry=r,
                                     multiprocess_mode="max")
@@ -57,15 +60,28 @@ class WorkerMetrics:
             self.slots.labels(t).set(concurrency)
 
     def started(self, type_: str, enqueued_at_ms: int | None) -> None:
-        self.in_flight.labels(type_).inc()
+        children = self._per_type(type_)
+        children[0].inc()
         if enqueued_at_ms:
-            self.wait.labels(type_).observe(max(0.0, time.time() - enqueued_at_ms / 1000))
+            children[1].observe(max(0.0, time.time() - enqueued_at_ms / 1000))
 
     def finished(self, type_: str, kind: str, seconds: float) -> None:
-        self.in_flight.labels(type_).dec()
-        self.duration.labels(type_, kind).observe(seconds)
+        self._per_type(type_)[0].dec()
+        key = (type_, kind)
+        child = self._durations.get(key)
+        if child is None:
+            child = self._durations[key] = self.duration.labels(type_, kind)
+        child.observe(seconds)
         if kind == "timeout":
             self.jobs.labels(type_, "timeout").inc()
+
+    def _per_type(self, type_: str) -> tuple[Any, Any]:
+        # labels() costs a lock and a dict build per call: cache the children (hot path).
+        children = self._types.get(type_)
+        if children is None:
+            children = self._types[type_] = (self.in_flight.labels(type_),
+                                             self.wait.labels(type_))
+        return children
 
     def outcome(self, type_: str, outcome: str, n: int = 1) -> None:
         if n:

@@ -47,6 +47,11 @@ if TYPE_CHECKING:
 log = logging.getLogger("streamjobs.worker")
 NETWORK_ERRORS = (RedisConnectionError, RedisTimeoutError, OSError)
 HEARTBEAT_S = 5.0
+#: Jobs per ack script call (Lua's unpack() limit is ~8,000 values).
+ACK_CHUNK = 1000
+#: Flush the ack buffer at this size, or this long after its first completion.
+ACK_BATCH = 256
+ACK_DELAY = 0.002
 
 
 @dataclass(slots=True)
@@ -60,6 +65,8 @@ class Delivery:
     fetched_at: float = field(default_factory=time.monotonic)
     touched_at: float = field(default_factory=time.monotonic)
     scope: anyio.CancelScope | None = None
+    #: Set when shutdown cancels the attempt (as opposed to its timeout).
+    shutdown: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,6 +142,7 @@ class Worker:
         self._stop = anyio.Event()
         self._fetch_scope = anyio.CancelScope()
         self._ack_ready = anyio.Event()
+        self._ack_pending = anyio.Event()
         self._thread_limiter = anyio.CapacityLimiter(self.concurrency)
         if self._stop_requested:
             self._stop.set()
@@ -191,6 +199,7 @@ class Worker:
             await self._drained()
         for d in list(self._outstanding.values()):
             if d.scope is not None:
+                d.shutdown = True
                 d.scope.cancel()
         with anyio.move_on_after(10):
             await self._drained()
@@ -281,11 +290,23 @@ class Worker:
 
     async def _runner(self, recv: MemoryObjectReceiveStream[Delivery]) -> None:
         async with recv:
-            async for d in recv:
+            while True:
+                try:  # fast path: no suspension when work is already queued
+                    d = recv.receive_nowait()
+                except anyio.WouldBlock:
+                    try:
+                        d = await recv.receive()
+                    except anyio.EndOfStream:
+                        return
+                except anyio.EndOfStream:
+                    return
                 try:
                     outcome = await self._attempt(d)
-                    with anyio.CancelScope(shield=True):
-                        await self._settle(d, outcome)
+                    if outcome.kind == "ok":
+                        self._on_ok(d, outcome)
+                    else:
+                        with anyio.CancelScope(shield=True):
+                            await self._settle(d, outcome)
                 finally:
                     self._outstanding.pop(d.entry_id, None)
                     self._slot_freed.set()
@@ -309,35 +330,41 @@ class Worker:
         return outcome
 
     async def _call(self, h: Handler, job: Job, d: Delivery, limit_s: float) -> Outcome:
-        with anyio.CancelScope() as scope:
+        # One cancel scope per attempt: its deadline is the timeout, and shutdown cancels
+        # it after the grace period (marking the delivery first).
+        with anyio.CancelScope(deadline=anyio.current_time() + limit_s) as scope:
             d.scope = scope
             try:
-                with anyio.fail_after(limit_s):
-                    if h.is_async:
-                        result = await h.fn(job)  # type: ignore[misc]
-                    else:
-                        result = await anyio.to_thread.run_sync(
-                            h.fn, job, abandon_on_cancel=True, limiter=self._thread_limiter
-                        )
+                if h.is_async:
+                    result = await h.fn(job)  # type: ignore[misc]
+                else:
+                    result = await anyio.to_thread.run_sync(
+                        h.fn, job, abandon_on_cancel=True, limiter=self._thread_limiter
+                    )
                 return Outcome("ok", result=dumps(result) if result is not None else b"")
-            except TimeoutError:
-                return Outcome("timeout", error=f"TimeoutError: attempt ran over {limit_s:g}s")
             except PermanentError as e:
                 return _failure("permanent", e)
             except RetryAfter as e:
                 return _failure("after", e, retry_after=e.seconds)
             except Exception as e:
                 return _failure("retry", e)
-        return Outcome("released")  # cancelled by shutdown after the grace period
+        if d.shutdown:
+            return Outcome("released")  # cancelled by shutdown after the grace period
+        return Outcome("timeout", error=f"TimeoutError: attempt ran over {limit_s:g}s")
 
     # ---- outcomes: one small function each --------------------------------------------
 
     async def _settle(self, d: Delivery, outcome: Outcome) -> None:
+        """Every outcome but ok (which only joins the ack buffer) is one script call."""
         await _SETTLE[outcome.kind](self, d, outcome)
 
-    async def _on_ok(self, d: Delivery, outcome: Outcome) -> None:
-        self._acks.setdefault(d.type, []).append((d.entry_id, _job_id(d), outcome.result))
-        self._ack_ready.set()
+    def _on_ok(self, d: Delivery, outcome: Outcome) -> None:
+        buf = self._acks.setdefault(d.type, [])
+        buf.append((d.entry_id, _job_id(d), outcome.result))
+        self._outstanding.pop(d.entry_id, None)
+        self._ack_pending.set()
+        if not self._outstanding or len(buf) >= ACK_BATCH:
+            self._ack_ready.set()
 
     async def _on_failure(self, d: Delivery, outcome: Outcome) -> None:
         mode = {"after": "after", "permanent": "dead", "malformed": "malformed"}.get(
@@ -382,27 +409,35 @@ class Worker:
     # ---- acker: batched acks, one script call per type per flush ----------------------
 
     async def _acker(self) -> None:
+        # Flush when nothing fetched is still running (a whole fetched batch is done), when
+        # the buffer is full, or ACK_DELAY after the first completion: batches grow with
+        # load, and an idle worker acks at once.
         while True:
-            await self._ack_ready.wait()
+            await self._ack_pending.wait()
+            self._ack_pending = anyio.Event()
+            with anyio.move_on_after(ACK_DELAY):
+                await self._ack_ready.wait()
             self._ack_ready = anyio.Event()
             with anyio.CancelScope(shield=True):
                 await self._flush_acks()
 
     async def _flush_acks(self) -> None:
         batch, self._acks = self._acks, {}
-        for type_, done in batch.items():
-            codes = await self._retrying(
-                "ack",
-                lambda type_=type_, done=done: self.scripts.ack(  # type: ignore[misc]
-                    self.keys[type_], GROUP, self.name, self.settings.result_ttl * 1000, done
-                ),
-            )
-            ok = codes.count(Code.OK)
-            self.metrics.outcome(type_, "completed", ok)
-            if ok != len(codes):
-                log.warning("%d acks of %s refused (entries reclaimed by another worker)",
-                            len(codes) - ok, type_)
-                self.metrics.outcome(type_, "ack_refused", len(codes) - ok)
+        for type_, all_done in batch.items():
+            for i in range(0, len(all_done), ACK_CHUNK):
+                await self._ack_chunk(type_, all_done[i : i + ACK_CHUNK])
+
+    async def _ack_chunk(self, type_: str, done: list[tuple[str, str, bytes]]) -> None:
+        ttl_ms = self.settings.result_ttl * 1000
+        codes = await self._retrying(
+            "ack", lambda: self.scripts.ack(self.keys[type_], GROUP, self.name, ttl_ms, done)
+        )
+        ok = codes.count(Code.OK)
+        self.metrics.outcome(type_, "completed", ok)
+        if ok != len(codes):
+            log.warning("%d acks of %s refused (entries reclaimed by another worker)",
+                        len(codes) - ok, type_)
+            self.metrics.outcome(type_, "ack_refused", len(codes) - ok)
 
     async def _flush_acks_until_empty(self) -> None:
         while self._acks:
@@ -523,7 +558,6 @@ def _failure(kind: str, e: BaseException, retry_after: float = 0.0) -> Outcome:
 
 
 _SETTLE: dict[str, Callable[[Worker, Delivery, Outcome], Awaitable[None]]] = {
-    "ok": Worker._on_ok,
     "retry": Worker._on_failure,
     "after": Worker._on_failure,
     "permanent": Worker._on_failure,

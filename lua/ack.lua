@@ -16,33 +16,51 @@
 local stream, stats, done, job_prefix = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local group, consumer, ttl = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local now = now_ms()
-local out = {}
-local completed = 0
+
+-- One XPENDING for the whole batch: what this consumer holds between the lowest and the
+-- highest entry id (bounded by its own in-flight count).
+local lo, hi = ARGV[4], ARGV[4]
+for i = 4, #ARGV, 3 do
+  local e = ARGV[i]
+  if stream_id_less(e, lo) then lo = e end
+  if stream_id_less(hi, e) then hi = e end
+end
+local held = {}
+for _, p in ipairs(redis.call('XPENDING', stream, group, lo, hi, 1000000, consumer)) do
+  held[p[1]] = true
+end
+
+local out, entries, index = {}, {}, {}
 for i = 4, #ARGV, 3 do
   local entry, id, result = ARGV[i], ARGV[i + 1], ARGV[i + 2]
   local key = job_prefix .. id
   local state = redis.call('HGET', key, 'state')
-  if not owns(stream, group, entry, consumer) then
+  if not held[entry] then
     out[#out + 1] = NOT_OWNER
   elseif state and state ~= 'waiting' then
     out[#out + 1] = WRONG_STATE
   else
-    redis.call('XACK', stream, group, entry)
-    redis.call('XDEL', stream, entry)
+    held[entry] = nil  -- the same entry twice in one batch counts once
+    entries[#entries + 1] = entry
     if ttl > 0 then
       redis.call('HSET', key, 'state', 'completed', 'entry', '', 'finished_at', now,
         'updated_at', now, 'result', result)
       redis.call('PEXPIRE', key, ttl)
-      redis.call('ZADD', done, now, id)
+      index[#index + 1] = now
+      index[#index + 1] = id
     else
       redis.call('DEL', key)
     end
-    completed = completed + 1
     out[#out + 1] = OK
   end
 end
-if completed > 0 then
-  redis.call('HINCRBY', stats, 'completed', completed)
-  if ttl > 0 then redis.call('ZREMRANGEBYSCORE', done, '-inf', now - ttl) end
+if #entries > 0 then
+  redis.call('XACK', stream, group, unpack(entries))
+  redis.call('XDEL', stream, unpack(entries))
+  redis.call('HINCRBY', stats, 'completed', #entries)
+  if #index > 0 then
+    redis.call('ZADD', done, unpack(index))
+    redis.call('ZREMRANGEBYSCORE', done, '-inf', now - ttl)
+  end
 end
 return out

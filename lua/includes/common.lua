@@ -103,3 +103,11 @@ local function dead_letter(dead, stats, key, job_id, flat, reason, err, tb, atte
   redis.call('HINCRBY', stats, 'dead', 1)
   return dead_id
 end
+
+-- Stream ids compare as (ms, seq) pairs of integers, not as strings.
+local function stream_id_less(a, b)
+  local am, as = string.match(a, '^(%d+)-(%d+)$')
+  local bm, bs = string.match(b, '^(%d+)-(%d+)$')
+  am, as, bm, bs = tonumber(am), tonumber(as), tonumber(bm), tonumber(bs)
+  return am < bm or (am == bm and as < bs)
+end

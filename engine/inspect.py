@@ -119,7 +119,7 @@ async def job_status(redis: Redis, tk: TypeKeys, job_id: str) -> JobStatus | Non
     return JobStatus(
         id=job_id, type=tk.type, state=state,
         attempts=_int(rec.get(b"attempts")) or 0,
-        max_attempts=_int(rec.get(b"max_attempts")),
+        max_attempts=_int(rec.get(b"max_attempts") or rec.get(b"f:max_attempts")),
         enqueued_at=_int(rec.get(b"enqueued_at")),
         updated_at=_int(rec.get(b"updated_at")),
         finished_at=_int(rec.get(b"finished_at")),

@@ -178,10 +178,14 @@ class Scripts:
 
     def enqueue_in(self, pipe: Pipeline, tk: TypeKeys, items: Sequence[EnqueueItem]) -> None:
         """Queue an enqueue call on a pipeline; parse its reply with :func:`parse_enqueue`."""
+        self.enqueue_raw_in(pipe, tk, self.enqueue_args(items))
+
+    def enqueue_raw_in(self, pipe: Pipeline, tk: TypeKeys, argv: Sequence[Any]) -> None:
+        """Like :meth:`enqueue_in` with ARGV already laid out as the script's header says."""
         keys = [getattr(tk, k) for k in SPECS["enqueue"].keys]
         script = self._registered["enqueue"]
-        pipe.evalsha(script.sha, len(keys), *keys, *self.enqueue_args(items))
-        pipe.scripts.add(script)
+        pipe.evalsha(script.sha, len(keys), *keys, *argv)
+        pipe.scripts.add(script)  # type: ignore[arg-type]  # NOSCRIPT: loaded before execute
 
     async def ack(
         self, tk: TypeKeys, group: str, consumer: str, result_ttl_ms: int,

@@ -26,15 +26,14 @@ while i <= #ARGV do
   if state then
     out[#out + 1] = DUPLICATE; out[#out + 1] = id; out[#out + 1] = state
   else
-    local max_attempts = get_field(flat, 'max_attempts') or ''
+    -- The record holds what no entry says: attempts appear with the first failure.
     if due > now then
       if id == '' then
         id = now .. '-d' .. redis.call('HINCRBY', stats, 'seq', 1)
       end
       set_field(flat, 'id', id)
       local key = job_prefix .. id
-      redis.call('HSET', key, 'state', 'delayed', 'due_at', due, 'enqueued_at', now,
-        'attempts', 0, 'max_attempts', max_attempts)
+      redis.call('HSET', key, 'state', 'delayed', 'due_at', due, 'enqueued_at', now)
       stash_fields(key, flat)
       redis.call('ZADD', delayed, due, id)
       state = 'delayed'
@@ -42,7 +41,7 @@ while i <= #ARGV do
       local entry = redis.call('XADD', stream, '*', unpack(flat))
       if id == '' then id = entry end
       redis.call('HSET', job_prefix .. id, 'state', 'waiting', 'entry', entry,
-        'enqueued_at', now, 'attempts', 0, 'max_attempts', max_attempts)
+        'enqueued_at', now)
       state = 'waiting'
     end
     added = added + 1

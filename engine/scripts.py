@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from functools import cache
+from functools import cache, lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -106,6 +106,12 @@ SPECS: dict[str, Spec] = {
 }
 
 
+@lru_cache(maxsize=4096)
+def script_keys(name: str, tk: TypeKeys) -> tuple[str, ...]:
+    """KEYS of a script for a type, in its header's order (cached: hot path)."""
+    return tuple(getattr(tk, k) for k in SPECS[name].keys)
+
+
 def _s(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
@@ -163,8 +169,9 @@ class Scripts:
     async def _call(
         self, name: str, tk: TypeKeys, argv: Sequence[Any], client: Redis | Pipeline | None = None
     ) -> Any:
-        keys = [getattr(tk, k) for k in SPECS[name].keys]
-        return await self._registered[name](keys=keys, args=list(argv), client=client)
+        return await self._registered[name](
+            keys=script_keys(name, tk), args=list(argv), client=client
+        )
 
     def enqueue_args(self, items: Sequence[EnqueueItem]) -> list[Any]:
         argv: list[Any] = []
@@ -182,7 +189,7 @@ class Scripts:
 
     def enqueue_raw_in(self, pipe: Pipeline, tk: TypeKeys, argv: Sequence[Any]) -> None:
         """Like :meth:`enqueue_in` with ARGV already laid out as the script's header says."""
-        keys = [getattr(tk, k) for k in SPECS["enqueue"].keys]
+        keys = script_keys("enqueue", tk)
         script = self._registered["enqueue"]
         pipe.evalsha(script.sha, len(keys), *keys, *argv)
         pipe.scripts.add(script)  # type: ignore[arg-type]  # NOSCRIPT: loaded before execute

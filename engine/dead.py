@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from engine import replies
 from engine.codes import Code, raise_for_code
 from engine.config import Settings
 from engine.connection import client_from_url
@@ -65,7 +66,9 @@ class DeadLetters:
         if count < 1:
             raise ValueError("count must be >= 1")
         start = f"({after}" if after else "-"
-        rows = await self.redis.xrange(self.keys(type_).dead, start, until, count=count + 1)
+        rows = replies.entries(
+            await self.redis.xrange(self.keys(type_).dead, start, until, count=count + 1)
+        )
         jobs = [_dead_job(type_, eid, fields) for eid, fields in rows[:count]]
         nxt = jobs[-1].dead_entry if len(rows) > count else None
         return jobs, nxt
@@ -100,7 +103,7 @@ class DeadLetters:
     async def _sweep(self, type_: str, script: Any, error_contains: str | None) -> int:
         tk = self.keys(type_)
         # Stop at today's last entry: jobs that die again meanwhile are not swept twice.
-        last = await self.redis.xrevrange(tk.dead, "+", "-", count=1)
+        last = replies.entries(await self.redis.xrevrange(tk.dead, "+", "-", count=1))
         if not last:
             return 0
         until = last[0][0].decode()

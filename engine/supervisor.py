@@ -130,7 +130,7 @@ def _serve_multiprocess_metrics(host: str, port: int, mp_dir: str) -> None:
     from prometheus_client.multiprocess import MultiProcessCollector
 
     registry = CollectorRegistry()
-    MultiProcessCollector(registry, path=mp_dir)
+    MultiProcessCollector(registry, path=mp_dir)  # type: ignore[no-untyped-call]
     start_http_server(port, addr=host, registry=registry)
 
 

@@ -26,6 +26,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from engine import replies
 from engine.codes import Code
 from engine.config import Settings
 from engine.connection import client_from_url
@@ -212,13 +213,13 @@ class Worker:
         was delivered but never seen) go back to the stream."""
         for type_, tk in self.keys.items():
             try:
-                rows = await self.redis.xpending_range(
+                rows = replies.pending_rows(await self.redis.xpending_range(
                     tk.stream, GROUP, "-", "+", 10_000, consumername=self.name
-                )
+                ))
                 if not rows:
                     continue
                 ids = [row["message_id"].decode() for row in rows]
-                found = await self.redis.xrange(tk.stream, ids[0], ids[-1])
+                found = replies.entries(await self.redis.xrange(tk.stream, ids[0], ids[-1]))
                 job_ids = {e.decode(): _job_id(Delivery(type_, e.decode(), f)) for e, f in found}
                 entries = [(i, job_ids.get(i, i)) for i in ids]
                 codes = await self.scripts.release(tk, GROUP, self.name, entries)
@@ -274,7 +275,7 @@ class Worker:
                 raise
             await self._setup()  # the stream was deleted, or the server lost its data
             return
-        for stream, entries in resp or ():
+        for stream, entries in replies.stream_reads(resp):
             type_ = self._type_of_stream(stream)
             for entry_id, fields in entries:
                 d = Delivery(type_, entry_id.decode(), fields)
@@ -336,7 +337,7 @@ class Worker:
             d.scope = scope
             try:
                 if h.is_async:
-                    result = await h.fn(job)  # type: ignore[misc]
+                    result = await h.fn(job)
                 else:
                     result = await anyio.to_thread.run_sync(
                         h.fn, job, abandon_on_cancel=True, limiter=self._thread_limiter

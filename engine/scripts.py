@@ -98,6 +98,7 @@ SPECS: dict[str, Spec] = {
         keys=("dead", "stats", "job_prefix"), tail=("job_id",),
         codes=(Code.OK, Code.NOT_FOUND, Code.WRONG_STATE),
     ),
+    "prune_consumers": Spec(keys=("stream",), argv=("group", "min_idle_ms")),
     "cancel": Spec(
         keys=("stream", "delayed", "stats", "job_prefix"),
         argv=("group", "job_id", "result_ttl_ms"),
@@ -255,6 +256,11 @@ class Scripts:
 
     async def dead_purge(self, tk: TypeKeys, job_ids: Sequence[str]) -> list[Code]:
         return [Code(c) for c in await self._call("dead_purge", tk, list(job_ids))]
+
+    async def prune_consumers(self, tk: TypeKeys, group: str, min_idle_ms: int) -> int:
+        """Delete consumers holding no entries and idle at least ``min_idle_ms``."""
+        raw = await self._call("prune_consumers", tk, [group, min_idle_ms])
+        return int(raw[1])
 
     async def cancel(
         self, tk: TypeKeys, group: str, job_id: str, result_ttl_ms: int

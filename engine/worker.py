@@ -53,6 +53,9 @@ ACK_CHUNK = 1000
 #: Flush the ack buffer at this size, or this long after its first completion.
 ACK_BATCH = 256
 ACK_DELAY = 0.002
+#: Consumers idle this long with nothing pending are removed from the group.
+PRUNE_IDLE_S = 3600.0
+PRUNE_EVERY_S = 300.0
 
 
 @dataclass(slots=True)
@@ -136,6 +139,7 @@ class Worker:
         self._stop_requested = False
         self._order = list(self.keys)
         self._acks: dict[str, list[tuple[str, str, bytes]]] = {}
+        self._pruned_at = -PRUNE_EVERY_S
 
     def _open_runtime(self) -> None:
         """anyio primitives belong to a running event loop: made when run() starts."""
@@ -474,9 +478,21 @@ class Worker:
                 try:
                     for type_ in self.keys:
                         await self._reclaim(type_, send)
+                    await self._prune()
                     backoff.reset()
                 except NETWORK_ERRORS as e:
                     await backoff.wait("reclaim failed", e)
+
+    async def _prune(self) -> None:
+        """Forget consumers of dead workers once they hold nothing (hourly at most)."""
+        now = time.monotonic()
+        if now - self._pruned_at < PRUNE_EVERY_S:
+            return
+        self._pruned_at = now
+        for tk in self.keys.values():
+            n = await self.scripts.prune_consumers(tk, GROUP, int(PRUNE_IDLE_S * 1000))
+            if n:
+                log.info("pruned %d idle consumers of %s", n, tk.type)
 
     async def _reclaim(self, type_: str, send: MemoryObjectSendStream[Delivery]) -> None:
         free = self.concurrency - len(self._outstanding)

@@ -356,6 +356,19 @@ async def test_cancel_by_state(env: Env) -> None:
     assert (await env.s.cancel(env.tk, GROUP, "nope", 60_000))[0] is Code.NOT_FOUND
 
 
+# ---- prune_consumers ------------------------------------------------------------------
+
+async def test_prune_removes_only_idle_consumers_holding_nothing(env: Env) -> None:
+    await env.enqueue()
+    await env.deliver(A)                                  # A holds one entry
+    await env.r.xreadgroup(GROUP, B, {env.tk.stream: ">"})  # B holds nothing
+    assert await env.s.prune_consumers(env.tk, GROUP, 60_000) == 0  # none idle enough
+    assert await env.s.prune_consumers(env.tk, GROUP, 0) == 1
+    names = [c["name"].decode() for c in await env.r.xinfo_consumers(env.tk.stream, GROUP)]
+    assert names == [A]
+    assert await env.pending() == 1
+
+
 # ---- NOSCRIPT -------------------------------------------------------------------------
 
 async def test_every_wrapper_works_after_script_flush(env: Env) -> None:
@@ -383,6 +396,8 @@ async def test_every_wrapper_works_after_script_flush(env: Env) -> None:
     assert await env.s.dead_purge(env.tk, ["nope"]) == [Code.NOT_FOUND]
     await env.r.script_flush()
     assert (await env.s.cancel(env.tk, GROUP, "nope", 0))[0] is Code.NOT_FOUND
+    await env.r.script_flush()
+    assert await env.s.prune_consumers(env.tk, GROUP, 3_600_000) == 0
     await env.r.script_flush()
     async with env.r.pipeline(transaction=False) as pipe:
         env.s.enqueue_in(pipe, env.tk, [EnqueueItem(["payload", b"1"])])

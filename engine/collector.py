@@ -63,10 +63,18 @@ def sync_client(target: str | AsyncRedis, timeout: float = SCRAPE_TIMEOUT) -> re
     import redis.connection as sync_conn
 
     pool = target.connection_pool
-    kwargs = dict(pool.connection_kwargs)
+    kwargs = {k: v for k, v in pool.connection_kwargs.items() if k in _PORTABLE}
     kwargs.update(socket_timeout=timeout, socket_connect_timeout=timeout)
     cls = getattr(sync_conn, pool.connection_class.__name__, sync_conn.Connection)
     return redis.Redis(connection_pool=redis.ConnectionPool(connection_class=cls, **kwargs))
+
+
+#: Connection settings that mean the same to the sync client (no parser, retry, encoder).
+_PORTABLE = frozenset({
+    "host", "port", "db", "username", "password", "path", "client_name", "protocol",
+    "ssl_keyfile", "ssl_certfile", "ssl_cert_reqs", "ssl_ca_certs", "ssl_ca_data",
+    "ssl_ca_path", "ssl_check_hostname", "ssl_min_version", "ssl_ciphers", "ssl_password",
+})
 
 
 class QueueCollector(Collector):
@@ -101,6 +109,7 @@ class QueueCollector(Collector):
 
     def close(self) -> None:
         self.client.close()
+        self.client.connection_pool.disconnect()
 
     # ---- reading -----------------------------------------------------------------------
 

@@ -30,14 +30,14 @@ _INCLUDE = re.compile(r"^--@include (\w+)\s*$", re.MULTILINE)
 
 
 def lua_dir() -> Path:
-    """``lua/`` in a source checkout, else the copy installed as package data."""
+    """``lua/`` beside the package in a source checkout, else ``engine/lua`` installed as
+    package data by the wheel."""
     here = Path(__file__).resolve().parent
-    source = here.parent / "lua"
-    if (source / "enqueue.lua").is_file():
-        return source
-    from importlib.resources import files
-
-    return Path(str(files("engine.lua")))
+    for candidate in (here.parent / "lua", here / "lua"):
+        if (candidate / "enqueue.lua").is_file():
+            return candidate
+    raise FileNotFoundError(f"the Lua scripts are missing (looked in {here.parent / 'lua'}, "
+                            f"{here / 'lua'}): reinstall streamjobs")
 
 
 @cache

@@ -27,6 +27,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 from redis.exceptions import RedisError
 
+from engine import replies
 from engine.keys import GROUP, TypeKeys, types_key
 
 if TYPE_CHECKING:
@@ -114,7 +115,8 @@ class QueueCollector(Collector):
     # ---- reading -----------------------------------------------------------------------
 
     def _read(self) -> list[Metric]:
-        types = sorted(t.decode() for t in self.client.smembers(types_key(self.prefix)))
+        members = replies.member_set(self.client.smembers(types_key(self.prefix)))
+        types = sorted(t.decode() for t in members)
         keys = [TypeKeys(self.prefix, t) for t in types]
         pipe = self.client.pipeline(transaction=False)
         for tk in keys:

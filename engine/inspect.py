@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from engine import replies
 from engine.job import JobState
 from engine.keys import GROUP, TypeKeys
 
@@ -53,7 +54,7 @@ def _txt(v: bytes | None) -> str | None:
 
 def _int(v: bytes | None) -> int | None:
     try:
-        return int(v) if v not in (None, b"") else None  # type: ignore[arg-type]
+        return int(v) if v not in (None, b"") else None
     except ValueError:
         return None
 
@@ -62,9 +63,9 @@ def _json(v: bytes | None) -> Any:
     if v in (None, b""):
         return None
     try:
-        return orjson.loads(v)  # type: ignore[arg-type]
+        return orjson.loads(v)
     except orjson.JSONDecodeError:
-        return v.decode("utf-8", "replace")  # type: ignore[union-attr]
+        return v.decode("utf-8", "replace")
 
 
 def split_fields(fields: dict[bytes, bytes], prefix: bytes = b"") -> tuple[Any, dict[str, str]]:
@@ -85,12 +86,12 @@ def split_fields(fields: dict[bytes, bytes], prefix: bytes = b"") -> tuple[Any, 
 
 
 async def _entry_fields(redis: Redis, stream: str, entry_id: str) -> dict[bytes, bytes]:
-    rows = await redis.xrange(stream, entry_id, entry_id)
+    rows = replies.entries(await redis.xrange(stream, entry_id, entry_id))
     return dict(rows[0][1]) if rows else {}
 
 
 async def _pending_info(redis: Redis, tk: TypeKeys, entry_id: str) -> tuple[str, int] | None:
-    rows = await redis.xpending_range(tk.stream, GROUP, entry_id, entry_id, 1)
+    rows = replies.pending_rows(await redis.xpending_range(tk.stream, GROUP, entry_id, entry_id, 1))
     if not rows:
         return None
     row = rows[0]
@@ -98,7 +99,7 @@ async def _pending_info(redis: Redis, tk: TypeKeys, entry_id: str) -> tuple[str,
 
 
 async def job_status(redis: Redis, tk: TypeKeys, job_id: str) -> JobStatus | None:
-    rec: dict[bytes, bytes] = await redis.hgetall(tk.job(job_id))
+    rec = replies.hash_fields(await redis.hgetall(tk.job(job_id)))
     if not rec:
         return await _status_without_record(redis, tk, job_id)
     state = JobState(rec[b"state"].decode())
@@ -204,7 +205,7 @@ async def _oldest_waiting_age(
         return 0.0
     last = group["last-delivered-id"]
     last = last.decode() if isinstance(last, bytes) else last
-    rows = await redis.xrange(tk.stream, f"({last}", "+", count=1)
+    rows = replies.entries(await redis.xrange(tk.stream, f"({last}", "+", count=1))
     if not rows:
         return 0.0
     first_ms = int(rows[0][0].split(b"-")[0])
@@ -215,7 +216,7 @@ async def _oldest_waiting_age(
 async def known_types(redis: Redis, prefix: str) -> list[str]:
     from engine.keys import types_key
 
-    return sorted(m.decode() for m in await redis.smembers(types_key(prefix)))
+    return sorted(m.decode() for m in replies.member_set(await redis.smembers(types_key(prefix))))
 
 
 # ---- listing jobs by state (read-only, one or two round trips per page) ----------------
@@ -299,7 +300,9 @@ async def _list_waiting(redis: Redis, tk: TypeKeys, cursor: str | None, limit: i
     group = next((g for g in groups if g["name"] in (GROUP, GROUP.encode())), None)
     last = group["last-delivered-id"] if group else None
     last = last.decode() if isinstance(last, bytes) else last
-    rows = await redis.xrange(tk.stream, _after(cursor, last), "+", count=limit + 1)
+    rows = replies.entries(
+        await redis.xrange(tk.stream, _after(cursor, last), "+", count=limit + 1)
+    )
     jobs = [_entry_summary(JobState.WAITING, eid, f) for eid, f in rows[:limit]]
     return Page(jobs, jobs[-1].entry_id if len(rows) > limit else None)
 
@@ -335,8 +338,8 @@ async def _zset_page(
     rows: list[tuple[bytes, float]]
     if cursor is None:
         low = str(min_score) if min_score is not None else "-inf"
-        rows = await redis.zrange(key, low, "+inf", byscore=True, offset=0, num=limit + 1,
-                                  withscores=True)
+        rows = replies.scored(await redis.zrange(
+            key, low, "+inf", byscore=True, offset=0, num=limit + 1, withscores=True))
     else:
         score, _, member = cursor.partition(":")
         async with redis.pipeline(transaction=False) as pipe:
@@ -344,7 +347,9 @@ async def _zset_page(
             pipe.zrank(key, member)
             now_score, rank = await pipe.execute()
         if now_score is not None and int(now_score) == int(score):
-            rows = await redis.zrange(key, rank + 1, rank + limit + 1, withscores=True)
+            rows = replies.scored(
+                await redis.zrange(key, rank + 1, rank + limit + 1, withscores=True)
+            )
         else:  # the cursor's member left: resume after its score (ties kept by member order)
             rows = await _after_missing(redis, key, int(score), member, limit)
     items = [(m.decode("utf-8", "replace"), int(s)) for m, s in rows]
@@ -358,8 +363,8 @@ async def _after_missing(
 ) -> list[tuple[bytes, float]]:
     offset, want = 0, limit + 1
     while True:
-        rows = await redis.zrange(key, score, "+inf", byscore=True, offset=offset, num=want,
-                                  withscores=True)
+        rows = replies.scored(await redis.zrange(
+            key, score, "+inf", byscore=True, offset=offset, num=want, withscores=True))
         kept = [(m, s) for m, s in rows if int(s) > score or m.decode("utf-8", "replace") > member]
         if kept or len(rows) < want:
             return kept[: limit + 1]
@@ -379,7 +384,9 @@ async def _list_completed(redis: Redis, tk: TypeKeys, cursor: str | None, limit:
 
 
 async def _list_dead(redis: Redis, tk: TypeKeys, cursor: str | None, limit: int) -> Page:
-    rows = await redis.xrange(tk.dead, f"({cursor}" if cursor else "-", "+", count=limit + 1)
+    rows = replies.entries(
+        await redis.xrange(tk.dead, f"({cursor}" if cursor else "-", "+", count=limit + 1)
+    )
     jobs = []
     for eid, f in rows[:limit]:
         entry_id = eid.decode()
@@ -434,8 +441,8 @@ async def live_workers(redis: Redis, prefix: str) -> list[dict[str, Any]]:
 
     sec, usec = await redis.time()
     now_ms = sec * 1000 + usec // 1000
-    names = await redis.zrange(workers_key(prefix), now_ms - WORKER_STALE_MS, "+inf",
-                               byscore=True)
+    names = replies.members(await redis.zrange(workers_key(prefix), now_ms - WORKER_STALE_MS,
+                                               "+inf", byscore=True))
     async with redis.pipeline(transaction=False) as pipe:
         for n in names:
             pipe.hgetall(worker_key(prefix, n.decode("utf-8", "replace")))

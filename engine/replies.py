@@ -26,3 +26,26 @@ def stream_reads(reply: Any) -> StreamReads:
 
 def pending_rows(reply: Any) -> PendingRows:
     return cast("PendingRows", reply or [])
+
+
+#: ZRANGE ... WITHSCORES: [(member, score), ...]
+Scored = list[tuple[bytes, float]]
+
+
+def hash_fields(reply: Any) -> Fields:
+    """HGETALL: {field: value} (empty when the key does not exist)."""
+    return cast("Fields", reply or {})
+
+
+def scored(reply: Any) -> Scored:
+    return cast("Scored", reply or [])
+
+
+def members(reply: Any) -> list[bytes]:
+    """ZRANGE without scores: [member, ...]."""
+    return cast("list[bytes]", reply or [])
+
+
+def member_set(reply: Any) -> set[bytes]:
+    """SMEMBERS: {member, ...}."""
+    return cast("set[bytes]", reply or set())

@@ -1,23 +1,25 @@
 # Two commands do all the set-up on a fresh machine with Python 3.11:
 #   make up    — create .venv, install, start server + API + workers
-#   make test  — create .venv, install, run the test suite and the quick bench
+#   make test  — create .venv, install, lint + type-check, run the tests and the quick bench
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: up test bench bench-full lint clean
+.PHONY: up test bench lint clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test,bench]'
+	$(BIN)/pip install --quiet -e '.[test,bench,lint]'
 	touch $(STAMP)
 
 up: $(STAMP)
 	$(BIN)/streamjobs up
 
 test: $(STAMP)
+	$(BIN)/ruff check engine handlers tests bench
+	$(BIN)/mypy
 	$(BIN)/python -m pytest -n 2 --dist loadgroup
 	$(BIN)/python -m bench --quick
 
@@ -25,8 +27,7 @@ bench: $(STAMP)
 	$(BIN)/python -m bench
 
 lint: $(STAMP)
-	$(BIN)/pip install --quiet -e '.[dev]'
-	$(BIN)/ruff check engine tests bench handlers
+	$(BIN)/ruff check engine handlers tests bench
 	$(BIN)/mypy
 
 clean:

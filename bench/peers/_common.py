@@ -277,29 +277,30 @@ async def _async_produce(peer, a) -> None:
         await peer.enqueue({"i": i, "t": time.time()})
 
 
-async def _async_wait(rec: Recorder, timeout: float) -> bool:
+async def _async_wait(rec: Recorder, limit_s: float) -> bool:
     import asyncio
 
-    end = time.perf_counter() + timeout
-    while not rec.finished.is_set() and time.perf_counter() < end:
+    end = time.perf_counter() + limit_s
+    # rec.finished is a threading.Event (sync handlers set it from threads): poll it
+    while not rec.finished.is_set() and time.perf_counter() < end:  # noqa: ASYNC110
         await asyncio.sleep(0.005)
     return rec.finished.is_set()
 
 
-async def _quietly(coro, timeout: float = 15.0) -> None:
+async def _quietly(coro, limit_s: float = 15.0) -> None:
     """Worker shutdown happens after measuring: bound it and only log its errors."""
     import asyncio
 
     try:
-        await asyncio.wait_for(coro, timeout)
-    except (Exception, asyncio.CancelledError) as e:  # noqa: BLE001
+        await asyncio.wait_for(coro, limit_s)
+    except (Exception, asyncio.CancelledError) as e:
         log(f"shutdown: {type(e).__name__}: {e}")
 
 
 async def _async_main(peer_cls) -> None:
     import asyncio
 
-    a = parse_args()
+    a = parse_args(tuple(getattr(peer_cls, "extra_workloads", ())))
     peer = peer_cls(a)
     res = base_result(peer.name, peer.version, a, peer.config, METHOD_INPROC)
     expected = e2e_expected(a) if a.workload == "e2e" else a.n
@@ -311,12 +312,18 @@ async def _async_main(peer_cls) -> None:
         if a.role == "producer":
             await _async_produce(peer, a)
             return
+        custom = getattr(peer, f"workload_{a.workload}", None)
+        if custom is not None:  # peer-specific extra workloads (streamjobs: scaling)
+            emit(await custom(res))
+            return
         if a.workload.startswith("enqueue"):
             res["method"] = "client-side wall clock around the enqueue call(s)"
             emit(await _async_enqueue_workloads(peer, a, res))
             return
-        if a.workload in DRAINS:
+        if a.workload in DRAINS + tuple(getattr(peer, "extra_drains", ())):
             await peer.enqueue_many(payloads(a.n))
+            if hasattr(peer, "on_enqueued"):
+                await peer.on_enqueued(res)
         task = asyncio.create_task(peer.worker())
         if a.workload == "e2e":
             res["method"] = "producer subprocess at fixed rate; handler records now - t_sent"
@@ -332,14 +339,26 @@ async def _async_main(peer_cls) -> None:
             res["rate"] = a.rate
         else:
             res = _finish_drain(res, rec, ok)
+            if hasattr(peer, "on_drained"):
+                await peer.on_drained(res)
         emit(res)
     finally:
         await _quietly(peer.close())
 
 
+def quiet_logs() -> None:
+    """Per-job log lines (e.g. one traceback per failed attempt) would dominate the
+    measurement: every driver disables logging below CRITICAL unless BENCH_DRIVER_LOGS=1."""
+    import logging
+
+    if os.environ.get("BENCH_DRIVER_LOGS") != "1":
+        logging.disable(logging.ERROR)
+
+
 def run_async_driver(peer_cls) -> None:
     import asyncio
 
+    quiet_logs()
     try:
         import uvloop
 
@@ -401,14 +420,10 @@ def _sync_main(peer_cls) -> None:
         return
     if a.workload in DRAINS:
         peer.enqueue_many(payloads(a.n))
-    peer.start_worker()
     if a.workload == "e2e":
         res["method"] = "producer subprocess at fixed rate; handler records now - t_sent"
         spawn_producer(a, delay=1.0)
-        ok = rec.finished.wait(a.duration + 60)
-    else:
-        ok = rec.finished.wait(DEADLINE_S - 20)
-    peer.stop_worker()
+    ok = _run_worker_until(peer, rec, a.duration + 60 if a.workload == "e2e" else DEADLINE_S - 20)
     if a.workload == "e2e":
         res = _e2e_result(res, rec, ok)
         res["rate"] = a.rate
@@ -417,7 +432,27 @@ def _sync_main(peer_cls) -> None:
     emit(res)
 
 
+def _run_worker_until(peer, rec: Recorder, timeout: float) -> bool:
+    """Run the peer's blocking worker in the main thread (signal handlers, SIGALRM job
+    timeouts need it); a monitor thread stops it once the recorder has everything."""
+
+    def monitor() -> None:
+        rec.finished.wait(timeout)
+        try:
+            peer.stop_worker()
+        except Exception as e:
+            log(f"stop_worker: {type(e).__name__}: {e}")
+
+    threading.Thread(target=monitor, daemon=True).start()
+    try:
+        peer.run_worker()
+    except (Exception, SystemExit, KeyboardInterrupt) as e:  # after measuring: log only
+        log(f"run_worker ended: {type(e).__name__}: {e}")
+    return rec.finished.is_set()
+
+
 def run_sync_driver(peer_cls) -> None:
+    quiet_logs()
     try:
         _sync_main(peer_cls)
     except Exception as e:

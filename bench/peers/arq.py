@@ -11,7 +11,6 @@ HERE = os.path.dirname(os.path.abspath(__file__))  # drivers share names with th
 sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != HERE] + [HERE]
 
 from _common import Peer, run_async_driver  # noqa: E402
-
 from arq import create_pool  # noqa: E402
 from arq.connections import RedisSettings  # noqa: E402
 from arq.worker import Retry, Worker, func  # noqa: E402

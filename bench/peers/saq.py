@@ -12,8 +12,9 @@ HERE = os.path.dirname(os.path.abspath(__file__))  # drivers share names with th
 sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != HERE] + [HERE]
 
 from _common import Peer, run_async_driver  # noqa: E402
-
-from saq import Queue, Worker  # noqa: E402
+from redis import asyncio as aioredis  # noqa: E402
+from saq import Worker  # noqa: E402
+from saq.queue.redis import RedisQueue  # noqa: E402
 
 GATHER = 500
 
@@ -31,7 +32,9 @@ class SaqPeer(Peer):
 
     async def setup(self):
         logging.getLogger("saq").setLevel(logging.WARNING)
-        self.queue = Queue.from_url(self.args.url, max_concurrent_ops=100)
+        # redis-py's pool defaults to 100 connections; each saq slot blocks on one
+        client = aioredis.from_url(self.args.url, max_connections=self.concurrency + 50)
+        self.queue = RedisQueue(client, max_concurrent_ops=100)
         await self.queue.connect()
 
     async def close(self):
@@ -53,7 +56,7 @@ class SaqPeer(Peer):
                 await asyncio.sleep(h.sleep_s)
             h.rec.finish()
 
-        self.w = Worker(self.queue, functions=[job], concurrency=self.concurrency)
+        self.w = Worker(self.queue, functions=[("job", job)], concurrency=self.concurrency)
         await self.w.start()
 
     async def stop_worker(self, task):

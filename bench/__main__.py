@@ -1,0 +1,46 @@
+"""``python -m bench`` (full: streamjobs + every peer) or ``python -m bench --quick`` (CI)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from bench.run import ALL_PEERS, WORKLOADS, Plan, rerender, run
+
+
+def _csv(text: str) -> tuple[str, ...]:
+    return tuple(x.strip() for x in text.split(",") if x.strip())
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    ap.add_argument("--quick", action="store_true",
+                    help="CI: streamjobs only, small counts, floors enforced, quick.json")
+    ap.add_argument("--peers", type=_csv, default=None,
+                    help=f"comma-separated subset of: {','.join(ALL_PEERS)}")
+    ap.add_argument("--workloads", type=_csv, default=None,
+                    help=f"comma-separated subset of: {','.join(WORKLOADS)}")
+    ap.add_argument("--n", type=int, default=None, help="override jobs per workload")
+    ap.add_argument("--no-memory-run", action="store_true",
+                    help="full mode: skip the 1,000,000-job memory run")
+    ap.add_argument("--rerender", action="store_true",
+                    help="rebuild ratios, results.md and chart.png from results.json (no runs)")
+    ap.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results")
+    a = ap.parse_args(argv)
+    bad = [p for p in a.peers or () if p not in ALL_PEERS]
+    bad += [w for w in a.workloads or () if w not in WORKLOADS]
+    if bad:
+        ap.error(f"unknown peer/workload: {', '.join(bad)}")
+    if a.rerender:
+        return rerender(a.out)
+    plan = Plan.make(a.quick, a.peers, a.workloads)
+    if a.n:
+        plan.n = a.n
+    if a.no_memory_run:
+        plan.memory_n = 0
+    return run(plan, a.out)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -75,9 +75,9 @@ SPECS: dict[str, Spec] = {
     ),
     "fail": Spec(
         keys=("stream", "delayed", "dead", "stats", "job_prefix"),
-        argv=("group", "consumer", "entry_id", "job_id", "error", "traceback", "mode",
-              "retry_after_ms", "max_attempts", "immediate_retries", "backoff_base_ms",
-              "backoff_cap_ms", "jitter", "rand"),
+        argv=("group", "consumer", "max_attempts", "immediate_retries", "backoff_base_ms",
+              "backoff_cap_ms", "jitter"),
+        tail=("entry_id", "job_id", "error", "traceback", "mode", "retry_after_ms", "rand"),
         codes=(Code.OK, Code.NOT_OWNER, Code.NOT_FOUND, Code.WRONG_STATE),
     ),
     "promote": Spec(keys=("stream", "delayed", "job_prefix"), argv=("limit",)),
@@ -158,6 +158,15 @@ class FailArgs:
     retry_after_ms: int = 0
 
 
+@dataclass(frozen=True, slots=True)
+class FailItem:
+    entry_id: str
+    job_id: str
+    failure: FailArgs
+    #: Uniform in [0, 1): the jitter draw (Lua's PRNG is seeded alike on every call).
+    rand: float = 0.0
+
+
 class Scripts:
     """Every transition, bound to one client. Create once per client and reuse."""
 
@@ -205,17 +214,22 @@ class Scripts:
         return [Code(c) for c in await self._call("ack", tk, argv)]
 
     async def fail(
-        self, tk: TypeKeys, group: str, consumer: str, entry_id: str, job_id: str,
-        failure: FailArgs, *, max_attempts: int, immediate_retries: int,
-        backoff_base_ms: int, backoff_cap_ms: int, jitter: float, rand: float,
-    ) -> FailResult:
-        argv = [group, consumer, entry_id, job_id, failure.error, failure.traceback,
-                failure.mode, failure.retry_after_ms, max_attempts, immediate_retries,
-                backoff_base_ms, backoff_cap_ms, repr(jitter), repr(rand)]
+        self, tk: TypeKeys, group: str, consumer: str, failed: Sequence[FailItem], *,
+        max_attempts: int, immediate_retries: int, backoff_base_ms: int,
+        backoff_cap_ms: int, jitter: float,
+    ) -> list[FailResult]:
+        """A batch of failed attempts of one type; one result per item, in order."""
+        argv: list[Any] = [group, consumer, max_attempts, immediate_retries, backoff_base_ms,
+                           backoff_cap_ms, repr(jitter)]
+        for it in failed:
+            f = it.failure
+            argv += [it.entry_id, it.job_id, f.error, f.traceback, f.mode, f.retry_after_ms,
+                     repr(it.rand)]
         raw = await self._call("fail", tk, argv)
-        if int(raw[0]) != Code.OK:
-            return FailResult(Code(int(raw[0])))
-        return FailResult(Code.OK, _s(raw[1]), int(raw[2]), int(raw[3]))
+        return [
+            FailResult(Code(int(raw[i])), _s(raw[i + 1]), int(raw[i + 2]), int(raw[i + 3]))
+            for i in range(0, len(raw), 4)
+        ]
 
     async def promote(self, tk: TypeKeys, limit: int = 1000) -> tuple[int, int, int]:
         """Returns (moved, next due in ms or -1, orphans)."""

@@ -1,12 +1,13 @@
 """The worker: one anyio task group of small named roles.
 
-    fetcher ──memory stream──► runners (fixed set, = concurrency) ──► acker (batched)
-                                        └─ failures ──► fail script
-    housekeeping: promoter, reclaimer, toucher, heartbeat
+    fetcher ──memory stream──► runners (fixed set, = concurrency) ──► settler
+    reclaimer ─┘ (claimed entries)          ack / fail / release, batched per type
+    housekeeping: promoter, toucher, heartbeat
 
 The fetcher never asks for more entries than there are free slots, so a crash strands
-at most this worker's own in-flight jobs. Every transition is one script call;
-outcomes are a table of small functions (``_SETTLE``).
+at most this worker's own in-flight jobs. Outcomes are a table of small functions
+(``_SETTLE``); each hands the job to the settler (engine/settle.py), which sends one
+script call per type and kind per flush.
 """
 
 from __future__ import annotations
@@ -14,17 +15,14 @@ from __future__ import annotations
 import logging
 import math
 import os
-import random
 import socket
 import time
 import traceback as tb_mod
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import anyio
-from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from engine import replies
 from engine.codes import Code
@@ -37,22 +35,17 @@ from engine.metrics import WorkerMetrics
 from engine.producer import ensure_group
 from engine.registry import Handler, Registry, default_registry
 from engine.scripts import FailArgs, Scripts
+from engine.settle import NETWORK_ERRORS, Backoff, Settler
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable, Sequence
+    from collections.abc import Callable, Sequence
 
     from anyio.abc import TaskStatus
     from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
     from redis.asyncio import Redis
 
 log = logging.getLogger("streamjobs.worker")
-NETWORK_ERRORS = (RedisConnectionError, RedisTimeoutError, OSError)
 HEARTBEAT_S = 5.0
-#: Jobs per ack script call (Lua's unpack() limit is ~8,000 values).
-ACK_CHUNK = 1000
-#: Flush the ack buffer at this size, or this long after its first completion.
-ACK_BATCH = 256
-ACK_DELAY = 0.002
 #: Consumers idle this long with nothing pending are removed from the group.
 PRUNE_IDLE_S = 3600.0
 PRUNE_EVERY_S = 300.0
@@ -84,21 +77,6 @@ class Outcome:
 
 def consumer_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{os.urandom(3).hex()}"
-
-
-class Backoff:
-    """Capped exponential backoff for reconnecting."""
-
-    def __init__(self, base: float = 0.05, cap: float = 5.0) -> None:
-        self.base, self.cap, self.delay = base, cap, base
-
-    async def wait(self, what: str, err: BaseException) -> None:
-        log.warning("%s: %s; retrying in %.2fs", what, err, self.delay)
-        await anyio.sleep(self.delay)
-        self.delay = min(self.cap, self.delay * 2)
-
-    def reset(self) -> None:
-        self.delay = self.base
 
 
 class Worker:
@@ -138,7 +116,10 @@ class Worker:
         self._stopping = False
         self._stop_requested = False
         self._order = list(self.keys)
-        self._acks: dict[str, list[tuple[str, str, bytes]]] = {}
+        self.settler = Settler(
+            self.scripts, self.keys, {t: h.policy for t, h in self.handlers.items()},
+            self.name, self.settings.result_ttl * 1000, self.metrics,
+        )
         self._pruned_at = -PRUNE_EVERY_S
 
     def _open_runtime(self) -> None:
@@ -146,8 +127,7 @@ class Worker:
         self._slot_freed = anyio.Event()
         self._stop = anyio.Event()
         self._fetch_scope = anyio.CancelScope()
-        self._ack_ready = anyio.Event()
-        self._ack_pending = anyio.Event()
+        self.settler.open()
         self._thread_limiter = anyio.CapacityLimiter(self.concurrency)
         if self._stop_requested:
             self._stop.set()
@@ -174,7 +154,7 @@ class Worker:
                     tg.start_soon(self._runner, recv.clone())
                 tg.start_soon(self._fetcher, send)
                 tg.start_soon(self._reclaimer, send.clone())
-                for role in (self._acker, self._promoter, self._toucher, self._heartbeat):
+                for role in (self.settler.run, self._promoter, self._toucher, self._heartbeat):
                     tg.start_soon(role)
                 task_status.started()
                 await self._stop.wait()
@@ -209,7 +189,7 @@ class Worker:
         with anyio.move_on_after(10):
             await self._drained()
         with anyio.CancelScope(shield=True), anyio.move_on_after(10):
-            await self._flush_acks_until_empty()
+            await self.settler.flush_all()
             await self._release_leftovers()
 
     async def _release_leftovers(self) -> None:
@@ -305,15 +285,11 @@ class Worker:
                         return
                 except anyio.EndOfStream:
                     return
+                outcome = Outcome("released")
                 try:
                     outcome = await self._attempt(d)
-                    if outcome.kind == "ok":
-                        self._on_ok(d, outcome)
-                    else:
-                        with anyio.CancelScope(shield=True):
-                            await self._settle(d, outcome)
                 finally:
-                    self._outstanding.pop(d.entry_id, None)
+                    self._settle(d, outcome)
                     self._slot_freed.set()
 
     async def _attempt(self, d: Delivery) -> Outcome:
@@ -359,94 +335,24 @@ class Worker:
 
     # ---- outcomes: one small function each --------------------------------------------
 
-    async def _settle(self, d: Delivery, outcome: Outcome) -> None:
-        """Every outcome but ok (which only joins the ack buffer) is one script call."""
-        await _SETTLE[outcome.kind](self, d, outcome)
-
-    def _on_ok(self, d: Delivery, outcome: Outcome) -> None:
-        buf = self._acks.setdefault(d.type, [])
-        buf.append((d.entry_id, _job_id(d), outcome.result))
+    def _settle(self, d: Delivery, outcome: Outcome) -> None:
+        """Hand the outcome to the settler (no await: runners never wait on a script)."""
         self._outstanding.pop(d.entry_id, None)
-        self._ack_pending.set()
-        if not self._outstanding or len(buf) >= ACK_BATCH:
-            self._ack_ready.set()
+        _SETTLE[outcome.kind](self, d, outcome, not self._outstanding)
 
-    async def _on_failure(self, d: Delivery, outcome: Outcome) -> None:
+    def _on_ok(self, d: Delivery, outcome: Outcome, idle: bool) -> None:
+        self.settler.ok(d.type, d.entry_id, _job_id(d), outcome.result, idle=idle)
+
+    def _on_failure(self, d: Delivery, outcome: Outcome, idle: bool) -> None:
         mode = {"after": "after", "permanent": "dead", "malformed": "malformed"}.get(
             outcome.kind, "retry"
         )
         failure = FailArgs(outcome.error, outcome.traceback, mode,
                            int(outcome.retry_after * 1000))
-        p = self.handlers[d.type].policy
-        res = await self._retrying(
-            "fail",
-            lambda: self.scripts.fail(
-                self.keys[d.type], GROUP, self.name, d.entry_id, _job_id(d), failure,
-                max_attempts=p.max_attempts, immediate_retries=p.immediate_retries,
-                backoff_base_ms=int(p.backoff_base * 1000),
-                backoff_cap_ms=int(p.backoff_cap * 1000), jitter=p.jitter,
-                rand=random.random(),
-            ),
-        )
-        if res.code is not Code.OK:
-            log.warning("fail of %s/%s refused: %s", d.type, d.entry_id, res.code.name)
-        else:
-            self.metrics.outcome(d.type, "dead" if res.outcome == "dead" else "retried")
+        self.settler.failed(d.type, d.entry_id, _job_id(d), failure, idle=idle)
 
-    async def _on_released(self, d: Delivery, outcome: Outcome) -> None:
-        codes = await self._retrying(
-            "release",
-            lambda: self.scripts.release(
-                self.keys[d.type], GROUP, self.name, [(d.entry_id, _job_id(d))]
-            ),
-        )
-        self.metrics.released(d.type, codes.count(Code.OK))
-
-    async def _retrying(self, what: str, call: Callable[[], Awaitable[Any]]) -> Any:
-        """Run one script call, retrying through lost connections (never drop an outcome)."""
-        backoff = Backoff()
-        while True:
-            try:
-                return await call()
-            except NETWORK_ERRORS as e:
-                await backoff.wait(what, e)
-
-    # ---- acker: batched acks, one script call per type per flush ----------------------
-
-    async def _acker(self) -> None:
-        # Flush when nothing fetched is still running (a whole fetched batch is done), when
-        # the buffer is full, or ACK_DELAY after the first completion: batches grow with
-        # load, and an idle worker acks at once.
-        while True:
-            await self._ack_pending.wait()
-            self._ack_pending = anyio.Event()
-            with anyio.move_on_after(ACK_DELAY):
-                await self._ack_ready.wait()
-            self._ack_ready = anyio.Event()
-            with anyio.CancelScope(shield=True):
-                await self._flush_acks()
-
-    async def _flush_acks(self) -> None:
-        batch, self._acks = self._acks, {}
-        for type_, all_done in batch.items():
-            for i in range(0, len(all_done), ACK_CHUNK):
-                await self._ack_chunk(type_, all_done[i : i + ACK_CHUNK])
-
-    async def _ack_chunk(self, type_: str, done: list[tuple[str, str, bytes]]) -> None:
-        ttl_ms = self.settings.result_ttl * 1000
-        codes = await self._retrying(
-            "ack", lambda: self.scripts.ack(self.keys[type_], GROUP, self.name, ttl_ms, done)
-        )
-        ok = codes.count(Code.OK)
-        self.metrics.outcome(type_, "completed", ok)
-        if ok != len(codes):
-            log.warning("%d acks of %s refused (entries reclaimed by another worker)",
-                        len(codes) - ok, type_)
-            self.metrics.outcome(type_, "ack_refused", len(codes) - ok)
-
-    async def _flush_acks_until_empty(self) -> None:
-        while self._acks:
-            await self._flush_acks()
+    def _on_released(self, d: Delivery, outcome: Outcome, idle: bool) -> None:
+        self.settler.released(d.type, d.entry_id, _job_id(d), idle=idle)
 
     # ---- housekeeping ------------------------------------------------------------------
 
@@ -570,11 +476,42 @@ def _job_id(d: Delivery) -> str:
 
 def _failure(kind: str, e: BaseException, retry_after: float = 0.0) -> Outcome:
     error = f"{type(e).__name__}: {e}"[:2000]
-    tb = "".join(tb_mod.format_exception(e))[-8000:]
-    return Outcome(kind, error=error, traceback=tb, retry_after=retry_after)
+    return Outcome(kind, error=error, traceback=format_traceback(e)[-8000:],
+                   retry_after=retry_after)
 
 
-_SETTLE: dict[str, Callable[[Worker, Delivery, Outcome], Awaitable[None]]] = {
+_CAUSE = "\nThe above exception was the direct cause of the following exception:\n\n"
+_CONTEXT = "\nDuring handling of the above exception, another exception occurred:\n\n"
+
+
+def format_traceback(e: BaseException) -> str:
+    """The traceback as Python prints it, without 3.11's caret lines: those re-parse each
+    frame's source with ``ast`` and cost ~100 us per failure on the hot path."""
+    parts: list[str] = []
+    seen: set[int] = set()
+    exc: BaseException | None = e
+    while exc is not None and id(exc) not in seen and len(seen) < 5:
+        seen.add(id(exc))
+        lines = ["Traceback (most recent call last):\n"]
+        for f in tb_mod.extract_tb(exc.__traceback__):
+            lines.append(f'  File "{f.filename}", line {f.lineno}, in {f.name}\n')
+            if f.line:
+                lines.append(f"    {f.line.strip()}\n")
+        lines += tb_mod.format_exception_only(type(exc), exc)
+        parts.insert(0, "".join(lines))
+        if exc.__cause__ is not None:
+            parts.insert(0, _CAUSE)
+            exc = exc.__cause__
+        elif exc.__context__ is not None and not exc.__suppress_context__:
+            parts.insert(0, _CONTEXT)
+            exc = exc.__context__
+        else:
+            exc = None
+    return "".join(parts)
+
+
+_SETTLE: dict[str, Callable[[Worker, Delivery, Outcome, bool], None]] = {
+    "ok": Worker._on_ok,
     "retry": Worker._on_failure,
     "after": Worker._on_failure,
     "permanent": Worker._on_failure,

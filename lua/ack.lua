@@ -17,18 +17,7 @@ local stream, stats, done, job_prefix = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local group, consumer, ttl = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local now = now_ms()
 
--- One XPENDING for the whole batch: what this consumer holds between the lowest and the
--- highest entry id (bounded by its own in-flight count).
-local lo, hi = ARGV[4], ARGV[4]
-for i = 4, #ARGV, 3 do
-  local e = ARGV[i]
-  if stream_id_less(e, lo) then lo = e end
-  if stream_id_less(hi, e) then hi = e end
-end
-local held = {}
-for _, p in ipairs(redis.call('XPENDING', stream, group, lo, hi, 1000000, consumer)) do
-  held[p[1]] = true
-end
+local held = held_entries(stream, group, consumer, ARGV, 4, 3)
 
 local out, entries, index = {}, {}, {}
 for i = 4, #ARGV, 3 do

@@ -12,7 +12,7 @@ import pytest
 
 from engine import Producer
 from engine.keys import GROUP, TypeKeys
-from engine.scripts import FailArgs, Scripts
+from engine.scripts import FailArgs, FailItem, Scripts
 from tests.helpers import ROOT
 
 pytestmark = pytest.mark.anyio
@@ -84,11 +84,10 @@ async def _dead_jobs(redis_url: str, type_name: str, n: int) -> list[str]:
         tk = TypeKeys("sj", type_name)
         s = Scripts(p.redis)
         resp = await p.redis.xreadgroup(GROUP, "c", {tk.stream: ">"}, count=n)
-        for (entry, _), job_id in zip(resp[0][1], ids, strict=True):
-            await s.fail(tk, GROUP, "c", entry.decode(), job_id,
-                         FailArgs(f"KeyError: {job_id}", "tb", "dead"), max_attempts=3,
-                         immediate_retries=0, backoff_base_ms=0, backoff_cap_ms=0,
-                         jitter=0, rand=0)
+        items = [FailItem(entry.decode(), job_id, FailArgs(f"KeyError: {job_id}", "tb", "dead"))
+                 for (entry, _), job_id in zip(resp[0][1], ids, strict=True)]
+        await s.fail(tk, GROUP, "c", items, max_attempts=3, immediate_retries=0,
+                     backoff_base_ms=0, backoff_cap_ms=0, jitter=0)
     return ids
 
 

@@ -10,7 +10,7 @@ import pytest
 from engine.codes import Code
 from engine.keys import GROUP, TypeKeys
 from engine.producer import ensure_group
-from engine.scripts import EnqueueItem, FailArgs, Scripts
+from engine.scripts import EnqueueItem, FailArgs, FailItem, Scripts
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -50,12 +50,14 @@ class Env:
 
     async def fail(self, entry: str, job_id: str, consumer: str = A, mode: str = "retry", **kw: Any) -> Any:
         policy = dict(max_attempts=3, immediate_retries=1, backoff_base_ms=1000,
-                      backoff_cap_ms=3_600_000, jitter=0.0, rand=0.0)
+                      backoff_cap_ms=3_600_000, jitter=0.0)
         policy.update(kw)
         retry_after_ms = policy.pop("retry_after_ms", 0)
-        return await self.s.fail(self.tk, GROUP, consumer, entry, job_id,
-                                 FailArgs("ValueError: boom", "Traceback...", mode, retry_after_ms),
-                                 **policy)
+        rand = policy.pop("rand", 0.0)
+        failure = FailArgs("ValueError: boom", "Traceback...", mode, retry_after_ms)
+        [res] = await self.s.fail(self.tk, GROUP, consumer,
+                                  [FailItem(entry, job_id, failure, rand)], **policy)
+        return res
 
 
 @pytest.fixture
@@ -229,6 +231,18 @@ async def test_fail_from_non_owner_is_rejected(env: Env) -> None:
     assert (await env.fail(entry, job_id, consumer=B)).code is Code.NOT_OWNER
     assert "attempts" not in await env.record(job_id)
     assert await env.pending() == 1
+
+
+async def test_fail_batch_reports_each_entry(env: Env) -> None:
+    ids = [await env.enqueue() for _ in range(3)]
+    delivered = await env.deliver(A)
+    await env.s.reclaim(env.tk, GROUP, B, 0, 1, 5)  # B takes the first entry
+    items = [FailItem(e, i, FailArgs("E: x", "tb", "retry")) for (e, _), i in zip(delivered, ids, strict=True)]
+    res = await env.s.fail(env.tk, GROUP, A, items, max_attempts=3, immediate_retries=1,
+                           backoff_base_ms=0, backoff_cap_ms=0, jitter=0.0)
+    assert [(r.code, r.outcome) for r in res] == [
+        (Code.NOT_OWNER, ""), (Code.OK, "retry"), (Code.OK, "retry")]
+    assert await env.stat("retried") == 2
 
 
 # ---- promote --------------------------------------------------------------------------

@@ -1,0 +1,179 @@
+"""The final transition of every attempt, batched: ack, fail, release.
+
+Runners never wait on a script: they hand their outcome to the :class:`Settler`, which
+sends one ``ack``, one ``fail`` and one ``release`` call per type per flush. It flushes
+when nothing fetched is still running (a fetched batch is done), when a buffer is full,
+or ``DELAY`` after the first outcome, so batches grow with load and an idle worker
+settles at once. A crash before a flush loses nothing: the entries are still in the
+pending list and are reclaimed (at least once).
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import anyio
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from engine.codes import Code
+from engine.keys import GROUP
+from engine.scripts import FailArgs, FailItem
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+
+    from engine.keys import TypeKeys
+    from engine.metrics import WorkerMetrics
+    from engine.retry import Policy
+    from engine.scripts import Scripts
+
+log = logging.getLogger("streamjobs.worker")
+NETWORK_ERRORS = (RedisConnectionError, RedisTimeoutError, OSError)
+T = TypeVar("T")
+
+#: Outcomes per script call (Lua's unpack() limit is ~8,000 values).
+CHUNK = 500
+#: Flush at this many buffered outcomes, or this long after the first one.
+BATCH = 256
+DELAY = 0.002
+
+
+class Backoff:
+    """Capped exponential backoff for reconnecting."""
+
+    def __init__(self, base: float = 0.05, cap: float = 5.0) -> None:
+        self.base, self.cap, self.delay = base, cap, base
+
+    async def wait(self, what: str, err: BaseException) -> None:
+        log.warning("%s: %s; retrying in %.2fs", what, err, self.delay)
+        await anyio.sleep(self.delay)
+        self.delay = min(self.cap, self.delay * 2)
+
+    def reset(self) -> None:
+        self.delay = self.base
+
+
+async def retrying(what: str, call: Callable[[], Awaitable[T]]) -> T:
+    """Run one script call, retrying through lost connections: an outcome is never dropped."""
+    backoff = Backoff()
+    while True:
+        try:
+            return await call()
+        except NETWORK_ERRORS as e:
+            await backoff.wait(what, e)
+
+
+@dataclass
+class Batch:
+    acks: list[tuple[str, str, bytes]] = field(default_factory=list)
+    fails: list[FailItem] = field(default_factory=list)
+    releases: list[tuple[str, str]] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.acks) + len(self.fails) + len(self.releases)
+
+
+class Settler:
+    def __init__(self, scripts: Scripts, keys: dict[str, TypeKeys], policies: dict[str, Policy],
+                 consumer: str, result_ttl_ms: int, metrics: WorkerMetrics) -> None:
+        self.scripts, self.keys, self.policies = scripts, keys, policies
+        self.consumer, self.result_ttl_ms, self.metrics = consumer, result_ttl_ms, metrics
+        self._batches: dict[str, Batch] = {}
+
+    def open(self) -> None:
+        """anyio events belong to the running loop: made when the worker starts."""
+        self._pending = anyio.Event()
+        self._ready = anyio.Event()
+
+    def __len__(self) -> int:
+        return sum(len(b) for b in self._batches.values())
+
+    def _batch(self, type_: str) -> Batch:
+        b = self._batches.get(type_)
+        if b is None:
+            b = self._batches[type_] = Batch()
+        return b
+
+    def _added(self, batch: Batch, idle: bool) -> None:
+        self._pending.set()
+        if idle or len(batch) >= BATCH:
+            self._ready.set()
+
+    def ok(self, type_: str, entry_id: str, job_id: str, result: bytes, *, idle: bool) -> None:
+        b = self._batch(type_)
+        b.acks.append((entry_id, job_id, result))
+        self._added(b, idle)
+
+    def failed(self, type_: str, entry_id: str, job_id: str, failure: FailArgs, *,
+               idle: bool) -> None:
+        b = self._batch(type_)
+        b.fails.append(FailItem(entry_id, job_id, failure, random.random()))
+        self._added(b, idle)
+
+    def released(self, type_: str, entry_id: str, job_id: str, *, idle: bool) -> None:
+        b = self._batch(type_)
+        b.releases.append((entry_id, job_id))
+        self._added(b, idle)
+
+    async def run(self) -> None:
+        while True:
+            await self._pending.wait()
+            self._pending = anyio.Event()
+            with anyio.move_on_after(DELAY):
+                await self._ready.wait()
+            self._ready = anyio.Event()
+            with anyio.CancelScope(shield=True):
+                await self.flush()
+
+    async def flush(self) -> None:
+        batches, self._batches = self._batches, {}
+        for type_, b in batches.items():
+            for i in range(0, len(b.acks), CHUNK):
+                await self._ack(type_, b.acks[i : i + CHUNK])
+            for i in range(0, len(b.fails), CHUNK):
+                await self._fail(type_, b.fails[i : i + CHUNK])
+            for i in range(0, len(b.releases), CHUNK):
+                await self._release(type_, b.releases[i : i + CHUNK])
+
+    async def flush_all(self) -> None:
+        while self._batches:
+            await self.flush()
+
+    async def _ack(self, type_: str, done: list[tuple[str, str, bytes]]) -> None:
+        tk, ttl = self.keys[type_], self.result_ttl_ms
+        codes = await retrying(
+            "ack", lambda: self.scripts.ack(tk, GROUP, self.consumer, ttl, done)
+        )
+        ok = codes.count(Code.OK)
+        self.metrics.outcome(type_, "completed", ok)
+        if ok != len(codes):
+            log.warning("%d acks of %s refused (entries reclaimed by another worker)",
+                        len(codes) - ok, type_)
+            self.metrics.outcome(type_, "ack_refused", len(codes) - ok)
+
+    async def _fail(self, type_: str, failed: list[FailItem]) -> None:
+        tk, p = self.keys[type_], self.policies[type_]
+        results = await retrying("fail", lambda: self.scripts.fail(
+            tk, GROUP, self.consumer, failed, max_attempts=p.max_attempts,
+            immediate_retries=p.immediate_retries,
+            backoff_base_ms=int(p.backoff_base * 1000),
+            backoff_cap_ms=int(p.backoff_cap * 1000), jitter=p.jitter,
+        ))
+        refused = [r for r in results if r.code is not Code.OK]
+        if refused:
+            log.warning("%d failures of %s refused (%s)", len(refused), type_,
+                        ", ".join(sorted({r.code.name for r in refused})))
+        dead = sum(1 for r in results if r.outcome == "dead")
+        self.metrics.outcome(type_, "dead", dead)
+        self.metrics.outcome(type_, "retried", len(results) - len(refused) - dead)
+
+    async def _release(self, type_: str, entries: list[tuple[str, str]]) -> None:
+        tk = self.keys[type_]
+        codes: list[Any] = await retrying(
+            "release", lambda: self.scripts.release(tk, GROUP, self.consumer, entries)
+        )
+        self.metrics.released(type_, codes.count(Code.OK))

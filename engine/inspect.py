@@ -103,7 +103,8 @@ async def job_status(redis: Redis, tk: TypeKeys, job_id: str) -> JobStatus | Non
     if not rec:
         return await _status_without_record(redis, tk, job_id)
     state = JobState(rec[b"state"].decode())
-    entry_id = _txt(rec.get(b"entry"))
+    # Only a waiting (or running) job has a live entry; others may keep a stale id.
+    entry_id = _txt(rec.get(b"entry")) if state is JobState.WAITING else None
     consumer, deliveries = None, 0
     if state is JobState.DELAYED:
         payload, headers = split_fields(rec, b"f:")

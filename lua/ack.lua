@@ -32,8 +32,11 @@ for i = 4, #ARGV, 3 do
     held[entry] = nil  -- the same entry twice in one batch counts once
     entries[#entries + 1] = entry
     if ttl > 0 then
-      redis.call('HSET', key, 'state', 'completed', 'entry', '', 'finished_at', now,
-        'updated_at', now, 'result', result)
+      if result == '' then
+        redis.call('HSET', key, 'state', 'completed', 'finished_at', now)
+      else
+        redis.call('HSET', key, 'state', 'completed', 'finished_at', now, 'result', result)
+      end
       redis.call('PEXPIRE', key, ttl)
       index[#index + 1] = now
       index[#index + 1] = id

@@ -24,7 +24,7 @@ sys.path[:] = [ROOT] + [p for p in sys.path if os.path.abspath(p or os.curdir) !
 import redis.asyncio as aioredis  # noqa: E402
 from _common import Peer, log, payloads, rate_result, run_async_driver  # noqa: E402
 
-from engine import Job, Producer, Registry, Worker  # noqa: E402
+from engine import Job, Producer, Registry, Settings, Worker  # noqa: E402
 
 TYPE = "bench"
 
@@ -85,7 +85,12 @@ class StreamjobsPeer(Peer):
                 await asyncio.sleep(h.sleep_s)
             h.rec.finish()
 
-        self.w = Worker(self.args.url, registry, concurrency=self.concurrency)
+        # The memory run keeps no completed records (result_ttl=0): it shows that acked
+        # entries do not pile up. Other drains keep the default retention (1 h), so their
+        # "after" figure includes the records kept for status and results.
+        settings = Settings(result_ttl=0) if self.args.workload == "memory" else Settings()
+        self.w = Worker(self.args.url, registry, concurrency=self.concurrency,
+                        settings=settings)
         await self.w.run()
 
     async def stop_worker(self, task):

@@ -375,7 +375,7 @@ async def test_cancel_by_state(env: Env) -> None:
 async def test_prune_removes_only_idle_consumers_holding_nothing(env: Env) -> None:
     await env.enqueue()
     await env.deliver(A)                                  # A holds one entry
-    await env.r.xreadgroup(GROUP, B, {env.tk.stream: ">"})  # B holds nothing
+    await env.r.xgroup_createconsumer(env.tk.stream, GROUP, B)  # B holds nothing
     assert await env.s.prune_consumers(env.tk, GROUP, 60_000) == 0  # none idle enough
     assert await env.s.prune_consumers(env.tk, GROUP, 0) == 1
     names = [c["name"].decode() for c in await env.r.xinfo_consumers(env.tk.stream, GROUP)]

@@ -32,6 +32,9 @@ for i = 4, #ARGV, 3 do
     held[entry] = nil  -- the same entry twice in one batch counts once
     entries[#entries + 1] = entry
     if ttl > 0 then
+      if not state then  -- a plain XADD's first transition: its record starts here
+        redis.call('HSET', key, 'enqueued_at', string.match(entry, '^(%d+)'))
+      end
       if result == '' then
         redis.call('HSET', key, 'state', 'completed', 'finished_at', now)
       else

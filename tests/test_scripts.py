@@ -145,7 +145,8 @@ async def test_ack_of_plain_xadd_creates_record(env: Env) -> None:
     entry = (await env.r.xadd(env.tk.stream, {"payload": "1"})).decode()
     await env.deliver()
     assert await env.s.ack(env.tk, GROUP, A, 60_000, [(entry, entry, b"")]) == [Code.OK]
-    assert (await env.record(entry))["state"] == "completed"
+    rec = await env.record(entry)
+    assert rec["state"] == "completed" and rec["enqueued_at"] == entry.split("-")[0]
 
 
 # ---- fail -----------------------------------------------------------------------------

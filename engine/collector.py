@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import redis
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
@@ -28,7 +28,8 @@ from prometheus_client.registry import Collector
 from redis.exceptions import RedisError
 
 from engine import replies
-from engine.keys import GROUP, TypeKeys, types_key
+from engine.inspect import COUNT_REPLIES, Counts, oldest_age, parse_counts, queue_counts
+from engine.keys import TypeKeys, types_key
 
 if TYPE_CHECKING:
     from collections.abc import Iterator, Sequence
@@ -120,23 +121,19 @@ class QueueCollector(Collector):
         keys = [TypeKeys(self.prefix, t) for t in types]
         pipe = self.client.pipeline(transaction=False)
         for tk in keys:
-            pipe.xlen(tk.stream)
-            pipe.xpending(tk.stream, GROUP)
-            pipe.zcard(tk.delayed)
-            pipe.xlen(tk.dead)
-            pipe.hgetall(tk.stats)
-            pipe.xinfo_groups(tk.stream)
+            queue_counts(pipe, tk)
         pipe.time()
         res = pipe.execute(raise_on_error=False)
         sec, usec = res[-1]
-        rows = [_row(res[i * 6 : i * 6 + 6]) for i in range(len(keys))]
+        rows = [parse_counts(res[i * COUNT_REPLIES : (i + 1) * COUNT_REPLIES])
+                for i in range(len(keys))]
         ages = self._ages(keys, rows, sec * 1000 + usec // 1000)
         return _families(types, rows, ages)
 
-    def _ages(self, keys: Sequence[TypeKeys], rows: Sequence[dict[str, Any]],
-              now_ms: int) -> list[float]:
+    def _ages(self, keys: Sequence[TypeKeys], rows: Sequence[Counts], now_ms: int) -> list[float]:
         """Oldest waiting age of each type: one pipelined XRANGE after the last delivered."""
-        todo = [(i, r["last"]) for i, r in enumerate(rows) if r["waiting"] > 0 and r["last"]]
+        todo = [(i, r.last_delivered) for i, r in enumerate(rows)
+                if r.waiting > 0 and r.last_delivered]
         ages = [0.0] * len(rows)
         if not todo:
             return ages
@@ -144,37 +141,17 @@ class QueueCollector(Collector):
         for i, last in todo:
             pipe.xrange(keys[i].stream, f"({last}", "+", count=1)
         for (i, _), found in zip(todo, pipe.execute(raise_on_error=False), strict=True):
-            if isinstance(found, list) and found:
-                first_ms = int(found[0][0].split(b"-")[0])
-                ages[i] = max(0.0, (now_ms - first_ms) / 1000)
+            ages[i] = oldest_age(found, now_ms)
         return ages
 
 
-def _row(res: Sequence[Any]) -> dict[str, Any]:
-    length, pend, delayed, dead, counters, groups = res
-    length = length if isinstance(length, int) else 0
-    running = int(pend["pending"]) if isinstance(pend, dict) else 0
-    last = None
-    if isinstance(groups, list):
-        for g in groups:
-            if g["name"] in (GROUP, GROUP.encode()):
-                raw = g["last-delivered-id"]
-                last = raw.decode() if isinstance(raw, bytes) else raw
-    return {
-        "waiting": max(0, length - running), "running": running,
-        "delayed": delayed if isinstance(delayed, int) else 0,
-        "dead": dead if isinstance(dead, int) else 0,
-        "counters": counters if isinstance(counters, dict) else {}, "last": last,
-    }
-
-
-def _families(types: Sequence[str], rows: Sequence[dict[str, Any]],
+def _families(types: Sequence[str], rows: Sequence[Counts],
               ages: Sequence[float]) -> list[Metric]:
     out: list[Metric] = []
     for name, doc in _GAUGES.items():
         g = GaugeMetricFamily(f"streamjobs_queue_{name}", doc, labels=["type"])
         for t, row in zip(types, rows, strict=True):
-            g.add_metric([t], row[name])
+            g.add_metric([t], getattr(row, name))
         out.append(g)
     age = GaugeMetricFamily("streamjobs_queue_oldest_waiting_age_seconds",
                             "Age of the oldest job not yet delivered (0 when none)",
@@ -185,6 +162,6 @@ def _families(types: Sequence[str], rows: Sequence[dict[str, Any]],
     for name, (field, doc) in _COUNTERS.items():
         c = CounterMetricFamily(f"streamjobs_queue_{name}", doc, labels=["type"])
         for t, row in zip(types, rows, strict=True):
-            c.add_metric([t], int(row["counters"].get(field.encode(), 0)))
+            c.add_metric([t], row.counter(field))
         out.append(c)
     return out

@@ -18,6 +18,8 @@ from engine.job import JobState
 from engine.keys import GROUP, TypeKeys
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from redis.asyncio import Redis
 
 
@@ -169,49 +171,83 @@ class TypeStats:
         return {k: getattr(self, k) for k in self.__dataclass_fields__}
 
 
-async def type_stats(redis: Redis, tk: TypeKeys) -> TypeStats:
-    """Counts for one type in one round trip (+1 for the oldest waiting age)."""
-    async with redis.pipeline(transaction=False) as pipe:
-        pipe.xlen(tk.stream)
-        pipe.xpending(tk.stream, GROUP)
-        pipe.zcard(tk.delayed)
-        pipe.xlen(tk.dead)
-        pipe.hgetall(tk.stats)
-        pipe.xinfo_groups(tk.stream)
-        pipe.time()
-        res = await pipe.execute(raise_on_error=False)
-    length, pend, delayed, dead, counters, groups, now = res
+@dataclass(frozen=True, slots=True)
+class Counts:
+    """One type's figures from the replies of :func:`queue_counts`."""
+
+    waiting: int
+    running: int
+    delayed: int
+    dead: int
+    counters: dict[bytes, bytes]
+    #: The group's last delivered id: the oldest waiting entry comes after it.
+    last_delivered: str | None
+
+    def counter(self, name: str) -> int:
+        return int(self.counters.get(name.encode(), 0))
+
+
+#: Replies :func:`queue_counts` adds to a pipeline per type.
+COUNT_REPLIES = 6
+
+
+def queue_counts(pipe: Any, tk: TypeKeys) -> None:
+    """Queue one type's count commands on a pipeline (sync or async: queueing is sync).
+
+    Waiting is ``XLEN - pending``: acked entries are deleted, so the stream holds only
+    waiting and running entries (the group's lag is undefined after some XDELs).
+    """
+    pipe.xlen(tk.stream)
+    pipe.xpending(tk.stream, GROUP)
+    pipe.zcard(tk.delayed)
+    pipe.xlen(tk.dead)
+    pipe.hgetall(tk.stats)
+    pipe.xinfo_groups(tk.stream)
+
+
+def parse_counts(res: Sequence[Any]) -> Counts:
+    """Read the replies of :func:`queue_counts` (errors, e.g. no stream yet, count as 0)."""
+    length, pend, delayed, dead, counters, groups = res
     length = length if isinstance(length, int) else 0
-    running = pend["pending"] if isinstance(pend, dict) else 0
-    counters = counters if isinstance(counters, dict) else {}
-    age = 0.0
-    if isinstance(groups, list) and length > running:
-        age = await _oldest_waiting_age(redis, tk, groups, now)
-    return TypeStats(
-        type=tk.type, waiting=max(0, length - running), running=running,
+    running = int(pend["pending"]) if isinstance(pend, dict) else 0
+    last = None
+    for g in groups if isinstance(groups, list) else ():
+        if g["name"] in (GROUP, GROUP.encode()):
+            raw = g["last-delivered-id"]
+            last = raw.decode() if isinstance(raw, bytes) else raw
+    return Counts(
+        waiting=max(0, length - running), running=running,
         delayed=delayed if isinstance(delayed, int) else 0,
         dead=dead if isinstance(dead, int) else 0,
-        completed=int(counters.get(b"completed", 0)),
-        retried=int(counters.get(b"retried", 0)),
-        enqueued=int(counters.get(b"enqueued", 0)),
-        oldest_waiting_age=age,
+        counters=counters if isinstance(counters, dict) else {}, last_delivered=last,
     )
 
 
-async def _oldest_waiting_age(
-    redis: Redis, tk: TypeKeys, groups: list[dict[str, Any]], now: tuple[int, int]
-) -> float:
-    group = next((g for g in groups if g["name"] in (GROUP, GROUP.encode())), None)
-    if group is None:
+def oldest_age(found: Any, now_ms: int) -> float:
+    """Age in seconds of the entry an ``XRANGE (last-delivered + COUNT 1`` found."""
+    if not isinstance(found, list) or not found:
         return 0.0
-    last = group["last-delivered-id"]
-    last = last.decode() if isinstance(last, bytes) else last
-    rows = replies.entries(await redis.xrange(tk.stream, f"({last}", "+", count=1))
-    if not rows:
-        return 0.0
-    first_ms = int(rows[0][0].split(b"-")[0])
-    now_ms = now[0] * 1000 + now[1] // 1000
+    first_ms = int(found[0][0].split(b"-")[0])
     return max(0.0, (now_ms - first_ms) / 1000)
+
+
+async def type_stats(redis: Redis, tk: TypeKeys) -> TypeStats:
+    """Counts for one type in one round trip (+1 for the oldest waiting age)."""
+    async with redis.pipeline(transaction=False) as pipe:
+        queue_counts(pipe, tk)
+        pipe.time()
+        res = await pipe.execute(raise_on_error=False)
+    c = parse_counts(res[:COUNT_REPLIES])
+    sec, usec = res[COUNT_REPLIES]
+    age = 0.0
+    if c.waiting and c.last_delivered:
+        found = await redis.xrange(tk.stream, f"({c.last_delivered}", "+", count=1)
+        age = oldest_age(found, sec * 1000 + usec // 1000)
+    return TypeStats(
+        type=tk.type, waiting=c.waiting, running=c.running, delayed=c.delayed, dead=c.dead,
+        completed=c.counter("completed"), retried=c.counter("retried"),
+        enqueued=c.counter("enqueued"), oldest_waiting_age=age,
+    )
 
 
 async def known_types(redis: Redis, prefix: str) -> list[str]:

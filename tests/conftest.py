@@ -8,6 +8,7 @@ are isolated by random type names (each its own hash tag), never by FLUSHALL.
 from __future__ import annotations
 
 import os
+import subprocess
 import tempfile
 import uuid
 from contextlib import ExitStack
@@ -76,3 +77,17 @@ async def r(redis_url: str) -> AsyncIterator[Redis]:
     client = client_from_url(redis_url)
     yield client
     await client.aclose()
+
+
+@pytest.fixture
+def procs() -> Iterator[list[subprocess.Popen[bytes]]]:
+    """Subprocesses a test starts; killed and reaped when it ends."""
+    started: list[subprocess.Popen[bytes]] = []
+    yield started
+    for p in started:
+        if p.poll() is None:
+            p.kill()
+        p.wait()
+        for stream in (p.stdout, p.stderr):
+            if stream:
+                stream.close()

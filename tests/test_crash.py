@@ -18,24 +18,10 @@ from tests.helpers import running, spawn_worker, wait_for
 
 if TYPE_CHECKING:
     import subprocess
-    from collections.abc import Iterator
 
     from redis.asyncio import Redis
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
-
-
-@pytest.fixture
-def procs() -> Iterator[list[subprocess.Popen[bytes]]]:
-    started: list[subprocess.Popen[bytes]] = []
-    yield started
-    for p in started:
-        if p.poll() is None:
-            p.kill()
-        p.wait()
-        for stream in (p.stdout, p.stderr):
-            if stream:
-                stream.close()
 
 
 def worker_proc(url: str, type_name: str, procs: list[Any], *args: str,

@@ -14,8 +14,6 @@ from engine.keys import GROUP, TypeKeys
 from tests.helpers import running, spawn_worker, wait_for
 
 if TYPE_CHECKING:
-    import subprocess
-    from collections.abc import Iterator
 
     from redis.asyncio import Redis
 
@@ -71,19 +69,6 @@ async def test_10k_jobs_30pct_failures_all_end_completed_or_dead(
     assert {s for s in states.values()} <= {b"completed", b"dead"}
     assert sum(1 for s in states.values() if s == b"dead") == dead
     print(f"10k/30%: completed={completed} dead={dead} attempts={attempts}")
-
-
-@pytest.fixture
-def procs() -> Iterator[list[subprocess.Popen[bytes]]]:
-    started: list[subprocess.Popen[bytes]] = []
-    yield started
-    for p in started:
-        if p.poll() is None:
-            p.kill()
-        p.wait()
-        for s in (p.stdout, p.stderr):
-            if s:
-                s.close()
 
 
 @pytest.mark.timeout(180)

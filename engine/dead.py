@@ -9,7 +9,7 @@ from engine import replies
 from engine.codes import Code, raise_for_code
 from engine.config import Settings
 from engine.connection import client_from_url
-from engine.inspect import JobStatus, job_status, split_fields
+from engine.inspect import JobStatus, Record, job_status, split_fields
 from engine.keys import TypeKeys
 from engine.scripts import Scripts
 
@@ -20,7 +20,9 @@ PAGE = 200
 
 
 @dataclass(frozen=True, slots=True)
-class DeadJob:
+class DeadJob(Record):
+    """One entry of a type's dead stream; ``failed_at`` is ms since the epoch."""
+
     id: str
     type: str
     dead_entry: str
@@ -30,9 +32,6 @@ class DeadJob:
     failed_at: int
     payload: Any
     headers: dict[str, str]
-
-    def to_dict(self) -> dict[str, Any]:
-        return {k: getattr(self, k) for k in self.__dataclass_fields__}
 
 
 def _dead_job(type_: str, entry_id: bytes, fields: dict[bytes, bytes]) -> DeadJob:

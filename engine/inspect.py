@@ -8,8 +8,8 @@ says ``waiting`` and whose entry is pending is reported as running.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass, fields
+from typing import TYPE_CHECKING, Any, cast
 
 import orjson
 
@@ -23,8 +23,21 @@ if TYPE_CHECKING:
     from redis.asyncio import Redis
 
 
+class Record:
+    """Mixin for the read-only records: ``to_dict`` gives JSON-ready fields (states are
+    ``StrEnum`` members, which serialise as their text). The API uses these dataclasses
+    as its response schemas directly."""
+
+    __slots__ = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(cast("Any", self))}
+
+
 @dataclass(frozen=True, slots=True)
-class JobStatus:
+class JobStatus(Record):
+    """A job's state and record. Times are ms since the epoch on the server clock."""
+
     id: str
     type: str
     state: JobState
@@ -43,11 +56,6 @@ class JobStatus:
     entry_id: str | None
     consumer: str | None = None
     deliveries: int = 0
-
-    def to_dict(self) -> dict[str, Any]:
-        d = {k: getattr(self, k) for k in self.__dataclass_fields__}
-        d["state"] = self.state.value
-        return d
 
 
 def _txt(v: bytes | None) -> str | None:
@@ -155,7 +163,9 @@ async def _status_without_record(redis: Redis, tk: TypeKeys, job_id: str) -> Job
 
 
 @dataclass(frozen=True, slots=True)
-class TypeStats:
+class TypeStats(Record):
+    """Counts of one type; ``oldest_waiting_age`` is in seconds."""
+
     type: str
     waiting: int
     running: int
@@ -166,9 +176,6 @@ class TypeStats:
     enqueued: int
     #: Age in seconds of the oldest entry not yet delivered (0 when none).
     oldest_waiting_age: float
-
-    def to_dict(self) -> dict[str, Any]:
-        return {k: getattr(self, k) for k in self.__dataclass_fields__}
 
 
 @dataclass(frozen=True, slots=True)
@@ -264,7 +271,7 @@ MAX_PAGE = 1000
 
 
 @dataclass(frozen=True, slots=True)
-class JobSummary:
+class JobSummary(Record):
     """One row of a job list: what the listing query reads anyway, never the payload."""
 
     id: str
@@ -279,11 +286,6 @@ class JobSummary:
     idle_ms: int | None = None
     reason: str | None = None
     error: str | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        d = {k: getattr(self, k) for k in self.__dataclass_fields__}
-        d["state"] = self.state.value
-        return d
 
 
 @dataclass(frozen=True, slots=True)

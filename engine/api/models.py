@@ -7,6 +7,8 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
+from engine.dead import DeadJob
+from engine.inspect import JobSummary, TypeStats
 from engine.producer import JobSpec
 
 JOB_ID_PATTERN = r"^[!-~]{1,128}$"
@@ -80,44 +82,8 @@ class ErrorBody(BaseModel):
     state: str | None = None
 
 
-class JobStatusOut(BaseModel):
-    id: str
-    type: str
-    state: str
-    attempts: int
-    max_attempts: int | None
-    enqueued_at: int | None = Field(description="ms since the epoch (server clock)")
-    updated_at: int | None
-    finished_at: int | None
-    due_at: int | None
-    error: str | None
-    traceback: str | None
-    reason: str | None
-    result: Any
-    payload: Any
-    headers: dict[str, str]
-    entry_id: str | None
-    consumer: str | None = None
-    deliveries: int = 0
-
-
-class JobSummaryOut(BaseModel):
-    id: str
-    state: str
-    entry_id: str | None = None
-    enqueued_at: int | None = None
-    attempts: int | None = None
-    due_at: int | None = None
-    finished_at: int | None = None
-    consumer: str | None = None
-    deliveries: int | None = None
-    idle_ms: int | None = None
-    reason: str | None = None
-    error: str | None = None
-
-
 class JobPage(BaseModel):
-    jobs: list[JobSummaryOut]
+    jobs: list[JobSummary]
     next_cursor: str | None = Field(description="pass as ?cursor= for the next page; "
                                                 "null on the last page")
 
@@ -128,20 +94,8 @@ class Cancelled(BaseModel):
     previous_state: str
 
 
-class DeadJobOut(BaseModel):
-    id: str
-    type: str
-    dead_entry: str
-    reason: str
-    error: str
-    attempts: int
-    failed_at: int
-    payload: Any
-    headers: dict[str, str]
-
-
 class DeadPage(BaseModel):
-    jobs: list[DeadJobOut]
+    jobs: list[DeadJob]
     next_cursor: str | None
 
 
@@ -154,20 +108,8 @@ class Count(BaseModel):
     count: int
 
 
-class TypeStatsOut(BaseModel):
-    type: str
-    waiting: int
-    running: int
-    delayed: int
-    dead: int
-    completed: int
-    retried: int
-    enqueued: int
-    oldest_waiting_age: float = Field(description="seconds")
-
-
 class TypesOut(BaseModel):
-    types: list[TypeStatsOut]
+    types: list[TypeStats]
 
 
 class WorkerOut(BaseModel):

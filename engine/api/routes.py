@@ -26,7 +26,6 @@ from engine.api.models import (
     EnqueueRequest,
     ErrorBody,
     JobPage,
-    JobStatusOut,
     Retried,
     Status,
     TypesOut,
@@ -34,7 +33,15 @@ from engine.api.models import (
 )
 from engine.codes import Code
 from engine.errors import JobNotFound, WrongState
-from engine.inspect import MAX_PAGE, job_status, known_types, list_jobs, live_workers, type_stats
+from engine.inspect import (
+    MAX_PAGE,
+    JobStatus,
+    job_status,
+    known_types,
+    list_jobs,
+    live_workers,
+    type_stats,
+)
 from engine.job import JobState, check_job_id
 from engine.keys import check_type_name
 from engine.scripts import SPECS, source
@@ -115,7 +122,7 @@ async def list_by_state(
     return {"jobs": [j.to_dict() for j in page.jobs], "next_cursor": page.next_cursor}
 
 
-@router.get("/jobs/{type}/{id:path}", response_model=JobStatusOut, tags=["jobs"],
+@router.get("/jobs/{type}/{id:path}", response_model=JobStatus, tags=["jobs"],
             responses=_errors(404, 503))
 async def get_job(type_: TypeName, job_id: JobId, api: Api) -> dict[str, Any]:
     """A job's state, attempts, timestamps, last error, payload, and result if kept."""
@@ -179,7 +186,7 @@ async def dead_purge(
     return Count(count=await api.dead.purge(type_, error_contains=error_contains))
 
 
-@router.get("/dead/{type}/{id:path}", response_model=JobStatusOut, tags=["dead letters"],
+@router.get("/dead/{type}/{id:path}", response_model=JobStatus, tags=["dead letters"],
             responses=_errors(404, 503))
 async def dead_show(type_: TypeName, job_id: JobId, api: Api) -> dict[str, Any]:
     """One dead job with its error and traceback."""

@@ -110,34 +110,27 @@ async def test_permanent_error_skips_retries(redis_url: str, producer: Producer,
     assert len(calls) == 1 and st is not None and st.reason == "permanent"
 
 
-async def test_timeout_fails_the_attempt(redis_url: str, producer: Producer,
-                                         type_name: str) -> None:
+@pytest.mark.parametrize(
+    ("policy_timeout", "job_timeout"),
+    [(0.2, None), (60.0, 0.2)],  # the type's policy; the entry's own timeout field wins
+    ids=["policy", "per-job-field"],
+)
+async def test_timeout_fails_the_attempt(redis_url: str, producer: Producer, type_name: str,
+                                         policy_timeout: float, job_timeout: float | None
+                                         ) -> None:
     reg = Registry()
 
-    @reg.handler(type_name, max_attempts=1, timeout=0.2, **FAST)
+    @reg.handler(type_name, max_attempts=1, timeout=policy_timeout, **FAST)
     async def h(job: Job) -> None:
         await anyio.sleep(30)
 
-    job_id = await producer.enqueue(type_name, {})
+    job_id = await producer.enqueue(type_name, {}, timeout=job_timeout)
     t0 = time.monotonic()
     async with running(Worker(redis_url, reg)):
         await wait_state(producer, type_name, job_id, JobState.DEAD)
     assert time.monotonic() - t0 < 5
     st = await producer.status(type_name, job_id)
     assert st is not None and st.error is not None and "ran over 0.2s" in st.error
-
-
-async def test_per_job_timeout_field_wins(redis_url: str, producer: Producer,
-                                          type_name: str) -> None:
-    reg = Registry()
-
-    @reg.handler(type_name, max_attempts=1, timeout=60, **FAST)
-    async def h(job: Job) -> None:
-        await anyio.sleep(30)
-
-    job_id = await producer.enqueue(type_name, {}, timeout=0.2)
-    async with running(Worker(redis_url, reg)):
-        await wait_state(producer, type_name, job_id, JobState.DEAD, timeout=5)
 
 
 async def test_retry_after(redis_url: str, producer: Producer, type_name: str) -> None:

@@ -3,6 +3,8 @@ where a route adds what the caller should do next."""
 
 import hashlib
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Annotated, Any
 
 import anyio
@@ -47,6 +49,18 @@ from engine.keys import check_type_name
 from engine.scripts import SPECS, source
 
 router = APIRouter()
+
+
+@contextmanager
+def _refusals(job_id: str, *, missing: str,
+              wrong_state: Callable[[WrongState], str]) -> Iterator[None]:
+    """A refused transition as 404 / 409, with a message saying what to do next."""
+    try:
+        yield
+    except JobNotFound as e:
+        raise ApiError(404, missing, id=job_id) from e
+    except WrongState as e:
+        raise ApiError(409, wrong_state(e), id=job_id) from e
 
 
 def _api(request: Request) -> ApiState:
@@ -137,13 +151,9 @@ async def get_job(type_: TypeName, job_id: JobId, api: Api) -> dict[str, Any]:
                responses=_errors(404, 409, 503))
 async def cancel(type_: TypeName, job_id: JobId, api: Api) -> Cancelled:
     """Cancel a waiting or delayed job. A running one answers 409."""
-    try:
+    with _refusals(job_id, missing=f"no job {job_id!r} of type {type_!r}",
+                   wrong_state=lambda e: f"{e}: only waiting or delayed jobs can be cancelled"):
         prev = await api.producer.cancel(type_, job_id)
-    except JobNotFound as e:
-        raise ApiError(404, f"no job {job_id!r} of type {type_!r}", id=job_id) from e
-    except WrongState as e:
-        raise ApiError(409, f"{e}: only waiting or delayed jobs can be cancelled",
-                       id=job_id) from e
     return Cancelled(id=job_id, previous_state=prev)
 
 
@@ -201,13 +211,10 @@ async def dead_show(type_: TypeName, job_id: JobId, api: Api) -> dict[str, Any]:
              responses=_errors(404, 409, 503))
 async def dead_retry(type_: TypeName, job_id: JobId, api: Api) -> Retried:
     """Move one dead job back to the stream with a fresh set of attempts."""
-    try:
+    with _refusals(job_id, missing=f"no dead job {job_id!r} of type {type_!r}",
+                   wrong_state=lambda e: f"job {job_id!r} is not dead, so there is nothing "
+                                         "to retry"):
         await api.dead.retry(type_, job_id)
-    except JobNotFound as e:
-        raise ApiError(404, f"no dead job {job_id!r} of type {type_!r}", id=job_id) from e
-    except WrongState as e:
-        raise ApiError(409, f"job {job_id!r} is not dead, so there is nothing to retry",
-                       id=job_id) from e
     return Retried(id=job_id)
 
 
@@ -215,13 +222,10 @@ async def dead_retry(type_: TypeName, job_id: JobId, api: Api) -> Retried:
                responses=_errors(404, 409, 503))
 async def dead_purge_one(type_: TypeName, job_id: JobId, api: Api) -> Retried:
     """Delete one dead job."""
-    try:
+    with _refusals(job_id, missing=f"no dead job {job_id!r} of type {type_!r}",
+                   wrong_state=lambda e: f"job {job_id!r} is not dead: only dead jobs are "
+                                         "purged"):
         await api.dead.purge_one(type_, job_id)
-    except JobNotFound as e:
-        raise ApiError(404, f"no dead job {job_id!r} of type {type_!r}", id=job_id) from e
-    except WrongState as e:
-        raise ApiError(409, f"job {job_id!r} is not dead: only dead jobs are purged",
-                       id=job_id) from e
     return Retried(id=job_id, state="purged")
 
 

@@ -209,14 +209,13 @@ class Peer:
     version = "?"
     config = ""
     bulk_note = ""
+    #: Concurrency when --concurrency is not given (thread-pool peers use fewer).
+    default_concurrency = 100
     handler: Handler
 
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
-        self.concurrency = args.concurrency or self.default_concurrency()
-
-    def default_concurrency(self) -> int:
-        return 100
+        self.concurrency = args.concurrency or self.default_concurrency
 
 
 METHOD_INPROC = "in-process worker: first handler start .. last handler completion (perf_counter)"

@@ -26,9 +26,7 @@ class CeleryPeer(Peer):
     config = (f"redis broker, in-process worker pool={POOL} concurrency={THREADS}, "
               f"worker_prefetch_multiplier={PREFETCH}, ignore_result, no "
               "mingle/gossip/heartbeat, JSON, self.retry(countdown=0) for fail_once")
-
-    def default_concurrency(self) -> int:
-        return 1 if POOL == "solo" else THREADS
+    default_concurrency = 1 if POOL == "solo" else THREADS
 
     def setup(self):
         app = Celery("bench", broker=self.args.url, set_as_current=True)

@@ -25,9 +25,7 @@ class DramatiqPeer(Peer):
     config = (f"RedisBroker, Worker(worker_threads={THREADS}, worker_timeout=100) in-process, "
               "default middleware "
               "(JSON encoder), Retry(delay=0) for fail_once")
-
-    def default_concurrency(self) -> int:
-        return THREADS
+    default_concurrency = THREADS
 
     def setup(self):
         self.broker = RedisBroker(url=self.args.url)

@@ -43,9 +43,7 @@ class HueyPeer(Peer):
     config = (f"RedisHuey(blocking=True, results=False), consumer workers={THREADS} "
               "worker_type=thread, JSON serializer (default is pickle), "
               "retries=1 retry_delay=0 for fail_once")
-
-    def default_concurrency(self) -> int:
-        return THREADS
+    default_concurrency = THREADS
 
     def setup(self):
         self.huey = RedisHuey("bench", url=self.args.url, results=False, blocking=True,

@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from bench.run import ALL_PEERS, WORKLOADS, Plan, rerender, run
+from bench.run import ALL_PEERS, EXTRAS, WORKLOADS, Plan, rerender, run
 
 
 def _csv(text: str) -> tuple[str, ...]:
@@ -20,7 +20,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--peers", type=_csv, default=None,
                     help=f"comma-separated subset of: {','.join(ALL_PEERS)}")
     ap.add_argument("--workloads", type=_csv, default=None,
-                    help=f"comma-separated subset of: {','.join(WORKLOADS)}")
+                    help=f"comma-separated subset of: {','.join([*WORKLOADS, *sorted(EXTRAS)])}")
     ap.add_argument("--n", type=int, default=None, help="override jobs per workload")
     ap.add_argument("--no-memory-run", action="store_true",
                     help="full mode: skip the 1,000,000-job memory run")
@@ -29,7 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results")
     a = ap.parse_args(argv)
     bad = [p for p in a.peers or () if p not in ALL_PEERS]
-    bad += [w for w in a.workloads or () if w not in WORKLOADS]
+    bad += [w for w in a.workloads or () if w not in WORKLOADS and w not in EXTRAS]
     if bad:
         ap.error(f"unknown peer/workload: {', '.join(bad)}")
     if a.rerender:

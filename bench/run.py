@@ -31,6 +31,8 @@ ALL_PEERS = ("streamjobs", *PY_PEERS, "bullmq")
 WORKLOADS = ("enqueue_latency", "enqueue_single", "enqueue_bulk",
              "drain_noop", "drain_sleep1ms", "drain_fail_once", "e2e")
 DRAINS = ("drain_noop", "drain_sleep1ms", "drain_fail_once")
+#: streamjobs-only workloads, run after the shared ones.
+EXTRAS = frozenset({"scaling", "memory"})
 DRIVER_TIMEOUT = 300.0
 
 
@@ -51,10 +53,16 @@ class Plan:
     @classmethod
     def make(cls, quick: bool, peers: tuple[str, ...] | None,
              workloads: tuple[str, ...] | None) -> Plan:
+        # streamjobs' own extras (scaling, the 1M memory run) go with the whole suite,
+        # or when named: a --workloads subset runs just what it names.
+        extras = {"scaling", "memory"} if workloads is None else set(workloads) & EXTRAS
+        scaling = (1, 2, 4) if "scaling" in extras else ()
+        shared = tuple(w for w in workloads or WORKLOADS if w not in EXTRAS)
         if quick:
-            return cls(True, peers or ("streamjobs",), workloads or WORKLOADS, n=2_000,
-                       duration=3.0, scaling_n=5_000)
-        return cls(False, peers or ALL_PEERS, workloads or WORKLOADS, memory_n=1_000_000)
+            return cls(True, peers or ("streamjobs",), shared, n=2_000, duration=3.0,
+                       scaling_n=5_000, scaling_workers=scaling)
+        return cls(False, peers or ALL_PEERS, shared, scaling_workers=scaling,
+                   memory_n=1_000_000 if "memory" in extras else 0)
 
     def n_for(self, workload: str) -> int:
         return self.n_latency if workload == "enqueue_latency" else self.n

@@ -8,6 +8,7 @@ object is printed as the last line of stdout.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import subprocess
@@ -137,6 +138,20 @@ class Handler:
     def __init__(self, workload: str, rec: Recorder) -> None:
         self.workload = workload
         self.rec = rec
+
+    def run(self, payload: dict) -> None:
+        """The whole handler for sync workers: start, fail once if due, sleep, finish."""
+        self.before(payload)
+        if self.sleep_s:
+            time.sleep(self.sleep_s)
+        self.rec.finish()
+
+    async def arun(self, payload: dict) -> None:
+        """The whole handler for async workers."""
+        self.before(payload)
+        if self.sleep_s:
+            await asyncio.sleep(self.sleep_s)
+        self.rec.finish()
 
     def before(self, payload: dict) -> None:
         """Call at handler start; raises on the first attempt for drain_fail_once."""

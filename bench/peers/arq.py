@@ -47,12 +47,9 @@ class ArqPeer(Peer):
 
         async def job(ctx, payload):
             try:
-                h.before(payload)
-            except RuntimeError:
+                await h.arun(payload)
+            except RuntimeError:  # the planned first failure
                 raise Retry(defer=0) from None
-            if h.sleep_s:
-                await asyncio.sleep(h.sleep_s)
-            h.rec.finish()
 
         self.w = Worker(
             [func(job, name="job")], redis_settings=self.settings, max_jobs=self.concurrency,

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import signal
 import sys
-import time
 from importlib.metadata import version
 
 HERE = os.path.dirname(os.path.abspath(__file__))  # drivers share names with their peers:
@@ -41,12 +40,9 @@ class CeleryPeer(Peer):
         @app.task(name="job", bind=True, max_retries=3)
         def job(task, payload: dict) -> None:
             try:
-                h.before(payload)
-            except RuntimeError as e:
+                h.run(payload)
+            except RuntimeError as e:  # the planned first failure
                 raise task.retry(exc=e, countdown=0) from None
-            if h.sleep_s:
-                time.sleep(h.sleep_s)
-            h.rec.finish()
 
         self.app, self.job = app, job
         self.producer_cm = app.producer_or_acquire()

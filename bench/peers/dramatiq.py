@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import sys
 import threading
-import time
 from importlib.metadata import version
 
 HERE = os.path.dirname(os.path.abspath(__file__))  # drivers share names with their peers:
@@ -35,12 +34,9 @@ class DramatiqPeer(Peer):
         @dramatiq.actor(actor_name="job", queue_name="bench", max_retries=3)
         def job(payload: dict) -> None:
             try:
-                h.before(payload)
-            except RuntimeError:
+                h.run(payload)
+            except RuntimeError:  # the planned first failure
                 raise dramatiq.Retry("fail once", delay=0) from None
-            if h.sleep_s:
-                time.sleep(h.sleep_s)
-            h.rec.finish()
 
         self.job = job
         self.stopped = threading.Event()

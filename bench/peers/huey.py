@@ -9,7 +9,6 @@ import json
 import os
 import sys
 import threading
-import time
 from importlib.metadata import version
 
 HERE = os.path.dirname(os.path.abspath(__file__))  # drivers share names with their peers:
@@ -53,10 +52,7 @@ class HueyPeer(Peer):
         @self.huey.task(retries=1 if self.args.workload == "drain_fail_once" else 0,
                         retry_delay=0, name="job")
         def job(payload: dict) -> None:
-            h.before(payload)
-            if h.sleep_s:
-                time.sleep(h.sleep_s)
-            h.rec.finish()
+            h.run(payload)
 
         self.job = job
         self.stopped = threading.Event()

@@ -51,10 +51,7 @@ class SaqPeer(Peer):
         h = self.handler
 
         async def job(ctx, **payload):
-            h.before(payload)
-            if h.sleep_s:
-                await asyncio.sleep(h.sleep_s)
-            h.rec.finish()
+            await h.arun(payload)
 
         self.w = Worker(self.queue, functions=[("job", job)], concurrency=self.concurrency)
         await self.w.start()

@@ -80,10 +80,7 @@ class StreamjobsPeer(Peer):
 
         @registry.handler(TYPE, max_attempts=3, immediate_retries=1, backoff_base=0.0)
         async def job(j: Job) -> None:
-            h.before(j.payload)
-            if h.sleep_s:
-                await asyncio.sleep(h.sleep_s)
-            h.rec.finish()
+            await h.arun(j.payload)
 
         # The memory run keeps no completed records (result_ttl=0): it shows that acked
         # entries do not pile up. Other drains keep the default retention (1 h), so their

@@ -5,7 +5,6 @@ Run with bench/.venvs/streaq/bin/python.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import sys
@@ -38,12 +37,9 @@ class StreaqPeer(Peer):
         @w.task(name="job", silent=True, max_tries=3, ttl=60)
         async def job(payload: dict) -> None:
             try:
-                h.before(payload)
-            except RuntimeError:
+                await h.arun(payload)
+            except RuntimeError:  # the planned first failure
                 raise StreaqRetry(delay=0) from None
-            if h.sleep_s:
-                await asyncio.sleep(h.sleep_s)
-            h.rec.finish()
 
         return w, job
 

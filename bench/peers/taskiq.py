@@ -37,10 +37,7 @@ class TaskiqPeer(Peer):
 
         @self.broker.task(task_name="job", retry_on_error=True, max_retries=3)
         async def job(payload: dict) -> None:
-            h.before(payload)
-            if h.sleep_s:
-                await asyncio.sleep(h.sleep_s)
-            h.rec.finish()
+            await h.arun(payload)
 
         self.job = job
         await self.broker.startup()  # creates the consumer group before anything is sent

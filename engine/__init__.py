@@ -3,14 +3,14 @@
 The public API; everything else is internal.
 """
 
-from engine.config import Settings
-from engine.dead import DeadLetters
-from engine.errors import PermanentError, RetryAfter, StreamJobsError
-from engine.job import Job, JobState
-from engine.producer import Producer, SyncProducer
-from engine.registry import Registry, handler
-from engine.retry import Policy
-from engine.worker import Worker
+from streamjobs.config import Settings
+from streamjobs.dead import DeadLetters
+from streamjobs.errors import PermanentError, RetryAfter, StreamJobsError
+from streamjobs.job import Job, JobState
+from streamjobs.producer import Producer, SyncProducer
+from streamjobs.registry import Registry, handler
+from streamjobs.retry import Policy
+from streamjobs.worker import Worker
 
 __all__ = [
     "DeadLetters",

@@ -1,3 +1,3 @@
-from engine.cli import main
+from streamjobs.cli import main
 
 raise SystemExit(main())

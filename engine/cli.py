@@ -15,8 +15,8 @@ import orjson
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
-from engine import commands as runner
-from engine.errors import StreamJobsError
+from streamjobs import commands as runner
+from streamjobs.errors import StreamJobsError
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence

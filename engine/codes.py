@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from enum import IntEnum
 
-from engine import errors
+from streamjobs import errors
 
 
 class Code(IntEnum):

@@ -27,9 +27,9 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 from redis.exceptions import RedisError
 
-from engine import replies
-from engine.inspect import COUNT_REPLIES, Counts, oldest_age, parse_counts, queue_counts
-from engine.keys import TypeKeys, types_key
+from streamjobs import replies
+from streamjobs.inspect import COUNT_REPLIES, Counts, oldest_age, parse_counts, queue_counts
+from streamjobs.keys import TypeKeys, types_key
 
 if TYPE_CHECKING:
     from collections.abc import Iterator, Sequence

@@ -9,9 +9,9 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import anyio
 import orjson
 
-from engine.config import Settings
-from engine.errors import ServerError
-from engine.keys import TypeKeys, check_type_name
+from streamjobs.config import Settings
+from streamjobs.errors import ServerError
+from streamjobs.keys import TypeKeys, check_type_name
 
 if TYPE_CHECKING:
     import argparse
@@ -64,7 +64,7 @@ def _print_json(value: Any) -> None:
 
 
 def cmd_enqueue(args: argparse.Namespace) -> int:
-    from engine.producer import Producer
+    from streamjobs.producer import Producer
 
     check_type_name(args.type)
     url = resolve_url(args)
@@ -80,7 +80,7 @@ def cmd_enqueue(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from engine.producer import Producer
+    from streamjobs.producer import Producer
 
     check_type_name(args.type)
     url = resolve_url(args)
@@ -98,8 +98,8 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_stats(args: argparse.Namespace) -> int:
-    from engine.connection import client_from_url
-    from engine.inspect import known_types, type_stats
+    from streamjobs.connection import client_from_url
+    from streamjobs.inspect import known_types, type_stats
 
     url = resolve_url(args)
     settings = _settings()
@@ -121,7 +121,7 @@ def cmd_stats(args: argparse.Namespace) -> int:
 
 
 def cmd_dlq(args: argparse.Namespace) -> int:
-    from engine.dead import DeadLetters
+    from streamjobs.dead import DeadLetters
 
     check_type_name(args.type)
     url = resolve_url(args)
@@ -180,29 +180,29 @@ async def _dlq_purge(dl: Any, args: argparse.Namespace) -> int:
 _DLQ = {"list": _dlq_list, "show": _dlq_show, "retry": _dlq_retry, "purge": _dlq_purge}
 
 
-# ---- process commands (see engine.supervisor) ----------------------------------------
+# ---- process commands (see streamjobs.supervisor) ----------------------------------------
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    from engine import supervisor
+    from streamjobs import supervisor
 
     return supervisor.worker_command(args, resolve_url(args), _settings())
 
 
 def cmd_up(args: argparse.Namespace) -> int:
-    from engine import supervisor
+    from streamjobs import supervisor
 
     return supervisor.up_command(args, _settings())
 
 
 def cmd_server(args: argparse.Namespace) -> int:
-    from engine import supervisor
+    from streamjobs import supervisor
 
     return supervisor.server_command(_settings())
 
 
 def cmd_api(args: argparse.Namespace) -> int:
-    from engine.api import serve
+    from streamjobs.api import serve
 
     settings = _settings()
     serve(resolve_url(args), settings, host=args.host, port=args.port)

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from engine.errors import ConfigError
+from streamjobs.errors import ConfigError
 
 if TYPE_CHECKING:
     from collections.abc import Mapping

@@ -10,7 +10,7 @@ from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from engine.config import Settings
+from streamjobs.config import Settings
 
 
 def client_from_url(url: str, **kwargs: Any) -> Redis:

@@ -5,13 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from engine import replies
-from engine.codes import Code, raise_for_code
-from engine.config import Settings
-from engine.connection import client_from_url
-from engine.inspect import JobStatus, Record, job_status, split_fields
-from engine.keys import TypeKeys
-from engine.scripts import Scripts
+from streamjobs import replies
+from streamjobs.codes import Code, raise_for_code
+from streamjobs.config import Settings
+from streamjobs.connection import client_from_url
+from streamjobs.inspect import JobStatus, Record, job_status, split_fields
+from streamjobs.keys import TypeKeys
+from streamjobs.scripts import Scripts
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis

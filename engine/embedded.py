@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from engine.errors import ServerError
+from streamjobs.errors import ServerError
 
 if TYPE_CHECKING:
     from types import TracebackType

@@ -23,7 +23,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from engine.codes import Code
+    from streamjobs.codes import Code
 
 
 class StreamJobsError(Exception):

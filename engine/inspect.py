@@ -13,9 +13,9 @@ from typing import TYPE_CHECKING, Any, cast
 
 import orjson
 
-from engine import replies
-from engine.job import JobState
-from engine.keys import GROUP, TypeKeys
+from streamjobs import replies
+from streamjobs.job import JobState
+from streamjobs.keys import GROUP, TypeKeys
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -80,7 +80,7 @@ def _json(v: bytes | None) -> Any:
 
 def split_fields(fields: dict[bytes, bytes], prefix: bytes = b"") -> tuple[Any, dict[str, str]]:
     """(payload, headers) from job fields, optionally stored under a name prefix."""
-    from engine.job import RESERVED
+    from streamjobs.job import RESERVED
 
     payload: Any = None
     headers: dict[str, str] = {}
@@ -258,7 +258,7 @@ async def type_stats(redis: Redis, tk: TypeKeys) -> TypeStats:
 
 
 async def known_types(redis: Redis, prefix: str) -> list[str]:
-    from engine.keys import types_key
+    from streamjobs.keys import types_key
 
     return sorted(m.decode() for m in replies.member_set(await redis.smembers(types_key(prefix))))
 
@@ -476,7 +476,7 @@ WORKER_STALE_MS = 15_000
 
 async def live_workers(redis: Redis, prefix: str) -> list[dict[str, Any]]:
     """Workers whose heartbeat is recent, from ``sj:workers`` and each ``sj:worker:<name>``."""
-    from engine.keys import worker_key, workers_key
+    from streamjobs.keys import worker_key, workers_key
 
     sec, usec = await redis.time()
     now_ms = sec * 1000 + usec // 1000

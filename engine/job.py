@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from engine.errors import DecodeError
+from streamjobs.errors import DecodeError
 
 if TYPE_CHECKING:
     from collections.abc import Mapping

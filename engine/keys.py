@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from engine.errors import InvalidTypeName
+from streamjobs.errors import InvalidTypeName
 
 TYPE_NAME = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
 GROUP = "workers"

@@ -9,14 +9,14 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import anyio.from_thread
 
-from engine import inspect as _inspect
-from engine.codes import Code
-from engine.config import Settings
-from engine.connection import client_from_url
-from engine.errors import DuplicateJob, PayloadTooLarge
-from engine.job import check_job_id, dumps, encode_fields
-from engine.keys import GROUP, TypeKeys, types_key
-from engine.scripts import EnqueueItem, EnqueueResult, Scripts, parse_enqueue
+from streamjobs import inspect as _inspect
+from streamjobs.codes import Code
+from streamjobs.config import Settings
+from streamjobs.connection import client_from_url
+from streamjobs.errors import DuplicateJob, PayloadTooLarge
+from streamjobs.job import check_job_id, dumps, encode_fields
+from streamjobs.keys import GROUP, TypeKeys, types_key
+from streamjobs.scripts import EnqueueItem, EnqueueResult, Scripts, parse_enqueue
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping, Sequence
@@ -153,7 +153,7 @@ class Producer:
 
     async def cancel(self, type_: str, job_id: str) -> str:
         """Cancel a waiting or delayed job; returns the state it had."""
-        from engine.codes import raise_for_code
+        from streamjobs.codes import raise_for_code
 
         code, prev = await self.scripts.cancel(
             self.keys(type_), GROUP, job_id, self.settings.result_ttl * 1000

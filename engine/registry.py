@@ -1,6 +1,6 @@
 """Handlers, registered per type with their policy.
 
-    from engine import handler
+    from streamjobs import handler
 
     @handler("email", max_attempts=5, timeout=30)
     async def send_email(job): ...
@@ -15,10 +15,10 @@ from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from engine.errors import ConfigError
-from engine.job import Job
-from engine.keys import check_type_name
-from engine.retry import Policy
+from streamjobs.errors import ConfigError
+from streamjobs.job import Job
+from streamjobs.keys import check_type_name
+from streamjobs.retry import Policy
 
 HandlerFn = Callable[[Job], Any] | Callable[[Job], Awaitable[Any]]
 

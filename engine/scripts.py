@@ -15,7 +15,7 @@ from functools import cache, lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from engine.codes import Code
+from streamjobs.codes import Code
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from redis.asyncio.client import Pipeline
     from redis.commands.core import AsyncScript
 
-    from engine.keys import TypeKeys
+    from streamjobs.keys import TypeKeys
 
 _INCLUDE = re.compile(r"^--@include (\w+)\s*$", re.MULTILINE)
 

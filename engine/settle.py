@@ -19,17 +19,17 @@ import anyio
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from engine.codes import Code
-from engine.keys import GROUP
-from engine.scripts import FailArgs, FailItem
+from streamjobs.codes import Code
+from streamjobs.keys import GROUP
+from streamjobs.scripts import FailArgs, FailItem
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
 
-    from engine.keys import TypeKeys
-    from engine.metrics import WorkerMetrics
-    from engine.retry import Policy
-    from engine.scripts import Scripts
+    from streamjobs.keys import TypeKeys
+    from streamjobs.metrics import WorkerMetrics
+    from streamjobs.retry import Policy
+    from streamjobs.scripts import Scripts
 
 log = logging.getLogger("streamjobs.worker")
 NETWORK_ERRORS = (RedisConnectionError, RedisTimeoutError, OSError)

@@ -15,12 +15,12 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
-from engine.errors import ConfigError
+from streamjobs.errors import ConfigError
 
 if TYPE_CHECKING:
     import argparse
 
-    from engine.config import Settings
+    from streamjobs.config import Settings
 
 log = logging.getLogger("streamjobs")
 
@@ -52,9 +52,9 @@ async def _watch_signals(stop: Any) -> None:
 
 
 def run_worker_process(args: argparse.Namespace, url: str, settings: Settings) -> int:
-    from engine.metrics import WorkerMetrics
-    from engine.registry import default_registry
-    from engine.worker import Worker
+    from streamjobs.metrics import WorkerMetrics
+    from streamjobs.registry import default_registry
+    from streamjobs.worker import Worker
 
     import_handlers(args.modules)
     types = [t for t in args.types.split(",") if t] or None
@@ -106,7 +106,7 @@ def worker_command(args: argparse.Namespace, url: str, settings: Settings) -> in
 
 
 def _child_argv(args: argparse.Namespace) -> list[str]:
-    argv = [sys.executable, "-m", "engine", "worker", *args.modules,
+    argv = [sys.executable, "-m", "streamjobs", "worker", *args.modules,
             "--concurrency", str(args.concurrency), "--grace", str(args.grace)]
     if args.types:
         argv += ["--types", args.types]
@@ -161,8 +161,8 @@ def _supervise(children: list[subprocess.Popen[bytes]]) -> int:
 
 
 def start_embedded(settings: Settings) -> Any:
-    from engine.commands import url_file
-    from engine.embedded import EmbeddedServer
+    from streamjobs.commands import url_file
+    from streamjobs.embedded import EmbeddedServer
 
     server = EmbeddedServer(settings.data_dir, port=settings.embedded_port,
                             binary=settings.server_bin).start()
@@ -171,7 +171,7 @@ def start_embedded(settings: Settings) -> Any:
 
 
 def _stop_embedded(server: Any, settings: Settings) -> None:
-    from engine.commands import url_file
+    from streamjobs.commands import url_file
 
     server.stop()
     url_file(settings).unlink(missing_ok=True)
@@ -214,7 +214,7 @@ def up_command(args: argparse.Namespace, settings: Settings) -> int:
 
 def _up_children(args: argparse.Namespace, url: str, settings: Settings, server: Any) -> int:
     env = {**os.environ, "STREAMJOBS_REDIS_URL": url}
-    worker_argv = [sys.executable, "-m", "engine", "worker", *args.modules,
+    worker_argv = [sys.executable, "-m", "streamjobs", "worker", *args.modules,
                    "--concurrency", str(args.concurrency), "--processes", str(args.processes),
                    "--grace", str(args.grace)]
     if args.types:
@@ -225,7 +225,7 @@ def _up_children(args: argparse.Namespace, url: str, settings: Settings, server:
     children = [subprocess.Popen(worker_argv, env=env)]
     api_port = args.api_port or settings.api_port
     if not args.no_api:
-        api_argv = [sys.executable, "-m", "engine", "api", "--port", str(api_port)]
+        api_argv = [sys.executable, "-m", "streamjobs", "api", "--port", str(api_port)]
         children.append(subprocess.Popen(api_argv, env=env))
     _print_where(url, server, settings, api_port, args, children)
     return _supervise(children)

@@ -24,18 +24,18 @@ from typing import TYPE_CHECKING
 import anyio
 from redis.exceptions import ResponseError
 
-from engine import replies
-from engine.codes import Code
-from engine.config import Settings
-from engine.connection import client_from_url
-from engine.errors import DecodeError, PermanentError, RetryAfter
-from engine.job import Job, dumps
-from engine.keys import GROUP, TypeKeys, types_key, worker_key, workers_key
-from engine.metrics import WorkerMetrics
-from engine.producer import ensure_group
-from engine.registry import Handler, Registry, default_registry
-from engine.scripts import FailArgs, Scripts
-from engine.settle import NETWORK_ERRORS, Backoff, Settler
+from streamjobs import replies
+from streamjobs.codes import Code
+from streamjobs.config import Settings
+from streamjobs.connection import client_from_url
+from streamjobs.errors import DecodeError, PermanentError, RetryAfter
+from streamjobs.job import Job, dumps
+from streamjobs.keys import GROUP, TypeKeys, types_key, worker_key, workers_key
+from streamjobs.metrics import WorkerMetrics
+from streamjobs.producer import ensure_group
+from streamjobs.registry import Handler, Registry, default_registry
+from streamjobs.scripts import FailArgs, Scripts
+from streamjobs.settle import NETWORK_ERRORS, Backoff, Settler
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence

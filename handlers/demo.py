@@ -2,7 +2,7 @@
 
 import logging
 
-from engine import Job, handler
+from streamjobs import Job, handler
 
 log = logging.getLogger("handlers.demo")
 

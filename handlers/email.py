@@ -8,7 +8,7 @@ at least once.
 
 import anyio
 
-from engine import Job, PermanentError, handler
+from streamjobs import Job, PermanentError, handler
 
 
 @handler("email", max_attempts=5, immediate_retries=1, backoff_base=2.0, timeout=30)

@@ -5,7 +5,7 @@ Payload: {"fail_times": 2} fails the first two attempts, then succeeds;
 retried in 5 s once.
 """
 
-from engine import Job, RetryAfter, handler
+from streamjobs import Job, RetryAfter, handler
 
 
 @handler("flaky", max_attempts=4, immediate_retries=1, backoff_base=0.5, backoff_cap=5)

@@ -5,7 +5,7 @@ Payload: {"rows": 1000}. Returns a small summary as the job's result.
 
 import hashlib
 
-from engine import Job, handler
+from streamjobs import Job, handler
 
 
 @handler("report", max_attempts=3, timeout=120)

@@ -1,7 +1,7 @@
 """Test fixtures: a real server, never a mock.
 
 Order: ``STREAMJOBS_TEST_REDIS_URL`` if set; a testcontainers Valkey where a Docker
-engine answers; else a private server from the local binary (engine.embedded). Tests
+engine answers; else a private server from the local binary (streamjobs.embedded). Tests
 are isolated by random type names (each its own hash tag), never by FLUSHALL.
 """
 
@@ -16,9 +16,9 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from engine.config import Settings
-from engine.connection import client_from_url
-from engine.embedded import EmbeddedServer
+from streamjobs.config import Settings
+from streamjobs.connection import client_from_url
+from streamjobs.embedded import EmbeddedServer
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterator

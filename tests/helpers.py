@@ -15,7 +15,7 @@ import anyio
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Awaitable, Callable
 
-    from engine.worker import Worker
+    from streamjobs.worker import Worker
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -49,6 +49,6 @@ def spawn_worker(url: str, module: str, *args: str, env: dict[str, str] | None =
     full_env = {**os.environ, "STREAMJOBS_REDIS_URL": url, "PYTHONPATH": str(ROOT),
                 **(env or {})}
     return subprocess.Popen(
-        [sys.executable, "-m", "engine", "worker", module, *args],
+        [sys.executable, "-m", "streamjobs", "worker", module, *args],
         cwd=ROOT, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
     )

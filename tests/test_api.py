@@ -11,9 +11,9 @@ import anyio
 import httpx
 import pytest
 
-from engine import Job, Registry, Settings, Worker
-from engine.api import create_app
-from engine.keys import TypeKeys
+from streamjobs import Job, Registry, Settings, Worker
+from streamjobs.api import create_app
+from streamjobs.keys import TypeKeys
 from tests.helpers import running, wait_for
 
 pytestmark = pytest.mark.anyio
@@ -375,14 +375,14 @@ async def test_health_ready_docs(client: httpx.AsyncClient, redis_url: str) -> N
 async def test_ready_loads_flushed_scripts(client: httpx.AsyncClient, r: Any) -> None:
     await r.script_flush()
     assert (await client.get("/ready")).status_code == 200
-    from engine.scripts import Scripts
+    from streamjobs.scripts import Scripts
 
     shas = [s.sha for s in Scripts(r)._registered.values()]
     assert all(await r.script_exists(*shas))
 
 
 async def test_server_down_is_503_not_500(make_client: MakeClient, type_name: str) -> None:
-    from engine.embedded import free_port
+    from streamjobs.embedded import free_port
 
     app = create_app(f"redis://127.0.0.1:{free_port()}/0", Settings())
     async with app.router.lifespan_context(app), httpx.AsyncClient(

@@ -18,9 +18,9 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 from schemathesis import GenerationMode
 
-from engine.api import create_app
-from engine.config import Settings
-from engine.embedded import free_port
+from streamjobs.api import create_app
+from streamjobs.config import Settings
+from streamjobs.embedded import free_port
 
 if TYPE_CHECKING:
     from collections.abc import Iterator

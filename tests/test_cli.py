@@ -10,9 +10,9 @@ from typing import Any
 import orjson
 import pytest
 
-from engine import Producer
-from engine.keys import GROUP, TypeKeys
-from engine.scripts import FailArgs, FailItem, Scripts
+from streamjobs import Producer
+from streamjobs.keys import GROUP, TypeKeys
+from streamjobs.scripts import FailArgs, FailItem, Scripts
 from tests.helpers import ROOT
 
 pytestmark = pytest.mark.anyio
@@ -23,7 +23,7 @@ def cli(*args: str, url: str | None, **env: str) -> subprocess.CompletedProcess[
     full_env.update(env)
     if url:
         full_env["STREAMJOBS_REDIS_URL"] = url
-    return subprocess.run([sys.executable, "-m", "engine", *args], cwd=ROOT, env=full_env,
+    return subprocess.run([sys.executable, "-m", "streamjobs", *args], cwd=ROOT, env=full_env,
                           capture_output=True, text=True, timeout=60)
 
 

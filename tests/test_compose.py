@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 import yaml
 
-from engine.cli import build_parser
-from engine.config import Settings
+from streamjobs.cli import build_parser
+from streamjobs.config import Settings
 from tests.helpers import ROOT
 
 ENTRYPOINT = "streamjobs"

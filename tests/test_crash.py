@@ -10,10 +10,10 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import pytest
 
-from engine import Job, Producer, Registry, Worker
-from engine.embedded import EmbeddedServer
-from engine.job import JobState
-from engine.keys import GROUP, TypeKeys
+from streamjobs import Job, Producer, Registry, Worker
+from streamjobs.embedded import EmbeddedServer
+from streamjobs.job import JobState
+from streamjobs.keys import GROUP, TypeKeys
 from tests.helpers import running, spawn_worker, wait_for
 
 if TYPE_CHECKING:

@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING
 import pytest
 import redis
 
-from engine.embedded import EmbeddedServer, find_server_binary
-from engine.errors import ServerError
+from streamjobs.embedded import EmbeddedServer, find_server_binary
+from streamjobs.errors import ServerError
 from tests.helpers import ROOT
 
 if TYPE_CHECKING:
@@ -60,7 +60,7 @@ def _read_until(proc: subprocess.Popen[str], pattern: str, timeout: float) -> re
 def test_up_runs_server_and_workers_and_processes_a_plain_xadd(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMJOBS_")}
     env.update(STREAMJOBS_DATA_DIR=str(tmp_path), STREAMJOBS_EMBEDDED_PORT="0")
-    proc = subprocess.Popen([sys.executable, "-m", "engine", "up", "--no-api"], cwd=ROOT,
+    proc = subprocess.Popen([sys.executable, "-m", "streamjobs", "up", "--no-api"], cwd=ROOT,
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
                             text=True)
     try:

@@ -9,8 +9,8 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import pytest
 
-from engine import Job, Producer, Registry, Worker
-from engine.keys import GROUP, TypeKeys
+from streamjobs import Job, Producer, Registry, Worker
+from streamjobs.keys import GROUP, TypeKeys
 from tests.helpers import running, spawn_worker, wait_for
 
 if TYPE_CHECKING:

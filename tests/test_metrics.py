@@ -17,11 +17,11 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from engine import Job, Producer, Registry, Settings, Worker
-from engine.api import create_app
-from engine.collector import QueueCollector, sync_client
-from engine.embedded import free_port
-from engine.metrics import WorkerMetrics
+from streamjobs import Job, Producer, Registry, Settings, Worker
+from streamjobs.api import create_app
+from streamjobs.collector import QueueCollector, sync_client
+from streamjobs.embedded import free_port
+from streamjobs.metrics import WorkerMetrics
 from tests.helpers import ROOT, running, wait_for
 
 if TYPE_CHECKING:
@@ -180,7 +180,7 @@ def test_processes_share_one_metrics_endpoint(
 ) -> None:
     """`streamjobs worker --processes 2 --metrics-port P`: one endpoint sums both."""
     (tmp_path / "mp_handlers.py").write_text(textwrap.dedent(f"""
-        from engine import handler
+        from streamjobs import handler
 
         @handler({type_name!r})
         async def h(job):
@@ -191,7 +191,7 @@ def test_processes_share_one_metrics_endpoint(
            "PYTHONPATH": os.pathsep.join([str(tmp_path), str(ROOT)])}
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "engine", "worker", "mp_handlers", "--processes", "2",
+        [sys.executable, "-m", "streamjobs", "worker", "mp_handlers", "--processes", "2",
          "--concurrency", "3", "--metrics-port", str(port), "--metrics-host", "127.0.0.1"],
         cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
     )

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 from redis.asyncio import Redis
 
-from engine import Producer, SyncProducer
-from engine.errors import DuplicateJob, PayloadTooLarge
-from engine.job import JobState
-from engine.keys import TypeKeys
+from streamjobs import Producer, SyncProducer
+from streamjobs.errors import DuplicateJob, PayloadTooLarge
+from streamjobs.job import JobState
+from streamjobs.keys import TypeKeys
 
 
 def test_sync_producer_enqueues_and_reads_status(redis_url: str, type_name: str) -> None:
@@ -36,7 +36,7 @@ async def test_enqueue_many_keeps_order_across_chunks(redis_url: str, r: Redis,
 
 @pytest.mark.anyio
 async def test_bad_input_writes_nothing(redis_url: str, r: Redis, type_name: str) -> None:
-    from engine import Settings
+    from streamjobs import Settings
 
     tk = TypeKeys("sj", type_name)
     async with Producer(redis_url, settings=Settings(max_payload_bytes=100)) as p:

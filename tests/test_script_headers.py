@@ -6,9 +6,9 @@ import re
 
 import pytest
 
-from engine.codes import Code
-from engine.keys import TypeKeys
-from engine.scripts import SPECS, lua_dir, source
+from streamjobs.codes import Code
+from streamjobs.keys import TypeKeys
+from streamjobs.scripts import SPECS, lua_dir, source
 
 HEADER_LINE = re.compile(r"^-- (KEYS|ARGV)\[(\d+)(\.\.\.)?\] (.+)$")
 

@@ -7,10 +7,10 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from engine.codes import Code
-from engine.keys import GROUP, TypeKeys
-from engine.producer import ensure_group
-from engine.scripts import EnqueueItem, FailArgs, FailItem, Scripts
+from streamjobs.codes import Code
+from streamjobs.keys import GROUP, TypeKeys
+from streamjobs.producer import ensure_group
+from streamjobs.scripts import EnqueueItem, FailArgs, FailItem, Scripts
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis

@@ -6,12 +6,12 @@ from pathlib import Path
 
 import pytest
 
-from engine.config import Settings
-from engine.errors import ConfigError, DecodeError, InvalidTypeName
-from engine.job import Job, check_job_id, encode_fields
-from engine.keys import TypeKeys, check_type_name
-from engine.registry import Registry
-from engine.retry import Policy
+from streamjobs.config import Settings
+from streamjobs.errors import ConfigError, DecodeError, InvalidTypeName
+from streamjobs.job import Job, check_job_id, encode_fields
+from streamjobs.keys import TypeKeys, check_type_name
+from streamjobs.registry import Registry
+from streamjobs.retry import Policy
 
 
 @pytest.mark.parametrize("name", ["email", "a.b-c_d", "X" * 64, "0"])

@@ -9,10 +9,10 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import pytest
 
-from engine import Job, PermanentError, Producer, Registry, RetryAfter, Settings, Worker
-from engine.job import JobState
-from engine.keys import GROUP, TypeKeys
-from engine.scripts import Scripts
+from streamjobs import Job, PermanentError, Producer, Registry, RetryAfter, Settings, Worker
+from streamjobs.job import JobState
+from streamjobs.keys import GROUP, TypeKeys
+from streamjobs.scripts import Scripts
 from tests.helpers import running, wait_for
 
 if TYPE_CHECKING:

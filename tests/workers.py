@@ -1,4 +1,4 @@
-"""Handlers for worker subprocesses in tests (`python -m engine worker tests.workers`).
+"""Handlers for worker subprocesses in tests (`python -m streamjobs worker tests.workers`).
 
 The type and policy come from the environment so each test gets its own isolated type:
 SJ_TEST_TYPE, SJ_VT (visibility timeout), SJ_MAX_DELIVERIES. Every run of a job is
@@ -15,7 +15,7 @@ import signal
 import anyio
 from redis.asyncio import Redis
 
-from engine import Job, handler
+from streamjobs import Job, handler
 
 TYPE = os.environ["SJ_TEST_TYPE"]
 RUNS = f"test:{{{TYPE}}}:runs"

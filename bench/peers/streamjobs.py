@@ -2,7 +2,7 @@
 
 Besides the shared workloads it has two of its own: ``memory`` (bulk enqueue N, drain with
 one in-process worker, report used_memory baseline / waiting / after) and ``scaling``
-(N jobs drained by ``--workers`` ``python -m engine worker`` processes, measured by polling
+(N jobs drained by ``--workers`` ``python -m streamjobs worker`` processes, measured by polling
 the type's stats hash).
 """
 
@@ -24,7 +24,7 @@ sys.path[:] = [ROOT] + [p for p in sys.path if os.path.abspath(p or os.curdir) !
 import redis.asyncio as aioredis  # noqa: E402
 from _common import Peer, log, payloads, rate_result, run_async_driver  # noqa: E402
 
-from engine import Job, Producer, Registry, Settings, Worker  # noqa: E402
+from streamjobs import Job, Producer, Registry, Settings, Worker  # noqa: E402
 
 TYPE = "bench"
 
@@ -99,14 +99,14 @@ class StreamjobsPeer(Peer):
 
     async def workload_scaling(self, res):
         """N jobs, ``--workers`` worker processes; polled completion rate (startup excluded)."""
-        from engine.config import Settings
-        from engine.keys import TypeKeys
+        from streamjobs.config import Settings
+        from streamjobs.keys import TypeKeys
 
         a = self.args
         stats = TypeKeys(Settings().prefix, "noop").stats
         await self.producer.enqueue_many("noop", payloads(a.n))
         env = dict(os.environ, STREAMJOBS_REDIS_URL=a.url)
-        cmd = [sys.executable, "-m", "engine", "worker", "bench.handlers_noop",
+        cmd = [sys.executable, "-m", "streamjobs", "worker", "bench.handlers_noop",
                "--concurrency", str(self.concurrency)]
         spawn = subprocess.Popen  # only spawned here; waited on after measuring
         procs = [spawn(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL,

@@ -10,14 +10,14 @@ from typing import TYPE_CHECKING, Any
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry, Histogram
 
-from engine.api import errors
-from engine.api.middleware import BearerAuth, BodyLimit
-from engine.collector import QueueCollector, sync_client
-from engine.config import Settings
-from engine.connection import client_from_url
-from engine.dead import DeadLetters
-from engine.metrics import LATENCY_BUCKETS
-from engine.producer import Producer
+from streamjobs.api import errors
+from streamjobs.api.middleware import BearerAuth, BodyLimit
+from streamjobs.collector import QueueCollector, sync_client
+from streamjobs.config import Settings
+from streamjobs.connection import client_from_url
+from streamjobs.dead import DeadLetters
+from streamjobs.metrics import LATENCY_BUCKETS
+from streamjobs.producer import Producer
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Sequence
@@ -25,8 +25,8 @@ if TYPE_CHECKING:
     from redis.asyncio import Redis
     from starlette.types import Scope
 
-    from engine.producer import JobSpec
-    from engine.scripts import EnqueueResult
+    from streamjobs.producer import JobSpec
+    from streamjobs.scripts import EnqueueResult
 
 #: Room for the JSON around a payload of max_payload_bytes in a single enqueue.
 ENVELOPE_BYTES = 16 * 1024
@@ -90,7 +90,7 @@ def _state(url_or_client: str | Redis, settings: Settings) -> ApiState:
 
 def create_app(url_or_client: str | Redis, settings: Settings | None = None) -> FastAPI:
     """The API for a server URL (the app owns its client) or an asyncio client."""
-    from engine.api.routes import router
+    from streamjobs.api.routes import router
 
     settings = settings if settings is not None else Settings.from_env()
     state = _state(url_or_client, settings)

@@ -17,7 +17,7 @@ from redis.exceptions import RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from engine import errors
+from streamjobs import errors
 
 if TYPE_CHECKING:
     from fastapi import FastAPI, Request

@@ -7,9 +7,9 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
-from engine.dead import DeadJob
-from engine.inspect import JobSummary, TypeStats
-from engine.producer import JobSpec
+from streamjobs.dead import DeadJob
+from streamjobs.inspect import JobSummary, TypeStats
+from streamjobs.producer import JobSpec
 
 JOB_ID_PATTERN = r"^[!-~]{1,128}$"
 TYPE_PATTERN = r"^[A-Za-z0-9_.\-]{1,64}$"

@@ -12,9 +12,9 @@ from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from redis.exceptions import RedisError
 
-from engine.api.app import ApiState
-from engine.api.errors import ApiError, error_response
-from engine.api.models import (
+from streamjobs.api.app import ApiState
+from streamjobs.api.errors import ApiError, error_response
+from streamjobs.api.models import (
     JOB_ID_PATTERN,
     STREAM_ID_PATTERN,
     TYPE_PATTERN,
@@ -33,9 +33,9 @@ from engine.api.models import (
     TypesOut,
     WorkersOut,
 )
-from engine.codes import Code
-from engine.errors import JobNotFound, WrongState
-from engine.inspect import (
+from streamjobs.codes import Code
+from streamjobs.errors import JobNotFound, WrongState
+from streamjobs.inspect import (
     MAX_PAGE,
     JobStatus,
     job_status,
@@ -44,9 +44,9 @@ from engine.inspect import (
     live_workers,
     type_stats,
 )
-from engine.job import JobState, check_job_id
-from engine.keys import check_type_name
-from engine.scripts import SPECS, source
+from streamjobs.job import JobState, check_job_id
+from streamjobs.keys import check_type_name
+from streamjobs.scripts import SPECS, source
 
 router = APIRouter()
 

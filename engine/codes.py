@@ -1,14 +1,13 @@
-"""Return codes of the Lua transitions and their one mapping to exceptions.
+"""Return codes of the Lua transitions (``lua/includes/codes.lua``).
 
 Every script returns ``{code, ...}``; the numbers are held against each script's
-header by ``tests/test_script_headers.py``.
+header by ``tests/test_script_headers.py``. ``errors.raise_for_code`` maps them to
+exceptions.
 """
 
 from __future__ import annotations
 
 from enum import IntEnum
-
-from streamjobs import errors
 
 
 class Code(IntEnum):
@@ -22,19 +21,3 @@ class Code(IntEnum):
     WRONG_STATE = -3
     #: The calling consumer does not own the entry in the pending list.
     NOT_OWNER = -4
-
-
-_EXCEPTIONS: dict[Code, type[errors.TransitionError]] = {
-    Code.NOT_FOUND: errors.JobNotFound,
-    Code.DUPLICATE: errors.DuplicateJob,
-    Code.WRONG_STATE: errors.WrongState,
-    Code.NOT_OWNER: errors.NotOwner,
-}
-
-
-def raise_for_code(code: int, job_id: str | None = None, detail: str = "") -> None:
-    """Raise the exception for a non-OK script code; return on ``OK``."""
-    c = Code(code)
-    if c is Code.OK:
-        return
-    raise _EXCEPTIONS[c](c, job_id, detail)

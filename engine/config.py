@@ -7,14 +7,16 @@ typo (``STREAMJOBS_REDIS_ULR``) fails loudly instead of starting an embedded ser
 from __future__ import annotations
 
 import os
+import types
+import typing
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Union
 
 from streamjobs.errors import ConfigError
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Callable, Mapping
 
 ENV_PREFIX = "STREAMJOBS_"
 # Variables read by other parts of the project (tests, bench), not by Settings.
@@ -85,20 +87,29 @@ class Settings:
             raise ConfigError(f"invalid prefix {self.prefix!r}")
 
 
-_CONVERTERS: dict[str, Any] = {
-    "data_dir": Path,
-    "embedded_port": int,
-    "api_port": int,
-    "api_keys": _parse_keys,
-    "metrics_public": _parse_bool,
-    "max_payload_bytes": int,
-    "result_ttl": int,
+def _converter(hint: Any) -> Callable[[str], Any]:
+    """How a variable's text becomes a field's value, read off the field's annotation, so
+    a new field cannot be forgotten in a parallel table."""
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    if typing.get_origin(hint) in (Union, types.UnionType) and len(args) == 1:
+        return _converter(args[0])  # X | None
+    if hint == tuple[str, ...]:
+        return _parse_keys
+    simple: dict[Any, Callable[[str], Any]] = {
+        str: str, int: int, float: float, bool: _parse_bool, Path: Path,
+    }
+    if hint in simple:
+        return simple[hint]
+    raise TypeError(f"no converter for a setting annotated {hint!r}")
+
+
+_CONVERTERS: dict[str, Callable[[str], Any]] = {
+    name: _converter(hint) for name, hint in typing.get_type_hints(Settings).items()
 }
 
 
 def _convert(name: str, raw: str) -> Any:
-    conv = _CONVERTERS.get(name, str)
     try:
-        return conv(raw)
+        return _CONVERTERS[name](raw)
     except ValueError as e:
         raise ConfigError(f"STREAMJOBS_{name.upper()}={raw!r}: {e}") from e

@@ -4,9 +4,12 @@
 
     StreamJobsError
     ├── ConfigError            bad settings or environment
-    ├── InvalidTypeName        a job type outside [A-Za-z0-9_.-]{1,64}
-    ├── DecodeError            a stream entry that breaks the wire format
+    ├── InvalidArgument        a caller's bad argument (also a ValueError)
+    │   └── InvalidTypeName    a job type outside [A-Za-z0-9_.-]{1,64}
+    ├── DecodeError            a stream entry that breaks the wire format (also a ValueError)
     │   └── PayloadTooLarge    a payload over max_payload_bytes
+    ├── CorruptData            data on the server the engine cannot read (a record written
+    │                          by another version or by hand): a server-side problem
     ├── ServerError            the server could not be reached or started
     ├── TransitionError        a script refused a transition (carries its Code)
     │   ├── JobNotFound
@@ -20,10 +23,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from streamjobs.codes import Code
+from streamjobs.codes import Code
 
 
 class StreamJobsError(Exception):
@@ -34,7 +34,11 @@ class ConfigError(StreamJobsError):
     """The settings or the environment are not valid."""
 
 
-class InvalidTypeName(StreamJobsError, ValueError):
+class InvalidArgument(StreamJobsError, ValueError):
+    """A caller passed an argument the engine cannot use (bad id, cursor, limit, ...)."""
+
+
+class InvalidTypeName(InvalidArgument):
     """A job type name does not match ``[A-Za-z0-9_.-]{1,64}``."""
 
 
@@ -44,6 +48,10 @@ class DecodeError(StreamJobsError, ValueError):
 
 class PayloadTooLarge(DecodeError):
     """A payload larger than the configured ``max_payload_bytes``."""
+
+
+class CorruptData(StreamJobsError):
+    """The server holds data the engine cannot read: a server-side problem, not the caller's."""
 
 
 class ServerError(StreamJobsError):
@@ -93,6 +101,23 @@ class RetryAfter(HandlerSignal):
 
     def __init__(self, seconds: float, message: str = "") -> None:
         if seconds < 0:
-            raise ValueError("RetryAfter seconds must be >= 0")
+            raise InvalidArgument("RetryAfter seconds must be >= 0")
         self.seconds = float(seconds)
         super().__init__(message or f"retry after {seconds:g}s")
+
+
+_EXCEPTIONS: dict[Code, type[TransitionError]] = {
+    Code.NOT_FOUND: JobNotFound,
+    Code.DUPLICATE: DuplicateJob,
+    Code.WRONG_STATE: WrongState,
+    Code.NOT_OWNER: NotOwner,
+}
+
+
+def raise_for_code(code: int, job_id: str | None = None, detail: str = "") -> None:
+    """Raise the exception for a non-OK script code; return on ``OK``. The one mapping of
+    Lua return codes to exceptions."""
+    c = Code(code)
+    if c is Code.OK:
+        return
+    raise _EXCEPTIONS[c](c, job_id, detail)

@@ -1,29 +1,61 @@
 """streamjobs: a distributed job engine on Redis Streams.
 
-The public API; everything else is internal.
+The public API is ``__all__``; every other module is internal and may change.
 """
 
 from streamjobs.config import Settings
-from streamjobs.dead import DeadLetters
-from streamjobs.errors import PermanentError, RetryAfter, StreamJobsError
+from streamjobs.counts import TypeStats
+from streamjobs.dead import DeadJob, DeadLetters
+from streamjobs.errors import (
+    ConfigError,
+    DecodeError,
+    DuplicateJob,
+    InvalidArgument,
+    InvalidTypeName,
+    JobNotFound,
+    NotOwner,
+    PayloadTooLarge,
+    PermanentError,
+    RetryAfter,
+    ServerError,
+    StreamJobsError,
+    TransitionError,
+    WrongState,
+)
 from streamjobs.job import Job, JobState
-from streamjobs.producer import Producer, SyncProducer
+from streamjobs.producer import JobSpec, Producer, SyncProducer
 from streamjobs.registry import Registry, handler
 from streamjobs.retry import Policy
+from streamjobs.status import JobStatus
 from streamjobs.worker import Worker
 
 __all__ = [
+    "ConfigError",
+    "DeadJob",
     "DeadLetters",
+    "DecodeError",
+    "DuplicateJob",
+    "InvalidArgument",
+    "InvalidTypeName",
     "Job",
+    "JobNotFound",
+    "JobSpec",
     "JobState",
+    "JobStatus",
+    "NotOwner",
+    "PayloadTooLarge",
     "PermanentError",
     "Policy",
     "Producer",
     "Registry",
     "RetryAfter",
+    "ServerError",
     "Settings",
     "StreamJobsError",
     "SyncProducer",
+    "TransitionError",
+    "TypeStats",
     "Worker",
+    "WrongState",
     "handler",
 ]

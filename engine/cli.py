@@ -115,7 +115,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except RedisConnectionError as e:
         print(f"error: cannot reach the server ({runner.describe_url(args)}): {e}",
               file=sys.stderr)
-    except (StreamJobsError, ValueError, RedisError, OSError) as e:
+    except (StreamJobsError, RedisError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
     except KeyboardInterrupt:
         return 130

@@ -23,12 +23,13 @@ import time
 from typing import TYPE_CHECKING
 
 import redis
+import redis.connection as sync_conn
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 from redis.exceptions import RedisError
 
 from streamjobs import replies
-from streamjobs.inspect import COUNT_REPLIES, Counts, oldest_age, parse_counts, queue_counts
+from streamjobs.counts import COUNT_REPLIES, Counts, oldest_age, parse_counts, queue_counts
 from streamjobs.keys import TypeKeys, types_key
 
 if TYPE_CHECKING:
@@ -62,8 +63,6 @@ def sync_client(target: str | AsyncRedis, timeout: float = SCRAPE_TIMEOUT) -> re
     if isinstance(target, str):
         return redis.Redis.from_url(target, socket_timeout=timeout,
                                     socket_connect_timeout=timeout)
-    import redis.connection as sync_conn
-
     pool = target.connection_pool
     kwargs = {k: v for k, v in pool.connection_kwargs.items() if k in _PORTABLE}
     kwargs.update(socket_timeout=timeout, socket_connect_timeout=timeout)

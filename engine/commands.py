@@ -10,13 +10,13 @@ import anyio
 import orjson
 
 from streamjobs.config import Settings
-from streamjobs.errors import ServerError
+from streamjobs.embedded import url_file
+from streamjobs.errors import InvalidArgument, ServerError
 from streamjobs.keys import TypeKeys, check_type_name
 
 if TYPE_CHECKING:
     import argparse
     from collections.abc import Awaitable, Callable
-    from pathlib import Path
 
 T = TypeVar("T")
 
@@ -25,18 +25,13 @@ def _settings() -> Settings:
     return Settings.from_env()
 
 
-def url_file(settings: Settings) -> Path:
-    """Where `streamjobs up` / `server` records the embedded server's URL."""
-    return settings.data_dir / "server.url"
-
-
 def resolve_url(args: argparse.Namespace) -> str:
     settings = _settings()
     if getattr(args, "url", None):
         return str(args.url)
     if settings.redis_url:
         return settings.redis_url
-    f = url_file(settings)
+    f = url_file(settings.data_dir)
     if f.is_file():
         return f.read_text().strip()
     raise ServerError(
@@ -99,7 +94,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def cmd_stats(args: argparse.Namespace) -> int:
     from streamjobs.connection import client_from_url
-    from streamjobs.inspect import known_types, type_stats
+    from streamjobs.counts import known_types, type_stats
 
     url = resolve_url(args)
     settings = _settings()
@@ -162,7 +157,7 @@ async def _dlq_retry(dl: Any, args: argparse.Namespace) -> int:
         await dl.retry(args.type, args.id)
         print(f"retried {args.id}")
     else:
-        raise ValueError("give a job id or --all")
+        raise InvalidArgument("give a job id or --all")
     return 0
 
 
@@ -173,7 +168,7 @@ async def _dlq_purge(dl: Any, args: argparse.Namespace) -> int:
     elif args.yes:
         print(f"purged {await dl.purge(args.type, error_contains=args.error_contains)}")
     else:
-        raise ValueError("give a job id, or --yes to purge every dead job of the type")
+        raise InvalidArgument("give a job id, or --yes to purge every dead job of the type")
     return 0
 
 

@@ -6,12 +6,14 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from streamjobs import replies
-from streamjobs.codes import Code, raise_for_code
+from streamjobs.codes import Code
 from streamjobs.config import Settings
 from streamjobs.connection import client_from_url
-from streamjobs.inspect import JobStatus, Record, job_status, split_fields
+from streamjobs.errors import InvalidArgument, raise_for_code
 from streamjobs.keys import TypeKeys
+from streamjobs.records import Record, split_fields
 from streamjobs.scripts import Scripts
+from streamjobs.status import JobStatus, job_status
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -50,7 +52,7 @@ class DeadLetters:
     """Inspect and repair the dead stream of each type."""
 
     def __init__(self, redis: Redis | str, *, settings: Settings | None = None) -> None:
-        self.settings = settings or Settings()
+        self.settings = settings if settings is not None else Settings.from_env()
         self._owns_client = isinstance(redis, str)
         self.redis: Redis = client_from_url(redis) if isinstance(redis, str) else redis
         self.scripts = Scripts(self.redis)
@@ -63,7 +65,7 @@ class DeadLetters:
     ) -> tuple[list[DeadJob], str | None]:
         """One page, oldest first; returns (jobs, cursor of the next page or None)."""
         if count < 1:
-            raise ValueError("count must be >= 1")
+            raise InvalidArgument("count must be >= 1")
         start = f"({after}" if after else "-"
         rows = replies.entries(
             await self.redis.xrange(self.keys(type_).dead, start, until, count=count + 1)

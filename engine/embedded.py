@@ -26,6 +26,11 @@ if TYPE_CHECKING:
 DEFAULT_PORT = 6379
 
 
+def url_file(data_dir: Path) -> Path:
+    """Where `streamjobs up` / `server` records the embedded server's URL for the CLI."""
+    return data_dir / "server.url"
+
+
 def find_server_binary(explicit: str | None = None) -> str:
     """Return the path of a server binary, or raise ServerError saying what to install."""
     if explicit:

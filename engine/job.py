@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from streamjobs.errors import DecodeError
+from streamjobs.errors import DecodeError, InvalidArgument
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -40,7 +40,9 @@ class JobState(StrEnum):
 
 def check_job_id(job_id: str) -> str:
     if not JOB_ID.fullmatch(job_id):
-        raise ValueError(f"invalid job id {job_id!r}: 1-128 printable ASCII characters, no spaces")
+        raise InvalidArgument(
+            f"invalid job id {job_id!r}: 1-128 printable ASCII characters, no spaces"
+        )
     return job_id
 
 
@@ -127,15 +129,15 @@ def encode_fields(
         flat += ["id", job_id]
     if max_attempts is not None:
         if max_attempts < 1:
-            raise ValueError("max_attempts must be >= 1")
+            raise InvalidArgument("max_attempts must be >= 1")
         flat += ["max_attempts", str(int(max_attempts))]
     if timeout is not None:
         if timeout <= 0:
-            raise ValueError("timeout must be > 0")
+            raise InvalidArgument("timeout must be > 0")
         flat += ["timeout", repr(float(timeout))]
     for k, v in (headers or {}).items():
         if k in RESERVED:
-            raise ValueError(f"header name {k!r} is reserved by the wire format")
+            raise InvalidArgument(f"header name {k!r} is reserved by the wire format")
         flat += [k, str(v)]
     return flat
 

@@ -12,6 +12,8 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from streamjobs.about import version
+
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5,
                    5, 10, 30, 60, 300)
 
@@ -49,13 +51,7 @@ class WorkerMetrics:
 
     def describe(self, types: list[str], concurrency: int) -> None:
         """Publish what this worker process is: version, and its slots per type."""
-        from importlib.metadata import PackageNotFoundError, version
-
-        try:
-            v = version("streamjobs")
-        except PackageNotFoundError:
-            v = "unknown"
-        self.info.labels(v).set(1)
+        self.info.labels(version()).set(1)
         for t in types:
             self.slots.labels(t).set(concurrency)
 

@@ -9,14 +9,15 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import anyio.from_thread
 
-from streamjobs import inspect as _inspect
 from streamjobs.codes import Code
 from streamjobs.config import Settings
 from streamjobs.connection import client_from_url
-from streamjobs.errors import DuplicateJob, PayloadTooLarge
+from streamjobs.errors import DuplicateJob, InvalidArgument, PayloadTooLarge, raise_for_code
 from streamjobs.job import check_job_id, dumps, encode_fields
-from streamjobs.keys import GROUP, TypeKeys, types_key
+from streamjobs.keys import GROUP, TypeKeys
 from streamjobs.scripts import EnqueueItem, EnqueueResult, Scripts, parse_enqueue
+from streamjobs.status import JobStatus, job_status
+from streamjobs.streams import ensure_types
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping, Sequence
@@ -47,7 +48,7 @@ class Producer:
     """Enqueues jobs and reads their status. ``redis`` is a client or a URL."""
 
     def __init__(self, redis: Redis | str, *, settings: Settings | None = None) -> None:
-        self.settings = settings or Settings()
+        self.settings = settings if settings is not None else Settings.from_env()
         self._owns_client = isinstance(redis, str)
         self.redis: Redis = client_from_url(redis) if isinstance(redis, str) else redis
         self.scripts = Scripts(self.redis)
@@ -59,8 +60,7 @@ class Producer:
     async def _ensure_type(self, tk: TypeKeys) -> None:
         if tk.type in self._known_types:
             return
-        await ensure_group(self.redis, tk)
-        await self.redis.sadd(types_key(tk.prefix), tk.type)
+        await ensure_types(self.redis, [tk])
         self._known_types.add(tk.type)
 
     def _item(self, spec: JobSpec) -> EnqueueItem:
@@ -76,7 +76,7 @@ class Producer:
             headers=spec.headers, payload_json=payload_json,
         )
         if spec.delay is not None and spec.delay < 0:
-            raise ValueError("delay must be >= 0")
+            raise InvalidArgument("delay must be >= 0")
         run_at = spec.run_at.timestamp() if isinstance(spec.run_at, datetime) else spec.run_at
         return EnqueueItem(
             fields=fields, job_id=job_id,
@@ -147,14 +147,12 @@ class Producer:
                     ids += [r.job_id for r in parse_enqueue(raw)]
         return ids
 
-    async def status(self, type_: str, job_id: str) -> _inspect.JobStatus | None:
+    async def status(self, type_: str, job_id: str) -> JobStatus | None:
         """The job's state and record, or None when unknown (or expired)."""
-        return await _inspect.job_status(self.redis, self.keys(type_), job_id)
+        return await job_status(self.redis, self.keys(type_), job_id)
 
     async def cancel(self, type_: str, job_id: str) -> str:
         """Cancel a waiting or delayed job; returns the state it had."""
-        from streamjobs.codes import raise_for_code
-
         code, prev = await self.scripts.cancel(
             self.keys(type_), GROUP, job_id, self.settings.result_ttl * 1000
         )
@@ -172,17 +170,6 @@ class Producer:
         self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
     ) -> None:
         await self.aclose()
-
-
-async def ensure_group(redis: Redis, tk: TypeKeys) -> None:
-    """Create the consumer group at id 0 (MKSTREAM): earlier entries are delivered too."""
-    from redis.exceptions import ResponseError
-
-    try:
-        await redis.xgroup_create(tk.stream, GROUP, id="0", mkstream=True)
-    except ResponseError as e:
-        if "BUSYGROUP" not in str(e):
-            raise
 
 
 class SyncProducer:
@@ -204,7 +191,7 @@ class SyncProducer:
         items = list(payloads)
         return self._portal.call(self._producer.enqueue_many, type_, items)
 
-    def status(self, type_: str, job_id: str) -> _inspect.JobStatus | None:
+    def status(self, type_: str, job_id: str) -> JobStatus | None:
         return self._portal.call(self._producer.status, type_, job_id)
 
     def close(self) -> None:

@@ -13,58 +13,28 @@ from __future__ import annotations
 import logging
 import random
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 import anyio
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from streamjobs.codes import Code
 from streamjobs.keys import GROUP
+from streamjobs.reconnect import retrying
 from streamjobs.scripts import FailArgs, FailItem
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable
-
     from streamjobs.keys import TypeKeys
     from streamjobs.metrics import WorkerMetrics
     from streamjobs.retry import Policy
     from streamjobs.scripts import Scripts
 
 log = logging.getLogger("streamjobs.worker")
-NETWORK_ERRORS = (RedisConnectionError, RedisTimeoutError, OSError)
-T = TypeVar("T")
 
 #: Outcomes per script call (Lua's unpack() limit is ~8,000 values).
 CHUNK = 500
 #: Flush at this many buffered outcomes, or this long after the first one.
 BATCH = 256
 DELAY = 0.002
-
-
-class Backoff:
-    """Capped exponential backoff for reconnecting."""
-
-    def __init__(self, base: float = 0.05, cap: float = 5.0) -> None:
-        self.base, self.cap, self.delay = base, cap, base
-
-    async def wait(self, what: str, err: BaseException) -> None:
-        log.warning("%s: %s; retrying in %.2fs", what, err, self.delay)
-        await anyio.sleep(self.delay)
-        self.delay = min(self.cap, self.delay * 2)
-
-    def reset(self) -> None:
-        self.delay = self.base
-
-
-async def retrying(what: str, call: Callable[[], Awaitable[T]]) -> T:
-    """Run one script call, retrying through lost connections: an outcome is never dropped."""
-    backoff = Backoff()
-    while True:
-        try:
-            return await call()
-        except NETWORK_ERRORS as e:
-            await backoff.wait(what, e)
 
 
 @dataclass

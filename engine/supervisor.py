@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
-from streamjobs.errors import ConfigError
+from streamjobs.embedded import url_file
+from streamjobs.errors import ConfigError, InvalidArgument
 
 if TYPE_CHECKING:
     import argparse
@@ -99,7 +100,7 @@ def _loop_options() -> dict[str, Any]:
 
 def worker_command(args: argparse.Namespace, url: str, settings: Settings) -> int:
     if args.concurrency < 1 or args.processes < 1:
-        raise ValueError("--concurrency and --processes must be >= 1")
+        raise InvalidArgument("--concurrency and --processes must be >= 1")
     if args.processes == 1:
         return run_worker_process(args, url, settings)
     return _run_children(args, url)
@@ -161,20 +162,17 @@ def _supervise(children: list[subprocess.Popen[bytes]]) -> int:
 
 
 def start_embedded(settings: Settings) -> Any:
-    from streamjobs.commands import url_file
     from streamjobs.embedded import EmbeddedServer
 
     server = EmbeddedServer(settings.data_dir, port=settings.embedded_port,
                             binary=settings.server_bin).start()
-    url_file(settings).write_text(server.url + "\n")
+    url_file(settings.data_dir).write_text(server.url + "\n")
     return server
 
 
 def _stop_embedded(server: Any, settings: Settings) -> None:
-    from streamjobs.commands import url_file
-
     server.stop()
-    url_file(settings).unlink(missing_ok=True)
+    url_file(settings.data_dir).unlink(missing_ok=True)
 
 
 def server_command(settings: Settings) -> int:

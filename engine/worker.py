@@ -28,14 +28,21 @@ from streamjobs import replies
 from streamjobs.codes import Code
 from streamjobs.config import Settings
 from streamjobs.connection import client_from_url
-from streamjobs.errors import DecodeError, PermanentError, RetryAfter
+from streamjobs.errors import (
+    ConfigError,
+    DecodeError,
+    InvalidArgument,
+    PermanentError,
+    RetryAfter,
+)
 from streamjobs.job import Job, dumps
-from streamjobs.keys import GROUP, TypeKeys, types_key, worker_key, workers_key
+from streamjobs.keys import GROUP, TypeKeys, worker_key, workers_key
 from streamjobs.metrics import WorkerMetrics
-from streamjobs.producer import ensure_group
+from streamjobs.reconnect import NETWORK_ERRORS, Backoff
 from streamjobs.registry import Handler, Registry, default_registry
 from streamjobs.scripts import FailArgs, Scripts
-from streamjobs.settle import NETWORK_ERRORS, Backoff, Settler
+from streamjobs.settle import Settler
+from streamjobs.streams import ensure_types
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
@@ -96,12 +103,12 @@ class Worker:
         name: str | None = None,
     ) -> None:
         if concurrency < 1:
-            raise ValueError("concurrency must be >= 1")
-        self.settings = settings or Settings()
+            raise InvalidArgument("concurrency must be >= 1")
+        self.settings = settings if settings is not None else Settings.from_env()
         self.registry = registry if registry is not None else default_registry
         chosen = list(types) if types else self.registry.types()
         if not chosen:
-            raise ValueError("no job types to consume: register a handler first")
+            raise ConfigError("no job types to consume: register a handler first")
         self.handlers: dict[str, Handler] = {t: self.registry.get(t) for t in chosen}
         self.keys = {t: TypeKeys(self.settings.prefix, t) for t in chosen}
         self._owns_client = isinstance(redis, str)
@@ -169,9 +176,7 @@ class Worker:
         backoff = Backoff()
         while True:
             try:
-                for tk in self.keys.values():
-                    await ensure_group(self.redis, tk)
-                await self.redis.sadd(types_key(self.settings.prefix), *self.keys)
+                await ensure_types(self.redis, list(self.keys.values()))
                 return
             except NETWORK_ERRORS as e:
                 await backoff.wait("server unreachable at start", e)

@@ -9,8 +9,8 @@ import pytest
 
 from streamjobs.codes import Code
 from streamjobs.keys import GROUP, TypeKeys
-from streamjobs.producer import ensure_group
 from streamjobs.scripts import EnqueueItem, FailArgs, FailItem, Scripts
+from streamjobs.streams import ensure_group
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis

@@ -6,6 +6,7 @@
 Routes, status codes and errors are documented in ``docs/api.md`` and at ``/docs``.
 """
 
-from streamjobs.api.app import ApiState, create_app, serve
+from streamjobs.api.app import create_app, serve
+from streamjobs.api.state import ApiState
 
 __all__ = ["ApiState", "create_app", "serve"]

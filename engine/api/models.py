@@ -7,8 +7,9 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
+from streamjobs.counts import TypeStats
 from streamjobs.dead import DeadJob
-from streamjobs.inspect import JobSummary, TypeStats
+from streamjobs.listing import JobSummary
 from streamjobs.producer import JobSpec
 
 JOB_ID_PATTERN = r"^[!-~]{1,128}$"

@@ -12,7 +12,6 @@ from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from redis.exceptions import RedisError
 
-from streamjobs.api.app import ApiState
 from streamjobs.api.errors import ApiError, error_response
 from streamjobs.api.models import (
     JOB_ID_PATTERN,
@@ -33,20 +32,16 @@ from streamjobs.api.models import (
     TypesOut,
     WorkersOut,
 )
+from streamjobs.api.state import ApiState
 from streamjobs.codes import Code
+from streamjobs.counts import known_types, type_stats
 from streamjobs.errors import JobNotFound, WrongState
-from streamjobs.inspect import (
-    MAX_PAGE,
-    JobStatus,
-    job_status,
-    known_types,
-    list_jobs,
-    live_workers,
-    type_stats,
-)
 from streamjobs.job import JobState, check_job_id
 from streamjobs.keys import check_type_name
+from streamjobs.listing import MAX_PAGE, list_jobs
+from streamjobs.presence import live_workers
 from streamjobs.scripts import SPECS, source
+from streamjobs.status import JobStatus, job_status
 
 router = APIRouter()
 

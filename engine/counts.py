@@ -1,0 +1,117 @@
+"""Per-type counts: waiting, running, delayed, dead and the type's counters, in one
+pipelined round trip per type (shared by the CLI, the API and the metrics collector)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from streamjobs import replies
+from streamjobs.keys import GROUP, types_key
+from streamjobs.records import Record
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from redis.asyncio import Redis
+
+    from streamjobs.keys import TypeKeys
+
+
+@dataclass(frozen=True, slots=True)
+class TypeStats(Record):
+    """Counts of one type; ``oldest_waiting_age`` is in seconds."""
+
+    type: str
+    waiting: int
+    running: int
+    delayed: int
+    dead: int
+    completed: int
+    retried: int
+    enqueued: int
+    #: Age in seconds of the oldest entry not yet delivered (0 when none).
+    oldest_waiting_age: float
+
+
+@dataclass(frozen=True, slots=True)
+class Counts:
+    """One type's figures from the replies of :func:`queue_counts`."""
+
+    waiting: int
+    running: int
+    delayed: int
+    dead: int
+    counters: dict[bytes, bytes]
+    #: The group's last delivered id: the oldest waiting entry comes after it.
+    last_delivered: str | None
+
+    def counter(self, name: str) -> int:
+        return int(self.counters.get(name.encode(), 0))
+
+
+#: Replies :func:`queue_counts` adds to a pipeline per type.
+COUNT_REPLIES = 6
+
+
+def queue_counts(pipe: Any, tk: TypeKeys) -> None:
+    """Queue one type's count commands on a pipeline (sync or async: queueing is sync).
+
+    Waiting is ``XLEN - pending``: acked entries are deleted, so the stream holds only
+    waiting and running entries (the group's lag is undefined after some XDELs).
+    """
+    pipe.xlen(tk.stream)
+    pipe.xpending(tk.stream, GROUP)
+    pipe.zcard(tk.delayed)
+    pipe.xlen(tk.dead)
+    pipe.hgetall(tk.stats)
+    pipe.xinfo_groups(tk.stream)
+
+
+def parse_counts(res: Sequence[Any]) -> Counts:
+    """Read the replies of :func:`queue_counts` (errors, e.g. no stream yet, count as 0)."""
+    length, pend, delayed, dead, counters, groups = res
+    length = length if isinstance(length, int) else 0
+    running = int(pend["pending"]) if isinstance(pend, dict) else 0
+    last = None
+    for g in groups if isinstance(groups, list) else ():
+        if g["name"] in (GROUP, GROUP.encode()):
+            raw = g["last-delivered-id"]
+            last = raw.decode() if isinstance(raw, bytes) else raw
+    return Counts(
+        waiting=max(0, length - running), running=running,
+        delayed=delayed if isinstance(delayed, int) else 0,
+        dead=dead if isinstance(dead, int) else 0,
+        counters=counters if isinstance(counters, dict) else {}, last_delivered=last,
+    )
+
+
+def oldest_age(found: Any, now_ms: int) -> float:
+    """Age in seconds of the entry an ``XRANGE (last-delivered + COUNT 1`` found."""
+    if not isinstance(found, list) or not found:
+        return 0.0
+    first_ms = int(found[0][0].split(b"-")[0])
+    return max(0.0, (now_ms - first_ms) / 1000)
+
+
+async def type_stats(redis: Redis, tk: TypeKeys) -> TypeStats:
+    """Counts for one type in one round trip (+1 for the oldest waiting age)."""
+    async with redis.pipeline(transaction=False) as pipe:
+        queue_counts(pipe, tk)
+        pipe.time()
+        res = await pipe.execute(raise_on_error=False)
+    c = parse_counts(res[:COUNT_REPLIES])
+    sec, usec = res[COUNT_REPLIES]
+    age = 0.0
+    if c.waiting and c.last_delivered:
+        found = await redis.xrange(tk.stream, f"({c.last_delivered}", "+", count=1)
+        age = oldest_age(found, sec * 1000 + usec // 1000)
+    return TypeStats(
+        type=tk.type, waiting=c.waiting, running=c.running, delayed=c.delayed, dead=c.dead,
+        completed=c.counter("completed"), retried=c.counter("retried"),
+        enqueued=c.counter("enqueued"), oldest_waiting_age=age,
+    )
+
+
+async def known_types(redis: Redis, prefix: str) -> list[str]:
+    return sorted(m.decode() for m in replies.member_set(await redis.smembers(types_key(prefix))))

@@ -1,0 +1,223 @@
+"""Listing a type's jobs by state, a page at a time (read-only, one or two round trips
+per page). Each state is read where it lives: waiting and running from the stream and
+its pending list, delayed and completed from sorted sets, dead from the dead stream."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from streamjobs import replies
+from streamjobs.errors import InvalidArgument
+from streamjobs.job import JobState
+from streamjobs.keys import GROUP
+from streamjobs.records import Record, opt_int, text
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
+
+    from streamjobs.keys import TypeKeys
+
+
+STREAM_ID = re.compile(r"\d{1,20}-\d{1,20}")
+#: Upper bound of one page.
+MAX_PAGE = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class JobSummary(Record):
+    """One row of a job list: what the listing query reads anyway, never the payload."""
+
+    id: str
+    state: JobState
+    entry_id: str | None = None
+    enqueued_at: int | None = None
+    attempts: int | None = None
+    due_at: int | None = None
+    finished_at: int | None = None
+    consumer: str | None = None
+    deliveries: int | None = None
+    idle_ms: int | None = None
+    reason: str | None = None
+    error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    jobs: list[JobSummary]
+    #: Pass back as ``cursor`` for the next page; None on the last page.
+    next_cursor: str | None
+
+
+def _check_page(cursor: str | None, limit: int, stream: bool) -> None:
+    if not 1 <= limit <= MAX_PAGE:
+        raise InvalidArgument(f"limit must be between 1 and {MAX_PAGE}")
+    if cursor is None:
+        return
+    if stream and not STREAM_ID.fullmatch(cursor):
+        raise InvalidArgument(f"invalid cursor {cursor!r}: pass back the next_cursor of a page")
+    if not stream:
+        score, sep, member = cursor.partition(":")
+        if not (sep and score.isdigit() and member):
+            raise InvalidArgument(f"invalid cursor {cursor!r}: pass back the next_cursor of a page")
+
+
+def _id_of(entry_id: str, fields: dict[bytes, bytes]) -> str:
+    raw = fields.get(b"id")
+    return raw.decode("utf-8", "replace") if raw else entry_id
+
+
+def _entry_summary(state: JobState, eid: bytes, fields: dict[bytes, bytes]) -> JobSummary:
+    entry_id = eid.decode()
+    return JobSummary(
+        id=_id_of(entry_id, fields), state=state, entry_id=entry_id,
+        enqueued_at=opt_int(fields.get(b"enqueued_at")) or int(entry_id.partition("-")[0]),
+        attempts=opt_int(fields.get(b"attempts")) or 0,
+    )
+
+
+def _after(cursor: str | None, floor: str | None) -> str:
+    """XRANGE start strictly after the later of the cursor and the floor."""
+    ids = [c for c in (cursor, floor) if c]
+    if not ids:
+        return "-"
+    return "(" + max(ids, key=lambda s: tuple(int(p) for p in s.split("-")))
+
+
+async def _list_waiting(redis: Redis, tk: TypeKeys, cursor: str | None, limit: int) -> Page:
+    # Entries after the group's last-delivered id were never delivered.
+    async with redis.pipeline(transaction=False) as pipe:
+        pipe.xinfo_groups(tk.stream)
+        (groups,) = await pipe.execute(raise_on_error=False)
+    groups = groups if isinstance(groups, list) else []
+    group = next((g for g in groups if g["name"] in (GROUP, GROUP.encode())), None)
+    last = group["last-delivered-id"] if group else None
+    last = last.decode() if isinstance(last, bytes) else last
+    rows = replies.entries(
+        await redis.xrange(tk.stream, _after(cursor, last), "+", count=limit + 1)
+    )
+    jobs = [_entry_summary(JobState.WAITING, eid, f) for eid, f in rows[:limit]]
+    return Page(jobs, jobs[-1].entry_id if len(rows) > limit else None)
+
+
+async def _list_running(redis: Redis, tk: TypeKeys, cursor: str | None, limit: int) -> Page:
+    start = f"({cursor}" if cursor else "-"
+    async with redis.pipeline(transaction=False) as pipe:
+        pipe.xpending_range(tk.stream, GROUP, start, "+", limit + 1)
+        (rows,) = await pipe.execute(raise_on_error=False)
+    if not isinstance(rows, list):  # no stream or no group yet
+        return Page([], None)
+    async with redis.pipeline(transaction=False) as pipe:
+        for row in rows[:limit]:
+            pipe.xrange(tk.stream, row["message_id"], row["message_id"])
+        entries = await pipe.execute()
+    jobs = []
+    for row, found in zip(rows[:limit], entries, strict=True):
+        base = _entry_summary(JobState.RUNNING, row["message_id"], dict(found[0][1]) if found
+                              else {})
+        jobs.append(JobSummary(
+            id=base.id, state=JobState.RUNNING, entry_id=base.entry_id,
+            enqueued_at=base.enqueued_at, attempts=base.attempts,
+            consumer=text(row["consumer"]), deliveries=int(row["times_delivered"]),
+            idle_ms=int(row["time_since_delivered"]),
+        ))
+    return Page(jobs, jobs[-1].entry_id if len(rows) > limit else None)
+
+
+async def _zset_page(
+    redis: Redis, key: str, cursor: str | None, limit: int, min_score: int | None = None
+) -> tuple[list[tuple[str, int]], str | None]:
+    """A page of a sorted set by (score, member); ties at one score keep their order."""
+    rows: list[tuple[bytes, float]]
+    if cursor is None:
+        low = str(min_score) if min_score is not None else "-inf"
+        rows = replies.scored(await redis.zrange(
+            key, low, "+inf", byscore=True, offset=0, num=limit + 1, withscores=True))
+    else:
+        score, _, member = cursor.partition(":")
+        async with redis.pipeline(transaction=False) as pipe:
+            pipe.zscore(key, member)
+            pipe.zrank(key, member)
+            now_score, rank = await pipe.execute()
+        if now_score is not None and int(now_score) == int(score):
+            rows = replies.scored(
+                await redis.zrange(key, rank + 1, rank + limit + 1, withscores=True)
+            )
+        else:  # the cursor's member left: resume after its score (ties kept by member order)
+            rows = await _after_missing(redis, key, int(score), member, limit)
+    items = [(m.decode("utf-8", "replace"), int(s)) for m, s in rows]
+    page = items[:limit]
+    nxt = f"{page[-1][1]}:{page[-1][0]}" if len(items) > limit else None
+    return page, nxt
+
+
+async def _after_missing(
+    redis: Redis, key: str, score: int, member: str, limit: int
+) -> list[tuple[bytes, float]]:
+    offset, want = 0, limit + 1
+    while True:
+        rows = replies.scored(await redis.zrange(
+            key, score, "+inf", byscore=True, offset=offset, num=want, withscores=True))
+        kept = [(m, s) for m, s in rows if int(s) > score or m.decode("utf-8", "replace") > member]
+        if kept or len(rows) < want:
+            return kept[: limit + 1]
+        offset += want  # a run of ties before the cursor: skip it
+
+
+async def _list_delayed(redis: Redis, tk: TypeKeys, cursor: str | None, limit: int) -> Page:
+    page, nxt = await _zset_page(redis, tk.delayed, cursor, limit)
+    return Page([JobSummary(id=m, state=JobState.DELAYED, due_at=s) for m, s in page], nxt)
+
+
+async def _list_completed(redis: Redis, tk: TypeKeys, cursor: str | None, limit: int,
+                          since_ms: int | None = None) -> Page:
+    page, nxt = await _zset_page(redis, tk.done, cursor, limit, since_ms)
+    return Page([JobSummary(id=m, state=JobState.COMPLETED, finished_at=s) for m, s in page],
+                nxt)
+
+
+async def _list_dead(redis: Redis, tk: TypeKeys, cursor: str | None, limit: int) -> Page:
+    rows = replies.entries(
+        await redis.xrange(tk.dead, f"({cursor}" if cursor else "-", "+", count=limit + 1)
+    )
+    jobs = []
+    for eid, f in rows[:limit]:
+        entry_id = eid.decode()
+        jobs.append(JobSummary(
+            id=_id_of(entry_id, f), state=JobState.DEAD, entry_id=entry_id,
+            attempts=opt_int(f.get(b"attempts")) or 0, finished_at=opt_int(f.get(b"failed_at")),
+            reason=text(f.get(b"reason")), error=text(f.get(b"error")),
+        ))
+    return Page(jobs, jobs[-1].entry_id if len(rows) > limit else None)
+
+
+#: States a list can be filtered by (cancelled jobs are not indexed anywhere).
+LISTABLE = (JobState.WAITING, JobState.RUNNING, JobState.DELAYED, JobState.COMPLETED,
+            JobState.DEAD)
+
+
+async def list_jobs(
+    redis: Redis, tk: TypeKeys, state: JobState, *, cursor: str | None = None,
+    limit: int = 50, since_ms: int | None = None,
+) -> Page:
+    """One page of the jobs of a type in ``state``, oldest first (delayed: soonest due).
+
+    ``cursor`` is the previous page's ``next_cursor``. ``since_ms`` bounds completed jobs
+    to those finished since then (older ids may have outlived their record).
+    Raises InvalidArgument for a bad limit or cursor, or a state that is not listable.
+    """
+    stream = state is not JobState.DELAYED and state is not JobState.COMPLETED
+    _check_page(cursor, limit, stream)
+    if state is JobState.WAITING:
+        return await _list_waiting(redis, tk, cursor, limit)
+    if state is JobState.RUNNING:
+        return await _list_running(redis, tk, cursor, limit)
+    if state is JobState.DELAYED:
+        return await _list_delayed(redis, tk, cursor, limit)
+    if state is JobState.COMPLETED:
+        return await _list_completed(redis, tk, cursor, limit, since_ms)
+    if state is JobState.DEAD:
+        return await _list_dead(redis, tk, cursor, limit)
+    raise InvalidArgument(f"cannot list {state.value} jobs; listable: "
+                     + ", ".join(s.value for s in LISTABLE))

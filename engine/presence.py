@@ -1,0 +1,38 @@
+"""Which workers are alive: the heartbeats each worker writes, read for the API and CLI."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from streamjobs import replies
+from streamjobs.keys import worker_key, workers_key
+from streamjobs.records import opt_int
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
+
+
+#: A worker whose heartbeat is older than this is not listed (3 missed heartbeats).
+WORKER_STALE_MS = 15_000
+
+
+async def live_workers(redis: Redis, prefix: str) -> list[dict[str, Any]]:
+    """Workers whose heartbeat is recent, from ``sj:workers`` and each ``sj:worker:<name>``."""
+    sec, usec = await redis.time()
+    now_ms = sec * 1000 + usec // 1000
+    names = replies.members(await redis.zrange(workers_key(prefix), now_ms - WORKER_STALE_MS,
+                                               "+inf", byscore=True))
+    async with redis.pipeline(transaction=False) as pipe:
+        for n in names:
+            pipe.hgetall(worker_key(prefix, n.decode("utf-8", "replace")))
+        records = await pipe.execute()
+    out = []
+    for rec in records:
+        if not rec:
+            continue  # expired between the two reads
+        d = {k.decode(): v.decode("utf-8", "replace") for k, v in rec.items()}
+        for k in ("pid", "concurrency", "in_flight", "started_at", "last_heartbeat"):
+            d[k] = opt_int(rec.get(k.encode()))
+        d["types"] = [t for t in d.get("types", "").split(",") if t]
+        out.append(d)
+    return sorted(out, key=lambda w: str(w.get("name")))

@@ -1,0 +1,112 @@
+"""A job's status, read from its record, its entry and the group's pending list.
+
+``running`` is not written by any script: delivery itself (XREADGROUP) is the
+transition, and the consumer group's pending list is its record. A job whose record
+says ``waiting`` and whose entry is pending is reported as running.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from streamjobs import replies
+from streamjobs.job import JobState
+from streamjobs.keys import GROUP
+from streamjobs.records import Record, json_or_text, opt_int, split_fields, text
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
+
+    from streamjobs.keys import TypeKeys
+
+
+@dataclass(frozen=True, slots=True)
+class JobStatus(Record):
+    """A job's state and record. Times are ms since the epoch on the server clock."""
+
+    id: str
+    type: str
+    state: JobState
+    attempts: int
+    max_attempts: int | None
+    enqueued_at: int | None
+    updated_at: int | None
+    finished_at: int | None
+    due_at: int | None
+    error: str | None
+    traceback: str | None
+    reason: str | None
+    result: Any
+    payload: Any
+    headers: dict[str, str]
+    entry_id: str | None
+    consumer: str | None = None
+    deliveries: int = 0
+
+
+async def _entry_fields(redis: Redis, stream: str, entry_id: str) -> dict[bytes, bytes]:
+    rows = replies.entries(await redis.xrange(stream, entry_id, entry_id))
+    return dict(rows[0][1]) if rows else {}
+
+
+async def _pending_info(redis: Redis, tk: TypeKeys, entry_id: str) -> tuple[str, int] | None:
+    rows = replies.pending_rows(await redis.xpending_range(tk.stream, GROUP, entry_id, entry_id, 1))
+    if not rows:
+        return None
+    row = rows[0]
+    return text(row["consumer"]) or "", int(row["times_delivered"])
+
+
+async def job_status(redis: Redis, tk: TypeKeys, job_id: str) -> JobStatus | None:
+    rec = replies.hash_fields(await redis.hgetall(tk.job(job_id)))
+    if not rec:
+        return await _status_without_record(redis, tk, job_id)
+    state = JobState(rec[b"state"].decode())
+    # Only a waiting (or running) job has a live entry; others may keep a stale id.
+    entry_id = text(rec.get(b"entry")) if state is JobState.WAITING else None
+    consumer, deliveries = None, 0
+    if state is JobState.DELAYED:
+        payload, headers = split_fields(rec, b"f:")
+    elif state is JobState.DEAD and rec.get(b"dead_entry"):
+        dead = await _entry_fields(redis, tk.dead, rec[b"dead_entry"].decode())
+        payload, headers = split_fields(dead, b"f:")
+    elif state is JobState.WAITING and entry_id:
+        payload, headers = split_fields(await _entry_fields(redis, tk.stream, entry_id))
+        pending = await _pending_info(redis, tk, entry_id)
+        if pending:
+            state, (consumer, deliveries) = JobState.RUNNING, pending
+    else:
+        payload, headers = None, {}
+    return JobStatus(
+        id=job_id, type=tk.type, state=state,
+        attempts=opt_int(rec.get(b"attempts")) or 0,
+        max_attempts=opt_int(rec.get(b"max_attempts") or rec.get(b"f:max_attempts")),
+        enqueued_at=opt_int(rec.get(b"enqueued_at")),
+        updated_at=opt_int(rec.get(b"updated_at")),
+        finished_at=opt_int(rec.get(b"finished_at")),
+        due_at=opt_int(rec.get(b"due_at")),
+        error=text(rec.get(b"error")), traceback=text(rec.get(b"traceback")),
+        reason=text(rec.get(b"reason")), result=json_or_text(rec.get(b"result")),
+        payload=payload, headers=headers, entry_id=entry_id,
+        consumer=consumer, deliveries=deliveries,
+    )
+
+
+async def _status_without_record(redis: Redis, tk: TypeKeys, job_id: str) -> JobStatus | None:
+    """A job written by a plain XADD has no record until its first transition."""
+    head, _, seq = job_id.partition("-")
+    if not (head.isdigit() and seq.isdigit()):
+        return None
+    fields = await _entry_fields(redis, tk.stream, job_id)
+    if not fields:
+        return None
+    payload, headers = split_fields(fields)
+    pending = await _pending_info(redis, tk, job_id)
+    return JobStatus(
+        id=job_id, type=tk.type, state=JobState.RUNNING if pending else JobState.WAITING,
+        attempts=0, max_attempts=None, enqueued_at=int(head), updated_at=None,
+        finished_at=None, due_at=None, error=None, traceback=None, reason=None,
+        result=None, payload=payload, headers=headers, entry_id=job_id,
+        consumer=pending[0] if pending else None, deliveries=pending[1] if pending else 0,
+    )

@@ -18,7 +18,7 @@ up: $(STAMP)
 	$(BIN)/streamjobs up
 
 test: lint
-	$(BIN)/python -m pytest -n 2 --dist loadgroup
+	$(BIN)/python -m pytest -n 2 --dist loadgroup --cov --cov-report=term
 	$(BIN)/python -m bench --quick
 
 bench: $(STAMP)

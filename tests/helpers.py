@@ -2,19 +2,26 @@
 
 from __future__ import annotations
 
+import inspect
 import os
 import subprocess
 import sys
 import time
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import anyio
+
+from streamjobs.keys import GROUP
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Awaitable, Callable
 
+    from redis.asyncio import Redis
+
+    from streamjobs import JobState, Producer
+    from streamjobs.keys import TypeKeys
     from streamjobs.worker import Worker
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -31,16 +38,71 @@ async def running(worker: Worker) -> AsyncIterator[Worker]:
             worker.stop()
 
 
+#: A retry policy that backs off in milliseconds, for tests that retry.
+FAST = dict(backoff_base=0.01, backoff_cap=0.05, visibility_timeout=5)
+
+
 async def wait_for(
-    check: Callable[[], Awaitable[bool]], timeout: float = 10.0, interval: float = 0.02
+    check: Callable[[], Awaitable[bool] | bool], timeout: float = 10.0, interval: float = 0.02
 ) -> None:
-    """Poll ``check`` until it is true; fail the test after ``timeout`` seconds."""
+    """Poll ``check`` (sync or async) until it is true; fail the test after ``timeout`` s."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if await check():
+        ok = check()
+        if inspect.isawaitable(ok):
+            ok = await ok
+        if ok:
             return
         await anyio.sleep(interval)
     raise AssertionError(f"condition not met within {timeout}s")
+
+
+async def wait_equal(read: Callable[[], Awaitable[Any]], expected: Any, timeout: float = 10.0
+                     ) -> None:
+    """Poll ``read()`` until it returns ``expected``; the failure shows the last value."""
+    last: list[Any] = []
+
+    async def check() -> bool:
+        last[:] = [await read()]
+        return bool(last[0] == expected)
+
+    try:
+        await wait_for(check, timeout)
+    except AssertionError:
+        raise AssertionError(f"expected {expected!r} within {timeout}s, last read {last}") from None
+
+
+def poll(check: Callable[[], bool], timeout: float, interval: float = 0.1) -> None:
+    """The blocking form of :func:`wait_for`, for tests that drive subprocesses."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(interval)
+    raise AssertionError(f"condition not met within {timeout}s")
+
+
+async def stat(r: Redis, tk: TypeKeys, name: str) -> int:
+    """One counter of a type's stats hash (0 when never counted)."""
+    return int(await r.hget(tk.stats, name) or 0)
+
+
+async def pending(r: Redis, tk: TypeKeys, consumer: str | None = None) -> int:
+    """Entries in the group's pending list (of one consumer, when given)."""
+    if consumer is None:
+        return int((await r.xpending(tk.stream, GROUP))["pending"])
+    rows = await r.xpending_range(tk.stream, GROUP, "-", "+", 100_000, consumername=consumer)
+    return len(rows)
+
+
+async def job_state(p: Producer, type_name: str, job_id: str) -> JobState | None:
+    st = await p.status(type_name, job_id)
+    return st.state if st else None
+
+
+async def wait_state(p: Producer, type_name: str, job_id: str, want: JobState,
+                     timeout: float = 10) -> None:
+    await wait_equal(lambda: job_state(p, type_name, job_id), want, timeout)
 
 
 def spawn_worker(url: str, module: str, *args: str, env: dict[str, str] | None = None

@@ -14,10 +14,9 @@ import pytest
 from streamjobs import Job, Registry, Settings, Worker
 from streamjobs.api import create_app
 from streamjobs.keys import TypeKeys
-from tests.helpers import running, wait_for
+from tests.helpers import FAST, running, wait_equal
 
 pytestmark = pytest.mark.anyio
-FAST = dict(backoff_base=0.01, backoff_cap=0.05, visibility_timeout=5)
 MakeClient = Callable[..., Awaitable[httpx.AsyncClient]]
 
 
@@ -49,10 +48,7 @@ async def _state(client: httpx.AsyncClient, type_name: str, job_id: str) -> str 
 
 
 async def wait_state(client: httpx.AsyncClient, type_name: str, job_id: str, want: str) -> None:
-    async def check() -> bool:
-        return await _state(client, type_name, job_id) == want
-
-    await wait_for(check, 10)
+    await wait_equal(lambda: _state(client, type_name, job_id), want)
 
 
 # ---- enqueue ------------------------------------------------------------------------

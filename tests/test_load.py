@@ -11,17 +11,13 @@ import pytest
 
 from streamjobs import Job, Producer, Registry, Worker
 from streamjobs.keys import GROUP, TypeKeys
-from tests.helpers import running, spawn_worker, wait_for
+from tests.helpers import running, spawn_worker, stat, wait_for
 
 if TYPE_CHECKING:
 
     from redis.asyncio import Redis
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
-
-
-async def stat(r: Redis, tk: TypeKeys, name: str) -> int:
-    return int(await r.hget(tk.stats, name) or 0)
 
 
 @pytest.mark.timeout(180)

@@ -22,13 +22,12 @@ from streamjobs.api import create_app
 from streamjobs.collector import QueueCollector, sync_client
 from streamjobs.embedded import free_port
 from streamjobs.metrics import WorkerMetrics
-from tests.helpers import ROOT, running, wait_for
+from tests.helpers import FAST, ROOT, poll, running, wait_for
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
     from pathlib import Path
 
-FAST = dict(backoff_base=0.01, backoff_cap=0.05, visibility_timeout=5)
 
 
 def sample(text: str, name: str, **labels: str) -> float | None:
@@ -201,7 +200,7 @@ def test_processes_share_one_metrics_endpoint(
             text = _scrape_url(url)
             return text is not None and sample(text, "streamjobs_worker_info") == 2
 
-        _poll(workers_up, 15)
+        poll(workers_up, 15)
         text = _scrape_url(url) or ""
         assert sample(text, "streamjobs_worker_concurrency", type=type_name) == 6
 
@@ -216,7 +215,7 @@ def test_processes_share_one_metrics_endpoint(
             return sample(text, "streamjobs_jobs_total", type=type_name,
                           outcome="completed") == 10
 
-        _poll(all_done, 15)
+        poll(all_done, 15)
         text = _scrape_url(url) or ""
         assert sample(text, "streamjobs_attempt_duration_seconds_count", type=type_name,
                       outcome="ok") == 10
@@ -228,12 +227,3 @@ def test_processes_share_one_metrics_endpoint(
             proc.kill()
             _, err = proc.communicate()
     assert proc.returncode == 0, err.decode()[-2000:]
-
-
-def _poll(check: Any, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"condition not met within {timeout}s")

@@ -13,25 +13,12 @@ from streamjobs import Job, PermanentError, Producer, Registry, RetryAfter, Sett
 from streamjobs.job import JobState
 from streamjobs.keys import GROUP, TypeKeys
 from streamjobs.scripts import Scripts
-from tests.helpers import running, wait_for
+from tests.helpers import FAST, job_state, pending, running, stat, wait_equal, wait_state
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
 
 pytestmark = pytest.mark.anyio
-FAST = dict(backoff_base=0.01, backoff_cap=0.05, visibility_timeout=5)
-
-
-async def state(p: Producer, type_name: str, job_id: str) -> JobState | None:
-    st = await p.status(type_name, job_id)
-    return st.state if st else None
-
-
-async def wait_state(p: Producer, type_name: str, job_id: str, want: JobState,
-                     timeout: float = 10) -> None:
-    async def check() -> bool:
-        return await state(p, type_name, job_id) == want
-    await wait_for(check, timeout)
 
 
 @pytest.fixture
@@ -161,7 +148,7 @@ async def test_delayed_job_never_runs_early(redis_url: str, producer: Producer,
     t0 = time.time()
     job_id = await producer.enqueue(type_name, {}, delay=0.6)
     async with running(Worker(redis_url, reg)):
-        assert await state(producer, type_name, job_id) is JobState.DELAYED
+        assert await job_state(producer, type_name, job_id) is JobState.DELAYED
         await wait_state(producer, type_name, job_id, JobState.COMPLETED)
     assert started[0] - t0 >= 0.59
 
@@ -175,7 +162,7 @@ async def test_run_at_in_the_past_runs_now(redis_url: str, producer: Producer,
         return None
 
     job_id = await producer.enqueue(type_name, {}, run_at=time.time() - 60)
-    assert await state(producer, type_name, job_id) is JobState.WAITING
+    assert await job_state(producer, type_name, job_id) is JobState.WAITING
     async with running(Worker(redis_url, reg)):
         await wait_state(producer, type_name, job_id, JobState.COMPLETED)
 
@@ -272,12 +259,8 @@ async def test_concurrency_bounds_fetching(redis_url: str, r: Redis, producer: P
         for _ in range(40):
             max_pending = max(max_pending, (await r.xpending(tk.stream, GROUP))["pending"])
             await anyio.sleep(0.01)
-        await wait_for(lambda: _completed(r, tk, 12))
+        await wait_equal(lambda: stat(r, tk, "completed"), 12)
     assert peak == 3 and max_pending <= 3 + 3  # in flight + acks not yet flushed
-
-
-async def _completed(r: Redis, tk: TypeKeys, n: int) -> bool:
-    return int(await r.hget(tk.stats, "completed") or 0) == n
 
 
 async def test_several_types_in_one_worker(redis_url: str, r: Redis, producer: Producer,
@@ -296,8 +279,8 @@ async def test_several_types_in_one_worker(redis_url: str, r: Redis, producer: P
     await producer.enqueue_many(type_name, range(5))
     await producer.enqueue_many(other, range(7))
     async with running(Worker(redis_url, reg, concurrency=4)):
-        await wait_for(lambda: _completed(r, TypeKeys("sj", type_name), 5))
-        await wait_for(lambda: _completed(r, TypeKeys("sj", other), 7))
+        await wait_equal(lambda: stat(r, TypeKeys("sj", type_name), "completed"), 5)
+        await wait_equal(lambda: stat(r, TypeKeys("sj", other), "completed"), 7)
 
 
 async def test_graceful_stop_finishes_in_flight(redis_url: str, producer: Producer,
@@ -317,7 +300,7 @@ async def test_graceful_stop_finishes_in_flight(redis_url: str, producer: Produc
         tg.start_soon(worker.run)
         await started.wait()
         worker.stop()
-    assert await state(producer, type_name, job_id) is JobState.COMPLETED
+    assert await job_state(producer, type_name, job_id) is JobState.COMPLETED
 
 
 async def test_grace_expiry_releases_without_spending_an_attempt(
@@ -365,8 +348,35 @@ async def test_reclaimed_job_late_ack_is_rejected(redis_url: str, r: Redis,
         assert len(claimed.claimed) == 1
         release.set()
         await anyio.sleep(0.3)  # the old worker's ack goes out and is refused
-        assert await state(producer, type_name, job_id) is JobState.RUNNING
+        assert await job_state(producer, type_name, job_id) is JobState.RUNNING
         assert int(await r.hget(tk.stats, "completed") or 0) == 0
     entry = claimed.claimed[0][0]
     assert await scripts.ack(tk, GROUP, "other-worker", 1000, [(entry, job_id, b"")]) == [0]
     assert int(await r.hget(tk.stats, "completed")) == 1
+
+
+async def test_long_job_is_touched_and_not_reclaimed_while_its_worker_lives(
+    redis_url: str, r: Redis, producer: Producer, type_name: str
+) -> None:
+    """A job running 4x its visibility timeout stays with its living worker: the toucher
+    resets its idle time, so another worker's reclaimer never takes it."""
+    reg = Registry()
+    runs: list[str] = []
+
+    @reg.handler(type_name, visibility_timeout=0.5, timeout=30)
+    async def h(job: Job) -> str:
+        runs.append(job.id)
+        await anyio.sleep(2.0)
+        return "done"
+
+    job_id = await producer.enqueue(type_name, {})
+    tk = TypeKeys("sj", type_name)
+    async with running(Worker(redis_url, reg, name="holder")):
+        await wait_equal(lambda: pending(r, tk, "holder"), 1)
+        # A second worker on the same type, whose reclaimer runs every 0.25 s.
+        async with running(Worker(redis_url, reg, name="thief")):
+            await wait_state(producer, type_name, job_id, JobState.COMPLETED, timeout=10)
+    assert runs == [job_id]
+    assert await stat(r, tk, "reclaimed") == 0
+    st = await producer.status(type_name, job_id)
+    assert st is not None and st.result == "done"

@@ -124,7 +124,8 @@ def ensure_bullmq() -> tuple[list[str] | None, str | None]:
 
 def interpreter(peer: str) -> tuple[list[str] | None, str | None]:
     if peer == "streamjobs":
-        return [sys.executable, str(PEERS_DIR / "streamjobs.py")], None
+        # Not streamjobs.py: run as a script, it would shadow the package it measures.
+        return [sys.executable, str(PEERS_DIR / "streamjobs_peer.py")], None
     if peer == "bullmq":
         return ensure_bullmq()
     cmd, err = ensure_python_peer(peer)

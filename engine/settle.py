@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
+from streamjobs import logs
 from streamjobs.codes import Code
 from streamjobs.keys import GROUP
 from streamjobs.reconnect import retrying
@@ -137,7 +138,11 @@ class Settler:
         if refused:
             log.warning("%d failures of %s refused (%s)", len(refused), type_,
                         ", ".join(sorted({r.code.name for r in refused})))
-        dead = sum(1 for r in results if r.outcome == "dead")
+        dead = 0
+        for item, r in zip(failed, results, strict=True):
+            if r.outcome == "dead":
+                dead += 1
+                logs.job_dead(type_, item.job_id, r.attempts, item.failure.error)
         self.metrics.outcome(type_, "dead", dead)
         self.metrics.outcome(type_, "retried", len(results) - len(refused) - dead)
 

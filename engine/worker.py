@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 import anyio
 from redis.exceptions import ResponseError
 
-from streamjobs import replies
+from streamjobs import logs, replies
 from streamjobs.codes import Code
 from streamjobs.config import Settings
 from streamjobs.connection import client_from_url
@@ -310,9 +310,12 @@ class Worker:
             return Outcome("malformed", error=f"malformed entry: {e}")
         timeout = job.timeout or h.policy.timeout
         self.metrics.started(d.type, job.enqueued_at)
+        logs.job_started(d.type, job.id, job.attempt)
         t0 = time.perf_counter()
         outcome = await self._call(h, job, d, timeout)
-        self.metrics.finished(d.type, outcome.kind, time.perf_counter() - t0)
+        elapsed = time.perf_counter() - t0
+        self.metrics.finished(d.type, outcome.kind, elapsed)
+        logs.job_finished(d.type, job.id, job.attempt, outcome.kind, outcome.error, elapsed)
         return outcome
 
     async def _call(self, h: Handler, job: Job, d: Delivery, limit_s: float) -> Outcome:

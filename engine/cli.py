@@ -7,8 +7,9 @@ traceback reaches the user.
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -16,19 +17,37 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
 from streamjobs import commands as runner
+from streamjobs import logs
 from streamjobs.errors import StreamJobsError
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
 
 EXIT_ERROR = 1
+#: Global options that take a value (to find the command name in argv).
+_VALUED = {"--url", "--log-format"}
 
 
 def _json_arg(text: str) -> Any:
+    """A JSON payload: inline, ``@path`` (a file) or ``-`` (stdin)."""
+    try:
+        if text == "-":
+            text = sys.stdin.read()
+        elif text.startswith("@"):
+            text = Path(text[1:]).read_text()
+    except OSError as e:
+        raise argparse.ArgumentTypeError(f"cannot read payload: {e}") from e
     try:
         return orjson.loads(text)
     except orjson.JSONDecodeError as e:
         raise argparse.ArgumentTypeError(f"invalid JSON payload: {e}") from e
+
+
+def _version() -> str:
+    try:
+        return version("streamjobs")
+    except PackageNotFoundError:
+        return "unknown"
 
 
 def _add_worker_args(p: argparse.ArgumentParser) -> None:
@@ -45,7 +64,11 @@ def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="streamjobs", description=__doc__)
     ap.add_argument("--url", help="server URL (default: STREAMJOBS_REDIS_URL, else the "
                                   "server started by `streamjobs up`)")
-    ap.add_argument("-v", "--verbose", action="store_true")
+    ap.add_argument("-v", "--verbose", action="count", default=0,
+                    help="-v: a line per completed job; -vv: debug")
+    ap.add_argument("--log-format", choices=logs.FORMATS, default="text",
+                    help="log lines as text or one JSON object each")
+    ap.add_argument("--version", action="version", version=f"streamjobs {_version()}")
     sub = ap.add_subparsers(dest="command", required=True)
 
     up = sub.add_parser("up", help="start server (embedded if no URL), API and workers")
@@ -66,7 +89,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     e = sub.add_parser("enqueue", help="enqueue one job")
     e.add_argument("type")
-    e.add_argument("payload", type=_json_arg, help="JSON payload")
+    e.add_argument("payload", type=_json_arg,
+                   help="JSON payload, @FILE to read it from a file, - from stdin")
     e.add_argument("--delay", type=float, default=None, help="seconds from now")
     e.add_argument("--id", dest="job_id", default=None, help="job id (idempotent)")
     e.add_argument("--max-attempts", type=int, default=None)
@@ -98,25 +122,47 @@ def build_parser() -> argparse.ArgumentParser:
     dp.add_argument("--yes", action="store_true", help="confirm purging all")
     dp.add_argument("--error-contains", default=None)
 
-    b = sub.add_parser("bench", help="run the benchmark suite (bench/)")
-    b.add_argument("bench_args", nargs=argparse.REMAINDER)
+    t = sub.add_parser("types", help="manage job types")
+    tsub = t.add_subparsers(dest="types_command", required=True)
+    td = tsub.add_parser("delete", help="delete a type: its stream, jobs, records, dead "
+                                        "letters and stats (stop its workers first)")
+    td.add_argument("type")
+    td.add_argument("--yes", action="store_true", help="confirm")
+
+    sub.add_parser("bench", help="run the benchmark suite (bench/); every argument after "
+                                 "`bench` is the suite's own (try `bench --help`)",
+                   add_help=False)
     return ap
 
 
+def parse_args(argv: Sequence[str]) -> argparse.Namespace:
+    """Like ``parse_args``, except that everything after ``bench`` goes to the bench
+    suite untouched (argparse's REMAINDER refuses a leading ``--option``)."""
+    argv = list(argv)
+    i = 0
+    while i < len(argv) and argv[i].startswith("-"):
+        i += 2 if argv[i] in _VALUED else 1
+    if i < len(argv) and argv[i] == "bench":
+        args = build_parser().parse_args(argv[: i + 1])
+        args.bench_args = argv[i + 1 :]
+        return args
+    return build_parser().parse_args(argv)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr,
-    )
-    command: Callable[[argparse.Namespace], int] = getattr(runner, f"cmd_{args.command}")
+    args = parse_args(sys.argv[1:] if argv is None else argv)
     try:
+        logs.setup(runner.log_config(args))
+        command: Callable[[argparse.Namespace], int] = getattr(runner, f"cmd_{args.command}")
         return command(args)
     except RedisConnectionError as e:
-        print(f"error: cannot reach the server ({runner.describe_url(args)}): {e}",
-              file=sys.stderr)
+        _error(f"cannot reach the server ({runner.describe_url(args)}): {e}")
     except (StreamJobsError, RedisError, OSError) as e:
-        print(f"error: {e}", file=sys.stderr)
+        _error(str(e))
     except KeyboardInterrupt:
         return 130
     return EXIT_ERROR
+
+
+def _error(text: str) -> None:
+    print(f"error: {logs.redact(text)}", file=sys.stderr)

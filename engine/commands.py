@@ -3,16 +3,24 @@
 from __future__ import annotations
 
 import os
+import runpy
 import sys
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio
 import orjson
 
+from streamjobs import supervisor
+from streamjobs.admin import delete_type
 from streamjobs.config import Settings
-from streamjobs.embedded import url_file
-from streamjobs.errors import InvalidArgument, ServerError
+from streamjobs.connection import client_from_url
+from streamjobs.dead import DeadLetters
+from streamjobs.embedded import find_data_dir
+from streamjobs.errors import ConfigError, InvalidArgument, ServerError
+from streamjobs.counts import known_types, type_stats
 from streamjobs.keys import TypeKeys, check_type_name
+from streamjobs.logs import LogConfig, redact
+from streamjobs.producer import Producer
 
 if TYPE_CHECKING:
     import argparse
@@ -31,19 +39,20 @@ def resolve_url(args: argparse.Namespace) -> str:
         return str(args.url)
     if settings.redis_url:
         return settings.redis_url
-    f = url_file(settings.data_dir)
-    if f.is_file():
-        return f.read_text().strip()
+    data = find_data_dir(settings.data_dir, explicit="STREAMJOBS_DATA_DIR" in os.environ)
+    url = data.url()
+    if url:
+        return url
     raise ServerError(
         "no server configured: set STREAMJOBS_REDIS_URL, pass --url, or start one with "
-        "`streamjobs up`"
+        "`streamjobs up` (no .streamjobs/server.url here or in a parent directory)"
     )
 
 
 def describe_url(args: argparse.Namespace) -> str:
     try:
-        return resolve_url(args)
-    except ServerError:
+        return redact(resolve_url(args))
+    except (ServerError, ConfigError):
         return "no URL"
 
 
@@ -59,8 +68,6 @@ def _print_json(value: Any) -> None:
 
 
 def cmd_enqueue(args: argparse.Namespace) -> int:
-    from streamjobs.producer import Producer
-
     check_type_name(args.type)
     url = resolve_url(args)
 
@@ -75,8 +82,6 @@ def cmd_enqueue(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from streamjobs.producer import Producer
-
     check_type_name(args.type)
     url = resolve_url(args)
 
@@ -93,9 +98,6 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_stats(args: argparse.Namespace) -> int:
-    from streamjobs.connection import client_from_url
-    from streamjobs.counts import known_types, type_stats
-
     url = resolve_url(args)
     settings = _settings()
 
@@ -116,8 +118,6 @@ def cmd_stats(args: argparse.Namespace) -> int:
 
 
 def cmd_dlq(args: argparse.Namespace) -> int:
-    from streamjobs.dead import DeadLetters
-
     check_type_name(args.type)
     url = resolve_url(args)
     handler = _DLQ[args.dlq_command]
@@ -175,28 +175,57 @@ async def _dlq_purge(dl: Any, args: argparse.Namespace) -> int:
 _DLQ = {"list": _dlq_list, "show": _dlq_show, "retry": _dlq_retry, "purge": _dlq_purge}
 
 
-# ---- process commands (see streamjobs.supervisor) ----------------------------------------
+def cmd_types(args: argparse.Namespace) -> int:
+    """`types delete TYPE --yes`: every key of the type, and the type itself."""
+    check_type_name(args.type)
+    if not args.yes:
+        raise InvalidArgument(f"deleting type {args.type!r} removes all its jobs, records and "
+                         "dead letters: add --yes to confirm")
+    url = resolve_url(args)
+    settings = _settings()
+
+    async def go() -> int:
+        r = client_from_url(url)
+        try:
+            return await delete_type(r, args.type, prefix=settings.prefix)
+        finally:
+            await r.aclose()
+
+    print(f"deleted type {args.type} ({_run(go)} keys)")
+    return 0
+
+
+# ---- process commands (see streamjobs.supervisor) ----------------------------------
+
+
+def log_config(args: argparse.Namespace) -> LogConfig:
+    return LogConfig(verbosity=min(args.verbose, 2), format=args.log_format)
+
+
+def worker_config(args: argparse.Namespace) -> supervisor.WorkerConfig:
+    return supervisor.WorkerConfig(
+        modules=tuple(args.modules), types=tuple(t for t in args.types.split(",") if t),
+        concurrency=args.concurrency, processes=args.processes, grace=args.grace,
+        metrics_port=args.metrics_port, metrics_host=args.metrics_host, log=log_config(args),
+    )
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    from streamjobs import supervisor
-
-    return supervisor.worker_command(args, resolve_url(args), _settings())
+    return supervisor.worker_command(worker_config(args), resolve_url(args), _settings())
 
 
 def cmd_up(args: argparse.Namespace) -> int:
-    from streamjobs import supervisor
-
-    return supervisor.up_command(args, _settings())
+    cfg = supervisor.UpConfig(worker_config(args), url=args.url, api=not args.no_api,
+                              api_port=args.api_port)
+    return supervisor.up_command(cfg, _settings())
 
 
 def cmd_server(args: argparse.Namespace) -> int:
-    from streamjobs import supervisor
-
     return supervisor.server_command(_settings())
 
 
 def cmd_api(args: argparse.Namespace) -> int:
+    # Lazy: FastAPI and pydantic take ~0.3 s to import, which every other command skips.
     from streamjobs.api import serve
 
     settings = _settings()
@@ -205,8 +234,6 @@ def cmd_api(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    import runpy
-
     sys.path.insert(0, os.getcwd())
     sys.argv = ["bench", *args.bench_args]
     try:

@@ -9,6 +9,7 @@ down (with a final fsync) when the owner stops it or exits.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import importlib.util
 import os
 import shutil
@@ -65,6 +66,91 @@ def _port_is_free(port: int) -> bool:
         except OSError:
             return False
         return True
+
+
+class DataDir:
+    """The embedded server's directory: its AOF, and what the CLI needs to find it.
+
+    ``lock`` is held by the one process that owns the server (`up`, `server`) for its
+    whole life: a second one on the same directory is refused instead of starting a
+    second server on the same AOF. ``server.url`` exists while the server runs;
+    ``server.port`` stays, so the next start takes the same port again.
+    """
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        self._lock_fd: int | None = None
+
+    @property
+    def url_file(self) -> Path:
+        return url_file(self.path)
+
+    @property
+    def port_file(self) -> Path:
+        return self.path / "server.port"
+
+    @property
+    def lock_file(self) -> Path:
+        return self.path / "lock"
+
+    def lock(self) -> None:
+        """Take the directory, or raise ServerError naming the process that has it."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.lock_file, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            owner = os.read(fd, 64).decode(errors="replace").strip() or "?"
+            os.close(fd)
+            url = self.url() or "no server URL yet"
+            raise ServerError(
+                f"streamjobs is already running on {self.path.resolve()} "
+                f"(pid {owner}, {url}); stop it first, or set STREAMJOBS_DATA_DIR"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self._lock_fd = fd
+
+    def unlock(self) -> None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)  # releases the flock
+            self._lock_fd = None
+
+    def url(self) -> str | None:
+        with contextlib.suppress(OSError):
+            return self.url_file.read_text().strip() or None
+        return None
+
+    def recorded_port(self) -> int | None:
+        with contextlib.suppress(OSError, ValueError):
+            return int(self.port_file.read_text().strip())
+        return None
+
+    def choose_port(self, configured: int | None) -> int | None:
+        """The port recorded by the last start when free, unless one is configured."""
+        recorded = self.recorded_port()
+        if configured in (None, 0) and recorded and _port_is_free(recorded):
+            return recorded
+        return configured
+
+    def started(self, server: EmbeddedServer) -> None:
+        self.port_file.write_text(f"{server.port}\n")
+        self.url_file.write_text(server.url + "\n")
+
+    def stopped(self) -> None:
+        self.url_file.unlink(missing_ok=True)
+
+
+def find_data_dir(configured: Path, explicit: bool, cwd: Path | None = None) -> DataDir:
+    """Where the CLI looks for ``server.url``: an explicit directory as given, else the
+    nearest ``.streamjobs/`` holding one in the cwd or any parent (as git finds ``.git``)."""
+    if explicit or configured.is_absolute():
+        return DataDir(configured)
+    start = (cwd or Path.cwd()).resolve()
+    for d in (start, *start.parents):
+        if (d / configured / "server.url").is_file():
+            return DataDir(d / configured)
+    return DataDir(start / configured)
 
 
 class EmbeddedServer:
@@ -144,6 +230,11 @@ class EmbeddedServer:
             lines = self.log_path.read_text(errors="replace").strip().splitlines()
             return " | ".join(lines[-3:])
         return "(no log)"
+
+    @property
+    def returncode(self) -> int | None:
+        """The exit status once the process has ended on its own; None while it runs."""
+        return None if self._proc is None else self._proc.poll()
 
     @property
     def running(self) -> bool:

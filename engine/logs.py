@@ -17,6 +17,8 @@ from typing import Any
 
 import orjson
 
+from streamjobs.errors import InvalidArgument
+
 #: The logger of per-job lines.
 JOBS = "streamjobs.jobs"
 FORMATS = ("text", "json")
@@ -44,7 +46,7 @@ class LogConfig:
 
     def __post_init__(self) -> None:
         if self.format not in FORMATS:
-            raise ValueError(f"log format must be one of {', '.join(FORMATS)}")
+            raise InvalidArgument(f"log format must be one of {', '.join(FORMATS)}")
 
     def argv(self) -> list[str]:
         """The same options for a child ``streamjobs`` process."""

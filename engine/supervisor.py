@@ -1,7 +1,15 @@
-"""Processes: a worker process, N of them under one parent, and `streamjobs up`."""
+"""Processes: a worker process, N of them under one parent, and `streamjobs up`.
+
+Children run in their own process group, so a terminal's Ctrl-C reaches only the parent:
+it forwards one SIGTERM (each child finishes its in-flight jobs) and, on a second signal,
+SIGKILL (the pending lists keep the jobs). A child that exits while nobody asked it to is
+started again after a capped exponential backoff; the others keep running. Under `up` the
+embedded server is watched the same way and restarted on its port and data directory.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import logging
 import os
@@ -10,23 +18,77 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import anyio
+from prometheus_client import REGISTRY, CollectorRegistry, start_http_server
+from prometheus_client.multiprocess import MultiProcessCollector
 
-from streamjobs.embedded import url_file
-from streamjobs.errors import ConfigError, InvalidArgument
+from streamjobs.embedded import DataDir, EmbeddedServer
+from streamjobs.errors import ConfigError, InvalidArgument, ServerError
+from streamjobs.logs import LogConfig, redact
+from streamjobs.metrics import WorkerMetrics
+from streamjobs.registry import default_registry
+from streamjobs.worker import Worker
 
 if TYPE_CHECKING:
-    import argparse
+    from collections.abc import Callable, Iterator
 
     from streamjobs.config import Settings
 
 log = logging.getLogger("streamjobs")
 
+#: Restart delays of a crashed child: BASE, doubling, at most CAP; a child that ran
+#: STABLE seconds starts again from BASE.
+RESTART_BASE_S = 0.5
+RESTART_CAP_S = 30.0
+RESTART_STABLE_S = 60.0
+#: How long `up` waits for the API to answer /health before giving up.
+API_READY_S = 30.0
+POLL_S = 0.1
 
-def import_handlers(modules: list[str]) -> None:
+
+@dataclass(frozen=True, slots=True)
+class WorkerConfig:
+    """What `streamjobs worker` (and the workers of `up`) run."""
+
+    modules: tuple[str, ...]
+    types: tuple[str, ...] = ()
+    concurrency: int = 16
+    processes: int = 1
+    grace: float = 30.0
+    metrics_port: int | None = None
+    metrics_host: str = "127.0.0.1"
+    log: LogConfig = field(default_factory=LogConfig)
+
+    def __post_init__(self) -> None:
+        if self.concurrency < 1 or self.processes < 1:
+            raise InvalidArgument("--concurrency and --processes must be >= 1")
+
+    def child_argv(self) -> list[str]:
+        """One worker process of a group of ``processes`` (metrics served by the parent)."""
+        argv = [sys.executable, "-m", "streamjobs", *self.log.argv(), "worker",
+                *self.modules, "--concurrency", str(self.concurrency),
+                "--grace", str(self.grace)]
+        if self.types:
+            argv += ["--types", ",".join(self.types)]
+        return argv
+
+
+@dataclass(frozen=True, slots=True)
+class UpConfig:
+    """What `streamjobs up` runs: a server (embedded when ``url`` is None), workers, API."""
+
+    worker: WorkerConfig
+    url: str | None = None
+    api: bool = True
+    api_port: int | None = None
+
+
+def import_handlers(modules: tuple[str, ...] | list[str]) -> None:
     """Import handler modules; the current directory is importable, as users expect."""
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
@@ -37,7 +99,10 @@ def import_handlers(modules: list[str]) -> None:
             raise ConfigError(f"cannot import handler module {name!r}: {e}") from e
 
 
-async def _watch_signals(stop: Any) -> None:
+# ---- one worker process ------------------------------------------------------------
+
+
+async def _watch_signals(on_first: Callable[[], None]) -> None:
     """First SIGTERM/SIGINT: graceful stop. Second: exit at once (the PEL keeps the jobs)."""
     with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
         count = 0
@@ -46,30 +111,37 @@ async def _watch_signals(stop: Any) -> None:
             if count == 1:
                 log.info("%s: finishing in-flight jobs (send again to exit now)",
                          signal.Signals(sig).name)
-                stop()
+                on_first()
             else:
                 log.warning("second signal: exiting now")
                 os._exit(1)
 
 
-def run_worker_process(args: argparse.Namespace, url: str, settings: Settings) -> int:
-    from streamjobs.metrics import WorkerMetrics
-    from streamjobs.registry import default_registry
-    from streamjobs.worker import Worker
-
-    import_handlers(args.modules)
-    types = [t for t in args.types.split(",") if t] or None
-    metrics = WorkerMetrics(_metrics_registry(args))
-    worker = Worker(url, default_registry, types=types, concurrency=args.concurrency,
-                    settings=settings, grace_period=args.grace, metrics=metrics)
+def run_worker_process(cfg: WorkerConfig, url: str, settings: Settings) -> int:
+    import_handlers(cfg.modules)
+    metrics = WorkerMetrics(_metrics_registry(cfg))
+    worker = Worker(url, default_registry, types=list(cfg.types) or None,
+                    concurrency=cfg.concurrency, settings=settings, grace_period=cfg.grace,
+                    metrics=metrics)
     metrics.describe(list(worker.handlers), worker.concurrency)
 
     async def main() -> None:
         async with anyio.create_task_group() as tg:
-            tg.start_soon(_watch_signals, worker.stop)
-            log.info("worker %s: types %s, concurrency %d", worker.name,
-                     ",".join(worker.handlers), worker.concurrency)
-            await worker.run()
+            started = False
+
+            def on_signal() -> None:
+                # Before start-up finished (say, the server is unreachable) nothing is in
+                # flight: stop at once instead of waiting for a server that may not come.
+                if not started:
+                    tg.cancel_scope.cancel()
+                worker.stop()
+
+            tg.start_soon(_watch_signals, on_signal)
+            async with anyio.create_task_group() as running:
+                await running.start(worker.run)
+                started = True
+                log.info("worker %s: types %s, concurrency %d", worker.name,
+                         ",".join(worker.handlers), worker.concurrency)
             tg.cancel_scope.cancel()
 
     anyio.run(main, backend_options=_loop_options())
@@ -77,172 +149,334 @@ def run_worker_process(args: argparse.Namespace, url: str, settings: Settings) -
     return 0
 
 
-def _metrics_registry(args: argparse.Namespace) -> Any:
+def _metrics_registry(cfg: WorkerConfig) -> Any:
     """A process's own registry when it serves /metrics itself; the default registry
     (written to PROMETHEUS_MULTIPROC_DIR) when a parent serves them for N processes."""
-    from prometheus_client import REGISTRY, CollectorRegistry, start_http_server
-
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         return REGISTRY
     registry = CollectorRegistry()
-    if args.metrics_port:
-        start_http_server(args.metrics_port, addr=args.metrics_host, registry=registry)
+    if cfg.metrics_port:
+        start_http_server(cfg.metrics_port, addr=cfg.metrics_host, registry=registry)
     return registry
 
 
 def _loop_options() -> dict[str, Any]:
     try:
-        import uvloop  # noqa: F401
+        import uvloop  # noqa: F401  (optional: absent on Windows)
     except ImportError:
         return {}
     return {"use_uvloop": True}
 
 
-def worker_command(args: argparse.Namespace, url: str, settings: Settings) -> int:
-    if args.concurrency < 1 or args.processes < 1:
-        raise InvalidArgument("--concurrency and --processes must be >= 1")
-    if args.processes == 1:
-        return run_worker_process(args, url, settings)
-    return _run_children(args, url)
+def worker_command(cfg: WorkerConfig, url: str, settings: Settings) -> int:
+    if cfg.processes == 1:
+        return run_worker_process(cfg, url, settings)
+    with _worker_group(cfg, {"STREAMJOBS_REDIS_URL": url}) as children:
+        return Supervisor(children).run()
 
 
-def _child_argv(args: argparse.Namespace) -> list[str]:
-    argv = [sys.executable, "-m", "streamjobs", "worker", *args.modules,
-            "--concurrency", str(args.concurrency), "--grace", str(args.grace)]
-    if args.types:
-        argv += ["--types", args.types]
-    return argv
-
-
-def _run_children(args: argparse.Namespace, url: str) -> int:
-    """N worker processes; one /metrics endpoint aggregates them (multiprocess mode)."""
+@contextlib.contextmanager
+def _worker_group(cfg: WorkerConfig, env: dict[str, str]) -> Iterator[list[Child]]:
+    """``cfg.processes`` worker children; one /metrics endpoint aggregates them
+    (prometheus multiprocess mode, in a directory removed at the end)."""
+    if cfg.processes == 1:
+        yield [Child("worker", cfg.child_argv(), {**os.environ, **env},
+                     metrics_port=cfg.metrics_port, metrics_host=cfg.metrics_host)]
+        return
     with tempfile.TemporaryDirectory(prefix="sj-metrics-") as mp_dir:
-        env = {**os.environ, "STREAMJOBS_REDIS_URL": url, "PROMETHEUS_MULTIPROC_DIR": mp_dir}
-        if args.metrics_port:
-            _serve_multiprocess_metrics(args.metrics_host, args.metrics_port, mp_dir)
-        children = [subprocess.Popen(_child_argv(args), env=env) for _ in range(args.processes)]
-        log.info("started %d worker processes: %s", len(children),
-                 " ".join(str(c.pid) for c in children))
-        return _supervise(children)
+        if cfg.metrics_port:
+            registry = CollectorRegistry()
+            MultiProcessCollector(registry, path=mp_dir)  # type: ignore[no-untyped-call]
+            start_http_server(cfg.metrics_port, addr=cfg.metrics_host, registry=registry)
+        full_env = {**os.environ, **env, "PROMETHEUS_MULTIPROC_DIR": mp_dir}
+        yield [Child(f"worker-{i + 1}", cfg.child_argv(), full_env)
+               for i in range(cfg.processes)]
 
 
-def _serve_multiprocess_metrics(host: str, port: int, mp_dir: str) -> None:
-    from prometheus_client import CollectorRegistry, start_http_server
-    from prometheus_client.multiprocess import MultiProcessCollector
-
-    registry = CollectorRegistry()
-    MultiProcessCollector(registry, path=mp_dir)  # type: ignore[no-untyped-call]
-    start_http_server(port, addr=host, registry=registry)
+# ---- supervision -------------------------------------------------------------------
 
 
-def _supervise(children: list[subprocess.Popen[bytes]]) -> int:
-    """Forward SIGTERM/SIGINT to the children; wait for them; a second signal kills."""
-    signals_seen = []
+@dataclass
+class Child:
+    """One supervised process: started again when it exits unasked."""
 
-    def forward(sig: int, _frame: Any) -> None:
-        signals_seen.append(sig)
-        for c in children:
-            if c.poll() is None:
-                c.send_signal(signal.SIGKILL if len(signals_seen) > 1 else sig)
+    name: str
+    argv: list[str]
+    env: dict[str, str]
+    #: Passed on to a single worker child that serves its own /metrics.
+    metrics_port: int | None = None
+    metrics_host: str = "127.0.0.1"
+    proc: subprocess.Popen[bytes] | None = None
+    started_at: float = 0.0
+    crashes: int = 0
+    restart_at: float | None = None
 
-    old = {s: signal.signal(s, forward) for s in (signal.SIGTERM, signal.SIGINT)}
-    try:
-        while any(c.poll() is None for c in children):
-            if not signals_seen and any(c.poll() not in (None, 0) for c in children):
-                log.error("a worker process exited unexpectedly; stopping the others")
-                forward(signal.SIGTERM, None)
-            time.sleep(0.2)
-    finally:
-        for s, h in old.items():
-            signal.signal(s, h)
-    return max((c.returncode or 0) for c in children)
+    def start(self) -> None:
+        argv = self.argv
+        if self.metrics_port:
+            argv = [*argv, "--metrics-port", str(self.metrics_port),
+                    "--metrics-host", self.metrics_host]
+        # Own process group: the terminal's SIGINT is the parent's to forward.
+        self.proc = subprocess.Popen(argv, env=self.env, process_group=0)
+        self.started_at = time.monotonic()
+        self.restart_at = None
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid if self.proc else 0
+
+    def poll(self) -> int | None:
+        return self.proc.poll() if self.proc else None
+
+    def signal(self, sig: int) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+
+    def schedule_restart(self, now: float) -> float:
+        """After an unasked exit: when to start again (capped exponential backoff)."""
+        if now - self.started_at >= RESTART_STABLE_S:
+            self.crashes = 0
+        delay = min(RESTART_CAP_S, RESTART_BASE_S * 2 ** self.crashes)
+        self.crashes += 1
+        self.restart_at = now + delay
+        return delay
+
+
+class Supervisor:
+    """Runs children until a signal; restarts those that exit unasked."""
+
+    def __init__(self, children: list[Child], *, watch: Callable[[], None] | None = None,
+                 ready: Callable[[], bool] | None = None,
+                 on_ready: Callable[[], None] | None = None, ready_timeout: float = API_READY_S
+                 ) -> None:
+        self.children = children
+        self._watch = watch
+        self._ready = ready
+        self._on_ready = on_ready
+        self._ready_timeout = ready_timeout
+        self._signals: list[int] = []
+        self._forwarded = 0
+        self._failed: str | None = None
+
+    def _on_signal(self, sig: int, _frame: Any) -> None:
+        self._signals.append(sig)
+
+    def run(self) -> int:
+        old = {s: signal.signal(s, self._on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+        try:
+            for c in self.children:
+                c.start()
+            log.info("started %s", ", ".join(f"{c.name} (pid {c.pid})" for c in self.children))
+            self._loop()
+        finally:
+            for c in self.children:  # only on an error of our own: never leave orphans
+                c.signal(signal.SIGKILL)
+            for s, h in old.items():
+                signal.signal(s, h)
+        if self._failed:
+            raise ServerError(self._failed)
+        codes = [c.poll() for c in self.children]
+        return 1 if len(self._signals) > 1 or any(rc not in (0, None) for rc in codes) else 0
+
+    def _loop(self) -> None:
+        deadline = time.monotonic() + self._ready_timeout
+        announced = self._ready is None
+        while True:
+            self._forward()
+            if self._signals or self._failed:
+                if all(c.poll() is not None for c in self.children):
+                    return
+            else:
+                self._restart_exited()
+                if self._watch is not None:
+                    self._watch_step()
+                if not announced:
+                    announced = self._check_ready(deadline)
+            time.sleep(POLL_S)
+
+    def _forward(self) -> None:
+        while self._forwarded < len(self._signals):
+            self._forwarded += 1
+            sig = signal.SIGTERM if self._forwarded == 1 else signal.SIGKILL
+            if self._forwarded == 1:
+                log.info("stopping: children finish their in-flight jobs "
+                         "(send again to exit now)")
+            for c in self.children:
+                c.signal(sig)
+
+    def _restart_exited(self) -> None:
+        now = time.monotonic()
+        for c in self.children:
+            rc = c.poll()
+            if rc is None:
+                continue
+            if c.restart_at is None:
+                delay = c.schedule_restart(now)
+                how = f"killed by {signal.Signals(-rc).name}" if rc < 0 else f"exit code {rc}"
+                log.error("%s (pid %d) exited unexpectedly (%s); restarting in %.1fs",
+                          c.name, c.pid, how, delay)
+            elif now >= c.restart_at:
+                c.start()
+                log.warning("%s restarted (pid %d)", c.name, c.pid)
+
+    def _watch_step(self) -> None:
+        assert self._watch is not None
+        try:
+            self._watch()
+        except ServerError as e:
+            self.stop_all(str(e))
+
+    def _check_ready(self, deadline: float) -> bool:
+        assert self._ready is not None
+        if self._ready():
+            if self._on_ready is not None:
+                self._on_ready()
+            return True
+        if time.monotonic() > deadline:
+            self.stop_all(f"not ready within {self._ready_timeout:g}s")
+        return False
+
+    def stop_all(self, why: str) -> None:
+        """Stop every child gracefully and make run() fail with ``why``."""
+        log.error("%s; stopping", why)
+        self._failed = why
+        for c in self.children:
+            c.signal(signal.SIGTERM)
 
 
 # ---- server and `up` -----------------------------------------------------------------
 
 
-def start_embedded(settings: Settings) -> Any:
-    from streamjobs.embedded import EmbeddedServer
+class ServerKeeper:
+    """The embedded server of `up`/`server`: started on its recorded port, restarted
+    (same port, same AOF directory) with a capped backoff when it dies."""
 
-    server = EmbeddedServer(settings.data_dir, port=settings.embedded_port,
-                            binary=settings.server_bin).start()
-    url_file(settings.data_dir).write_text(server.url + "\n")
-    return server
+    def __init__(self, settings: Settings) -> None:
+        self.data = DataDir(settings.data_dir)
+        self.settings = settings
+        self.server: EmbeddedServer | None = None
+        self._crashes = 0
+        self._started_at = 0.0
 
+    def start(self) -> EmbeddedServer:
+        self.data.lock()
+        try:
+            port = self.data.choose_port(self.settings.embedded_port)
+            self.server = EmbeddedServer(self.settings.data_dir, port=port,
+                                         binary=self.settings.server_bin)
+            self._start()
+        except BaseException:
+            self.data.unlock()
+            raise
+        return self.server
 
-def _stop_embedded(server: Any, settings: Settings) -> None:
-    server.stop()
-    url_file(settings.data_dir).unlink(missing_ok=True)
+    def _start(self) -> None:
+        assert self.server is not None
+        self.server.start()
+        self._started_at = time.monotonic()
+        self.data.started(self.server)
+
+    def check(self) -> None:
+        """Restart a dead server; raise ServerError when it cannot come back."""
+        assert self.server is not None
+        rc = self.server.returncode
+        if rc is None:
+            return
+        if time.monotonic() - self._started_at >= RESTART_STABLE_S:
+            self._crashes = 0
+        # Short: the loop (and the forwarding of signals) waits meanwhile.
+        delay = min(5.0, RESTART_BASE_S * 2 ** self._crashes)
+        self._crashes += 1
+        if self._crashes > 5:
+            raise ServerError(f"the embedded server keeps dying (exit status {rc}); "
+                              f"see {self.server.log_path}")
+        log.error("the embedded server died (exit status %s); restarting it on port %d "
+                  "in %.1fs (data: %s)", rc, self.server.port, delay, self.server.data_dir)
+        time.sleep(delay)
+        self._start()
+        log.warning("the embedded server is back on %s", self.server.url)
+
+    def stop(self) -> None:
+        if self.server is not None:
+            self.server.stop()
+        self.data.stopped()
+        self.data.unlock()
 
 
 def server_command(settings: Settings) -> int:
-    server = start_embedded(settings)
+    keeper = ServerKeeper(settings)
+    server = keeper.start()
     print(f"server  {server.url}   (data: {server.data_dir}, AOF on)", flush=True)
     try:
-        _wait_for_signal()
+        Supervisor([], watch=keeper.check).run()
     finally:
-        _stop_embedded(server, settings)
+        keeper.stop()
     return 0
 
 
-def _wait_for_signal() -> None:
-    got: list[int] = []
-    old = {s: signal.signal(s, lambda sig, _f: got.append(sig))
-           for s in (signal.SIGTERM, signal.SIGINT)}
-    try:
-        while not got:
-            time.sleep(0.2)
-    finally:
-        for s, h in old.items():
-            signal.signal(s, h)
-
-
-def up_command(args: argparse.Namespace, settings: Settings) -> int:
-    server = None
-    url = args.url or settings.redis_url
+def up_command(cfg: UpConfig, settings: Settings) -> int:
+    keeper = None
+    url = cfg.url or settings.redis_url
     if not url:
-        server = start_embedded(settings)
-        url = server.url
+        keeper = ServerKeeper(settings)
+        url = keeper.start().url
     try:
-        return _up_children(args, url, settings, server)
+        return _up_children(cfg, url, settings, keeper)
     finally:
-        if server is not None:
-            _stop_embedded(server, settings)
+        if keeper is not None:
+            keeper.stop()
 
 
-def _up_children(args: argparse.Namespace, url: str, settings: Settings, server: Any) -> int:
-    env = {**os.environ, "STREAMJOBS_REDIS_URL": url}
-    worker_argv = [sys.executable, "-m", "streamjobs", "worker", *args.modules,
-                   "--concurrency", str(args.concurrency), "--processes", str(args.processes),
-                   "--grace", str(args.grace)]
-    if args.types:
-        worker_argv += ["--types", args.types]
-    if args.metrics_port:
-        worker_argv += ["--metrics-port", str(args.metrics_port),
-                        "--metrics-host", args.metrics_host]
-    children = [subprocess.Popen(worker_argv, env=env)]
-    api_port = args.api_port or settings.api_port
-    if not args.no_api:
-        api_argv = [sys.executable, "-m", "streamjobs", "api", "--port", str(api_port)]
-        children.append(subprocess.Popen(api_argv, env=env))
-    _print_where(url, server, settings, api_port, args, children)
-    return _supervise(children)
+def _up_children(cfg: UpConfig, url: str, settings: Settings,
+                 keeper: ServerKeeper | None) -> int:
+    env = {"STREAMJOBS_REDIS_URL": url}
+    api_port = cfg.api_port or settings.api_port
+    with _worker_group(cfg.worker, env) as children:
+        if cfg.api:
+            argv = [sys.executable, "-m", "streamjobs", *cfg.worker.log.argv(), "api",
+                    "--port", str(api_port)]
+            children.append(Child("api", argv, {**os.environ, **env}))
+        health = f"http://{_client_host(settings.api_host)}:{api_port}/health"
+        supervisor = Supervisor(
+            children, watch=keeper.check if keeper else None,
+            ready=(lambda: _answers(health)) if cfg.api else None,
+            on_ready=lambda: _print_where(url, keeper, settings, api_port, cfg, children),
+        )
+        if not cfg.api:
+            _print_where(url, keeper, settings, api_port, cfg, children)
+        return supervisor.run()
 
 
-def _print_where(url: str, server: Any, settings: Settings, api_port: int,
-                 args: argparse.Namespace, children: list[subprocess.Popen[bytes]]) -> None:
+def _client_host(bind: str) -> str:
+    return "127.0.0.1" if bind in ("0.0.0.0", "", "::") else bind
+
+
+def _answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=1) as resp:  # noqa: S310 (our own API)
+            return int(resp.status) == 200
+    except OSError:
+        return False
+
+
+def _print_where(url: str, keeper: ServerKeeper | None, settings: Settings, api_port: int,
+                 cfg: UpConfig, children: list[Child]) -> None:
+    server = keeper.server if keeper else None
     port = url.rsplit(":", 1)[-1].split("/")[0]
     cli = "redis-cli"
     if server is not None and (Path(server.binary).parent / "valkey-cli").is_file():
         cli = str(Path(server.binary).parent / "valkey-cli")
+    w = cfg.worker
+    pids = " ".join(str(c.pid) for c in children if c.name != "api")
     lines = [
         "streamjobs is up",
-        f"  server   {url}" + (f"   (embedded, data in {Path(server.data_dir)})" if server else ""),
+        f"  server   {redact(url)}"
+        + (f"   (embedded, data in {server.data_dir})" if server else ""),
         f"           {cli} -p {port} XADD 'sj:{{demo}}:stream' '*' payload '{{\"n\":1}}'",
-        f"  workers  pid {children[0].pid}: {' '.join(args.modules)} "
-        f"(x{args.processes}, concurrency {args.concurrency})",
+        f"  workers  pid {pids}: {' '.join(w.modules)} "
+        f"(x{w.processes}, concurrency {w.concurrency})",
     ]
-    if not args.no_api:
+    if cfg.api:
         base = f"http://{settings.api_host}:{api_port}"
         lines += [f"  api      {base}   docs {base}/docs   metrics {base}/metrics",
                   f"           curl -X POST {base}/jobs/demo -d '{{\"payload\":{{\"n\":1}}}}'"]

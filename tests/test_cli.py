@@ -5,12 +5,16 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
+import redis
 
 from streamjobs import Producer
+from streamjobs.admin import delete_type
+from streamjobs.cli import parse_args
 from streamjobs.keys import GROUP, TypeKeys
 from streamjobs.scripts import FailArgs, FailItem, Scripts
 from tests.helpers import ROOT
@@ -18,13 +22,14 @@ from tests.helpers import ROOT
 pytestmark = pytest.mark.anyio
 
 
-def cli(*args: str, url: str | None, **env: str) -> subprocess.CompletedProcess[str]:
+def cli(*args: str, url: str | None, cwd: Path = ROOT, stdin: str | None = None,
+        **env: str) -> subprocess.CompletedProcess[str]:
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMJOBS_")}
     full_env.update(env)
     if url:
         full_env["STREAMJOBS_REDIS_URL"] = url
-    return subprocess.run([sys.executable, "-m", "streamjobs", *args], cwd=ROOT, env=full_env,
-                          capture_output=True, text=True, timeout=60)
+    return subprocess.run([sys.executable, "-m", "streamjobs", *args], cwd=cwd, env=full_env,
+                          capture_output=True, text=True, timeout=60, input=stdin)
 
 
 def one_line_error(res: subprocess.CompletedProcess[str], text: str) -> None:
@@ -106,3 +111,79 @@ async def test_dlq_list_show_retry_purge(redis_url: str, type_name: str) -> None
     stats = cli("stats", url=redis_url).stdout
     row = next(line for line in stats.splitlines() if type_name in line).split()
     assert row[1:] == ["2", "0", "0", "0", "0"]  # waiting running delayed dead completed
+
+
+def test_version() -> None:
+    res = cli("--version", url=None)
+    assert res.returncode == 0 and res.stdout.startswith("streamjobs 0.")
+
+
+def test_connection_error_hides_the_password() -> None:
+    res = cli("stats", url="redis://admin:s3cret@127.0.0.1:1/0")
+    one_line_error(res, "cannot reach the server")
+    assert "s3cret" not in res.stderr and "admin:***@127.0.0.1" in res.stderr
+
+
+def test_cli_finds_the_embedded_server_from_a_subdirectory(redis_url: str, tmp_path: Path,
+                                                           type_name: str) -> None:
+    (tmp_path / ".streamjobs").mkdir()
+    (tmp_path / ".streamjobs" / "server.url").write_text(redis_url + "\n")
+    deep = tmp_path / "src" / "pkg"
+    deep.mkdir(parents=True)
+    res = cli("enqueue", type_name, "{}", "--id", "up-1", url=None, cwd=deep)
+    assert res.returncode == 0 and res.stdout.strip() == "up-1", res.stderr
+    # An explicit STREAMJOBS_DATA_DIR is where the CLI looks, and nowhere else.
+    res = cli("stats", url=None, cwd=deep, STREAMJOBS_DATA_DIR=str(deep / ".streamjobs"))
+    one_line_error(res, "no server")
+
+
+def test_enqueue_reads_the_payload_from_a_file_or_stdin(redis_url: str, type_name: str,
+                                                        tmp_path: Path) -> None:
+    (tmp_path / "p.json").write_text('{"from": "file"}')
+    assert cli("enqueue", type_name, f"@{tmp_path / 'p.json'}", "--id", "f",
+               url=redis_url).returncode == 0
+    assert cli("enqueue", type_name, "-", "--id", "s", url=redis_url,
+               stdin='{"from": "stdin"}').returncode == 0
+    for job_id, origin in (("f", "file"), ("s", "stdin")):
+        st = orjson.loads(cli("status", type_name, job_id, url=redis_url).stdout)
+        assert st["payload"] == {"from": origin}
+    one_line_error(cli("enqueue", type_name, f"@{tmp_path / 'nope.json'}", url=redis_url),
+                   "cannot read payload")
+
+
+def test_bench_passes_its_own_options_through() -> None:
+    args = parse_args(["-v", "bench", "--quick", "--workloads", "drain_noop"])
+    assert args.command == "bench" and args.bench_args == ["--quick", "--workloads",
+                                                           "drain_noop"]
+    assert parse_args(["--url", "redis://x", "bench"]).bench_args == []
+
+
+async def test_types_delete_removes_every_key_of_the_type_only(redis_url: str,
+                                                               type_name: str) -> None:
+    other = type_name + "-other"
+    await _dead_jobs(redis_url, type_name, 2)
+    async with Producer(redis_url) as p:
+        await p.enqueue(type_name, {"later": True}, delay=60)
+        await p.enqueue(type_name, {"now": True})
+        await p.enqueue(other, {"keep": True})
+    r = redis.Redis.from_url(redis_url)
+    try:
+        assert len(r.keys(f"sj:{{{type_name}}}:*")) >= 5
+        one_line_error(cli("types", "delete", type_name, url=redis_url), "--yes")
+        res = cli("types", "delete", type_name, "--yes", url=redis_url)
+        assert res.returncode == 0 and "deleted type" in res.stdout, res.stderr
+        assert r.keys(f"sj:{{{type_name}}}:*") == []
+        assert not r.sismember("sj:types", type_name) and r.sismember("sj:types", other)
+        assert r.xlen(f"sj:{{{other}}}:stream") == 1
+    finally:
+        r.close()
+
+
+async def test_delete_type_python_api_in_batches(r: Any, type_name: str) -> None:
+    async with r.pipeline(transaction=False) as pipe:
+        for i in range(1_200):
+            pipe.hset(f"sj:{{{type_name}}}:job:{i}", "state", "completed")
+        await pipe.execute()
+    await r.sadd("sj:types", type_name)
+    assert await delete_type(r, type_name) == 1_200
+    assert await r.exists(f"sj:{{{type_name}}}:job:7") == 0

@@ -14,10 +14,10 @@ from streamjobs import supervisor
 from streamjobs.admin import delete_type
 from streamjobs.config import Settings
 from streamjobs.connection import client_from_url
+from streamjobs.counts import known_types, type_stats
 from streamjobs.dead import DeadLetters
 from streamjobs.embedded import find_data_dir
 from streamjobs.errors import ConfigError, InvalidArgument, ServerError
-from streamjobs.counts import known_types, type_stats
 from streamjobs.keys import TypeKeys, check_type_name
 from streamjobs.logs import LogConfig, redact
 from streamjobs.producer import Producer

@@ -46,6 +46,9 @@ log = logging.getLogger("streamjobs")
 RESTART_BASE_S = 0.5
 RESTART_CAP_S = 30.0
 RESTART_STABLE_S = 60.0
+#: A child that exits with an error this soon after its first start is misconfigured
+#: (a module that does not import, a port in use): restarting cannot help.
+STARTUP_S = 5.0
 #: How long `up` waits for the API to answer /health before giving up.
 API_READY_S = 30.0
 POLL_S = 0.1
@@ -196,6 +199,11 @@ def _worker_group(cfg: WorkerConfig, env: dict[str, str]) -> Iterator[list[Child
 # ---- supervision -------------------------------------------------------------------
 
 
+def restart_delay(crashes: int, cap: float = RESTART_CAP_S) -> float:
+    """Seconds before a restart after ``crashes`` quick crashes in a row."""
+    return min(cap, RESTART_BASE_S * 2.0 ** min(crashes, 32))
+
+
 @dataclass
 class Child:
     """One supervised process: started again when it exits unasked."""
@@ -209,9 +217,15 @@ class Child:
     proc: subprocess.Popen[bytes] | None = None
     started_at: float = 0.0
     crashes: int = 0
+    starts: int = 0
     restart_at: float | None = None
 
+    @property
+    def first_run(self) -> bool:
+        return self.starts <= 1
+
     def start(self) -> None:
+        self.starts += 1
         argv = self.argv
         if self.metrics_port:
             argv = [*argv, "--metrics-port", str(self.metrics_port),
@@ -236,7 +250,7 @@ class Child:
         """After an unasked exit: when to start again (capped exponential backoff)."""
         if now - self.started_at >= RESTART_STABLE_S:
             self.crashes = 0
-        delay = min(RESTART_CAP_S, RESTART_BASE_S * 2 ** self.crashes)
+        delay = restart_delay(self.crashes)
         self.crashes += 1
         self.restart_at = now + delay
         return delay
@@ -275,8 +289,10 @@ class Supervisor:
                 signal.signal(s, h)
         if self._failed:
             raise ServerError(self._failed)
+        # Dying of the SIGTERM we sent is a clean stop (uvicorn re-raises it on exit).
+        clean = (0, None, -signal.SIGTERM)
         codes = [c.poll() for c in self.children]
-        return 1 if len(self._signals) > 1 or any(rc not in (0, None) for rc in codes) else 0
+        return 1 if len(self._signals) > 1 or any(rc not in clean for rc in codes) else 0
 
     def _loop(self) -> None:
         deadline = time.monotonic() + self._ready_timeout
@@ -311,6 +327,9 @@ class Supervisor:
             if rc is None:
                 continue
             if c.restart_at is None:
+                if c.first_run and rc > 0 and now - c.started_at < STARTUP_S:
+                    self.stop_all(f"{c.name} could not start (exit code {rc}; see above)")
+                    return
                 delay = c.schedule_restart(now)
                 how = f"killed by {signal.Signals(-rc).name}" if rc < 0 else f"exit code {rc}"
                 log.error("%s (pid %d) exited unexpectedly (%s); restarting in %.1fs",
@@ -385,7 +404,7 @@ class ServerKeeper:
         if time.monotonic() - self._started_at >= RESTART_STABLE_S:
             self._crashes = 0
         # Short: the loop (and the forwarding of signals) waits meanwhile.
-        delay = min(5.0, RESTART_BASE_S * 2 ** self._crashes)
+        delay = restart_delay(self._crashes, cap=5.0)
         self._crashes += 1
         if self._crashes > 5:
             raise ServerError(f"the embedded server keeps dying (exit status {rc}); "
@@ -439,11 +458,9 @@ def _up_children(cfg: UpConfig, url: str, settings: Settings,
         health = f"http://{_client_host(settings.api_host)}:{api_port}/health"
         supervisor = Supervisor(
             children, watch=keeper.check if keeper else None,
-            ready=(lambda: _answers(health)) if cfg.api else None,
+            ready=(lambda: _answers(health)) if cfg.api else (lambda: True),
             on_ready=lambda: _print_where(url, keeper, settings, api_port, cfg, children),
         )
-        if not cfg.api:
-            _print_where(url, keeper, settings, api_port, cfg, children)
         return supervisor.run()
 
 
@@ -453,7 +470,7 @@ def _client_host(bind: str) -> str:
 
 def _answers(url: str) -> bool:
     try:
-        with urllib.request.urlopen(url, timeout=1) as resp:  # noqa: S310 (our own API)
+        with urllib.request.urlopen(url, timeout=1) as resp:
             return int(resp.status) == 200
     except OSError:
         return False

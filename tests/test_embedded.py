@@ -9,9 +9,8 @@ import socket
 import subprocess
 import sys
 import time
-from typing import TYPE_CHECKING
-
 import urllib.request
+from pathlib import Path
 
 import pytest
 import redis
@@ -19,9 +18,6 @@ import redis
 from streamjobs.embedded import EmbeddedServer, find_server_binary, free_port
 from streamjobs.errors import ServerError
 from tests.helpers import ROOT
-
-if TYPE_CHECKING:
-    from pathlib import Path
 
 
 def test_embedded_server_is_private_durable_and_never_evicts(tmp_path: Path) -> None:
@@ -93,10 +89,9 @@ def test_up_runs_server_and_workers_and_processes_a_plain_xadd(tmp_path: Path) -
 def _up(data: Path, *args: str, stderr: Path | None = None) -> subprocess.Popen[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMJOBS_")}
     env.update(STREAMJOBS_DATA_DIR=str(data), STREAMJOBS_EMBEDDED_PORT="0")
-    return subprocess.Popen([sys.executable, "-m", "streamjobs", "up", *args], cwd=ROOT,
-                            env=env, stdout=subprocess.PIPE,
-                            stderr=stderr.open("w") if stderr else subprocess.DEVNULL,
-                            text=True)
+    with (stderr or Path(os.devnull)).open("w") as err:
+        return subprocess.Popen([sys.executable, "-m", "streamjobs", "up", *args], cwd=ROOT,
+                                env=env, stdout=subprocess.PIPE, stderr=err, text=True)
 
 
 def _stop(proc: subprocess.Popen[str]) -> int:

@@ -99,9 +99,10 @@ def test_cli_log_format_json_and_v(redis_url: str, type_name: str, tmp_path: Pat
     env = {**{k: v for k, v in os.environ.items() if not k.startswith("STREAMJOBS_")},
            "STREAMJOBS_REDIS_URL": redis_url, "SJ_TEST_TYPE": type_name,
            "PYTHONPATH": str(ROOT)}
-    err = (tmp_path / "err").open("wb")
-    proc = subprocess.Popen([sys.executable, "-m", "streamjobs", "-v", "--log-format", "json",
-                             "worker", "tests.workers"], cwd=ROOT, env=env, stderr=err)
+    with (tmp_path / "err").open("wb") as err:
+        proc = subprocess.Popen([sys.executable, "-m", "streamjobs", "-v", "--log-format",
+                                 "json", "worker", "tests.workers"], cwd=ROOT, env=env,
+                                stderr=err)
     procs.append(proc)
     subprocess.run([sys.executable, "-m", "streamjobs", "enqueue", type_name, "{}", "--id",
                     "j-json"], cwd=ROOT, env=env, check=True, timeout=60)

@@ -74,8 +74,8 @@ def test_supervisor_restarts_a_killed_child_and_leaves_the_others(
     children = [supervisor.Child(f"c{i}", sleeper, dict(os.environ)) for i in range(2)]
     sup = supervisor.Supervisor(children)
     caplog.set_level(logging.INFO, logger="streamjobs")
-    result: list[int] = []
-    thread = threading.Thread(target=lambda: result.append(_run_quietly(sup)))
+    result: list[int | None] = []
+    thread = threading.Thread(target=lambda: result.extend(_run_quietly(sup)))
     thread.start()
     try:
         wait_until(lambda: all(c.pid for c in children), 10, "children did not start")
@@ -89,15 +89,15 @@ def test_supervisor_restarts_a_killed_child_and_leaves_the_others(
     finally:
         sup._on_signal(signal.SIGTERM, None)
         thread.join(30)
-    assert result == [1]  # the sleepers die of the SIGTERM: a non-zero status
+    assert result == [-signal.SIGTERM, -signal.SIGTERM]  # stopped by the forwarded SIGTERM
 
 
-def _run_quietly(sup: supervisor.Supervisor) -> int:
+def _run_quietly(sup: supervisor.Supervisor) -> list[int | None]:
     # signal.signal() works only in the main thread: run the loop without installing.
     for c in sup.children:
         c.start()
     sup._loop()
-    return 1 if any(c.poll() not in (0, None) for c in sup.children) else 0
+    return [c.poll() for c in sup.children]
 
 
 @pytest.fixture
@@ -131,10 +131,11 @@ def test_up_restarts_a_killed_worker_while_the_others_and_the_api_serve(
     up_env: dict[str, str], up_proc: list[subprocess.Popen[str]], tmp_path: Path
 ) -> None:
     api_port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "streamjobs", "up", "--processes", "2", "--api-port",
-         str(api_port)], cwd=ROOT, env=up_env, stdout=subprocess.PIPE,
-        stderr=(tmp_path / "err").open("w"), text=True, start_new_session=True)
+    with (tmp_path / "err").open("w") as err:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "streamjobs", "up", "--processes", "2", "--api-port",
+             str(api_port)], cwd=ROOT, env=up_env, stdout=subprocess.PIPE, stderr=err,
+            text=True, start_new_session=True)
     up_proc.append(proc)
     url = read_until(proc, r"server\s+(redis://\S+)", 60).group(1)
     read_until(proc, r"stop\s+Ctrl-C", 10)
@@ -165,10 +166,11 @@ def test_one_ctrl_c_lets_every_child_finish_its_jobs(
     redis_url: str, type_name: str,
 ) -> None:
     up_env.update(STREAMJOBS_REDIS_URL=redis_url, SJ_TEST_TYPE=type_name)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "streamjobs", "up", "tests.workers", "--processes", "2",
-         "--concurrency", "1", "--no-api"], cwd=ROOT, env=up_env, stdout=subprocess.PIPE,
-        stderr=(tmp_path / "err").open("w"), text=True, start_new_session=True)
+    with (tmp_path / "err").open("w") as err:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "streamjobs", "up", "tests.workers", "--processes", "2",
+             "--concurrency", "1", "--no-api"], cwd=ROOT, env=up_env,
+            stdout=subprocess.PIPE, stderr=err, text=True, start_new_session=True)
     up_proc.append(proc)
     read_until(proc, r"streamjobs is up", 60)
     r = redis.Redis.from_url(redis_url)
@@ -192,8 +194,9 @@ def test_worker_without_a_server_stops_on_sigterm(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMJOBS_")}
     env.update(STREAMJOBS_REDIS_URL=f"redis://127.0.0.1:{free_port()}/0")
     err = tmp_path / "err"
-    proc = subprocess.Popen([sys.executable, "-m", "streamjobs", "worker", "handlers"],
-                            cwd=ROOT, env=env, stderr=err.open("w"))
+    with err.open("w") as f:
+        proc = subprocess.Popen([sys.executable, "-m", "streamjobs", "worker", "handlers"],
+                                cwd=ROOT, env=env, stderr=f)
     try:
         wait_until(lambda: "unreachable" in err.read_text(), 30, "no unreachable warning")
         proc.send_signal(signal.SIGTERM)

@@ -280,7 +280,9 @@ class Supervisor:
         try:
             for c in self.children:
                 c.start()
-            log.info("started %s", ", ".join(f"{c.name} (pid {c.pid})" for c in self.children))
+            if self.children:
+                log.info("started %s", ", ".join(f"{c.name} (pid {c.pid})"
+                                                  for c in self.children))
             self._loop()
         finally:
             for c in self.children:  # only on an error of our own: never leave orphans

@@ -19,7 +19,7 @@ import redis
 
 from streamjobs import supervisor
 from streamjobs.embedded import free_port
-from tests.helpers import ROOT
+from tests.helpers import ROOT, poll
 from tests.test_embedded import read_until
 
 if TYPE_CHECKING:
@@ -50,13 +50,6 @@ def alive(pid: int) -> bool:
         return False
 
 
-def wait_until(check: object, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():  # type: ignore[operator]
-        assert time.monotonic() < deadline, what
-        time.sleep(0.05)
-
-
 def test_restart_delays_double_up_to_a_cap(monkeypatch: pytest.MonkeyPatch) -> None:
     child = supervisor.Child("w", ["true"], {})
     child.started_at = 100.0
@@ -78,11 +71,10 @@ def test_supervisor_restarts_a_killed_child_and_leaves_the_others(
     thread = threading.Thread(target=lambda: result.extend(_run_quietly(sup)))
     thread.start()
     try:
-        wait_until(lambda: all(c.pid for c in children), 10, "children did not start")
+        poll(lambda: all(c.pid for c in children), 10)
         first, other = children[0].pid, children[1].pid
         os.kill(first, signal.SIGKILL)
-        wait_until(lambda: children[0].pid not in (0, first) and children[0].poll() is None,
-                   10, "the killed child was not started again")
+        poll(lambda: children[0].pid not in (0, first) and children[0].poll() is None, 10)
         assert children[1].pid == other and children[1].poll() is None
         assert any("killed by SIGKILL" in r.getMessage() and "restarting in 0.5s"
                    in r.getMessage() for r in caplog.records)
@@ -149,11 +141,10 @@ def test_up_restarts_a_killed_worker_while_the_others_and_the_api_serve(
     def replaced() -> bool:
         now = [p for p in children_of(proc.pid) if " worker " in cmdline(p)]
         return len(now) == 2 and workers[0] not in now
-    wait_until(replaced, 20, "no new worker process appeared")
+    poll(replaced, 20)
     r = redis.Redis.from_url(url)
     entry = r.xadd("sj:{demo}:stream", {"payload": "1"}).decode()
-    wait_until(lambda: r.hget(f"sj:{{demo}}:job:{entry}", "state") == b"completed", 20,
-               "the job was not completed")
+    poll(lambda: r.hget(f"sj:{{demo}}:job:{entry}", "state") == b"completed", 20)
     r.close()
     assert "exited unexpectedly (killed by SIGKILL)" in (tmp_path / "err").read_text()
     os.killpg(proc.pid, signal.SIGINT)
@@ -179,7 +170,7 @@ def test_one_ctrl_c_lets_every_child_finish_its_jobs(
                           {"payload": '{"sleep": 2}', "id": f"s{i}"}).decode()
                    for i in range(2)]
         runs = f"test:{{{type_name}}}:runs"
-        wait_until(lambda: r.hlen(runs) == 2, 30, "the two jobs did not start")
+        poll(lambda: r.hlen(runs) == 2, 30)
         # What a terminal does on Ctrl-C: SIGINT to the whole foreground process group.
         os.killpg(proc.pid, signal.SIGINT)
         assert proc.wait(timeout=60) == 0, (tmp_path / "err").read_text()
@@ -198,7 +189,7 @@ def test_worker_without_a_server_stops_on_sigterm(tmp_path: Path) -> None:
         proc = subprocess.Popen([sys.executable, "-m", "streamjobs", "worker", "handlers"],
                                 cwd=ROOT, env=env, stderr=f)
     try:
-        wait_until(lambda: "unreachable" in err.read_text(), 30, "no unreachable warning")
+        poll(lambda: "unreachable" in err.read_text(), 30)
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=10) == 0
     finally:

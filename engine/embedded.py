@@ -9,12 +9,15 @@ down (with a final fsync) when the owner stops it or exits.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import fcntl
 import importlib.util
 import os
 import shutil
+import signal
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -30,6 +33,17 @@ DEFAULT_PORT = 6379
 def url_file(data_dir: Path) -> Path:
     """Where `streamjobs up` / `server` records the embedded server's URL for the CLI."""
     return data_dir / "server.url"
+
+
+def die_with_parent() -> None:
+    """In a child before exec: SIGTERM it when its parent dies, even by SIGKILL, so a
+    killed ``up`` leaves no server or worker behind (Linux; elsewhere a no-op)."""
+    if sys.platform == "linux":
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+_PR_SET_PDEATHSIG = 1
 
 
 def find_server_binary(explicit: str | None = None) -> str:
@@ -205,7 +219,7 @@ class EmbeddedServer:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self._proc = subprocess.Popen(
             self._command(), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE, start_new_session=True,
+            stderr=subprocess.PIPE, start_new_session=True, preexec_fn=die_with_parent,
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

@@ -27,7 +27,7 @@ import anyio
 from prometheus_client import REGISTRY, CollectorRegistry, start_http_server
 from prometheus_client.multiprocess import MultiProcessCollector
 
-from streamjobs.embedded import DataDir, EmbeddedServer
+from streamjobs.embedded import DataDir, EmbeddedServer, die_with_parent
 from streamjobs.errors import ConfigError, InvalidArgument, ServerError
 from streamjobs.logs import LogConfig, redact
 from streamjobs.metrics import WorkerMetrics
@@ -52,6 +52,9 @@ STARTUP_S = 5.0
 #: How long `up` waits for the API to answer /health before giving up.
 API_READY_S = 30.0
 POLL_S = 0.1
+#: Signals that stop the supervisor (SIGHUP: the terminal closed; the children, in their
+#: own process groups, would not hear of it).
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 
 
 @dataclass(frozen=True, slots=True)
@@ -231,7 +234,8 @@ class Child:
             argv = [*argv, "--metrics-port", str(self.metrics_port),
                     "--metrics-host", self.metrics_host]
         # Own process group: the terminal's SIGINT is the parent's to forward.
-        self.proc = subprocess.Popen(argv, env=self.env, process_group=0)
+        self.proc = subprocess.Popen(argv, env=self.env, process_group=0,
+                                     preexec_fn=die_with_parent)
         self.started_at = time.monotonic()
         self.restart_at = None
 
@@ -276,7 +280,7 @@ class Supervisor:
         self._signals.append(sig)
 
     def run(self) -> int:
-        old = {s: signal.signal(s, self._on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+        old = {s: signal.signal(s, self._on_signal) for s in STOP_SIGNALS}
         try:
             for c in self.children:
                 c.start()

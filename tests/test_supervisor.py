@@ -196,3 +196,21 @@ def test_worker_without_a_server_stops_on_sigterm(tmp_path: Path) -> None:
         if proc.poll() is None:
             proc.kill()
         proc.wait()
+
+
+def test_killed_up_leaves_no_server_or_worker_behind(
+    up_env: dict[str, str], up_proc: list[subprocess.Popen[str]]
+) -> None:
+    proc = subprocess.Popen([sys.executable, "-m", "streamjobs", "up", "--no-api"], cwd=ROOT,
+                            env=up_env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                            text=True, start_new_session=True)
+    up_proc.append(proc)
+    url = read_until(proc, r"server\s+(redis://\S+)", 60).group(1)
+    read_until(proc, r"stop\s+Ctrl-C", 10)
+    r = redis.Redis.from_url(url)
+    server_pid = int(r.info("server")["process_id"])
+    r.close()
+    workers = [p for p in children_of(proc.pid) if " worker " in cmdline(p)]
+    assert workers
+    proc.kill()  # no cleanup code runs in `up`
+    poll(lambda: not any(alive(p) for p in [server_pid, *workers]), 20)

@@ -216,6 +216,9 @@ class EmbeddedServer:
         ]
 
     def start(self, timeout: float = 10.0) -> EmbeddedServer:
+        """Start (or, after it died, start again on the same port and data)."""
+        if self._proc is not None and self._proc.stderr:
+            self._proc.stderr.close()
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self._proc = subprocess.Popen(
             self._command(), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,

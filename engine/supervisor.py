@@ -464,10 +464,16 @@ def _up_children(cfg: UpConfig, url: str, settings: Settings,
         health = f"http://{_client_host(settings.api_host)}:{api_port}/health"
         supervisor = Supervisor(
             children, watch=keeper.check if keeper else None,
-            ready=(lambda: _answers(health)) if cfg.api else (lambda: True),
+            ready=lambda: _settled(children) and (not cfg.api or _answers(health)),
             on_ready=lambda: _print_where(url, keeper, settings, api_port, cfg, children),
         )
         return supervisor.run()
+
+
+def _settled(children: list[Child], after: float = 1.0) -> bool:
+    """Every child has been running a moment (one that cannot start has exited by then)."""
+    now = time.monotonic()
+    return all(c.poll() is None and now - c.started_at >= after for c in children)
 
 
 def _client_host(bind: str) -> str:

@@ -214,3 +214,15 @@ def test_killed_up_leaves_no_server_or_worker_behind(
     assert workers
     proc.kill()  # no cleanup code runs in `up`
     poll(lambda: not any(alive(p) for p in [server_pid, *workers]), 20)
+
+
+def test_up_with_a_worker_that_cannot_start_exits_instead_of_restarting(
+    up_env: dict[str, str],
+) -> None:
+    res = subprocess.run([sys.executable, "-m", "streamjobs", "up", "no_such_module_xyz",
+                          "--no-api"], cwd=ROOT, env=up_env, capture_output=True, text=True,
+                         timeout=60)
+    assert res.returncode == 1 and "streamjobs is up" not in res.stdout
+    assert res.stderr.count("cannot import handler module") == 1  # not restarted
+    assert res.stderr.strip().splitlines()[-1] == (
+        "error: worker could not start (exit code 1; see above)")

@@ -28,7 +28,7 @@ from prometheus_client import REGISTRY, CollectorRegistry, start_http_server
 from prometheus_client.multiprocess import MultiProcessCollector
 
 from streamjobs.embedded import DataDir, EmbeddedServer, die_with_parent
-from streamjobs.errors import ConfigError, InvalidArgument, ServerError
+from streamjobs.errors import ConfigError, InvalidArgument, ServerError, StreamJobsError
 from streamjobs.logs import LogConfig, redact
 from streamjobs.metrics import WorkerMetrics
 from streamjobs.registry import default_registry
@@ -294,7 +294,7 @@ class Supervisor:
             for s, h in old.items():
                 signal.signal(s, h)
         if self._failed:
-            raise ServerError(self._failed)
+            raise StreamJobsError(self._failed)
         # Dying of the SIGTERM we sent is a clean stop (uvicorn re-raises it on exit).
         clean = (0, None, -signal.SIGTERM)
         codes = [c.poll() for c in self.children]

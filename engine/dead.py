@@ -11,6 +11,7 @@ from streamjobs.config import Settings
 from streamjobs.connection import client_from_url
 from streamjobs.errors import InvalidArgument, raise_for_code
 from streamjobs.keys import TypeKeys
+from streamjobs.listing import check_stream_cursor
 from streamjobs.records import Record, split_fields
 from streamjobs.scripts import Scripts
 from streamjobs.status import JobStatus, job_status
@@ -66,7 +67,7 @@ class DeadLetters:
         """One page, oldest first; returns (jobs, cursor of the next page or None)."""
         if count < 1:
             raise InvalidArgument("count must be >= 1")
-        start = f"({after}" if after else "-"
+        start = f"({check_stream_cursor(after)}" if after else "-"
         rows = replies.entries(
             await self.redis.xrange(self.keys(type_).dead, start, until, count=count + 1)
         )

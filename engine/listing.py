@@ -21,6 +21,10 @@ if TYPE_CHECKING:
 
 
 STREAM_ID = re.compile(r"\d{1,20}-\d{1,20}")
+#: A stream id's two parts are unsigned 64-bit integers.
+MAX_ID_PART = 2**64 - 1
+#: Nothing comes after the largest id, so no page hands it out as a cursor.
+_LAST_ID = (MAX_ID_PART, MAX_ID_PART)
 #: Upper bound of one page.
 MAX_PAGE = 1000
 
@@ -50,17 +54,25 @@ class Page:
     next_cursor: str | None
 
 
+def check_stream_cursor(cursor: str) -> str:
+    """``cursor`` if it is a stream id the server accepts, else InvalidArgument."""
+    parts = tuple(int(p) for p in cursor.split("-")) if STREAM_ID.fullmatch(cursor) else ()
+    if not parts or max(parts) > MAX_ID_PART or parts == _LAST_ID:
+        raise InvalidArgument(f"invalid cursor {cursor!r}: pass back the next_cursor of a page")
+    return cursor
+
+
 def _check_page(cursor: str | None, limit: int, stream: bool) -> None:
     if not 1 <= limit <= MAX_PAGE:
         raise InvalidArgument(f"limit must be between 1 and {MAX_PAGE}")
     if cursor is None:
         return
-    if stream and not STREAM_ID.fullmatch(cursor):
+    if stream:
+        check_stream_cursor(cursor)
+        return
+    score, sep, member = cursor.partition(":")
+    if not (sep and score.isdigit() and member):
         raise InvalidArgument(f"invalid cursor {cursor!r}: pass back the next_cursor of a page")
-    if not stream:
-        score, sep, member = cursor.partition(":")
-        if not (sep and score.isdigit() and member):
-            raise InvalidArgument(f"invalid cursor {cursor!r}: pass back the next_cursor of a page")
 
 
 def _id_of(entry_id: str, fields: dict[bytes, bytes]) -> str:

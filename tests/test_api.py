@@ -431,3 +431,123 @@ async def test_api_owns_nothing_of_other_types(
     tk = TypeKeys("sj", type_name)
     keys = [k.decode() async for k in r.scan_iter(match=f"*{{{type_name}}}*")]
     assert keys and all(k.startswith(tk.base) for k in keys)
+
+
+# ---- edges (issue 8): every request answered correctly ---------------------------------
+
+OUT_OF_RANGE_CURSORS = ("99999999999999999999-0", "18446744073709551615-18446744073709551615",
+                        "0-18446744073709551616")
+
+
+@pytest.mark.parametrize("cursor", OUT_OF_RANGE_CURSORS)
+async def test_out_of_range_cursor_is_422(
+    client: httpx.AsyncClient, type_name: str, cursor: str
+) -> None:
+    for state in ("waiting", "running", "dead"):
+        r = await client.get(f"/jobs/{type_name}", params={"state": state, "cursor": cursor})
+        assert r.status_code == 422, (state, r.text)
+        assert "cursor" in r.json()["error"]
+    r = await client.get(f"/dead/{type_name}", params={"cursor": cursor})
+    assert r.status_code == 422 and "cursor" in r.json()["error"], r.text
+
+
+async def test_largest_cursor_is_accepted(client: httpx.AsyncClient, type_name: str) -> None:
+    top = "18446744073709551615-18446744073709551614"
+    r = await client.get(f"/jobs/{type_name}", params={"state": "waiting", "cursor": top})
+    assert r.status_code == 200 and r.json()["jobs"] == []
+    r = await client.get(f"/dead/{type_name}", params={"cursor": top})
+    assert r.status_code == 200 and r.json()["jobs"] == []
+
+
+@pytest.mark.parametrize("confirm", ["yes", "1", "on", "True", "TRUE", ""])
+async def test_purge_needs_literal_true(
+    client: httpx.AsyncClient, r: Any, type_name: str, confirm: str
+) -> None:
+    tk = TypeKeys("sj", type_name)
+    await r.xadd(tk.dead, {"id": "d1", "reason": "poison", "error": "x"})
+    resp = await client.delete(f"/dead/{type_name}", params={"confirm": confirm})
+    assert resp.status_code in (400, 422) and "confirm=true" in resp.json()["error"], resp.text
+    assert await r.xlen(tk.dead) == 1
+
+
+@pytest.mark.parametrize(
+    ("content", "field"),
+    [
+        (b'{"payload": NaN}', "NaN"),
+        (b'{"payload": {"a": [1, Infinity]}}', "Infinity"),
+        (b'{"payload": -Infinity}', "Infinity"),
+        (b'{"payload": 1e400}', "finite"),
+        (b'{"payload": 1, "run_at": -1}', "run_at"),
+        (b'{"payload": 1, "run_at": -1.5}', "run_at"),
+        (b'{"payload": 1, "delay": true}', "delay"),
+        (b'{"payload": 1, "delay": "5"}', "delay"),
+        (b'{"payload": 1, "timeout": true}', "timeout"),
+        (b'{"payload": 1, "max_attempts": true}', "max_attempts"),
+        (b'{"payload": 1, "max_attempts": 2.0}', "max_attempts"),
+        (b'{"payload": 1, "run_at": true}', "run_at"),
+        (b'\xff', "UTF-8"),
+        (b'{"payload": "\xff"}', "UTF-8"),
+        (b"[" * 100_000, "JSON"),
+    ],
+)
+async def test_lax_bodies_are_refused(
+    client: httpx.AsyncClient, r: Any, type_name: str, content: bytes, field: str
+) -> None:
+    resp = await client.post(f"/jobs/{type_name}", content=content)
+    assert resp.status_code == 422, resp.text
+    assert field in resp.json()["error"]
+    assert await r.xlen(TypeKeys("sj", type_name).stream) == 0
+
+
+async def test_strict_numbers_still_take_plain_values(
+    client: httpx.AsyncClient, type_name: str
+) -> None:
+    r = await client.post(f"/jobs/{type_name}", json={
+        "payload": {"x": 1.5e300}, "delay": 5, "timeout": 2.5, "max_attempts": 3})
+    assert r.status_code == 201 and r.json()["state"] == "delayed"
+    st = (await client.get(f"/jobs/{type_name}/{r.json()['id']}")).json()
+    assert st["payload"] == {"x": 1.5e300} and st["max_attempts"] == 3
+    r = await client.post(f"/jobs/{type_name}", json={"payload": 1, "run_at": 0})
+    assert r.status_code == 201 and r.json()["state"] == "waiting"
+
+
+@pytest.mark.parametrize("name", [".", ".."])
+async def test_dot_type_names_are_refused(client: httpx.AsyncClient, name: str) -> None:
+    encoded = name.replace(".", "%2E")
+    r = await client.post(f"/jobs/{encoded}", json={"payload": 1})
+    assert r.status_code == 422 and "invalid job type" in r.json()["error"], r.text
+
+
+async def test_405_allow_lists_every_method(client: httpx.AsyncClient, type_name: str) -> None:
+    cases = {f"/jobs/{type_name}": {"GET", "HEAD", "POST"},
+             f"/jobs/{type_name}/x": {"GET", "HEAD", "DELETE"},
+             f"/dead/{type_name}": {"GET", "HEAD", "DELETE"},
+             f"/dead/{type_name}/retry": {"POST", "GET", "HEAD", "DELETE"},
+             "/health": {"GET", "HEAD"}}
+    for path, methods in cases.items():
+        r = await client.put(path)
+        assert r.status_code == 405, path
+        assert {m.strip() for m in r.headers["allow"].split(",")} == methods, path
+
+
+async def test_websocket_scope_needs_a_key(redis_url: str) -> None:
+    from starlette.testclient import TestClient
+    from starlette.websockets import WebSocketDisconnect
+
+    app = create_app(redis_url, Settings(redis_url=redis_url, api_keys=("k",)))
+    calls: list[str] = []
+
+    @app.websocket("/ws")
+    async def ws(sock: Any) -> None:
+        calls.append("in")
+        await sock.accept()
+        await sock.send_text("hello")
+        await sock.close()
+
+    with TestClient(app) as tc:
+        with pytest.raises(WebSocketDisconnect) as refused, tc.websocket_connect("/ws"):
+            pass
+        assert refused.value.code == 1008 and calls == []
+        with tc.websocket_connect("/ws", headers={"Authorization": "Bearer k"}) as sock:
+            assert sock.receive_text() == "hello"
+        assert calls == ["in"]

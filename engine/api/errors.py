@@ -8,13 +8,12 @@ bad input never becomes a 500.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+import redis.exceptions as rx
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError, ResponseError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from streamjobs import errors
@@ -35,22 +34,64 @@ class ApiError(Exception):
         self.extra = extra
 
 
-#: Engine exceptions → status, most specific first. ValueError is the engine's
-#: "bad argument" (job id, cursor, limit, reserved header ...).
-_STATUS: tuple[tuple[type[Exception], int], ...] = (
-    (errors.InvalidTypeName, 422),
-    (errors.PayloadTooLarge, 413),
-    (errors.DecodeError, 422),
-    (errors.JobNotFound, 404),
-    (errors.DuplicateJob, 409),
-    (errors.WrongState, 409),
-    (errors.NotOwner, 409),
-    (errors.ServerError, 503),
-    (ValueError, 422),
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """How the API answers one class of exception."""
+
+    status: int
+    #: None: the exception's own text (written for the caller). Otherwise a fixed
+    #: message, and the exception is logged: its text is for the operator only.
+    message: str | None = None
+    #: Seconds for ``Retry-After`` (a refusal that passes).
+    retry_after: int | None = None
+
+
+_BUSY = Answer(503, "the job server refuses requests for now (full, read-only, loading or "
+                    "failing over): try again later", retry_after=1)
+_UNREACHABLE = Answer(503, "the job server cannot be reached: try again later", retry_after=1)
+_SERVER_FAULT = Answer(500, "the job server answered an error (logged by the API process)")
+
+#: Every exception a route can meet → its answer; the first matching class wins, so
+#: subclasses come before their bases. Anything else is a logged 500.
+ANSWERS: tuple[tuple[type[BaseException], Answer], ...] = (
+    # The caller's mistakes: the message says what to change.
+    (errors.InvalidTypeName, Answer(422)),
+    (errors.PayloadTooLarge, Answer(413)),
+    (errors.InvalidArgument, Answer(422)),
+    (errors.DecodeError, Answer(422)),  # a payload the wire format cannot carry
+    (errors.JobNotFound, Answer(404)),
+    (errors.DuplicateJob, Answer(409)),
+    (errors.WrongState, Answer(409)),
+    (errors.NotOwner, Answer(409)),
+    # Data on the server the engine cannot read: the operator's problem, not the caller's.
+    (errors.CorruptData, Answer(500, "the job server holds data this API cannot read "
+                                     "(logged by the API process)")),
+    (errors.ServerError, _UNREACHABLE),
+    # Server refusals that pass. redis-py strips the reply's code (OOM, READONLY ...)
+    # from the message and names it by class instead.
+    (rx.BusyLoadingError, _BUSY),  # a ConnectionError: before it
+    (rx.AuthenticationError, _SERVER_FAULT),
+    (rx.ConnectionError, _UNREACHABLE),
+    (rx.TimeoutError, _UNREACHABLE),
+    (rx.OutOfMemoryError, _BUSY),
+    (rx.ReadOnlyError, _BUSY),
+    (rx.TryAgainError, _BUSY),
+    (rx.ClusterDownError, _BUSY),  # and MasterDownError
+    (rx.AskError, _BUSY),  # and MovedError: a slot moving between nodes
+    (rx.RedisError, _SERVER_FAULT),
 )
 
-#: Server replies that mean "try again later", not a bug.
-_UNAVAILABLE = ("OOM", "BUSY", "LOADING", "READONLY", "MASTERDOWN", "TRYAGAIN", "CLUSTERDOWN")
+#: Reply codes redis-py has no class for (its message keeps them).
+_BUSY_CODES = ("BUSY ", "NOREPLICAS ")
+
+
+def answer_for(exc: BaseException) -> Answer:
+    if isinstance(exc, rx.ResponseError) and str(exc).startswith(_BUSY_CODES):
+        return _BUSY
+    for cls, answer in ANSWERS:
+        if isinstance(exc, cls):
+            return answer
+    return Answer(500, "internal error (logged by the API process)")
 
 
 def error_response(status: int, message: str, headers: dict[str, str] | None = None,
@@ -58,34 +99,22 @@ def error_response(status: int, message: str, headers: dict[str, str] | None = N
     return JSONResponse({"error": message, **extra}, status_code=status, headers=headers)
 
 
-def status_for(exc: BaseException) -> int:
-    for cls, status in _STATUS:
-        if isinstance(exc, cls):
-            return status
-    return 500
-
-
 async def _api_error(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ApiError)
     return error_response(exc.status, exc.message, **exc.extra)
 
 
-async def _engine_error(_: Request, exc: Exception) -> JSONResponse:
+async def _mapped(request: Request, exc: Exception) -> JSONResponse:
+    answer = answer_for(exc)
+    if answer.message is not None:
+        level = logging.WARNING if answer.status < 500 else logging.ERROR
+        log.log(level, "%s %s answered %d: %r", request.method, request.url.path,
+                answer.status, exc, exc_info=answer.status == 500 and exc)
+    headers = {"Retry-After": str(answer.retry_after)} if answer.retry_after else None
     extra: dict[str, Any] = {}
     if isinstance(exc, errors.TransitionError) and exc.job_id:
         extra["id"] = exc.job_id
-    return error_response(status_for(exc), str(exc), **extra)
-
-
-async def _redis_error(_: Request, exc: Exception) -> JSONResponse:
-    if isinstance(exc, RedisConnectionError | RedisTimeoutError):
-        return error_response(503, f"the job server cannot be reached, try again: {exc}",
-                              headers={"Retry-After": "1"})
-    if isinstance(exc, ResponseError) and str(exc).startswith(_UNAVAILABLE):
-        return error_response(503, f"the job server refused the request, try again: {exc}",
-                              headers={"Retry-After": "1"})
-    log.error("server error: %r", exc)
-    return error_response(500, f"the job server answered an error: {exc}")
+    return error_response(answer.status, answer.message or str(exc), headers, **extra)
 
 
 def _validation_message(err: dict[str, Any]) -> str:
@@ -113,17 +142,14 @@ async def _http_error(_: Request, exc: Exception) -> JSONResponse:
     return error_response(exc.status_code, message, headers=dict(exc.headers or {}))
 
 
-async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
-    log.exception("unhandled error", exc_info=exc)
-    return error_response(500, "internal error (logged by the API process)")
 
 
 def install(app: FastAPI) -> None:
     """Register the handlers on ``app``."""
     app.add_exception_handler(ApiError, _api_error)
-    app.add_exception_handler(errors.StreamJobsError, _engine_error)
-    app.add_exception_handler(ValueError, _engine_error)
-    app.add_exception_handler(RedisError, _redis_error)
+    for cls, _ in ANSWERS:
+        app.add_exception_handler(cls, _mapped)
+    # Anything unmapped is a bug: logged with its traceback, answered 500.
+    app.add_exception_handler(Exception, _mapped)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
-    app.add_exception_handler(Exception, _unexpected)

@@ -12,7 +12,8 @@ from dataclasses import dataclass
 
 from streamjobs.errors import InvalidTypeName
 
-TYPE_NAME = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
+#: Not "." or "..": a URL path cannot carry them (clients resolve them away).
+TYPE_NAME = re.compile(r"(?!\.\.?$)[A-Za-z0-9_.\-]{1,64}")
 GROUP = "workers"
 
 
@@ -20,7 +21,8 @@ def check_type_name(name: str) -> str:
     """Return ``name`` if it is a valid job type name, else raise InvalidTypeName."""
     if not isinstance(name, str) or not TYPE_NAME.fullmatch(name):
         raise InvalidTypeName(
-            f"invalid job type {name!r}: use 1-64 characters from A-Z a-z 0-9 _ . -"
+            f"invalid job type {name!r}: use 1-64 characters from A-Z a-z 0-9 _ . - "
+            "(not '.' or '..')"
         )
     return name
 

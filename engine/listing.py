@@ -20,7 +20,10 @@ if TYPE_CHECKING:
     from streamjobs.keys import TypeKeys
 
 
-STREAM_ID = re.compile(r"\d{1,20}-\d{1,20}")
+# [0-9], not \d: \d also matches other scripts' digits, which int() reads and the server not.
+STREAM_ID = re.compile(r"[0-9]{1,20}-[0-9]{1,20}")
+#: The cursor of a list kept in a sorted set (delayed, completed): ``score:member``.
+SCORE_CURSOR = re.compile(r"[0-9]{1,20}:.+", re.DOTALL)
 #: A stream id's two parts are unsigned 64-bit integers.
 MAX_ID_PART = 2**64 - 1
 #: Nothing comes after the largest id, so no page hands it out as a cursor.
@@ -70,8 +73,7 @@ def _check_page(cursor: str | None, limit: int, stream: bool) -> None:
     if stream:
         check_stream_cursor(cursor)
         return
-    score, sep, member = cursor.partition(":")
-    if not (sep and score.isdigit() and member):
+    if not SCORE_CURSOR.fullmatch(cursor):
         raise InvalidArgument(f"invalid cursor {cursor!r}: pass back the next_cursor of a page")
 
 

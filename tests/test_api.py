@@ -138,7 +138,7 @@ async def test_invalid_enqueue_bodies_are_422(
         (b"{not json", "not valid JSON"),
         (b'{"payload": 1, "headers": {"payload": "x"}}', "reserved"),
         (b'{"payload": 100000000000000000000000}', "JSON"),
-        (b'{"payload": 1, "delay": Infinity}', "delay"),
+        (b'{"payload": 1, "delay": Infinity}', "Infinity"),
     ],
 )
 async def test_bad_input_never_500(
@@ -436,7 +436,7 @@ async def test_api_owns_nothing_of_other_types(
 # ---- edges (issue 8): every request answered correctly ---------------------------------
 
 OUT_OF_RANGE_CURSORS = ("99999999999999999999-0", "18446744073709551615-18446744073709551615",
-                        "0-18446744073709551616")
+                        "0-18446744073709551616", "\u0661-\u0660")  # Arabic-Indic digits
 
 
 @pytest.mark.parametrize("cursor", OUT_OF_RANGE_CURSORS)
@@ -449,6 +449,15 @@ async def test_out_of_range_cursor_is_422(
         assert "cursor" in r.json()["error"]
     r = await client.get(f"/dead/{type_name}", params={"cursor": cursor})
     assert r.status_code == 422 and "cursor" in r.json()["error"], r.text
+
+
+@pytest.mark.parametrize("cursor", ["\u00b2:x", "\u0661:x", "1e5:x", "x"])
+async def test_bad_score_cursor_is_422(
+    client: httpx.AsyncClient, type_name: str, cursor: str
+) -> None:
+    for state in ("delayed", "completed"):
+        r = await client.get(f"/jobs/{type_name}", params={"state": state, "cursor": cursor})
+        assert r.status_code == 422 and "cursor" in r.json()["error"], (state, r.text)
 
 
 async def test_largest_cursor_is_accepted(client: httpx.AsyncClient, type_name: str) -> None:

@@ -7,6 +7,7 @@ Bounded: a few examples per operation, so the run stays well under a minute.
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from typing import TYPE_CHECKING, Any
@@ -70,3 +71,50 @@ def test_no_server_errors(api_url: str, method: str, path: str) -> None:
             assert "error" in response.json(), f"{where}: {response.text[:500]}"
 
     run()
+
+
+def _param_pattern(path: str, method: str, name: str) -> str:
+    (param,) = [p for p in DOC["paths"][path][method]["parameters"] if p["name"] == name]
+    pattern: str = param["schema"].get("pattern") or next(
+        s["pattern"] for s in param["schema"]["anyOf"] if "pattern" in s)
+    return pattern
+
+
+def test_schema_patterns_are_the_engines() -> None:
+    """The document states exactly what the code accepts: the engine's compiled patterns."""
+    from streamjobs.inspect import SCORE_CURSOR, STREAM_ID
+    from streamjobs.job import JOB_ID
+    from streamjobs.keys import TYPE_NAME
+
+    def anchored(*patterns: re.Pattern[str]) -> str:
+        body = "|".join(p.pattern for p in patterns)
+        return f"^{body}$" if len(patterns) == 1 else f"^(?:{body})$"
+
+    for path, ops in DOC["paths"].items():
+        for method in ops:
+            if "{type}" in path:
+                assert _param_pattern(path, method, "type") == anchored(TYPE_NAME), path
+            if "{id}" in path:
+                assert _param_pattern(path, method, "id") == anchored(JOB_ID), path
+    assert _param_pattern("/jobs/{type}", "get", "cursor") == anchored(STREAM_ID, SCORE_CURSOR)
+    assert _param_pattern("/dead/{type}", "get", "cursor") == anchored(STREAM_ID)
+    item = DOC["components"]["schemas"]["EnqueueRequest"]["properties"]["id"]
+    assert next(s["pattern"] for s in item["anyOf"] if "pattern" in s) == anchored(JOB_ID)
+
+
+@pytest.mark.parametrize("name", ["a", "a.b", "...", ".a", "a.", "-", "_" * 64])
+def test_type_pattern_accepts_what_the_engine_does(name: str) -> None:
+    from streamjobs.keys import check_type_name
+
+    assert check_type_name(name) == name
+    assert re.fullmatch(_param_pattern("/jobs/{type}", "post", "type")[1:-1], name)
+
+
+@pytest.mark.parametrize("name", [".", "..", "", "a b", "x" * 65])
+def test_type_pattern_refuses_what_the_engine_does(name: str) -> None:
+    from streamjobs.errors import InvalidTypeName
+    from streamjobs.keys import check_type_name
+
+    with pytest.raises(InvalidTypeName):
+        check_type_name(name)
+    assert not re.fullmatch(_param_pattern("/jobs/{type}", "post", "type")[1:-1], name)

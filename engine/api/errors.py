@@ -119,16 +119,19 @@ async def _mapped(request: Request, exc: Exception) -> JSONResponse:
 
 def _validation_message(err: dict[str, Any]) -> str:
     if err.get("type") == "json_invalid":
-        return "the request body is not valid JSON"
+        why = (err.get("ctx") or {}).get("error")
+        return f"the request body is not valid JSON: {why}" if why else \
+            "the request body is not valid JSON"
     where = ".".join(str(p) for p in err.get("loc", ()) if p != "body") or "body"
     return f"{where}: {err.get('msg', 'invalid')}"
 
 
 async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
+    errs = list(exc.errors())
     details = [{"loc": list(e.get("loc", ())), "msg": str(e.get("msg", "")),
-                "type": str(e.get("type", ""))} for e in exc.errors()]
-    message = "; ".join(_validation_message(e) for e in details[:5]) or "invalid request"
+                "type": str(e.get("type", ""))} for e in errs]
+    message = "; ".join(_validation_message(e) for e in errs[:5]) or "invalid request"
     return error_response(422, message, detail=details)
 
 

@@ -2,25 +2,116 @@
 
 from __future__ import annotations
 
+import json
+import math
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from fastapi import Request
+from fastapi.routing import APIRoute
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    WithJsonSchema,
+)
 
 from streamjobs.counts import TypeStats
 from streamjobs.dead import DeadJob
-from streamjobs.listing import JobSummary
+from streamjobs.job import JOB_ID
+from streamjobs.keys import TYPE_NAME
+from streamjobs.listing import SCORE_CURSOR, STREAM_ID, JobSummary
 from streamjobs.producer import JobSpec
 
-JOB_ID_PATTERN = r"^[!-~]{1,128}$"
-TYPE_PATTERN = r"^[A-Za-z0-9_.\-]{1,64}$"
-STREAM_ID_PATTERN = r"^\d{1,20}-\d{1,20}$"
+if TYPE_CHECKING:
+    from collections.abc import Callable, Coroutine
+
+    from fastapi import Response
+
+#: The engine's own patterns, anchored for the OpenAPI document.
+JOB_ID_PATTERN = f"^{JOB_ID.pattern}$"
+TYPE_PATTERN = f"^{TYPE_NAME.pattern}$"
+STREAM_ID_PATTERN = f"^{STREAM_ID.pattern}$"
+LIST_CURSOR_PATTERN = f"^(?:{STREAM_ID.pattern}|{SCORE_CURSOR.pattern})$"
 #: Ten years: a longer delay is a mistake, not a schedule.
 MAX_DELAY_S = 10 * 365 * 86400
 MAX_BULK = 5000
+#: Year 5138: a larger epoch is a unit mistake (milliseconds sent as seconds).
+MAX_EPOCH_S = 1e11
+
+
+
+# ---- request bodies: strict JSON, strict numbers -----------------------------------------
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number: send finite numbers only")
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{text[:40]} is not a finite number")
+    return value
+
+
+def loads_strict(body: bytes) -> Any:
+    """JSON as RFC 8259 has it: UTF-8, finite numbers only (no NaN, Infinity, 1e400).
+
+    Every refusal is a ``json.JSONDecodeError``, which FastAPI answers as a 422.
+    """
+    try:
+        text = body.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise json.JSONDecodeError("the body is not UTF-8", repr(body[:80]), e.start) from e
+    try:
+        return json.loads(text, parse_constant=_no_constant, parse_float=_finite)
+    except json.JSONDecodeError:
+        raise
+    except ValueError as e:  # our parse hooks, or an integer of thousands of digits
+        raise json.JSONDecodeError(str(e), text, 0) from e
+    except RecursionError as e:
+        raise json.JSONDecodeError("nested too deeply", text, 0) from e
+
+
+class StrictJsonRequest(Request):
+    async def json(self) -> Any:
+        if not hasattr(self, "_json"):
+            self._json = loads_strict(await self.body())
+        return self._json
+
+
+class StrictJsonRoute(APIRoute):
+    """A route whose JSON body is read by :func:`loads_strict`."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def strict(request: Request) -> Response:
+            return await handler(StrictJsonRequest(request.scope, request.receive))
+
+        return strict
+
+
+def _run_at(value: Any) -> Any:
+    """Epoch seconds become a datetime here; texts are left to pydantic's ISO 8601 parser.
+    (Lax pydantic would read ``true`` as 1 and ``-1`` as a time before the epoch.)"""
+    if isinstance(value, bool) or not isinstance(value, int | float | str | datetime):
+        raise ValueError("give an ISO 8601 datetime text or epoch seconds")
+    if isinstance(value, int | float):
+        if not 0 <= value <= MAX_EPOCH_S:
+            raise ValueError(f"epoch seconds must be between 0 and {MAX_EPOCH_S:g}")
+        return datetime.fromtimestamp(value, UTC)
+    return value
+
 
 HeaderName = Annotated[str, StringConstraints(pattern=r"^[!-~]{1,128}$")]
-EpochSeconds = Annotated[float, Field(ge=0, le=1e11, allow_inf_nan=False)]
+RunAt = Annotated[datetime, BeforeValidator(_run_at), WithJsonSchema({"anyOf": [
+    {"type": "string", "format": "date-time"},
+    {"type": "number", "minimum": 0, "maximum": MAX_EPOCH_S},
+]})]
 
 
 class EnqueueRequest(BaseModel):
@@ -36,14 +127,15 @@ class EnqueueRequest(BaseModel):
     id: str | None = Field(None, pattern=JOB_ID_PATTERN,
                            description="job id chosen by the producer (idempotent: an existing "
                                        "id is refused with 409); default: generated")
-    delay: float | None = Field(None, ge=0, le=MAX_DELAY_S, allow_inf_nan=False,
+    # strict: true, "5" and 2.0-for-an-int are refused, never coerced.
+    delay: float | None = Field(None, ge=0, le=MAX_DELAY_S, allow_inf_nan=False, strict=True,
                                 description="seconds from now (server clock)")
-    run_at: datetime | EpochSeconds | None = Field(
+    run_at: RunAt | None = Field(
         None, description="when to run: ISO 8601 datetime (naive means UTC) or epoch seconds")
-    max_attempts: int | None = Field(None, ge=1, le=10_000,
+    max_attempts: int | None = Field(None, ge=1, le=10_000, strict=True,
                                      description="attempts before the dead stream; default: "
                                                  "the type's policy")
-    timeout: float | None = Field(None, gt=0, le=7 * 86400, allow_inf_nan=False,
+    timeout: float | None = Field(None, gt=0, le=7 * 86400, allow_inf_nan=False, strict=True,
                                   description="seconds one attempt may run; default: policy")
     headers: dict[HeaderName, str] = Field(
         default_factory=dict, max_length=64,

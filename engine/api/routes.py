@@ -15,6 +15,7 @@ from redis.exceptions import RedisError
 from streamjobs.api.errors import ApiError, error_response
 from streamjobs.api.models import (
     JOB_ID_PATTERN,
+    LIST_CURSOR_PATTERN,
     STREAM_ID_PATTERN,
     TYPE_PATTERN,
     BulkEnqueued,
@@ -29,6 +30,7 @@ from streamjobs.api.models import (
     JobPage,
     Retried,
     Status,
+    StrictJsonRoute,
     TypesOut,
     WorkersOut,
 )
@@ -43,7 +45,7 @@ from streamjobs.presence import live_workers
 from streamjobs.scripts import SPECS, source
 from streamjobs.status import JobStatus, job_status
 
-router = APIRouter()
+router = APIRouter(route_class=StrictJsonRoute)
 
 
 @contextmanager
@@ -120,8 +122,9 @@ async def list_by_state(
     state: Annotated[str, Query(pattern="^(waiting|running|delayed|completed|dead)$",
                                 description="which jobs to list")] = "waiting",
     limit: Limit = 50,
-    cursor: Annotated[str | None, Query(max_length=300,
-                                        description="next_cursor of the previous page")] = None,
+    cursor: Annotated[str | None, Query(
+        max_length=300, json_schema_extra={"pattern": LIST_CURSOR_PATTERN},
+        description="next_cursor of the previous page")] = None,
 ) -> dict[str, Any]:
     """One page of the type's jobs in `state`, oldest first (delayed: soonest due first).
     Rows are summaries; GET the job for its payload and result."""
@@ -159,7 +162,7 @@ async def cancel(type_: TypeName, job_id: JobId, api: Api) -> Cancelled:
             responses=_errors(503))
 async def dead_list(
     type_: TypeName, api: Api, limit: Limit = 50,
-    cursor: Annotated[str | None, Query(pattern=STREAM_ID_PATTERN,
+    cursor: Annotated[str | None, Query(json_schema_extra={"pattern": STREAM_ID_PATTERN},
                                         description="next_cursor of the previous page")] = None,
 ) -> dict[str, Any]:
     """Dead jobs of the type, oldest first, with reason, error and payload."""
@@ -180,14 +183,17 @@ async def dead_retry_all(
 @router.delete("/dead/{type}", response_model=Count, tags=["dead letters"],
                responses=_errors(400, 503))
 async def dead_purge(
-    type_: TypeName, api: Api, confirm: bool = False,
+    type_: TypeName, api: Api,
+    confirm: Annotated[str | None, Query(
+        max_length=10, json_schema_extra={"enum": ["true"]},
+        description="must be the text `true`: this cannot be undone")] = None,
     error_contains: Annotated[str | None, Query(max_length=1000)] = None,
 ) -> Count:
     """Delete the type's dead jobs (or those whose error contains the text). Needs
-    `?confirm=true`: this cannot be undone."""
-    if not confirm:
+    `?confirm=true` (that text only): this cannot be undone."""
+    if confirm != "true":
         raise ApiError(400, f"purging deletes dead jobs of {type_!r} for good: repeat the "
-                            "request with ?confirm=true")
+                            f"request with ?confirm=true (got {confirm!r})")
     return Count(count=await api.dead.purge(type_, error_contains=error_contains))
 
 

@@ -10,6 +10,7 @@ from urllib.parse import quote
 import anyio
 import httpx
 import pytest
+from fastapi import WebSocket
 
 from streamjobs import Job, Registry, Settings, Worker
 from streamjobs.api import create_app
@@ -528,35 +529,57 @@ async def test_dot_type_names_are_refused(client: httpx.AsyncClient, name: str) 
 
 
 async def test_405_allow_lists_every_method(client: httpx.AsyncClient, type_name: str) -> None:
-    cases = {f"/jobs/{type_name}": {"GET", "HEAD", "POST"},
-             f"/jobs/{type_name}/x": {"GET", "HEAD", "DELETE"},
-             f"/dead/{type_name}": {"GET", "HEAD", "DELETE"},
-             f"/dead/{type_name}/retry": {"POST", "GET", "HEAD", "DELETE"},
-             "/health": {"GET", "HEAD"}}
+    cases = {f"/jobs/{type_name}": {"GET", "POST"},
+             f"/jobs/{type_name}/x": {"GET", "DELETE"},
+             f"/dead/{type_name}": {"GET", "DELETE"},
+             f"/dead/{type_name}/retry": {"POST", "GET", "DELETE"},
+             "/health": {"GET"}, "/openapi.json": {"GET", "HEAD"}}
     for path, methods in cases.items():
         r = await client.put(path)
         assert r.status_code == 405, path
         assert {m.strip() for m in r.headers["allow"].split(",")} == methods, path
 
 
-async def test_websocket_scope_needs_a_key(redis_url: str) -> None:
-    from starlette.testclient import TestClient
-    from starlette.websockets import WebSocketDisconnect
+async def _websocket(app: Any, headers: list[tuple[bytes, bytes]]) -> list[dict[str, Any]]:
+    """One websocket session through the ASGI app as a server drives it: what it sent."""
+    sent: list[dict[str, Any]] = []
+    incoming = [{"type": "websocket.connect"}]
 
+    async def receive() -> dict[str, Any]:
+        if incoming:
+            return incoming.pop(0)
+        await anyio.sleep_forever()
+        raise AssertionError
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    scope = {"type": "websocket", "asgi": {"version": "3.0"}, "path": "/ws",
+             "raw_path": b"/ws", "root_path": "", "query_string": b"", "headers": headers,
+             "scheme": "ws", "server": ("api", 80), "client": ("127.0.0.1", 1),
+             "subprotocols": []}
+    with anyio.fail_after(5):
+        await app(scope, receive, send)
+    return sent
+
+
+async def test_websocket_scope_needs_a_key(redis_url: str) -> None:
     app = create_app(redis_url, Settings(redis_url=redis_url, api_keys=("k",)))
     calls: list[str] = []
 
     @app.websocket("/ws")
-    async def ws(sock: Any) -> None:
+    async def ws(sock: WebSocket) -> None:
         calls.append("in")
         await sock.accept()
         await sock.send_text("hello")
         await sock.close()
 
-    with TestClient(app) as tc:
-        with pytest.raises(WebSocketDisconnect) as refused, tc.websocket_connect("/ws"):
-            pass
-        assert refused.value.code == 1008 and calls == []
-        with tc.websocket_connect("/ws", headers={"Authorization": "Bearer k"}) as sock:
-            assert sock.receive_text() == "hello"
-        assert calls == ["in"]
+    async with app.router.lifespan_context(app):
+        for headers in ([], [(b"authorization", b"Bearer wrong")]):
+            sent = await _websocket(app, headers)
+            assert [m["type"] for m in sent] == ["websocket.close"] and calls == []
+            assert sent[0]["code"] == 1008 and "Bearer" in sent[0]["reason"]
+        sent = await _websocket(app, [(b"authorization", b"Bearer k")])
+        assert [m["type"] for m in sent] == ["websocket.accept", "websocket.send",
+                                             "websocket.close"]
+        assert sent[1]["text"] == "hello" and calls == ["in"]

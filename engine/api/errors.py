@@ -15,6 +15,7 @@ import redis.exceptions as rx
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from streamjobs import errors
 
@@ -135,14 +136,29 @@ async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
     return error_response(422, message, detail=details)
 
 
-async def _http_error(_: Request, exc: Exception) -> JSONResponse:
+_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+
+
+def _allowed(request: Request) -> str:
+    """Every method some route of the path takes (Starlette names only the first route's)."""
+    allowed = []
+    for method in _METHODS:
+        scope = {**request.scope, "method": method}
+        if any(r.matches(scope)[0] is Match.FULL for r in request.app.router.routes):
+            allowed.append(method)
+    return ", ".join(allowed)
+
+
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     message = exc.detail if isinstance(exc.detail, str) else "request refused"
+    headers = dict(exc.headers or {})
     if exc.status_code == 404 and message == "Not Found":
         message = "no such route: see /docs for the routes this API serves"
     elif exc.status_code == 405:
         message = "method not allowed on this route: see /docs"
-    return error_response(exc.status_code, message, headers=dict(exc.headers or {}))
+        headers["Allow"] = _allowed(request)
+    return error_response(exc.status_code, message, headers=headers)
 
 
 

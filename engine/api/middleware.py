@@ -57,9 +57,17 @@ class BearerAuth:
         return ok
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if (scope["type"] != "http" or not self.keys or scope["path"] in self.open_paths
+        # Every scope but lifespan is a request: a websocket needs a key as much as HTTP.
+        if (scope["type"] == "lifespan" or not self.keys or scope["path"] in self.open_paths
                 or self._authorised(scope)):
             await self.app(scope, receive, send)
+            return
+        if scope["type"] == "websocket":
+            # Closing before accepting: the server answers the handshake with 403.
+            await send({"type": "websocket.close", "code": 1008,
+                        "reason": "this API needs a key: Authorization: Bearer <key>"})
+            return
+        if scope["type"] != "http":
             return
         given = _header(scope, b"authorization") is not None
         message = ("the API key is not valid" if given else

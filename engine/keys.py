@@ -83,3 +83,8 @@ def workers_key(prefix: str) -> str:
 def worker_key(prefix: str, name: str) -> str:
     """Hash describing one worker; expires when its heartbeat stops."""
     return f"{prefix}:worker:{name}"
+
+
+def ready_probe_key(prefix: str) -> str:
+    """A short-lived key the API's readiness check writes (its own hash tag)."""
+    return f"{prefix}:{{ready}}:probe"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import AsyncExitStack
 from typing import Any
 from urllib.parse import quote
@@ -11,9 +11,14 @@ import anyio
 import httpx
 import pytest
 from fastapi import WebSocket
+from redis._parsers.resp3 import _RESP3Parser
+from redis.exceptions import OutOfMemoryError
 
 from streamjobs import Job, Registry, Settings, Worker
 from streamjobs.api import create_app
+from streamjobs.api.errors import answer_for
+from streamjobs.connection import client_from_url
+from streamjobs.embedded import EmbeddedServer, free_port
 from streamjobs.keys import TypeKeys
 from tests.helpers import FAST, running, wait_equal
 
@@ -26,9 +31,11 @@ async def make_client(redis_url: str) -> AsyncIterator[MakeClient]:
     """An API client for the test server; the app's lifespan runs around the test."""
     async with AsyncExitStack() as stack:
 
-        async def make(**overrides: Any) -> httpx.AsyncClient:
-            settings = Settings(redis_url=redis_url, **overrides)
-            app = create_app(redis_url, settings)
+        async def make(redis_url_override: str | None = None,
+                       **overrides: Any) -> httpx.AsyncClient:
+            url = redis_url_override or redis_url
+            settings = Settings(redis_url=url, **overrides)
+            app = create_app(url, settings)
             await stack.enter_async_context(app.router.lifespan_context(app))
             transport = httpx.ASGITransport(app)
             return await stack.enter_async_context(
@@ -583,3 +590,113 @@ async def test_websocket_scope_needs_a_key(redis_url: str) -> None:
         assert [m["type"] for m in sent] == ["websocket.accept", "websocket.send",
                                              "websocket.close"]
         assert sent[1]["text"] == "hello" and calls == ["in"]
+
+
+# ---- a server that refuses: 503 + Retry-After, never a leaked 500 -----------------------
+
+
+@pytest.fixture
+def private_url(tmp_path: Any) -> Iterator[str]:
+    """A server of the test's own, free to be filled up or made read-only."""
+    with EmbeddedServer(tmp_path, port=0, appendonly=False) as server:
+        yield server.url
+
+
+async def _fill(r: Any, type_name: str) -> int:
+    """Set a small maxmemory (noeviction) and write until the server refuses."""
+    used = int((await r.info("memory"))["used_memory"])
+    await r.config_set("maxmemory-policy", "noeviction")
+    await r.config_set("maxmemory", used + 512 * 1024)
+    blob = b"x" * 16 * 1024
+    for i in range(1000):
+        try:
+            await r.set(f"fill:{{{type_name}}}:{i}", blob)
+        except OutOfMemoryError:
+            return i
+    raise AssertionError("the server never refused a write")
+
+
+async def test_full_server_is_503_and_not_ready(
+    make_client: MakeClient, private_url: str, type_name: str
+) -> None:
+    client = await make_client(redis_url_override=private_url)
+    assert (await client.get("/ready")).status_code == 200
+    r = client_from_url(private_url)
+    try:
+        assert await _fill(r, type_name) > 0
+        resp = await client.post(f"/jobs/{type_name}", json={"payload": 1})
+        assert resp.status_code == 503 and resp.headers["retry-after"] == "1", resp.text
+        assert "full" in resp.json()["error"]
+        resp = await client.post(f"/jobs/{type_name}/bulk", json={"jobs": [{"payload": 1}]})
+        assert resp.status_code == 503 and resp.headers["retry-after"] == "1", resp.text
+        ready = await client.get("/ready")
+        assert ready.status_code == 503 and ready.headers["retry-after"] == "1", ready.text
+        assert "refuses writes" in ready.json()["error"]
+        assert (await client.get(f"/jobs/{type_name}/nope")).status_code == 404  # reads work
+        await r.config_set("maxmemory", 0)
+        assert (await client.get("/ready")).status_code == 200
+        assert (await client.post(f"/jobs/{type_name}", json={"payload": 1})).status_code == 201
+    finally:
+        await r.aclose()
+
+
+async def test_read_only_server_is_503_and_not_ready(
+    make_client: MakeClient, private_url: str, type_name: str
+) -> None:
+    """A replica whose master is gone: READONLY for writes, MASTERDOWN for everything."""
+    client = await make_client(redis_url_override=private_url)
+    r = client_from_url(private_url)
+    try:
+        await r.replicaof("127.0.0.1", str(free_port()))
+        resp = await client.post(f"/jobs/{type_name}", json={"payload": 1})
+        assert resp.status_code == 503 and resp.headers["retry-after"] == "1", resp.text
+        assert (await client.get("/ready")).status_code == 503
+        await r.config_set("replica-serve-stale-data", "no")
+        resp = await client.get(f"/jobs/{type_name}/x")
+        assert resp.status_code == 503 and resp.headers["retry-after"] == "1", resp.text
+    finally:
+        await r.replicaof("NO", "ONE")
+        await r.aclose()
+    assert (await client.get("/ready")).status_code == 200
+
+
+@pytest.mark.parametrize("reply", [
+    "OOM command not allowed when used memory > 'maxmemory'.",
+    "READONLY You can't write against a read only replica.",
+    "LOADING Redis is loading the dataset in memory",
+    "TRYAGAIN Multiple keys request during rehashing of slot",
+    "CLUSTERDOWN The cluster is down",
+    "MASTERDOWN Link with MASTER is down and replica-serve-stale-data is set to 'no'.",
+    "MOVED 3999 127.0.0.1:6381",
+    "ASK 3999 127.0.0.1:6381",
+    "BUSY Redis is busy running a script.",
+])
+def test_passing_refusals_map_to_503(reply: str) -> None:
+    """Each reply as redis-py turns it into an exception (its class, the code stripped)."""
+    exc = _RESP3Parser.parse_error(reply)
+    answer = answer_for(exc)
+    assert (answer.status, answer.retry_after) == (503, 1), (type(exc), str(exc))
+
+
+async def test_server_error_body_leaks_nothing(
+    client: httpx.AsyncClient, r: Any, type_name: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    await r.set(TypeKeys("sj", type_name).stream, "not a stream")  # WRONGTYPE in the script
+    resp = await client.post(f"/jobs/{type_name}", json={"payload": {"secret": "s3"}})
+    assert resp.status_code == 500
+    assert resp.json() == {"error": "the job server answered an error (logged by the API "
+                                    "process)"}
+    logged = "\n".join(rec.getMessage() for rec in caplog.records)
+    assert "WRONGTYPE" in logged or "wrong kind" in logged.lower(), logged
+
+
+async def test_unreadable_server_data_is_a_logged_500(
+    client: httpx.AsyncClient, r: Any, type_name: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A dead entry the engine cannot read is the operator's problem: 500, never 422."""
+    await r.xadd(TypeKeys("sj", type_name).dead, {"id": "d1", "attempts": "1.5"})
+    resp = await client.get(f"/dead/{type_name}")
+    assert resp.status_code == 500, resp.text
+    assert "1.5" not in resp.text and "logged" in resp.json()["error"]
+    assert any(rec.levelname == "ERROR" and f"/dead/{type_name}" in rec.getMessage()
+               for rec in caplog.records)

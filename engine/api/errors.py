@@ -54,7 +54,7 @@ _SERVER_FAULT = Answer(500, "the job server answered an error (logged by the API
 
 #: Every exception a route can meet → its answer; the first matching class wins, so
 #: subclasses come before their bases. Anything else is a logged 500.
-ANSWERS: tuple[tuple[type[BaseException], Answer], ...] = (
+ANSWERS: tuple[tuple[type[Exception], Answer], ...] = (
     # The caller's mistakes: the message says what to change.
     (errors.InvalidTypeName, Answer(422)),
     (errors.PayloadTooLarge, Answer(413)),
@@ -100,17 +100,16 @@ def error_response(status: int, message: str, headers: dict[str, str] | None = N
     return JSONResponse({"error": message, **extra}, status_code=status, headers=headers)
 
 
-async def _api_error(_: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, ApiError)
-    return error_response(exc.status, exc.message, **exc.extra)
-
-
-async def _mapped(request: Request, exc: Exception) -> JSONResponse:
+async def respond(request: Request, exc: Exception) -> JSONResponse:
+    """The answer to any exception a route raised (routes.ApiRoute sends them all here)."""
+    if isinstance(exc, ApiError):
+        return error_response(exc.status, exc.message, **exc.extra)
     answer = answer_for(exc)
     if answer.message is not None:
         level = logging.WARNING if answer.status < 500 else logging.ERROR
-        log.log(level, "%s %s answered %d: %r", request.method, request.url.path,
-                answer.status, exc, exc_info=answer.status == 500 and exc)
+        log.log(level, "%s %s answered %d: %s: %s", request.method, request.url.path,
+                answer.status, type(exc).__name__, exc,
+                exc_info=exc if answer.status == 500 else None)
     headers = {"Retry-After": str(answer.retry_after)} if answer.retry_after else None
     extra: dict[str, Any] = {}
     if isinstance(exc, errors.TransitionError) and exc.job_id:
@@ -165,10 +164,11 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
 
 def install(app: FastAPI) -> None:
     """Register the handlers on ``app``."""
-    app.add_exception_handler(ApiError, _api_error)
+    # Routes answer their exceptions through ApiRoute; these catch what is raised
+    # outside a route (middleware, mounted apps).
+    app.add_exception_handler(ApiError, respond)
     for cls, _ in ANSWERS:
-        app.add_exception_handler(cls, _mapped)
-    # Anything unmapped is a bug: logged with its traceback, answered 500.
-    app.add_exception_handler(Exception, _mapped)
+        app.add_exception_handler(cls, respond)
+    app.add_exception_handler(Exception, respond)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)

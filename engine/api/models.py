@@ -5,10 +5,9 @@ from __future__ import annotations
 import json
 import math
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated, Any
 
 from fastapi import Request
-from fastapi.routing import APIRoute
 from pydantic import (
     BaseModel,
     BeforeValidator,
@@ -24,11 +23,6 @@ from streamjobs.job import JOB_ID
 from streamjobs.keys import TYPE_NAME
 from streamjobs.listing import SCORE_CURSOR, STREAM_ID, JobSummary
 from streamjobs.producer import JobSpec
-
-if TYPE_CHECKING:
-    from collections.abc import Callable, Coroutine
-
-    from fastapi import Response
 
 #: The engine's own patterns, anchored for the OpenAPI document.
 JOB_ID_PATTERN = f"^{JOB_ID.pattern}$"
@@ -81,18 +75,6 @@ class StrictJsonRequest(Request):
         if not hasattr(self, "_json"):
             self._json = loads_strict(await self.body())
         return self._json
-
-
-class StrictJsonRoute(APIRoute):
-    """A route whose JSON body is read by :func:`loads_strict`."""
-
-    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
-        handler = super().get_route_handler()
-
-        async def strict(request: Request) -> Response:
-            return await handler(StrictJsonRequest(request.scope, request.receive))
-
-        return strict
 
 
 def _run_at(value: Any) -> Any:

@@ -3,16 +3,19 @@ where a route adds what the caller should do next."""
 
 import hashlib
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from contextlib import contextmanager
 from typing import Annotated, Any
 
 import anyio
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.routing import APIRoute
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, ResponseError
+from starlette.exceptions import HTTPException
 
-from streamjobs.api.errors import ApiError, error_response
+from streamjobs.api.errors import ApiError, error_response, respond
 from streamjobs.api.models import (
     JOB_ID_PATTERN,
     LIST_CURSOR_PATTERN,
@@ -30,7 +33,7 @@ from streamjobs.api.models import (
     JobPage,
     Retried,
     Status,
-    StrictJsonRoute,
+    StrictJsonRequest,
     TypesOut,
     WorkersOut,
 )
@@ -39,13 +42,34 @@ from streamjobs.codes import Code
 from streamjobs.counts import known_types, type_stats
 from streamjobs.errors import JobNotFound, WrongState
 from streamjobs.job import JobState, check_job_id
-from streamjobs.keys import check_type_name
+from streamjobs.keys import check_type_name, ready_probe_key
 from streamjobs.listing import MAX_PAGE, list_jobs
 from streamjobs.presence import live_workers
 from streamjobs.scripts import SPECS, source
 from streamjobs.status import JobStatus, job_status
 
-router = APIRouter(route_class=StrictJsonRoute)
+
+class ApiRoute(APIRoute):
+    """Reads JSON bodies strictly (models.loads_strict) and answers every exception of
+    the route through errors.respond, so none reaches the server as a crash."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def answered(request: Request) -> Response:
+            try:
+                return await handler(StrictJsonRequest(request.scope, request.receive))
+            except (HTTPException, RequestValidationError):
+                raise  # FastAPI's own, answered by errors.install's handlers
+            except Exception as exc:
+                return await respond(request, exc)
+
+        return answered
+
+
+router = APIRouter(route_class=ApiRoute)
+#: Lifetime of the key /ready writes.
+READY_PROBE_MS = 5000
 
 
 @contextmanager
@@ -258,15 +282,21 @@ async def health() -> Status:
 @router.get("/ready", response_model=Status, tags=["operations"],
             responses={503: {"model": ErrorBody}})
 async def ready(api: Api) -> Any:
-    """The server answers and every transition script is loaded (loading missing ones)."""
+    """The server answers, takes writes, and every transition script is loaded (loading
+    missing ones)."""
     names = list(SPECS)
     shas = [hashlib.sha1(source(n).encode()).hexdigest() for n in names]
     try:
         with anyio.fail_after(3):
+            # A write, as enqueues are: a full or read-only server answers but refuses them.
+            await api.redis.set(ready_probe_key(api.settings.prefix), b"1", px=READY_PROBE_MS)
             present = await api.redis.script_exists(*shas)
             for name, ok in zip(names, present, strict=True):
                 if not ok:
                     await api.redis.script_load(source(name))
+    except ResponseError as e:
+        return error_response(503, f"not ready: the job server refuses writes ({e})",
+                              headers={"Retry-After": "1"})
     except (RedisError, OSError, TimeoutError) as e:
         return error_response(503, f"not ready: the job server does not answer ({e or 'timeout'})",
                               headers={"Retry-After": "1"})

@@ -6,17 +6,19 @@ import inspect
 import os
 import subprocess
 import sys
+import threading
 import time
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import anyio
+import uvicorn
 
 from streamjobs.keys import GROUP
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Awaitable, Callable
+    from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 
     from redis.asyncio import Redis
 
@@ -114,3 +116,21 @@ def spawn_worker(url: str, module: str, *args: str, env: dict[str, str] | None =
         [sys.executable, "-m", "streamjobs", "worker", module, *args],
         cwd=ROOT, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
     )
+
+
+@contextmanager
+def serving(config: uvicorn.Config) -> Iterator[str]:
+    """Serve with uvicorn in a thread (one event loop, as in production); yields its URL."""
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError("the API did not start")
+        time.sleep(0.02)
+    try:
+        yield f"http://{config.host}:{config.port}"
+    finally:
+        server.should_exit = True
+        thread.join(10)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import socket
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import AsyncExitStack
 from typing import Any
@@ -16,11 +18,12 @@ from redis.exceptions import OutOfMemoryError
 
 from streamjobs import Job, Registry, Settings, Worker
 from streamjobs.api import create_app
+from streamjobs.api.app import API_LIMIT_CONCURRENCY, server_config
 from streamjobs.api.errors import answer_for
 from streamjobs.connection import client_from_url
 from streamjobs.embedded import EmbeddedServer, free_port
 from streamjobs.keys import TypeKeys
-from tests.helpers import FAST, running, wait_equal
+from tests.helpers import FAST, running, serving, wait_equal
 
 pytestmark = pytest.mark.anyio
 MakeClient = Callable[..., Awaitable[httpx.AsyncClient]]
@@ -700,3 +703,48 @@ async def test_unreadable_server_data_is_a_logged_500(
     assert "1.5" not in resp.text and "logged" in resp.json()["error"]
     assert any(rec.levelname == "ERROR" and f"/dead/{type_name}" in rec.getMessage()
                for rec in caplog.records)
+
+
+# ---- slow clients: bounded, not held open -----------------------------------------------
+
+
+def _slow_post(port: int, type_name: str) -> socket.socket:
+    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+    sock.sendall(f"POST /jobs/{type_name} HTTP/1.1\r\nHost: api\r\n"
+                 "Content-Type: application/json\r\nContent-Length: 100000\r\n\r\n"
+                 '{"payload":'.encode())  # 11 bytes of 100,000, then nothing
+    return sock
+
+
+def _read_all(sock: socket.socket) -> bytes:
+    data = b""
+    while chunk := sock.recv(65536):
+        data += chunk
+    return data
+
+
+def test_slow_bodies_time_out_with_408(redis_url: str, type_name: str) -> None:
+    app = create_app(redis_url, Settings(redis_url=redis_url), body_timeout=1.0)
+    port = free_port()
+    with serving(server_config(app, Settings(), "127.0.0.1", port)):
+        t0 = time.monotonic()
+        socks = [_slow_post(port, type_name) for _ in range(100)]
+        try:
+            answers = [_read_all(s) for s in socks]  # EOF: the server closed each one
+        finally:
+            for s in socks:
+                s.close()
+        took = time.monotonic() - t0
+        assert all(a.startswith(b"HTTP/1.1 408 ") for a in answers), answers[0]
+        assert b"body" in answers[0].partition(b"\r\n\r\n")[2]
+        assert took < 8, took
+        # The server still serves.
+        assert httpx.get(f"http://127.0.0.1:{port}/health").status_code == 200
+
+
+def test_server_config_bounds_connections() -> None:
+    config = server_config(create_app("redis://127.0.0.1:1/0", Settings()), Settings(),
+                           "127.0.0.1", 1)
+    assert config.limit_concurrency == API_LIMIT_CONCURRENCY
+    assert 0 < config.timeout_keep_alive <= 10
+    assert config.server_header is False and config.proxy_headers is False

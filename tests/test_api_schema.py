@@ -8,20 +8,19 @@ Bounded: a few examples per operation, so the run stays well under a minute.
 from __future__ import annotations
 
 import re
-import threading
-import time
 from typing import TYPE_CHECKING, Any
 
 import pytest
 import schemathesis
-import uvicorn
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 from schemathesis import GenerationMode
 
 from streamjobs.api import create_app
+from streamjobs.api.app import server_config
 from streamjobs.config import Settings
 from streamjobs.embedded import free_port
+from tests.helpers import serving
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -31,22 +30,9 @@ MAX_EXAMPLES = 40
 
 @pytest.fixture(scope="module")
 def api_url(redis_url: str) -> Iterator[str]:
-    port = free_port()
     app = create_app(redis_url, Settings(redis_url=redis_url, max_payload_bytes=4096))
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
-                            lifespan="on")
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError("the API did not start")
-        time.sleep(0.02)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(10)
-
+    with serving(server_config(app, Settings(), "127.0.0.1", free_port())) as url:
+        yield url
 
 
 DOC = create_app("redis://127.0.0.1:1/0", Settings()).openapi()
@@ -82,9 +68,9 @@ def _param_pattern(path: str, method: str, name: str) -> str:
 
 def test_schema_patterns_are_the_engines() -> None:
     """The document states exactly what the code accepts: the engine's compiled patterns."""
-    from streamjobs.inspect import SCORE_CURSOR, STREAM_ID
     from streamjobs.job import JOB_ID
     from streamjobs.keys import TYPE_NAME
+    from streamjobs.listing import SCORE_CURSOR, STREAM_ID
 
     def anchored(*patterns: re.Pattern[str]) -> str:
         body = "|".join(p.pattern for p in patterns)

@@ -17,6 +17,7 @@ from streamjobs.config import Settings
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
+    import uvicorn
     from redis.asyncio import Redis
     from starlette.types import Scope
 
@@ -25,6 +26,12 @@ if TYPE_CHECKING:
 ENVELOPE_BYTES = 16 * 1024
 #: A bulk request may carry this many maximal payloads' worth of bytes.
 BULK_FACTOR = 16
+#: Seconds a client may take to send a request body (a slow one answers 408).
+BODY_TIMEOUT = 30.0
+#: Connections and requests uvicorn serves at once; over it, new ones get a 503.
+API_LIMIT_CONCURRENCY = 1000
+#: Seconds an idle keep-alive connection stays open.
+KEEP_ALIVE_S = 5
 
 DESCRIPTION = """\
 Enqueue jobs, read their state, list them by state, and repair dead letters.
@@ -36,7 +43,8 @@ the server clock unless a field says seconds.
 """
 
 
-def create_app(url_or_client: str | Redis, settings: Settings | None = None) -> FastAPI:
+def create_app(url_or_client: str | Redis, settings: Settings | None = None, *,
+               body_timeout: float = BODY_TIMEOUT) -> FastAPI:
     """The API for a server URL (the app owns its client) or an asyncio client."""
     settings = settings if settings is not None else Settings.from_env()
     state = make_state(url_or_client, settings)
@@ -54,7 +62,7 @@ def create_app(url_or_client: str | Redis, settings: Settings | None = None) -> 
     app.include_router(router)
     errors.install(app)
     # Added last = outermost: auth first, then the body limit.
-    app.add_middleware(BodyLimit, limit_for=_limits(settings))
+    app.add_middleware(BodyLimit, limit_for=_limits(settings), timeout=body_timeout)
     open_paths = {"/health", "/ready"} | ({"/metrics"} if settings.metrics_public else set())
     app.add_middleware(BearerAuth, keys=settings.api_keys, open_paths=frozenset(open_paths))
     if settings.api_keys:
@@ -98,12 +106,22 @@ def _document_auth(app: FastAPI, open_paths: set[str]) -> None:
     app.openapi = openapi  # type: ignore[method-assign]
 
 
+def server_config(app: FastAPI, settings: Settings, host: str | None = None,
+                  port: int | None = None) -> uvicorn.Config:
+    """How uvicorn serves the API: bounded connections, short keep-alive."""
+    import uvicorn  # only the API process loads the server
+
+    return uvicorn.Config(
+        app, host=host or settings.api_host,
+        port=port if port is not None else settings.api_port,
+        log_level="info", server_header=False, proxy_headers=False,
+        limit_concurrency=API_LIMIT_CONCURRENCY, timeout_keep_alive=KEEP_ALIVE_S,
+    )
+
+
 def serve(url: str, settings: Settings, host: str | None = None,
           port: int | None = None) -> None:
     """Serve the API with uvicorn until SIGINT/SIGTERM (``streamjobs api``)."""
     import uvicorn  # only the API process loads the server
 
-    app = create_app(url, settings)
-    uvicorn.run(app, host=host or settings.api_host,
-                port=port if port is not None else settings.api_port,
-                log_level="info", server_header=False, proxy_headers=False)
+    uvicorn.Server(server_config(create_app(url, settings), settings, host, port)).run()

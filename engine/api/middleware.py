@@ -8,6 +8,7 @@ from __future__ import annotations
 import hmac
 from typing import TYPE_CHECKING
 
+import anyio
 import orjson
 
 if TYPE_CHECKING:
@@ -83,12 +84,16 @@ class BodyLimit:
     A declared ``Content-Length`` over the limit is refused without reading; otherwise
     the body is read up to the limit and handed on in one piece. Bodies are JSON: a
     request without a JSON ``Content-Type`` (``curl -d`` sends a form type) is read as
-    JSON, since no route takes anything else.
+    JSON, since no route takes anything else. A body that has not arrived within
+    ``timeout`` seconds is answered 408 and its connection closed (a slow client does
+    not hold a connection open).
     """
 
-    def __init__(self, app: ASGIApp, limit_for: Callable[[Scope], int]) -> None:
+    def __init__(self, app: ASGIApp, limit_for: Callable[[Scope], int],
+                 timeout: float) -> None:
         self.app = app
         self.limit_for = limit_for
+        self.timeout = timeout
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
@@ -104,17 +109,31 @@ class BodyLimit:
                 await self._too_large(send, int(declared), limit)
                 return
         body = bytearray()
+        outcome = "timed out"
+        with anyio.move_on_after(self.timeout):
+            outcome = await self._read(receive, send, body, limit)
+        if outcome == "read":
+            await self.app(_as_json(scope), _replay(bytes(body), receive), send)
+        elif outcome == "timed out":
+            await send_json(send, 408, {
+                "error": f"the request body did not arrive within {self.timeout:g} s "
+                         f"({len(body)} bytes read): send it at once"},
+                [(b"connection", b"close")])
+
+    async def _read(self, receive: Receive, send: Send, body: bytearray, limit: int) -> str:
+        """Read the whole body into ``body``: "read", or "answered" (too large, or the
+        client left)."""
         more = True
         while more:
             message = await receive()
             if message["type"] == "http.disconnect":
-                return
+                return "answered"
             body += message.get("body", b"")
             more = message.get("more_body", False)
             if len(body) > limit:
                 await self._too_large(send, len(body), limit, at_least=more)
-                return
-        await self.app(_as_json(scope), _replay(bytes(body), receive), send)
+                return "answered"
+        return "read"
 
     @staticmethod
     async def _too_large(send: Send, size: int, limit: int, at_least: bool = False) -> None:

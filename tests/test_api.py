@@ -19,7 +19,7 @@ from redis.exceptions import OutOfMemoryError
 from streamjobs import Job, Registry, Settings, Worker
 from streamjobs.api import create_app
 from streamjobs.api.app import API_LIMIT_CONCURRENCY, server_config
-from streamjobs.api.errors import answer_for
+from streamjobs.api.errors import UNMAPPED, answer_for
 from streamjobs.connection import client_from_url
 from streamjobs.embedded import EmbeddedServer, free_port
 from streamjobs.keys import TypeKeys
@@ -748,3 +748,21 @@ def test_server_config_bounds_connections() -> None:
     assert config.limit_concurrency == API_LIMIT_CONCURRENCY
     assert 0 < config.timeout_keep_alive <= 10
     assert config.server_header is False and config.proxy_headers is False
+
+
+def _subclasses(cls: type[Exception]) -> list[type[Exception]]:
+    return [cls, *(s for sub in cls.__subclasses__() for s in _subclasses(sub))]
+
+
+def test_every_engine_exception_has_an_explicit_answer() -> None:
+    from streamjobs import errors
+
+    signals = set(_subclasses(errors.HandlerSignal))  # raised by handlers, never in the API
+    for cls in _subclasses(errors.StreamJobsError):
+        if cls in signals or cls is errors.StreamJobsError:
+            continue
+        exc = cls.__new__(cls)
+        assert answer_for(exc) is not UNMAPPED, cls
+    assert answer_for(errors.InvalidArgument("x")).status == 422
+    assert answer_for(errors.CorruptData("x")).status == 500
+    assert answer_for(ValueError("x")) is UNMAPPED  # no blanket ValueError -> 422

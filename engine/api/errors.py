@@ -50,24 +50,25 @@ class Answer:
 _BUSY = Answer(503, "the job server refuses requests for now (full, read-only, loading or "
                     "failing over): try again later", retry_after=1)
 _UNREACHABLE = Answer(503, "the job server cannot be reached: try again later", retry_after=1)
+_UNREADABLE = Answer(500, "the job server holds data this API cannot read (logged by the "
+                         "API process)")
 _SERVER_FAULT = Answer(500, "the job server answered an error (logged by the API process)")
 
 #: Every exception a route can meet → its answer; the first matching class wins, so
 #: subclasses come before their bases. Anything else is a logged 500.
 ANSWERS: tuple[tuple[type[Exception], Answer], ...] = (
     # The caller's mistakes: the message says what to change.
-    (errors.InvalidTypeName, Answer(422)),
     (errors.PayloadTooLarge, Answer(413)),
     (errors.InvalidArgument, Answer(422)),
-    (errors.DecodeError, Answer(422)),  # a payload the wire format cannot carry
     (errors.JobNotFound, Answer(404)),
     (errors.DuplicateJob, Answer(409)),
     (errors.WrongState, Answer(409)),
     (errors.NotOwner, Answer(409)),
     # Data on the server the engine cannot read: the operator's problem, not the caller's.
-    (errors.CorruptData, Answer(500, "the job server holds data this API cannot read "
-                                     "(logged by the API process)")),
+    (errors.CorruptData, _UNREADABLE),
+    (errors.DecodeError, _UNREADABLE),  # routes turn a caller's payload into a 422 first
     (errors.ServerError, _UNREACHABLE),
+    (errors.ConfigError, Answer(500, "the API is misconfigured (logged by the API process)")),
     # Server refusals that pass. redis-py strips the reply's code (OOM, READONLY ...)
     # from the message and names it by class instead.
     (rx.BusyLoadingError, _BUSY),  # a ConnectionError: before it
@@ -82,6 +83,8 @@ ANSWERS: tuple[tuple[type[Exception], Answer], ...] = (
     (rx.RedisError, _SERVER_FAULT),
 )
 
+#: Anything else is a bug.
+UNMAPPED = Answer(500, "internal error (logged by the API process)")
 #: Reply codes redis-py has no class for (its message keeps them).
 _BUSY_CODES = ("BUSY ", "NOREPLICAS ")
 
@@ -92,7 +95,7 @@ def answer_for(exc: BaseException) -> Answer:
     for cls, answer in ANSWERS:
         if isinstance(exc, cls):
             return answer
-    return Answer(500, "internal error (logged by the API process)")
+    return UNMAPPED
 
 
 def error_response(status: int, message: str, headers: dict[str, str] | None = None,

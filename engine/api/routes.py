@@ -40,12 +40,13 @@ from streamjobs.api.models import (
 from streamjobs.api.state import ApiState
 from streamjobs.codes import Code
 from streamjobs.counts import known_types, type_stats
-from streamjobs.errors import JobNotFound, WrongState
+from streamjobs.errors import DecodeError, JobNotFound, PayloadTooLarge, WrongState
 from streamjobs.job import JobState, check_job_id
 from streamjobs.keys import check_type_name, ready_probe_key
 from streamjobs.listing import MAX_PAGE, list_jobs
 from streamjobs.presence import live_workers
-from streamjobs.scripts import SPECS, source
+from streamjobs.producer import JobSpec
+from streamjobs.scripts import SPECS, EnqueueResult, source
 from streamjobs.status import JobStatus, job_status
 
 
@@ -84,6 +85,17 @@ def _refusals(job_id: str, *, missing: str,
         raise ApiError(409, wrong_state(e), id=job_id) from e
 
 
+async def _enqueue(api: ApiState, type_: str, specs: list[JobSpec]) -> list[EnqueueResult]:
+    """Enqueue the request's jobs: a payload the wire format cannot carry (say, an integer
+    over 64 bits) is the caller's to fix, whereas a DecodeError elsewhere is server data."""
+    try:
+        return await api.enqueue(type_, specs)
+    except PayloadTooLarge:
+        raise
+    except DecodeError as e:
+        raise ApiError(422, f"payload: {e}") from e
+
+
 def _api(request: Request) -> ApiState:
     state: ApiState = request.app.state.sj
     return state
@@ -120,7 +132,7 @@ def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
              responses=_errors(409, 413, 503))
 async def enqueue(type_: TypeName, body: EnqueueRequest, api: Api) -> Enqueued:
     """Enqueue one job. An existing `id` is refused with 409 and that job's id and state."""
-    (res,) = await api.enqueue(type_, [body.spec()])
+    (res,) = await _enqueue(api, type_, [body.spec()])
     if res.code is Code.DUPLICATE:
         raise ApiError(409, f"job {res.job_id!r} already exists ({res.state}): enqueue under "
                             f"another id, or read it at GET /jobs/{type_}/{res.job_id}",
@@ -133,7 +145,7 @@ async def enqueue(type_: TypeName, body: EnqueueRequest, api: Api) -> Enqueued:
 async def enqueue_bulk(type_: TypeName, body: BulkRequest, api: Api) -> BulkEnqueued:
     """Enqueue many jobs in one request (pipelined). Results are in request order; a job
     whose id already exists is left as is and flagged `duplicate`."""
-    results = await api.enqueue(type_, [j.spec() for j in body.jobs])
+    results = await _enqueue(api, type_, [j.spec() for j in body.jobs])
     return BulkEnqueued(jobs=[
         BulkItem(id=r.job_id, state=r.state, duplicate=r.code is Code.DUPLICATE)
         for r in results

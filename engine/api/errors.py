@@ -64,6 +64,7 @@ ANSWERS: tuple[tuple[type[Exception], Answer], ...] = (
     (errors.DuplicateJob, Answer(409)),
     (errors.WrongState, Answer(409)),
     (errors.NotOwner, Answer(409)),
+    (errors.TransitionError, Answer(409)),  # any other refused transition
     # Data on the server the engine cannot read: the operator's problem, not the caller's.
     (errors.CorruptData, _UNREADABLE),
     (errors.DecodeError, _UNREADABLE),  # routes turn a caller's payload into a 422 first

@@ -5,7 +5,7 @@ from __future__ import annotations
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
-from fastapi import FastAPI
+from fastapi_offline import FastAPIOffline
 
 from streamjobs.about import version
 from streamjobs.api import errors
@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
     import uvicorn
+    from fastapi import FastAPI
     from redis.asyncio import Redis
     from starlette.types import Scope
 
@@ -26,6 +27,8 @@ if TYPE_CHECKING:
 ENVELOPE_BYTES = 16 * 1024
 #: A bulk request may carry this many maximal payloads' worth of bytes.
 BULK_FACTOR = 16
+#: Where /docs and /redoc find their scripts and styles.
+DOCS_ASSETS = "/docs-assets"
 #: Seconds a client may take to send a request body (a slow one answers 408).
 BODY_TIMEOUT = 30.0
 #: Connections and requests uvicorn serves at once; over it, new ones get a 503.
@@ -56,8 +59,9 @@ def create_app(url_or_client: str | Redis, settings: Settings | None = None, *,
         finally:
             await state.aclose()
 
-    app = FastAPI(title="streamjobs", version=version(), description=DESCRIPTION,
-                  lifespan=lifespan)
+    # /docs and /redoc with their assets served from this process (works offline).
+    app = FastAPIOffline(title="streamjobs", version=version(), description=DESCRIPTION,
+                         lifespan=lifespan, static_url=DOCS_ASSETS)
     app.state.sj = state
     app.include_router(router)
     errors.install(app)

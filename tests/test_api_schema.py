@@ -7,6 +7,7 @@ Bounded: a few examples per operation, so the run stays well under a minute.
 
 from __future__ import annotations
 
+import os
 import re
 from typing import TYPE_CHECKING, Any
 
@@ -25,7 +26,8 @@ from tests.helpers import serving
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
-MAX_EXAMPLES = 40
+#: Examples per operation; STREAMJOBS_SCHEMA_EXAMPLES=2000 for a long run.
+MAX_EXAMPLES = int(os.environ.get("STREAMJOBS_SCHEMA_EXAMPLES", "40"))
 
 
 @pytest.fixture(scope="module")
@@ -44,12 +46,14 @@ def test_no_server_errors(api_url: str, method: str, path: str) -> None:
     op = schemathesis.openapi.from_dict(DOC)[path][method]
     strategy = st.one_of(op.as_strategy(GenerationMode.POSITIVE),
                          op.as_strategy(GenerationMode.NEGATIVE))
+    sent: list[int] = []
 
     @given(strategy)
     @settings(max_examples=MAX_EXAMPLES, deadline=None, derandomize=True,
               suppress_health_check=list(HealthCheck),
               phases=[Phase.explicit, Phase.generate])
     def run(case: Any) -> None:
+        sent.append(1)
         response = case.call(base_url=api_url, timeout=10)
         where = f"{case.method} {case.formatted_path} {case.query} -> {response.status_code}"
         assert response.status_code < 500, f"{where}: {response.text[:500]}"
@@ -57,6 +61,7 @@ def test_no_server_errors(api_url: str, method: str, path: str) -> None:
             assert "error" in response.json(), f"{where}: {response.text[:500]}"
 
     run()
+    print(f"schemathesis: {method} {path}: {len(sent)} requests")  # shown with -s
 
 
 def _param_pattern(path: str, method: str, name: str) -> str:

@@ -16,11 +16,12 @@ import pytest
 from fastapi import WebSocket
 from redis._parsers.resp3 import _RESP3Parser
 from redis.exceptions import OutOfMemoryError
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from streamjobs import Job, Registry, Settings, Worker
 from streamjobs.api import create_app
-from streamjobs.api.app import API_LIMIT_CONCURRENCY, server_config
 from streamjobs.api.errors import UNMAPPED, answer_for
+from streamjobs.api.server import API_LIMIT_CONCURRENCY, server_config
 from streamjobs.connection import client_from_url
 from streamjobs.embedded import EmbeddedServer, free_port
 from streamjobs.keys import TypeKeys
@@ -727,7 +728,7 @@ def _read_all(sock: socket.socket) -> bytes:
 def test_slow_bodies_time_out_with_408(redis_url: str, type_name: str) -> None:
     app = create_app(redis_url, Settings(redis_url=redis_url), body_timeout=1.0)
     port = free_port()
-    with serving(server_config(app, Settings(), "127.0.0.1", port)):
+    with serving(server_config(app, Settings(), "127.0.0.1", port, "warning")):
         t0 = time.monotonic()
         socks = [_slow_post(port, type_name) for _ in range(100)]
         try:
@@ -743,11 +744,35 @@ def test_slow_bodies_time_out_with_408(redis_url: str, type_name: str) -> None:
         assert httpx.get(f"http://127.0.0.1:{port}/health").status_code == 200
 
 
+def test_slow_headers_are_cut_off(redis_url: str) -> None:
+    app = create_app(redis_url, Settings(redis_url=redis_url))
+    port = free_port()
+    config = server_config(app, Settings(), "127.0.0.1", port, "warning", header_timeout=1.0)
+    with serving(config):
+        t0 = time.monotonic()
+        silent = socket.create_connection(("127.0.0.1", port), timeout=10)
+        partial = socket.create_connection(("127.0.0.1", port), timeout=10)
+        partial.sendall(b"GET /health HTTP/1.1\r\nHost: api\r\n")  # no blank line, ever
+        try:
+            assert _read_all(silent) == b"" and _read_all(partial) == b""  # closed
+        finally:
+            silent.close()
+            partial.close()
+        assert time.monotonic() - t0 < 5
+        # A keep-alive connection between requests: the same bound, then closed.
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+            sock.sendall(b"GET /health HTTP/1.1\r\nHost: api\r\n\r\n")
+            assert sock.recv(65536).startswith(b"HTTP/1.1 200 ")
+            sock.sendall(b"GET /health HTTP/1.1\r\n")
+            assert _read_all(sock) == b""
+
+
 def test_server_config_bounds_connections() -> None:
     config = server_config(create_app("redis://127.0.0.1:1/0", Settings()), Settings(),
                            "127.0.0.1", 1)
     assert config.limit_concurrency == API_LIMIT_CONCURRENCY
     assert 0 < config.timeout_keep_alive <= 10
+    assert issubclass(config.http, H11Protocol)  # type: ignore[arg-type]
     assert config.server_header is False and config.proxy_headers is False
 
 

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from schemathesis import GenerationMode
 
 from streamjobs.api import create_app
-from streamjobs.api.app import server_config
+from streamjobs.api.server import server_config
 from streamjobs.config import Settings
 from streamjobs.embedded import free_port
 from tests.helpers import serving
@@ -33,7 +33,7 @@ MAX_EXAMPLES = int(os.environ.get("STREAMJOBS_SCHEMA_EXAMPLES", "40"))
 @pytest.fixture(scope="module")
 def api_url(redis_url: str) -> Iterator[str]:
     app = create_app(redis_url, Settings(redis_url=redis_url, max_payload_bytes=4096))
-    with serving(server_config(app, Settings(), "127.0.0.1", free_port())) as url:
+    with serving(server_config(app, Settings(), "127.0.0.1", free_port(), "warning")) as url:
         yield url
 
 

@@ -17,7 +17,6 @@ from streamjobs.config import Settings
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
-    import uvicorn
     from fastapi import FastAPI
     from redis.asyncio import Redis
     from starlette.types import Scope
@@ -31,10 +30,6 @@ BULK_FACTOR = 16
 DOCS_ASSETS = "/docs-assets"
 #: Seconds a client may take to send a request body (a slow one answers 408).
 BODY_TIMEOUT = 30.0
-#: Connections and requests uvicorn serves at once; over it, new ones get a 503.
-API_LIMIT_CONCURRENCY = 1000
-#: Seconds an idle keep-alive connection stays open.
-KEEP_ALIVE_S = 5
 
 DESCRIPTION = """\
 Enqueue jobs, read their state, list them by state, and repair dead letters.
@@ -110,22 +105,12 @@ def _document_auth(app: FastAPI, open_paths: set[str]) -> None:
     app.openapi = openapi  # type: ignore[method-assign]
 
 
-def server_config(app: FastAPI, settings: Settings, host: str | None = None,
-                  port: int | None = None) -> uvicorn.Config:
-    """How uvicorn serves the API: bounded connections, short keep-alive."""
-    import uvicorn  # only the API process loads the server
-
-    return uvicorn.Config(
-        app, host=host or settings.api_host,
-        port=port if port is not None else settings.api_port,
-        log_level="info", server_header=False, proxy_headers=False,
-        limit_concurrency=API_LIMIT_CONCURRENCY, timeout_keep_alive=KEEP_ALIVE_S,
-    )
-
-
 def serve(url: str, settings: Settings, host: str | None = None,
           port: int | None = None) -> None:
     """Serve the API with uvicorn until SIGINT/SIGTERM (``streamjobs api``)."""
-    import uvicorn  # only the API process loads the server
+    # Only the API process loads the server.
+    from uvicorn import Server
 
-    uvicorn.Server(server_config(create_app(url, settings), settings, host, port)).run()
+    from streamjobs.api.server import server_config
+
+    Server(server_config(create_app(url, settings), settings, host, port)).run()

@@ -1,0 +1,78 @@
+"""How uvicorn serves the API: bounded connections, headers, bodies and keep-alive.
+
+Imported by the API process only (``serve``), so other processes never load uvicorn.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from uvicorn import Config
+from uvicorn.protocols.http.h11_impl import H11Protocol
+
+if TYPE_CHECKING:
+    import asyncio
+
+    from fastapi import FastAPI
+
+    from streamjobs.config import Settings
+
+#: Connections and requests uvicorn serves at once; over it, new ones get a 503.
+API_LIMIT_CONCURRENCY = 1000
+#: Seconds an idle keep-alive connection stays open.
+KEEP_ALIVE_S = 5
+#: Seconds a client may take to send a request line and headers.
+HEADER_TIMEOUT = 10.0
+
+
+class BoundedH11(H11Protocol):
+    """uvicorn's h11 protocol with a deadline for the request line and headers, which
+    uvicorn has not: a connection that never completes its headers is closed."""
+
+    header_timeout = HEADER_TIMEOUT
+    _header_timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._arm()
+
+    def data_received(self, data: bytes) -> None:
+        if self._between_requests() and self._header_timer is None:
+            self._arm()
+        super().data_received(data)
+        if not self._between_requests():
+            self._disarm()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        super().connection_lost(exc)
+
+    def _between_requests(self) -> bool:
+        return self.cycle is None or self.cycle.response_complete
+
+    def _arm(self) -> None:
+        self._disarm()
+        self._header_timer = self.loop.call_later(self.header_timeout, self._expired)
+
+    def _disarm(self) -> None:
+        if self._header_timer is not None:
+            self._header_timer.cancel()
+            self._header_timer = None
+
+    def _expired(self) -> None:
+        self._header_timer = None
+        if self._between_requests() and not self.transport.is_closing():
+            self.transport.close()
+
+
+def server_config(app: FastAPI, settings: Settings, host: str | None = None,
+                  port: int | None = None, log_level: str = "info", *,
+                  header_timeout: float = HEADER_TIMEOUT) -> Config:
+    """How uvicorn serves the API: bounded connections, headers and keep-alive."""
+    http = type("BoundedH11", (BoundedH11,), {"header_timeout": header_timeout})
+    return Config(
+        app, host=host or settings.api_host,
+        port=port if port is not None else settings.api_port,
+        log_level=log_level, server_header=False, proxy_headers=False,
+        limit_concurrency=API_LIMIT_CONCURRENCY, timeout_keep_alive=KEEP_ALIVE_S, http=http,
+    )

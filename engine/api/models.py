@@ -36,7 +36,6 @@ MAX_BULK = 5000
 MAX_EPOCH_S = 1e11
 
 
-
 # ---- request bodies: strict JSON, strict numbers -----------------------------------------
 
 

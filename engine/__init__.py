@@ -4,6 +4,7 @@ The public API is ``__all__``; every other module is internal and may change.
 """
 
 from streamjobs.config import Settings
+from streamjobs.contract import JobState
 from streamjobs.counts import TypeStats
 from streamjobs.dead import DeadJob, DeadLetters
 from streamjobs.errors import (
@@ -22,7 +23,7 @@ from streamjobs.errors import (
     TransitionError,
     WrongState,
 )
-from streamjobs.job import Job, JobState
+from streamjobs.job import Job
 from streamjobs.producer import JobSpec, Producer, SyncProducer
 from streamjobs.registry import Registry, handler
 from streamjobs.retry import Policy

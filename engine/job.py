@@ -6,36 +6,16 @@ A stream entry is a flat field/value list; only ``payload`` is required. See
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
-from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from streamjobs.contract import JOB_ID, RESERVED, Wire, check_payload_size, job_id_of
 from streamjobs.errors import DecodeError, InvalidArgument
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
-
-#: Fields with a meaning to the engine; every other field is a header.
-RESERVED = frozenset({"payload", "id", "max_attempts", "timeout", "enqueued_at", "attempts"})
-JOB_ID = re.compile(r"[!-~]{1,128}")  # printable ASCII, no spaces
-
-
-class JobState(StrEnum):
-    #: In the stream, not yet delivered to a worker.
-    WAITING = "waiting"
-    #: Delivered to a worker and not yet finished (in the group's pending list).
-    RUNNING = "running"
-    #: Scheduled for later, or waiting out a backoff, in the delayed set.
-    DELAYED = "delayed"
-    #: Finished successfully; the record is kept for the result retention.
-    COMPLETED = "completed"
-    #: In the dead stream: attempts exhausted, permanent error, poison or malformed.
-    DEAD = "dead"
-    #: Cancelled before it ran.
-    CANCELLED = "cancelled"
 
 
 def check_job_id(job_id: str) -> str:
@@ -85,11 +65,11 @@ class Job:
         *, max_payload_bytes: int | None = None, deliveries: int = 1,
     ) -> Job:
         """Decode a stream entry; raises DecodeError with the reason when malformed."""
-        raw = fields.get(b"payload")
+        raw = fields.get(Wire.PAYLOAD.b)
         if raw is None:
             raise DecodeError("entry has no payload field")
-        if max_payload_bytes is not None and len(raw) > max_payload_bytes:
-            raise DecodeError(f"payload is {len(raw)} bytes, over the limit of {max_payload_bytes}")
+        if max_payload_bytes is not None:
+            check_payload_size(raw, max_payload_bytes)
         try:
             payload = orjson.loads(raw)
         except orjson.JSONDecodeError as e:
@@ -100,18 +80,17 @@ class Job:
             name = k.decode("utf-8", "replace")
             if name in RESERVED:
                 extra[name] = v
-            elif name != "payload":
+            elif name != Wire.PAYLOAD:
                 headers[name] = v.decode("utf-8", "replace")
-        id_raw = extra.get("id")
         return cls(
             type=type_,
-            id=id_raw.decode("utf-8", "replace") if id_raw else entry_id,
+            id=job_id_of(entry_id, fields),
             payload=payload,
             entry_id=entry_id,
-            attempt=_int(extra, "attempts", 0, minimum=0) + 1,
-            max_attempts=_opt_int(extra, "max_attempts"),
-            timeout=_opt_float(extra, "timeout"),
-            enqueued_at=_opt_int(extra, "enqueued_at", minimum=0) or _entry_ms(entry_id),
+            attempt=_int(extra, Wire.ATTEMPTS, 0, minimum=0) + 1,
+            max_attempts=_opt_int(extra, Wire.MAX_ATTEMPTS),
+            timeout=_opt_float(extra, Wire.TIMEOUT),
+            enqueued_at=_opt_int(extra, Wire.ENQUEUED_AT, minimum=0) or _entry_ms(entry_id),
             headers=headers,
             deliveries=deliveries,
         )
@@ -124,17 +103,17 @@ def encode_fields(
 ) -> list[bytes | str]:
     """Build the flat XADD field list of one job (the producer side of the contract)."""
     body = payload_json if payload_json is not None else dumps(payload)
-    flat: list[bytes | str] = ["payload", body]
+    flat: list[bytes | str] = [Wire.PAYLOAD, body]
     if job_id:
-        flat += ["id", job_id]
+        flat += [Wire.ID, job_id]
     if max_attempts is not None:
         if max_attempts < 1:
             raise InvalidArgument("max_attempts must be >= 1")
-        flat += ["max_attempts", str(int(max_attempts))]
+        flat += [Wire.MAX_ATTEMPTS, str(int(max_attempts))]
     if timeout is not None:
         if timeout <= 0:
             raise InvalidArgument("timeout must be > 0")
-        flat += ["timeout", repr(float(timeout))]
+        flat += [Wire.TIMEOUT, repr(float(timeout))]
     for k, v in (headers or {}).items():
         if k in RESERVED:
             raise InvalidArgument(f"header name {k!r} is reserved by the wire format")

@@ -9,8 +9,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from streamjobs import replies
+from streamjobs.contract import JobState
 from streamjobs.errors import InvalidArgument
-from streamjobs.job import JobState
 from streamjobs.keys import GROUP
 from streamjobs.records import Record, opt_int, text
 

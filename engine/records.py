@@ -8,7 +8,7 @@ from typing import Any, cast
 
 import orjson
 
-from streamjobs.job import RESERVED
+from streamjobs.contract import RESERVED
 
 
 class Record:

@@ -10,15 +10,18 @@ with a fallback to the source after NOSCRIPT (server restart, failover, SCRIPT F
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cache, lru_cache
+from operator import attrgetter
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from streamjobs.codes import Code
+from streamjobs.contract import Failure
+from streamjobs.errors import StreamJobsError
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Callable, Iterable, Sequence
 
     from redis.asyncio import Redis
     from redis.asyncio.client import Pipeline
@@ -42,66 +45,133 @@ def lua_dir() -> Path:
 
 @cache
 def source(name: str) -> str:
-    """A script's text with its includes inlined."""
-    base = lua_dir()
-    text = (base / f"{name}.lua").read_text()
-    return _INCLUDE.sub(lambda m: (base / "includes" / f"{m.group(1)}.lua").read_text(), text)
+    """A script's text with its includes inlined, each once, an include's own includes
+    before it."""
+    return _inline(lua_dir(), (lua_dir() / f"{name}.lua").read_text(), set())
+
+
+def _inline(base: Path, text: str, seen: set[str]) -> str:
+    def one(m: re.Match[str]) -> str:
+        name = m.group(1)
+        if name in seen:
+            return ""
+        seen.add(name)
+        return _inline(base, (base / "includes" / f"{name}.lua").read_text(), seen)
+
+    return _INCLUDE.sub(one, text)
+
+
+class ReplyShapeError(StreamJobsError):
+    """A script's reply does not have the shape its header declares."""
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """A reply's shape: ``head`` values, then ``each`` repeated (a header's ``returns:``)."""
+
+    head: tuple[str, ...] = ()
+    each: tuple[str, ...] = ()
+
+
+def _s(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _code(value: int) -> Code:
+    return Code(int(value))
+
+
+def _pairs(flat: Sequence[bytes]) -> dict[bytes, bytes]:
+    return dict(zip(flat[::2], flat[1::2], strict=True))
+
+
+#: How each name of a ``returns:`` line is read.
+CONVERT: dict[str, Callable[[Any], Any]] = {
+    "code": _code, "job_id": _s, "state": _s, "previous_state": _s, "entry_id": _s,
+    "fields": _pairs, "attempts": int, "due_at_ms": int, "moved": int,
+    "next_due_in_ms": int, "orphans": int, "dead_count": int, "deliveries": int,
+    "pruned": int,
+}
+
+#: Tail names that stand for a job's flat field list: ``nfields`` pairs follow the rest.
+FLAT_FIELDS = ("field", "value")
 
 
 @dataclass(frozen=True, slots=True)
 class Spec:
-    """KEYS (``TypeKeys`` attribute names) and ARGV names of one script, in order.
+    """KEYS (``TypeKeys`` attribute names), ARGV names and reply shape of one script.
 
-    ``tail`` names the repeated group of ARGV that follows the fixed ones.
+    ``tail`` names the repeated group of ARGV that follows the fixed ones; each item of
+    that group is read by attribute name (or is the value itself for a one-name tail).
     """
 
     keys: tuple[str, ...]
     argv: tuple[str, ...] = ()
     tail: tuple[str, ...] = ()
+    reply: Reply = Reply(("code",))
     codes: tuple[Code, ...] = (Code.OK,)
+    row: Callable[[Any], Any] = field(init=False, repr=False, compare=False)
 
+    def __post_init__(self) -> None:
+        named = self.tail[:-2] if self.tail[-2:] == FLAT_FIELDS else self.tail
+        object.__setattr__(self, "row", attrgetter(*named) if len(named) > 1 else None)
+
+
+_EACH_CODE = Reply(each=("code",))
 
 SPECS: dict[str, Spec] = {
     "enqueue": Spec(
         keys=("stream", "delayed", "stats", "job_prefix"),
-        tail=("job_id", "delay_ms", "run_at_ms", "nfields", "field", "value"),
+        tail=("job_id", "delay_ms", "run_at_ms", "nfields", *FLAT_FIELDS),
+        reply=Reply(each=("code", "job_id", "state")),
         codes=(Code.OK, Code.DUPLICATE),
     ),
     "ack": Spec(
         keys=("stream", "stats", "done", "job_prefix"),
         argv=("group", "consumer", "result_ttl_ms"),
         tail=("entry_id", "job_id", "result"),
-        codes=(Code.OK, Code.NOT_OWNER, Code.WRONG_STATE),
+        reply=_EACH_CODE, codes=(Code.OK, Code.NOT_OWNER, Code.WRONG_STATE),
     ),
     "fail": Spec(
         keys=("stream", "delayed", "dead", "stats", "job_prefix"),
         argv=("group", "consumer", "max_attempts", "immediate_retries", "backoff_base_ms",
               "backoff_cap_ms", "jitter"),
         tail=("entry_id", "job_id", "error", "traceback", "mode", "retry_after_ms", "rand"),
+        reply=Reply(each=("code", "state", "attempts", "due_at_ms")),
         codes=(Code.OK, Code.NOT_OWNER, Code.NOT_FOUND, Code.WRONG_STATE),
     ),
-    "promote": Spec(keys=("stream", "delayed", "job_prefix"), argv=("limit",)),
+    "promote": Spec(
+        keys=("stream", "delayed", "job_prefix"), argv=("limit",),
+        reply=Reply(("code", "moved", "next_due_in_ms", "orphans")),
+    ),
     "reclaim": Spec(
         keys=("stream", "dead", "stats", "job_prefix"),
         argv=("group", "consumer", "min_idle_ms", "count", "max_deliveries"),
+        reply=Reply(("code", "dead_count"), ("entry_id", "fields", "deliveries")),
     ),
-    "touch": Spec(keys=("stream",), argv=("group", "consumer"), tail=("entry_id",)),
+    "touch": Spec(
+        keys=("stream",), argv=("group", "consumer"), tail=("entry_id",),
+        reply=Reply(("code",), ("entry_id",)),
+    ),
     "release": Spec(
         keys=("stream", "stats", "job_prefix"), argv=("group", "consumer"),
-        tail=("entry_id", "job_id"), codes=(Code.OK, Code.NOT_OWNER, Code.NOT_FOUND),
+        tail=("entry_id", "job_id"), reply=_EACH_CODE,
+        codes=(Code.OK, Code.NOT_OWNER, Code.NOT_FOUND),
     ),
     "dead_retry": Spec(
-        keys=("stream", "dead", "stats", "job_prefix"), tail=("job_id",),
+        keys=("stream", "dead", "stats", "job_prefix"), tail=("job_id",), reply=_EACH_CODE,
         codes=(Code.OK, Code.NOT_FOUND, Code.WRONG_STATE),
     ),
     "dead_purge": Spec(
-        keys=("dead", "stats", "job_prefix"), tail=("job_id",),
+        keys=("dead", "stats", "job_prefix"), tail=("job_id",), reply=_EACH_CODE,
         codes=(Code.OK, Code.NOT_FOUND, Code.WRONG_STATE),
     ),
-    "prune_consumers": Spec(keys=("stream",), argv=("group", "min_idle_ms")),
+    "prune_consumers": Spec(
+        keys=("stream",), argv=("group", "min_idle_ms"), reply=Reply(("code", "pruned")),
+    ),
     "cancel": Spec(
         keys=("stream", "delayed", "stats", "job_prefix"),
-        argv=("group", "job_id", "result_ttl_ms"),
+        argv=("group", "job_id", "result_ttl_ms"), reply=Reply(("code", "previous_state")),
         codes=(Code.OK, Code.NOT_FOUND, Code.WRONG_STATE),
     ),
 }
@@ -113,8 +183,38 @@ def script_keys(name: str, tk: TypeKeys) -> tuple[str, ...]:
     return tuple(getattr(tk, k) for k in SPECS[name].keys)
 
 
-def _s(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
+def build_argv(name: str, items: Iterable[Any] = (), **named: Any) -> list[Any]:
+    """ARGV of a script in its header's order: the fixed names from ``named``, then one
+    group per item of ``items`` (read by the tail's names)."""
+    spec = SPECS[name]
+    if named.keys() != set(spec.argv):
+        raise TypeError(f"{name} takes ARGV {spec.argv}, got {tuple(named)}")
+    argv = [named[n] for n in spec.argv]
+    row = spec.row
+    if row is None:
+        argv += items
+    elif spec.tail[-2:] == FLAT_FIELDS:
+        for it in items:
+            argv += row(it)
+            argv += it.fields
+    else:
+        for it in items:
+            argv += row(it)
+    return argv
+
+
+def parse_reply(name: str, raw: Sequence[Any]) -> tuple[dict[str, Any], list[tuple[Any, ...]]]:
+    """A reply read by its declared shape: the head by name, then the repeated rows."""
+    shape = SPECS[name].reply
+    n, width = len(shape.head), len(shape.each)
+    rest = len(raw) - n
+    if rest < 0 or (rest % width if width else rest):
+        raise ReplyShapeError(f"{name} replied {len(raw)} values; its shape is {shape}")
+    head = {k: CONVERT[k](v) for k, v in zip(shape.head, raw, strict=False)}
+    convs = [CONVERT[k] for k in shape.each]
+    rows = [tuple(c(v) for c, v in zip(convs, raw[i : i + width], strict=True))
+            for i in range(n, len(raw), width or 1)]
+    return head, rows
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,27 +224,48 @@ class EnqueueItem:
     delay_ms: int = 0
     run_at_ms: int = 0
 
+    @property
+    def nfields(self) -> int:
+        return len(self.fields) // 2
 
-@dataclass(frozen=True, slots=True)
-class EnqueueResult:
+
+class EnqueueResult(NamedTuple):
     code: Code
     job_id: str
     state: str
 
 
-@dataclass(frozen=True, slots=True)
-class FailResult:
+class FailResult(NamedTuple):
     code: Code
-    outcome: str = ""
+    #: Where the job went: waiting (retried now), delayed or dead; '' when refused.
+    state: str = ""
     attempts: int = 0
     due_at_ms: int = 0
 
 
+class Claimed(NamedTuple):
+    entry_id: str
+    fields: dict[bytes, bytes]
+    deliveries: int
+
+
 @dataclass(frozen=True, slots=True)
 class ReclaimResult:
-    dead: int
-    #: (entry id, raw fields, deliveries) of each entry now owned by the caller.
-    claimed: list[tuple[str, dict[bytes, bytes], int]]
+    dead_count: int
+    #: The entries now owned by the caller.
+    claimed: list[Claimed]
+
+
+class AckItem(NamedTuple):
+    entry_id: str
+    job_id: str
+    #: The JSON result, b'' when none.
+    result: bytes | str = b""
+
+
+class ReleaseItem(NamedTuple):
+    entry_id: str
+    job_id: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,8 +274,8 @@ class FailArgs:
 
     error: str
     traceback: str = ""
-    #: 'retry' (policy decides), 'after' (retry_after_ms), 'dead' (no more attempts).
-    mode: str = "retry"
+    #: One of :data:`streamjobs.contract.FAIL_MODES`.
+    mode: Failure = Failure.RETRY
     retry_after_ms: int = 0
 
 
@@ -166,6 +287,22 @@ class FailItem:
     #: Uniform in [0, 1): the jitter draw (Lua's PRNG is seeded alike on every call).
     rand: float = 0.0
 
+    @property
+    def error(self) -> str:
+        return self.failure.error
+
+    @property
+    def traceback(self) -> str:
+        return self.failure.traceback
+
+    @property
+    def mode(self) -> Failure:
+        return self.failure.mode
+
+    @property
+    def retry_after_ms(self) -> int:
+        return self.failure.retry_after_ms
+
 
 class Scripts:
     """Every transition, bound to one client. Create once per client and reuse."""
@@ -176,42 +313,31 @@ class Scripts:
             name: redis.register_script(source(name)) for name in SPECS
         }
 
-    async def _call(
-        self, name: str, tk: TypeKeys, argv: Sequence[Any], client: Redis | Pipeline | None = None
-    ) -> Any:
-        return await self._registered[name](
-            keys=script_keys(name, tk), args=list(argv), client=client
+    async def _call(self, name: str, tk: TypeKeys, items: Iterable[Any] = (),
+                    **named: Any) -> tuple[dict[str, Any], list[tuple[Any, ...]]]:
+        raw = await self._registered[name](
+            keys=script_keys(name, tk), args=build_argv(name, items, **named)
         )
-
-    def enqueue_args(self, items: Sequence[EnqueueItem]) -> list[Any]:
-        argv: list[Any] = []
-        for it in items:
-            argv += [it.job_id, it.delay_ms, it.run_at_ms, len(it.fields) // 2, *it.fields]
-        return argv
+        return parse_reply(name, raw)
 
     async def enqueue(self, tk: TypeKeys, items: Sequence[EnqueueItem]) -> list[EnqueueResult]:
-        raw = await self._call("enqueue", tk, self.enqueue_args(items))
-        return parse_enqueue(raw)
+        _, rows = await self._call("enqueue", tk, items)
+        return [EnqueueResult(*r) for r in rows]
 
     def enqueue_in(self, pipe: Pipeline, tk: TypeKeys, items: Sequence[EnqueueItem]) -> None:
         """Queue an enqueue call on a pipeline; parse its reply with :func:`parse_enqueue`."""
-        self.enqueue_raw_in(pipe, tk, self.enqueue_args(items))
-
-    def enqueue_raw_in(self, pipe: Pipeline, tk: TypeKeys, argv: Sequence[Any]) -> None:
-        """Like :meth:`enqueue_in` with ARGV already laid out as the script's header says."""
         keys = script_keys("enqueue", tk)
         script = self._registered["enqueue"]
-        pipe.evalsha(script.sha, len(keys), *keys, *argv)
+        pipe.evalsha(script.sha, len(keys), *keys, *build_argv("enqueue", items))
         pipe.scripts.add(script)  # type: ignore[arg-type]  # NOSCRIPT: loaded before execute
 
     async def ack(
         self, tk: TypeKeys, group: str, consumer: str, result_ttl_ms: int,
-        done: Sequence[tuple[str, str, bytes | str]],
+        done: Sequence[AckItem],
     ) -> list[Code]:
-        argv: list[Any] = [group, consumer, result_ttl_ms]
-        for entry_id, job_id, result in done:
-            argv += [entry_id, job_id, result]
-        return [Code(c) for c in await self._call("ack", tk, argv)]
+        _, rows = await self._call("ack", tk, done, group=group, consumer=consumer,
+                                   result_ttl_ms=result_ttl_ms)
+        return [r[0] for r in rows]
 
     async def fail(
         self, tk: TypeKeys, group: str, consumer: str, failed: Sequence[FailItem], *,
@@ -219,72 +345,61 @@ class Scripts:
         backoff_cap_ms: int, jitter: float,
     ) -> list[FailResult]:
         """A batch of failed attempts of one type; one result per item, in order."""
-        argv: list[Any] = [group, consumer, max_attempts, immediate_retries, backoff_base_ms,
-                           backoff_cap_ms, repr(jitter)]
-        for it in failed:
-            f = it.failure
-            argv += [it.entry_id, it.job_id, f.error, f.traceback, f.mode, f.retry_after_ms,
-                     repr(it.rand)]
-        raw = await self._call("fail", tk, argv)
-        return [
-            FailResult(Code(int(raw[i])), _s(raw[i + 1]), int(raw[i + 2]), int(raw[i + 3]))
-            for i in range(0, len(raw), 4)
-        ]
+        _, rows = await self._call(
+            "fail", tk, failed, group=group, consumer=consumer, max_attempts=max_attempts,
+            immediate_retries=immediate_retries, backoff_base_ms=backoff_base_ms,
+            backoff_cap_ms=backoff_cap_ms, jitter=jitter,
+        )
+        return [FailResult(*r) for r in rows]
 
     async def promote(self, tk: TypeKeys, limit: int = 1000) -> tuple[int, int, int]:
         """Returns (moved, next due in ms or -1, orphans)."""
-        raw = await self._call("promote", tk, [limit])
-        return int(raw[1]), int(raw[2]), int(raw[3])
+        head, _ = await self._call("promote", tk, limit=limit)
+        return head["moved"], head["next_due_in_ms"], head["orphans"]
 
     async def reclaim(
         self, tk: TypeKeys, group: str, consumer: str, min_idle_ms: int, count: int,
         max_deliveries: int,
     ) -> ReclaimResult:
-        raw = await self._call(
-            "reclaim", tk, [group, consumer, min_idle_ms, count, max_deliveries]
+        head, rows = await self._call(
+            "reclaim", tk, group=group, consumer=consumer, min_idle_ms=min_idle_ms,
+            count=count, max_deliveries=max_deliveries,
         )
-        claimed = []
-        for i in range(2, len(raw), 3):
-            flat = raw[i + 1]
-            fields = dict(zip(flat[::2], flat[1::2], strict=True))
-            claimed.append((_s(raw[i]), fields, int(raw[i + 2])))
-        return ReclaimResult(int(raw[1]), claimed)
+        return ReclaimResult(head["dead_count"], [Claimed(*r) for r in rows])
 
     async def touch(
         self, tk: TypeKeys, group: str, consumer: str, entry_ids: Sequence[str]
     ) -> list[str]:
         """Returns the entries the caller no longer owns."""
-        raw = await self._call("touch", tk, [group, consumer, *entry_ids])
-        return [_s(x) for x in raw[1:]]
+        _, rows = await self._call("touch", tk, entry_ids, group=group, consumer=consumer)
+        return [r[0] for r in rows]
 
     async def release(
-        self, tk: TypeKeys, group: str, consumer: str, entries: Sequence[tuple[str, str]]
+        self, tk: TypeKeys, group: str, consumer: str, entries: Sequence[ReleaseItem]
     ) -> list[Code]:
-        argv: list[Any] = [group, consumer]
-        for entry_id, job_id in entries:
-            argv += [entry_id, job_id]
-        return [Code(c) for c in await self._call("release", tk, argv)]
+        _, rows = await self._call("release", tk, entries, group=group, consumer=consumer)
+        return [r[0] for r in rows]
 
     async def dead_retry(self, tk: TypeKeys, job_ids: Sequence[str]) -> list[Code]:
-        return [Code(c) for c in await self._call("dead_retry", tk, list(job_ids))]
+        _, rows = await self._call("dead_retry", tk, job_ids)
+        return [r[0] for r in rows]
 
     async def dead_purge(self, tk: TypeKeys, job_ids: Sequence[str]) -> list[Code]:
-        return [Code(c) for c in await self._call("dead_purge", tk, list(job_ids))]
+        _, rows = await self._call("dead_purge", tk, job_ids)
+        return [r[0] for r in rows]
 
     async def prune_consumers(self, tk: TypeKeys, group: str, min_idle_ms: int) -> int:
         """Delete consumers holding no entries and idle at least ``min_idle_ms``."""
-        raw = await self._call("prune_consumers", tk, [group, min_idle_ms])
-        return int(raw[1])
+        head, _ = await self._call("prune_consumers", tk, group=group, min_idle_ms=min_idle_ms)
+        return int(head["pruned"])
 
     async def cancel(
         self, tk: TypeKeys, group: str, job_id: str, result_ttl_ms: int
     ) -> tuple[Code, str]:
-        raw = await self._call("cancel", tk, [group, job_id, result_ttl_ms])
-        return Code(int(raw[0])), _s(raw[1])
+        head, _ = await self._call("cancel", tk, group=group, job_id=job_id,
+                                   result_ttl_ms=result_ttl_ms)
+        return head["code"], head["previous_state"]
 
 
 def parse_enqueue(raw: Sequence[Any]) -> list[EnqueueResult]:
-    return [
-        EnqueueResult(Code(int(raw[i])), _s(raw[i + 1]), _s(raw[i + 2]))
-        for i in range(0, len(raw), 3)
-    ]
+    return [EnqueueResult(*r) for r in parse_reply("enqueue", raw)[1]]

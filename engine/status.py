@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from streamjobs import replies
-from streamjobs.job import JobState
+from streamjobs.contract import JobState
 from streamjobs.keys import GROUP
 from streamjobs.records import Record, json_or_text, opt_int, split_fields, text
 

@@ -8,11 +8,14 @@
 -- ARGV[3] result_ttl_ms
 -- ARGV[4...] entry_id, job_id, result  (repeated per job; result '' when none)
 -- An entry the consumer no longer owns (it was reclaimed) is left alone: no completion,
--- no count. A record in another state than waiting is left alone too.
--- returns: {code per job}
+-- no count. A record in another state than running is left alone too.
+-- moves: running -> completed
+-- returns: {code} per job
 -- codes: OK NOT_OWNER WRONG_STATE
 --@include codes
---@include common
+--@include states
+--@include now_ms
+--@include held_entries
 local stream, stats, done, job_prefix = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local group, consumer, ttl = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local now = now_ms()
@@ -26,7 +29,7 @@ for i = 4, #ARGV, 3 do
   local state = redis.call('HGET', key, 'state')
   if not held[entry] then
     out[#out + 1] = NOT_OWNER
-  elseif state and state ~= 'waiting' then
+  elseif state and state ~= RUNNING_RECORDED_AS then
     out[#out + 1] = WRONG_STATE
   else
     held[entry] = nil  -- the same entry twice in one batch counts once
@@ -36,9 +39,9 @@ for i = 4, #ARGV, 3 do
         redis.call('HSET', key, 'enqueued_at', string.match(entry, '^(%d+)'))
       end
       if result == '' then
-        redis.call('HSET', key, 'state', 'completed', 'finished_at', now)
+        redis.call('HSET', key, 'state', COMPLETED, 'finished_at', now)
       else
-        redis.call('HSET', key, 'state', 'completed', 'finished_at', now, 'result', result)
+        redis.call('HSET', key, 'state', COMPLETED, 'finished_at', now, 'result', result)
       end
       redis.call('PEXPIRE', key, ttl)
       index[#index + 1] = now

@@ -7,27 +7,31 @@
 -- ARGV[1] group
 -- ARGV[2] job_id
 -- ARGV[3] result_ttl_ms
+-- moves: waiting, delayed -> cancelled
 -- returns: {code, previous_state}
 -- codes: OK NOT_FOUND WRONG_STATE
 --@include codes
---@include common
+--@include states
+--@include now_ms
+--@include deliveries
+--@include stash
 local stream, delayed, stats, job_prefix = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local group, id, ttl = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local key = job_prefix .. id
 local rec = redis.call('HMGET', key, 'state', 'entry')
 local state, entry = rec[1], rec[2]
 if not state then return {NOT_FOUND, ''} end
-if state == 'delayed' then
+if state == DELAYED then
   redis.call('ZREM', delayed, id)
   unstash_fields(key)
-elseif state == 'waiting' then
-  if deliveries(stream, group, entry) > 0 then return {WRONG_STATE, 'running'} end
+elseif state == RUNNING_RECORDED_AS then
+  if deliveries(stream, group, entry) > 0 then return {WRONG_STATE, RUNNING} end
   redis.call('XDEL', stream, entry)
 else
   return {WRONG_STATE, state}
 end
 local now = now_ms()
-redis.call('HSET', key, 'state', 'cancelled', 'entry', '', 'finished_at', now,
+redis.call('HSET', key, 'state', CANCELLED, 'entry', '', 'finished_at', now,
   'updated_at', now)
 if ttl > 0 then redis.call('PEXPIRE', key, ttl) else redis.call('DEL', key) end
 redis.call('HINCRBY', stats, 'cancelled', 1)

@@ -3,10 +3,11 @@
 -- KEYS[2] stats
 -- KEYS[3] job_prefix
 -- ARGV[1...] job_id  (repeated)
--- returns: {code per job}
+-- moves: dead -> gone
+-- returns: {code} per job
 -- codes: OK NOT_FOUND WRONG_STATE
 --@include codes
---@include common
+--@include states
 local dead, stats, job_prefix = KEYS[1], KEYS[2], KEYS[3]
 local out = {}
 local purged = 0
@@ -15,7 +16,7 @@ for i = 1, #ARGV do
   local rec = redis.call('HMGET', key, 'state', 'dead_entry')
   if not rec[1] then
     out[#out + 1] = NOT_FOUND
-  elseif rec[1] ~= 'dead' then
+  elseif rec[1] ~= DEAD then
     out[#out + 1] = WRONG_STATE
   else
     redis.call('XDEL', dead, rec[2])

@@ -4,10 +4,15 @@
 -- KEYS[3] stats
 -- KEYS[4] job_prefix
 -- ARGV[1...] job_id  (repeated)
--- returns: {code per job}
+-- moves: dead -> waiting
+-- returns: {code} per job
 -- codes: OK NOT_FOUND WRONG_STATE
 --@include codes
---@include common
+--@include states
+--@include now_ms
+--@include fields
+--@include read_entry
+--@include stash_prefix
 local stream, dead, stats, job_prefix = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local now = now_ms()
 local out = {}
@@ -18,25 +23,19 @@ for i = 1, #ARGV do
   local state = redis.call('HGET', key, 'state')
   if not state then
     out[#out + 1] = NOT_FOUND
-  elseif state ~= 'dead' then
+  elseif state ~= DEAD then
     out[#out + 1] = WRONG_STATE
   else
     local dead_entry = redis.call('HGET', key, 'dead_entry')
     local stored = read_entry(dead, dead_entry) or {}
-    local flat = {}
-    for j = 1, #stored, 2 do
-      if string.sub(stored[j], 1, 2) == 'f:' then
-        flat[#flat + 1] = string.sub(stored[j], 3)
-        flat[#flat + 1] = stored[j + 1]
-      end
-    end
+    local flat = strip_stashed(stored)
     if #flat == 0 then
       out[#out + 1] = NOT_FOUND
     else
       set_field(flat, 'attempts', '0')
       redis.call('XDEL', dead, dead_entry)
       local entry = redis.call('XADD', stream, '*', unpack(flat))
-      redis.call('HSET', key, 'state', 'waiting', 'entry', entry, 'attempts', 0,
+      redis.call('HSET', key, 'state', WAITING, 'entry', entry, 'attempts', 0,
         'updated_at', now)
       redis.call('HDEL', key, 'dead_entry', 'reason', 'finished_at')
       moved = moved + 1

@@ -5,10 +5,14 @@
 -- KEYS[4] job_prefix
 -- ARGV[1...] job_id, delay_ms, run_at_ms, nfields, field, value, ...  (repeated per job)
 -- job_id '' takes the entry id (or a generated id for a delayed job); run_at_ms 0 means none.
--- returns: {code, job_id, state} per job, flattened
+-- moves: new -> waiting, delayed
+-- returns: {code, job_id, state} per job
 -- codes: OK DUPLICATE
 --@include codes
---@include common
+--@include states
+--@include now_ms
+--@include fields
+--@include stash
 local stream, delayed, stats, job_prefix = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local now = now_ms()
 local out = {}
@@ -33,16 +37,16 @@ while i <= #ARGV do
       end
       set_field(flat, 'id', id)
       local key = job_prefix .. id
-      redis.call('HSET', key, 'state', 'delayed', 'due_at', due, 'enqueued_at', now)
+      redis.call('HSET', key, 'state', DELAYED, 'due_at', due, 'enqueued_at', now)
       stash_fields(key, flat)
       redis.call('ZADD', delayed, due, id)
-      state = 'delayed'
+      state = DELAYED
     else
       local entry = redis.call('XADD', stream, '*', unpack(flat))
       if id == '' then id = entry end
-      redis.call('HSET', job_prefix .. id, 'state', 'waiting', 'entry', entry,
+      redis.call('HSET', job_prefix .. id, 'state', WAITING, 'entry', entry,
         'enqueued_at', now)
-      state = 'waiting'
+      state = WAITING
     end
     added = added + 1
     out[#out + 1] = OK; out[#out + 1] = id; out[#out + 1] = state

@@ -13,21 +13,31 @@
 -- ARGV[6] backoff_cap_ms
 -- ARGV[7] jitter
 -- ARGV[8...] entry_id, job_id, error, traceback, mode, retry_after_ms, rand  (per job)
--- mode: 'retry' (the policy decides), 'after' (retry in retry_after_ms), 'dead' (a
--- permanent error: no more attempts), 'malformed' (the entry breaks the wire format).
+-- mode: 'retry' or 'timeout' (the policy decides), 'after' (retry in retry_after_ms),
+-- 'permanent' (no more attempts), 'malformed' (the entry breaks the wire format). A mode
+-- that ends the job is also its dead reason; else the reason is 'attempts exhausted'.
 -- The entry's own max_attempts field wins over ARGV[3].
 -- Backoff after the immediate retries: min(cap, base * 2^k) * (1 - jitter * rand).
--- returns: {code, outcome, attempts, due_at_ms} per job, flattened; outcome is 'retry',
--- 'delayed' or 'dead' ('' when the code is not OK)
+-- moves: running -> waiting, delayed, dead
+-- returns: {code, state, attempts, due_at_ms} per job
+-- state is where the job went ('' when the code is not OK)
 -- codes: OK NOT_OWNER NOT_FOUND WRONG_STATE
 --@include codes
---@include common
+--@include states
+--@include failures
+--@include now_ms
+--@include fields
+--@include read_entry
+--@include stash
+--@include ensure_record
+--@include dead_letter
+--@include held_entries
 local stream, delayed, dead, stats, job_prefix = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local group, consumer = ARGV[1], ARGV[2]
 local policy_max = tonumber(ARGV[3])
 local immediate = tonumber(ARGV[4])
 local base, cap, jitter = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
-local reasons = {dead = 'permanent', malformed = 'malformed'}
+local ends_job = {[PERMANENT] = true, [MALFORMED] = true}
 local now = now_ms()
 local held = held_entries(stream, group, consumer, ARGV, 8, 7)
 local out = {}
@@ -43,7 +53,9 @@ local function fail_one(entry, id, err, tb, mode, retry_after, rand)
   end
   local key = job_prefix .. id
   ensure_record(key, entry, flat)
-  if redis.call('HGET', key, 'state') ~= 'waiting' then return {WRONG_STATE, '', 0, 0} end
+  if redis.call('HGET', key, 'state') ~= RUNNING_RECORDED_AS then
+    return {WRONG_STATE, '', 0, 0}
+  end
 
   local attempts = redis.call('HINCRBY', key, 'attempts', 1)
   redis.call('XACK', stream, group, entry)
@@ -53,14 +65,14 @@ local function fail_one(entry, id, err, tb, mode, retry_after, rand)
   set_field(flat, 'attempts', tostring(attempts))
 
   local max_attempts = tonumber(get_field(flat, 'max_attempts') or '') or policy_max
-  if reasons[mode] or attempts >= max_attempts then
-    local reason = reasons[mode] or 'attempts exhausted'
+  if ends_job[mode] or attempts >= max_attempts then
+    local reason = ends_job[mode] and mode or EXHAUSTED
     dead_letter(dead, stats, key, id, flat, reason, err, tb, attempts, now)
-    return {OK, 'dead', attempts, 0}
+    return {OK, DEAD, attempts, 0}
   end
 
   local delay
-  if mode == 'after' then
+  if mode == AFTER then
     delay = retry_after
   elseif attempts <= immediate then
     delay = 0
@@ -72,13 +84,13 @@ local function fail_one(entry, id, err, tb, mode, retry_after, rand)
   if delay <= 0 then
     local new_entry = redis.call('XADD', stream, '*', unpack(flat))
     redis.call('HSET', key, 'entry', new_entry)
-    return {OK, 'retry', attempts, now}
+    return {OK, WAITING, attempts, now}
   end
   local due = now + delay
-  redis.call('HSET', key, 'state', 'delayed', 'entry', '', 'due_at', due)
+  redis.call('HSET', key, 'state', DELAYED, 'entry', '', 'due_at', due)
   stash_fields(key, flat)
   redis.call('ZADD', delayed, due, id)
-  return {OK, 'delayed', attempts, due}
+  return {OK, DELAYED, attempts, due}
 end
 
 for i = 8, #ARGV, 7 do

@@ -4,11 +4,15 @@
 -- KEYS[2] delayed
 -- KEYS[3] job_prefix
 -- ARGV[1] limit
--- returns: {code, moved, next_due_in_ms (-1 when none), orphans}
--- orphans: ids whose record was deleted from outside; they are dropped from the set.
+-- moves: delayed -> waiting
+-- returns: {code, moved, next_due_in_ms, orphans}
+-- next_due_in_ms is -1 when none; orphans: ids whose record was deleted from outside,
+-- dropped from the set.
 -- codes: OK
 --@include codes
---@include common
+--@include states
+--@include now_ms
+--@include stash
 local stream, delayed, job_prefix = KEYS[1], KEYS[2], KEYS[3]
 local now = now_ms()
 local ids = redis.call('ZRANGEBYSCORE', delayed, '-inf', now, 'LIMIT', 0, tonumber(ARGV[1]))
@@ -20,7 +24,7 @@ for _, id in ipairs(ids) do
     orphans = orphans + 1
   else
     local entry = redis.call('XADD', stream, '*', unpack(flat))
-    redis.call('HSET', key, 'state', 'waiting', 'entry', entry, 'updated_at', now)
+    redis.call('HSET', key, 'state', WAITING, 'entry', entry, 'updated_at', now)
     redis.call('HDEL', key, 'due_at')
     moved = moved + 1
   end

@@ -5,6 +5,7 @@
 -- KEYS[1] stream
 -- ARGV[1] group
 -- ARGV[2] min_idle_ms
+-- moves: none
 -- returns: {code, pruned}
 -- codes: OK
 --@include codes

@@ -10,10 +10,17 @@
 -- ARGV[3] min_idle_ms
 -- ARGV[4] count
 -- ARGV[5] max_deliveries
--- returns: {code, dead_count, entry_id, fields, deliveries, ...}  (claimed entries, flattened)
+-- moves: running -> running, dead
+-- returns: {code, dead_count}, then {entry_id, fields, deliveries} per claimed entry
 -- codes: OK
 --@include codes
---@include common
+--@include failures
+--@include now_ms
+--@include fields
+--@include deliveries
+--@include job_id_of
+--@include ensure_record
+--@include dead_letter
 local stream, dead, stats, job_prefix = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local group, consumer = ARGV[1], ARGV[2]
 local max_deliveries = tonumber(ARGV[5])
@@ -35,7 +42,7 @@ for _, e in ipairs(res[2]) do
     redis.call('XDEL', stream, entry)
     set_field(flat, 'id', id)
     local reason = 'poison: delivered ' .. (n - 1) .. ' times without finishing'
-    dead_letter(dead, stats, key, id, flat, 'poison', reason, '', attempts, now)
+    dead_letter(dead, stats, key, id, flat, POISON, reason, '', attempts, now)
     out[2] = out[2] + 1
   else
     out[#out + 1] = entry; out[#out + 1] = flat; out[#out + 1] = n

@@ -6,10 +6,14 @@
 -- ARGV[1] group
 -- ARGV[2] consumer
 -- ARGV[3...] entry_id, job_id  (repeated)
--- returns: {code per entry}
+-- moves: running -> waiting
+-- returns: {code} per entry
 -- codes: OK NOT_OWNER NOT_FOUND
 --@include codes
---@include common
+--@include fields
+--@include read_entry
+--@include owns
+--@include ensure_record
 local stream, stats, job_prefix = KEYS[1], KEYS[2], KEYS[3]
 local group, consumer = ARGV[1], ARGV[2]
 local out = {}

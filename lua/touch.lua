@@ -4,10 +4,11 @@
 -- ARGV[1] group
 -- ARGV[2] consumer
 -- ARGV[3...] entry_id  (repeated)
--- returns: {code, lost_entry_id, ...}  entries the caller no longer owns
+-- moves: none
+-- returns: {code}, then {entry_id} per entry the caller no longer owns
 -- codes: OK
 --@include codes
---@include common
+--@include owns
 local stream, group, consumer = KEYS[1], ARGV[1], ARGV[2]
 local out = {OK}
 for i = 3, #ARGV do

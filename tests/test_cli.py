@@ -15,6 +15,7 @@ import redis
 from streamjobs import Producer
 from streamjobs.admin import delete_type
 from streamjobs.cli import parse_args
+from streamjobs.contract import Failure
 from streamjobs.keys import GROUP, TypeKeys
 from streamjobs.scripts import FailArgs, FailItem, Scripts
 from tests.helpers import ROOT
@@ -89,7 +90,7 @@ async def _dead_jobs(redis_url: str, type_name: str, n: int) -> list[str]:
         tk = TypeKeys("sj", type_name)
         s = Scripts(p.redis)
         resp = await p.redis.xreadgroup(GROUP, "c", {tk.stream: ">"}, count=n)
-        items = [FailItem(entry.decode(), job_id, FailArgs(f"KeyError: {job_id}", "tb", "dead"))
+        items = [FailItem(entry.decode(), job_id, FailArgs(f"KeyError: {job_id}", "tb", Failure.PERMANENT))
                  for (entry, _), job_id in zip(resp[0][1], ids, strict=True)]
         await s.fail(tk, GROUP, "c", items, max_attempts=3, immediate_retries=0,
                      backoff_base_ms=0, backoff_cap_ms=0, jitter=0)

@@ -11,8 +11,8 @@ import anyio
 import pytest
 
 from streamjobs import Job, Producer, Registry, Worker
+from streamjobs.contract import JobState
 from streamjobs.embedded import EmbeddedServer
-from streamjobs.job import JobState
 from streamjobs.keys import GROUP, TypeKeys
 from tests.helpers import pending, running, spawn_worker, stat, wait_equal, wait_for
 

@@ -6,8 +6,8 @@ import pytest
 from redis.asyncio import Redis
 
 from streamjobs import Producer, SyncProducer
+from streamjobs.contract import JobState
 from streamjobs.errors import DuplicateJob, PayloadTooLarge
-from streamjobs.job import JobState
 from streamjobs.keys import TypeKeys
 
 

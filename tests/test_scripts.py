@@ -9,7 +9,7 @@ import pytest
 
 from streamjobs.codes import Code
 from streamjobs.keys import GROUP, TypeKeys
-from streamjobs.scripts import EnqueueItem, FailArgs, FailItem, Scripts
+from streamjobs.scripts import AckItem, EnqueueItem, FailArgs, FailItem, ReleaseItem, Scripts
 from streamjobs.streams import ensure_group
 
 if TYPE_CHECKING:
@@ -107,7 +107,7 @@ async def test_enqueue_batch_reports_each_job(env: Env) -> None:
 async def test_ack_completes_deletes_entry_and_keeps_result(env: Env) -> None:
     job_id = await env.enqueue()
     [(entry, _)] = await env.deliver()
-    codes = await env.s.ack(env.tk, GROUP, A, 60_000, [(entry, job_id, b'{"ok":1}')])
+    codes = await env.s.ack(env.tk, GROUP, A, 60_000, [AckItem(entry, job_id, b'{"ok":1}')])
     assert codes == [Code.OK]
     assert await env.r.xlen(env.tk.stream) == 0 and await env.pending() == 0
     rec = await env.record(job_id)
@@ -120,7 +120,7 @@ async def test_ack_completes_deletes_entry_and_keeps_result(env: Env) -> None:
 async def test_ack_from_non_owner_is_rejected_and_not_counted(env: Env) -> None:
     job_id = await env.enqueue()
     [(entry, _)] = await env.deliver(A)
-    assert await env.s.ack(env.tk, GROUP, B, 60_000, [(entry, job_id, b"")]) == [Code.NOT_OWNER]
+    assert await env.s.ack(env.tk, GROUP, B, 60_000, [AckItem(entry, job_id, b"")]) == [Code.NOT_OWNER]
     assert await env.pending() == 1
     assert (await env.record(job_id))["state"] == "waiting"
     assert await env.stat("completed") == 0
@@ -129,22 +129,22 @@ async def test_ack_from_non_owner_is_rejected_and_not_counted(env: Env) -> None:
 async def test_ack_twice_counts_once(env: Env) -> None:
     job_id = await env.enqueue()
     [(entry, _)] = await env.deliver()
-    assert await env.s.ack(env.tk, GROUP, A, 1000, [(entry, job_id, b"")]) == [Code.OK]
-    assert await env.s.ack(env.tk, GROUP, A, 1000, [(entry, job_id, b"")]) == [Code.NOT_OWNER]
+    assert await env.s.ack(env.tk, GROUP, A, 1000, [AckItem(entry, job_id, b"")]) == [Code.OK]
+    assert await env.s.ack(env.tk, GROUP, A, 1000, [AckItem(entry, job_id, b"")]) == [Code.NOT_OWNER]
     assert await env.stat("completed") == 1
 
 
 async def test_ack_with_zero_retention_deletes_record(env: Env) -> None:
     job_id = await env.enqueue()
     [(entry, _)] = await env.deliver()
-    assert await env.s.ack(env.tk, GROUP, A, 0, [(entry, job_id, b"")]) == [Code.OK]
+    assert await env.s.ack(env.tk, GROUP, A, 0, [AckItem(entry, job_id, b"")]) == [Code.OK]
     assert await env.r.exists(env.tk.job(job_id)) == 0
 
 
 async def test_ack_of_plain_xadd_creates_record(env: Env) -> None:
     entry = (await env.r.xadd(env.tk.stream, {"payload": "1"})).decode()
     await env.deliver()
-    assert await env.s.ack(env.tk, GROUP, A, 60_000, [(entry, entry, b"")]) == [Code.OK]
+    assert await env.s.ack(env.tk, GROUP, A, 60_000, [AckItem(entry, entry, b"")]) == [Code.OK]
     rec = await env.record(entry)
     assert rec["state"] == "completed" and rec["enqueued_at"] == entry.split("-")[0]
 
@@ -155,7 +155,7 @@ async def test_fail_first_attempt_retries_immediately(env: Env) -> None:
     job_id = await env.enqueue(b'{"a":1}', extra=("traceparent", "00-abc"))
     [(entry, _)] = await env.deliver()
     res = await env.fail(entry, job_id)
-    assert (res.code, res.outcome, res.attempts) == (Code.OK, "retry", 1)
+    assert (res.code, res.state, res.attempts) == (Code.OK, "waiting", 1)
     [(new_entry, fields)] = await env.deliver()
     assert new_entry != entry
     assert fields[b"payload"] == b'{"a":1}' and fields[b"traceparent"] == b"00-abc"
@@ -183,7 +183,7 @@ async def test_fail_backoff_schedule(env: Env, attempts_before: int, base: int, 
     [(entry, _)] = await env.deliver()
     res = await env.fail(entry, job_id, max_attempts=20, backoff_base_ms=base,
                          backoff_cap_ms=cap, jitter=jitter, rand=rand)
-    assert res.outcome == "delayed" and res.attempts == attempts_before + 1
+    assert res.state == "delayed" and res.attempts == attempts_before + 1
     now_ms = (await env.r.time())[0] * 1000
     due = await env.r.zscore(env.tk.delayed, job_id)
     assert abs((due - now_ms) - expected_delay) < 1100
@@ -195,13 +195,13 @@ async def test_fail_backoff_schedule(env: Env, attempts_before: int, base: int, 
 
 @pytest.mark.parametrize(
     ("mode", "max_attempts", "reason"),
-    [("retry", 1, "attempts exhausted"), ("dead", 5, "permanent"), ("malformed", 5, "malformed")],
+    [("retry", 1, "attempts exhausted"), ("permanent", 5, "permanent"), ("malformed", 5, "malformed")],
 )
 async def test_fail_to_dead(env: Env, mode: str, max_attempts: int, reason: str) -> None:
     job_id = await env.enqueue(b'{"x":2}')
     [(entry, _)] = await env.deliver()
     res = await env.fail(entry, job_id, mode=mode, max_attempts=max_attempts)
-    assert (res.code, res.outcome) == (Code.OK, "dead")
+    assert (res.code, res.state) == (Code.OK, "dead")
     [(_, dead)] = await env.r.xrange(env.tk.dead)
     assert dead[b"reason"] == reason.encode() and dead[b"error"] == b"ValueError: boom"
     assert dead[b"f:payload"] == b'{"x":2}' and dead[b"id"] == job_id.encode()
@@ -214,14 +214,14 @@ async def test_fail_to_dead(env: Env, mode: str, max_attempts: int, reason: str)
 async def test_fail_entry_max_attempts_overrides_policy(env: Env) -> None:
     job_id = await env.enqueue(extra=("max_attempts", "1"))
     [(entry, _)] = await env.deliver()
-    assert (await env.fail(entry, job_id, max_attempts=10)).outcome == "dead"
+    assert (await env.fail(entry, job_id, max_attempts=10)).state == "dead"
 
 
 async def test_fail_retry_after(env: Env) -> None:
     job_id = await env.enqueue()
     [(entry, _)] = await env.deliver()
     res = await env.fail(entry, job_id, mode="after", retry_after_ms=30_000)
-    assert res.outcome == "delayed"
+    assert res.state == "delayed"
     now_ms = (await env.r.time())[0] * 1000
     assert abs(await env.r.zscore(env.tk.delayed, job_id) - now_ms - 30_000) < 1100
 
@@ -241,8 +241,8 @@ async def test_fail_batch_reports_each_entry(env: Env) -> None:
     items = [FailItem(e, i, FailArgs("E: x", "tb", "retry")) for (e, _), i in zip(delivered, ids, strict=True)]
     res = await env.s.fail(env.tk, GROUP, A, items, max_attempts=3, immediate_retries=1,
                            backoff_base_ms=0, backoff_cap_ms=0, jitter=0.0)
-    assert [(r.code, r.outcome) for r in res] == [
-        (Code.NOT_OWNER, ""), (Code.OK, "retry"), (Code.OK, "retry")]
+    assert [(r.code, r.state) for r in res] == [
+        (Code.NOT_OWNER, ""), (Code.OK, "waiting"), (Code.OK, "waiting")]
     assert await env.stat("retried") == 2
 
 
@@ -275,7 +275,7 @@ async def test_reclaim_takes_idle_entries_only(env: Env) -> None:
     await env.enqueue()
     await env.deliver(A)
     res = await env.s.reclaim(env.tk, GROUP, B, 60_000, 10, 3)
-    assert res.claimed == [] and res.dead == 0
+    assert res.claimed == [] and res.dead_count == 0
     res = await env.s.reclaim(env.tk, GROUP, B, 0, 10, 3)
     [(entry, fields, deliveries)] = res.claimed
     assert deliveries == 2 and fields[b"payload"] == b'{"n":1}'
@@ -290,7 +290,7 @@ async def test_reclaim_dead_letters_poison(env: Env) -> None:
     for _ in range(2):  # delivered 3 times in all
         assert len((await env.s.reclaim(env.tk, GROUP, B, 0, 10, 3)).claimed) == 1
     res = await env.s.reclaim(env.tk, GROUP, B, 0, 10, 3)
-    assert res.dead == 1 and res.claimed == []
+    assert res.dead_count == 1 and res.claimed == []
     [(_, dead)] = await env.r.xrange(env.tk.dead)
     assert dead[b"reason"] == b"poison" and b"delivered 3 times" in dead[b"error"]
     assert (await env.record(job_id))["state"] == "dead"
@@ -315,8 +315,8 @@ async def test_touch_resets_idle_of_owned_entries_and_reports_lost(env: Env) -> 
 async def test_release_hands_back_without_spending_an_attempt(env: Env) -> None:
     job_id = await env.enqueue()
     [(entry, _)] = await env.deliver(A)
-    assert await env.s.release(env.tk, GROUP, B, [(entry, job_id)]) == [Code.NOT_OWNER]
-    assert await env.s.release(env.tk, GROUP, A, [(entry, job_id)]) == [Code.OK]
+    assert await env.s.release(env.tk, GROUP, B, [ReleaseItem(entry, job_id)]) == [Code.NOT_OWNER]
+    assert await env.s.release(env.tk, GROUP, A, [ReleaseItem(entry, job_id)]) == [Code.OK]
     assert await env.pending() == 0
     [(new_entry, fields)] = await env.deliver(B)
     rec = await env.record(job_id)
@@ -329,7 +329,7 @@ async def test_release_hands_back_without_spending_an_attempt(env: Env) -> None:
 async def _dead_job(env: Env) -> str:
     job_id = await env.enqueue(b'{"d":1}')
     [(entry, _)] = await env.deliver()
-    await env.fail(entry, job_id, mode="dead")
+    await env.fail(entry, job_id, mode="permanent")
     return job_id
 
 
@@ -391,17 +391,17 @@ async def test_every_wrapper_works_after_script_flush(env: Env) -> None:
     job_id = await env.enqueue()
     [(entry, _)] = await env.deliver()
     await env.r.script_flush()
-    assert (await env.fail(entry, job_id)).outcome == "retry"
+    assert (await env.fail(entry, job_id)).state == "waiting"
     [(entry, _)] = await env.deliver()
     await env.r.script_flush()
     assert await env.s.touch(env.tk, GROUP, A, [entry]) == []
     await env.r.script_flush()
-    assert await env.s.release(env.tk, GROUP, A, [(entry, job_id)]) == [Code.OK]
+    assert await env.s.release(env.tk, GROUP, A, [ReleaseItem(entry, job_id)]) == [Code.OK]
     [(entry, _)] = await env.deliver()
     await env.r.script_flush()
     assert (await env.s.reclaim(env.tk, GROUP, A, 0, 10, 5)).claimed
     await env.r.script_flush()
-    assert await env.s.ack(env.tk, GROUP, A, 1000, [(entry, job_id, b"")]) == [Code.OK]
+    assert await env.s.ack(env.tk, GROUP, A, 1000, [AckItem(entry, job_id, b"")]) == [Code.OK]
     await env.r.script_flush()
     assert (await env.s.promote(env.tk))[0] == 0
     dead = await _dead_job(env)

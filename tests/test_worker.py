@@ -10,9 +10,9 @@ import anyio
 import pytest
 
 from streamjobs import Job, PermanentError, Producer, Registry, RetryAfter, Settings, Worker
-from streamjobs.job import JobState
+from streamjobs.contract import JobState
 from streamjobs.keys import GROUP, TypeKeys
-from streamjobs.scripts import Scripts
+from streamjobs.scripts import AckItem, Scripts
 from tests.helpers import FAST, job_state, pending, running, stat, wait_equal, wait_state
 
 if TYPE_CHECKING:
@@ -351,7 +351,7 @@ async def test_reclaimed_job_late_ack_is_rejected(redis_url: str, r: Redis,
         assert await job_state(producer, type_name, job_id) is JobState.RUNNING
         assert int(await r.hget(tk.stats, "completed") or 0) == 0
     entry = claimed.claimed[0][0]
-    assert await scripts.ack(tk, GROUP, "other-worker", 1000, [(entry, job_id, b"")]) == [0]
+    assert await scripts.ack(tk, GROUP, "other-worker", 1000, [AckItem(entry, job_id, b"")]) == [0]
     assert int(await r.hget(tk.stats, "completed")) == 1
 
 

@@ -39,9 +39,10 @@ from streamjobs.api.models import (
 )
 from streamjobs.api.state import ApiState
 from streamjobs.codes import Code
+from streamjobs.contract import JobState
 from streamjobs.counts import known_types, type_stats
 from streamjobs.errors import DecodeError, JobNotFound, PayloadTooLarge, WrongState
-from streamjobs.job import JobState, check_job_id
+from streamjobs.job import check_job_id
 from streamjobs.keys import check_type_name, ready_probe_key
 from streamjobs.listing import MAX_PAGE, list_jobs
 from streamjobs.presence import live_workers

@@ -1,0 +1,254 @@
+"""The wire contract, defined once: states and transitions, failure vocabulary, field names.
+
+Every name the Lua scripts, the engine and the API share lives here; the Lua side is
+held against it by ``tests/test_script_headers.py`` (state literals, ``moves:`` lines,
+``HINCRBY`` names, dead reasons). ``docs/protocol.md`` describes the same contract for
+producers in other languages.
+
+Field-name enums are ``StrEnum`` (redis-py writes them as their text); ``.b`` is the
+same name as bytes, for reading replies.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import TYPE_CHECKING
+
+from streamjobs.errors import PayloadTooLarge
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+
+class _Name(StrEnum):
+    """A field name: its text, and ``.b`` the same as bytes."""
+
+    b: bytes
+
+    def __init__(self, value: str) -> None:
+        self.b = value.encode()
+
+
+# ---- states and transitions --------------------------------------------------------------
+
+
+class JobState(StrEnum):
+    #: In the stream, not yet delivered to a worker.
+    WAITING = "waiting"
+    #: Delivered to a worker and not yet finished (in the group's pending list).
+    RUNNING = "running"
+    #: Scheduled for later, or waiting out a backoff, in the delayed set.
+    DELAYED = "delayed"
+    #: Finished successfully; the record is kept for the result retention.
+    COMPLETED = "completed"
+    #: In the dead stream: attempts exhausted, permanent error, poison or malformed.
+    DEAD = "dead"
+    #: Cancelled before it ran.
+    CANCELLED = "cancelled"
+
+
+#: Delivery (XREADGROUP) is the move to running and no script sees it, so a running job's
+#: record says waiting and the group's pending list tells the two apart. Lua names the
+#: same choice ``RUNNING_RECORDED_AS`` in ``lua/includes/states.lua``.
+RUNNING_RECORDED_AS = JobState.WAITING
+#: Pseudo-states of the ``moves:`` lines: before a job exists, after its record is gone.
+NEW = "new"
+GONE = "gone"
+
+
+@dataclass(frozen=True, slots=True)
+class Move:
+    """``sources -> targets``: the job may leave any source for any target."""
+
+    sources: tuple[str, ...]
+    targets: tuple[str, ...]
+
+    def __str__(self) -> str:
+        return f"{', '.join(self.sources)} -> {', '.join(self.targets)}"
+
+
+def _m(sources: str, targets: str) -> Move:
+    return Move(tuple(sources.split()), tuple(targets.split()))
+
+
+_W, _R, _D = JobState.WAITING, JobState.RUNNING, JobState.DELAYED
+#: Delivery by XREADGROUP: the one move that is not a script.
+FETCH = "fetch"
+#: Every transition (a Lua script of that name, or :data:`FETCH`) and the moves it makes;
+#: an empty tuple is a script that moves no job. Each script's ``-- moves:`` lines say the
+#: same (checked by the header test).
+TRANSITIONS: dict[str, tuple[Move, ...]] = {
+    "enqueue": (_m(NEW, f"{_W} {_D}"),),
+    FETCH: (_m(_W, _R),),
+    "ack": (_m(_R, JobState.COMPLETED),),
+    "fail": (_m(_R, f"{_W} {_D} {JobState.DEAD}"),),
+    "release": (_m(_R, _W),),
+    "reclaim": (_m(_R, f"{_R} {JobState.DEAD}"),),
+    "promote": (_m(_D, _W),),
+    "cancel": (_m(f"{_W} {_D}", JobState.CANCELLED),),
+    "dead_retry": (_m(JobState.DEAD, _W),),
+    "dead_purge": (_m(JobState.DEAD, GONE),),
+    "touch": (),
+    "prune_consumers": (),
+}
+
+
+# ---- failures and outcomes ---------------------------------------------------------------
+
+
+class Failure(StrEnum):
+    """How an attempt failed: the ``mode`` ``fail.lua`` takes, and a dead entry's
+    ``reason`` (the same string both ways)."""
+
+    #: The retry policy decides (attempts left: backoff; none: ``EXHAUSTED``).
+    RETRY = "retry"
+    #: Like RETRY, after the handler's own delay (``RetryAfter``).
+    AFTER = "after"
+    #: The attempt ran over its time limit; the policy decides like RETRY.
+    TIMEOUT = "timeout"
+    #: A ``PermanentError``: dead at once.
+    PERMANENT = "permanent"
+    #: The entry breaks the wire format: dead at once.
+    MALFORMED = "malformed"
+    #: Reason only: the last attempt failed.
+    EXHAUSTED = "attempts exhausted"
+    #: Reason only: delivered over ``max_deliveries`` times without finishing (reclaim).
+    POISON = "poison"
+
+
+#: Modes a worker sends to ``fail.lua``; the other members are dead reasons only.
+FAIL_MODES = (Failure.RETRY, Failure.AFTER, Failure.TIMEOUT, Failure.PERMANENT,
+              Failure.MALFORMED)
+
+
+class Attempt(StrEnum):
+    """What one attempt came to, as the worker decides it (label ``outcome`` of
+    ``streamjobs_attempt_duration_seconds``). Failures carry their :class:`Failure` text."""
+
+    OK = "ok"
+    RETRY = Failure.RETRY.value
+    AFTER = Failure.AFTER.value
+    TIMEOUT = Failure.TIMEOUT.value
+    PERMANENT = Failure.PERMANENT.value
+    MALFORMED = Failure.MALFORMED.value
+    #: Handed back unfinished at shutdown (no attempt spent).
+    RELEASED = "released"
+
+
+class Outcome(StrEnum):
+    """Label ``outcome`` of ``streamjobs_jobs_total``: each settled attempt counts once."""
+
+    COMPLETED = "completed"
+    #: Failed and retried (not a timeout).
+    RETRIED = "retried"
+    #: Failed into the dead stream (not a timeout), or dead-lettered as poison.
+    DEAD = "dead"
+    #: Ran over its time limit (retried or dead: counted here only).
+    TIMEOUT = "timeout"
+    #: The worker no longer owned the entry when it finished (reclaimed elsewhere).
+    ACK_REFUSED = "ack_refused"
+
+
+# ---- field names -------------------------------------------------------------------------
+
+
+class Wire(_Name):
+    """Stream-entry fields with a meaning to the engine; every other field is a header."""
+
+    PAYLOAD = "payload"
+    ID = "id"
+    MAX_ATTEMPTS = "max_attempts"
+    TIMEOUT = "timeout"
+    ENQUEUED_AT = "enqueued_at"
+    ATTEMPTS = "attempts"
+
+
+RESERVED = frozenset(Wire)
+
+
+class Rec(_Name):
+    """Fields of a job's record hash (``<prefix>:{type}:job:<id>``)."""
+
+    STATE = "state"
+    ENTRY = "entry"
+    ENQUEUED_AT = "enqueued_at"
+    ATTEMPTS = "attempts"
+    DUE_AT = "due_at"
+    UPDATED_AT = "updated_at"
+    FINISHED_AT = "finished_at"
+    ERROR = "error"
+    TRACEBACK = "traceback"
+    REASON = "reason"
+    RESULT = "result"
+    DEAD_ENTRY = "dead_entry"
+
+
+#: A delayed or dead job's own fields are kept under this prefix (record or dead entry).
+STASH = "f:"
+STASH_B = STASH.encode()
+
+
+class DeadField(_Name):
+    """Fields of a dead-stream entry (besides the job's own, under :data:`STASH`)."""
+
+    ID = "id"
+    REASON = "reason"
+    ERROR = "error"
+    ATTEMPTS = "attempts"
+    FAILED_AT = "failed_at"
+
+
+class Stat(_Name):
+    """Counters of a type's stats hash (the ``HINCRBY`` names of the scripts)."""
+
+    ENQUEUED = "enqueued"
+    COMPLETED = "completed"
+    RETRIED = "retried"
+    DEAD = "dead"
+    CANCELLED = "cancelled"
+    RELEASED = "released"
+    RECLAIMED = "reclaimed"
+    DEAD_RETRIED = "dead_retried"
+    PURGED = "purged"
+    #: Not a count: the sequence of generated ids of delayed jobs.
+    SEQ = "seq"
+
+
+class Heartbeat(_Name):
+    """Fields of a worker's hash (``<prefix>:worker:<name>``)."""
+
+    NAME = "name"
+    HOST = "host"
+    PID = "pid"
+    TYPES = "types"
+    CONCURRENCY = "concurrency"
+    IN_FLIGHT = "in_flight"
+    STARTED_AT = "started_at"
+    LAST_HEARTBEAT = "last_heartbeat"
+
+
+# ---- patterns and rules ------------------------------------------------------------------
+
+#: Printable ASCII, no spaces: job ids and header names.
+JOB_ID_PATTERN = r"[!-~]{1,128}"
+HEADER_NAME_PATTERN = JOB_ID_PATTERN
+TYPE_NAME_PATTERN = r"[A-Za-z0-9_.\-]{1,64}"
+STREAM_ID_PATTERN = r"\d{1,20}-\d{1,20}"
+JOB_ID = re.compile(JOB_ID_PATTERN)
+TYPE_NAME = re.compile(TYPE_NAME_PATTERN)
+STREAM_ID = re.compile(STREAM_ID_PATTERN)
+
+
+def job_id_of(entry_id: str, fields: Mapping[bytes, bytes]) -> str:
+    """A job's id: the entry's ``id`` field, else the entry id (a plain XADD)."""
+    raw = fields.get(Wire.ID.b)
+    return raw.decode("utf-8", "replace") if raw else entry_id
+
+
+def check_payload_size(body: bytes, limit: int) -> bytes:
+    """``body`` when it is at most ``limit`` bytes, else raise PayloadTooLarge."""
+    if len(body) > limit:
+        raise PayloadTooLarge(f"payload is {len(body)} bytes, over the limit of {limit}")
+    return body

@@ -1,0 +1,14 @@
+--@include states
+--@include stash_prefix
+-- Move a job to the dead stream. `flat` is its fields; the record keeps the error.
+local function dead_letter(dead, stats, key, job_id, flat, reason, err, tb, attempts, now)
+  local args = add_stashed({'id', job_id, 'reason', reason, 'error', err,
+    'attempts', attempts, 'failed_at', now}, flat)
+  local dead_id = redis.call('XADD', dead, '*', unpack(args))
+  redis.call('HSET', key, 'state', DEAD, 'dead_entry', dead_id, 'entry', '',
+    'reason', reason, 'error', err, 'traceback', tb, 'attempts', attempts,
+    'finished_at', now, 'updated_at', now)
+  redis.call('PERSIST', key)
+  redis.call('HINCRBY', stats, 'dead', 1)
+  return dead_id
+end

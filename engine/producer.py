@@ -12,7 +12,8 @@ import anyio.from_thread
 from streamjobs.codes import Code
 from streamjobs.config import Settings
 from streamjobs.connection import client_from_url
-from streamjobs.errors import DuplicateJob, InvalidArgument, PayloadTooLarge, raise_for_code
+from streamjobs.contract import Wire, check_payload_size
+from streamjobs.errors import DuplicateJob, InvalidArgument, raise_for_code
 from streamjobs.job import check_job_id, dumps, encode_fields
 from streamjobs.keys import GROUP, TypeKeys
 from streamjobs.scripts import EnqueueItem, EnqueueResult, Scripts, parse_enqueue
@@ -64,12 +65,7 @@ class Producer:
         self._known_types.add(tk.type)
 
     def _item(self, spec: JobSpec) -> EnqueueItem:
-        payload_json = dumps(spec.payload)
-        if len(payload_json) > self.settings.max_payload_bytes:
-            raise PayloadTooLarge(
-                f"payload is {len(payload_json)} bytes, over the limit of "
-                f"{self.settings.max_payload_bytes}"
-            )
+        payload_json = check_payload_size(dumps(spec.payload), self.settings.max_payload_bytes)
         job_id = check_job_id(spec.job_id) if spec.job_id is not None else ""
         fields = encode_fields(
             None, job_id=job_id, max_attempts=spec.max_attempts, timeout=spec.timeout,
@@ -124,25 +120,17 @@ class Producer:
         """Enqueue one job per payload (pipelined); returns their ids in order."""
         tk = self.keys(type_)
         limit = self.settings.max_payload_bytes
-        argv_chunks: list[list[Any]] = [[]]
-        count = 0
-        for payload in payloads:  # the hot path of bulk enqueue: build argv directly
-            body = dumps(payload)
-            if len(body) > limit:
-                raise PayloadTooLarge(f"payload is {len(body)} bytes, over the limit of {limit}")
-            if count == BULK_CHUNK:
-                argv_chunks.append([])
-                count = 0
-            argv_chunks[-1] += ("", 0, 0, 1, "payload", body)
-            count += 1
+        items = [EnqueueItem((Wire.PAYLOAD, check_payload_size(dumps(p), limit)))
+                 for p in payloads]
         await self._ensure_type(tk)
         # Pipelines one after another (not concurrently): the stream keeps the jobs in
         # the order given. Each pipeline bounds the memory of one round trip.
         ids: list[str] = []
-        for i in range(0, len(argv_chunks), PIPELINE_CHUNKS):
+        per_pipeline = BULK_CHUNK * PIPELINE_CHUNKS
+        for i in range(0, len(items), per_pipeline):
             async with self.redis.pipeline(transaction=False) as pipe:
-                for argv in argv_chunks[i : i + PIPELINE_CHUNKS]:
-                    self.scripts.enqueue_raw_in(pipe, tk, argv)
+                for j in range(i, min(len(items), i + per_pipeline), BULK_CHUNK):
+                    self.scripts.enqueue_in(pipe, tk, items[j : j + BULK_CHUNK])
                 for raw in await pipe.execute():
                     ids += [r.job_id for r in parse_enqueue(raw)]
         return ids

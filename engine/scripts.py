@@ -77,8 +77,9 @@ def _s(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
-def _code(value: int) -> Code:
-    return Code(int(value))
+_CODES = {c.value: c for c in Code}
+#: Codes come back as integers: a dict lookup (``Code(value)`` costs ~1 us, hot path).
+_code = _CODES.__getitem__
 
 
 def _pairs(flat: Sequence[bytes]) -> dict[bytes, bytes]:
@@ -93,8 +94,9 @@ CONVERT: dict[str, Callable[[Any], Any]] = {
     "pruned": int,
 }
 
-#: Tail names that stand for a job's flat field list: ``nfields`` pairs follow the rest.
-FLAT_FIELDS = ("field", "value")
+#: A tail ending so carries a job's flat field list: its pair count, then the pairs
+#: (``it.fields``) after the other names.
+FLAT_FIELDS = ("nfields", "field", "value")
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,7 +115,7 @@ class Spec:
     row: Callable[[Any], Any] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        named = self.tail[:-2] if self.tail[-2:] == FLAT_FIELDS else self.tail
+        named = self.tail[:-3] if self.tail[-3:] == FLAT_FIELDS else self.tail
         object.__setattr__(self, "row", attrgetter(*named) if len(named) > 1 else None)
 
 
@@ -122,7 +124,7 @@ _EACH_CODE = Reply(each=("code",))
 SPECS: dict[str, Spec] = {
     "enqueue": Spec(
         keys=("stream", "delayed", "stats", "job_prefix"),
-        tail=("job_id", "delay_ms", "run_at_ms", "nfields", *FLAT_FIELDS),
+        tail=("job_id", "delay_ms", "run_at_ms", *FLAT_FIELDS),
         reply=Reply(each=("code", "job_id", "state")),
         codes=(Code.OK, Code.DUPLICATE),
     ),
@@ -193,9 +195,10 @@ def build_argv(name: str, items: Iterable[Any] = (), **named: Any) -> list[Any]:
     row = spec.row
     if row is None:
         argv += items
-    elif spec.tail[-2:] == FLAT_FIELDS:
+    elif spec.tail[-3:] == FLAT_FIELDS:
         for it in items:
             argv += row(it)
+            argv.append(len(it.fields) // 2)
             argv += it.fields
     else:
         for it in items:
@@ -211,22 +214,15 @@ def parse_reply(name: str, raw: Sequence[Any]) -> tuple[dict[str, Any], list[tup
     if rest < 0 or (rest % width if width else rest):
         raise ReplyShapeError(f"{name} replied {len(raw)} values; its shape is {shape}")
     head = {k: CONVERT[k](v) for k, v in zip(shape.head, raw, strict=False)}
-    convs = [CONVERT[k] for k in shape.each]
-    rows = [tuple(c(v) for c, v in zip(convs, raw[i : i + width], strict=True))
-            for i in range(n, len(raw), width or 1)]
-    return head, rows
+    columns = [map(CONVERT[k], raw[n + i :: width]) for i, k in enumerate(shape.each)]
+    return head, list(zip(*columns, strict=True))
 
 
-@dataclass(frozen=True, slots=True)
-class EnqueueItem:
+class EnqueueItem(NamedTuple):
     fields: Sequence[bytes | str]
     job_id: str = ""
     delay_ms: int = 0
     run_at_ms: int = 0
-
-    @property
-    def nfields(self) -> int:
-        return len(self.fields) // 2
 
 
 class EnqueueResult(NamedTuple):

@@ -24,6 +24,7 @@ from streamjobs.contract import (
 from streamjobs.keys import TypeKeys
 from streamjobs.scripts import (
     CONVERT,
+    FLAT_FIELDS,
     SPECS,
     AckItem,
     Claimed,
@@ -172,10 +173,10 @@ def test_result_types_follow_the_reply_shape(name: str, type_: type) -> None:
     ("enqueue", EnqueueItem(("payload", "1"))),
 ])
 def test_argv_items_carry_every_tail_name(name: str, item: object) -> None:
-    names = [n for n in SPECS[name].tail if n not in ("field", "value")]
+    names = [n for n in SPECS[name].tail if n not in FLAT_FIELDS]
     for n in names:
         assert hasattr(item, n), f"{type(item).__name__} has no {n} for {name}'s ARGV"
-    if isinstance(item, tuple):  # a NamedTuple item is laid out in the header's order
+    if name in ("ack", "release"):  # their NamedTuple items follow the header's order
         assert item._fields == SPECS[name].tail  # type: ignore[attr-defined]
 
 

@@ -29,6 +29,7 @@ from prometheus_client.registry import Collector
 from redis.exceptions import RedisError
 
 from streamjobs import replies
+from streamjobs.contract import JobState, Stat
 from streamjobs.counts import COUNT_REPLIES, Counts, oldest_age, parse_counts, queue_counts
 from streamjobs.keys import TypeKeys, types_key
 
@@ -44,17 +45,17 @@ log = logging.getLogger("streamjobs.collector")
 SCRAPE_TIMEOUT = 2.0
 
 _GAUGES = {
-    "waiting": "Jobs in the stream not yet delivered to a worker",
-    "running": "Jobs delivered to a worker and not finished (consumer group pending list)",
-    "delayed": "Jobs scheduled for later or waiting out a retry backoff",
-    "dead": "Jobs in the dead stream",
+    JobState.WAITING: "Jobs in the stream not yet delivered to a worker",
+    JobState.RUNNING: "Jobs delivered to a worker and not finished (consumer group pending list)",
+    JobState.DELAYED: "Jobs scheduled for later or waiting out a retry backoff",
+    JobState.DEAD: "Jobs in the dead stream",
 }
 #: counter name → field of the type's stats hash
 _COUNTERS = {
-    "enqueued": ("enqueued", "Jobs enqueued"),
-    "completed": ("completed", "Jobs completed"),
-    "retried": ("retried", "Failed attempts that were retried"),
-    "dead_lettered": ("dead", "Jobs moved to the dead stream"),
+    "enqueued": (Stat.ENQUEUED, "Jobs enqueued"),
+    "completed": (Stat.COMPLETED, "Jobs completed"),
+    "retried": (Stat.RETRIED, "Failed attempts that were retried"),
+    "dead_lettered": (Stat.DEAD, "Jobs moved to the dead stream"),
 }
 
 
@@ -147,10 +148,10 @@ class QueueCollector(Collector):
 def _families(types: Sequence[str], rows: Sequence[Counts],
               ages: Sequence[float]) -> list[Metric]:
     out: list[Metric] = []
-    for name, doc in _GAUGES.items():
-        g = GaugeMetricFamily(f"streamjobs_queue_{name}", doc, labels=["type"])
+    for state, doc in _GAUGES.items():
+        g = GaugeMetricFamily(f"streamjobs_queue_{state}", doc, labels=["type"])
         for t, row in zip(types, rows, strict=True):
-            g.add_metric([t], getattr(row, name))
+            g.add_metric([t], getattr(row, state))
         out.append(g)
     age = GaugeMetricFamily("streamjobs_queue_oldest_waiting_age_seconds",
                             "Age of the oldest job not yet delivered (0 when none)",

@@ -234,8 +234,10 @@ class Heartbeat(_Name):
 #: Printable ASCII, no spaces: job ids and header names.
 JOB_ID_PATTERN = r"[!-~]{1,128}"
 HEADER_NAME_PATTERN = JOB_ID_PATTERN
-TYPE_NAME_PATTERN = r"[A-Za-z0-9_.\-]{1,64}"
-STREAM_ID_PATTERN = r"\d{1,20}-\d{1,20}"
+#: Not "." or "..": a URL path cannot carry them (clients resolve them away).
+TYPE_NAME_PATTERN = r"(?!\.\.?$)[A-Za-z0-9_.\-]{1,64}"
+#: [0-9], not \d: \d also matches other scripts' digits, which int() reads and the server not.
+STREAM_ID_PATTERN = r"[0-9]{1,20}-[0-9]{1,20}"
 JOB_ID = re.compile(JOB_ID_PATTERN)
 TYPE_NAME = re.compile(TYPE_NAME_PATTERN)
 STREAM_ID = re.compile(STREAM_ID_PATTERN)

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from streamjobs import replies
+from streamjobs.contract import Stat
 from streamjobs.keys import GROUP, types_key
 from streamjobs.records import Record
 
@@ -46,8 +47,8 @@ class Counts:
     #: The group's last delivered id: the oldest waiting entry comes after it.
     last_delivered: str | None
 
-    def counter(self, name: str) -> int:
-        return int(self.counters.get(name.encode(), 0))
+    def counter(self, name: Stat) -> int:
+        return int(self.counters.get(name.b, 0))
 
 
 #: Replies :func:`queue_counts` adds to a pipeline per type.
@@ -108,8 +109,8 @@ async def type_stats(redis: Redis, tk: TypeKeys) -> TypeStats:
         age = oldest_age(found, sec * 1000 + usec // 1000)
     return TypeStats(
         type=tk.type, waiting=c.waiting, running=c.running, delayed=c.delayed, dead=c.dead,
-        completed=c.counter("completed"), retried=c.counter("retried"),
-        enqueued=c.counter("enqueued"), oldest_waiting_age=age,
+        completed=c.counter(Stat.COMPLETED), retried=c.counter(Stat.RETRIED),
+        enqueued=c.counter(Stat.ENQUEUED), oldest_waiting_age=age,
     )
 
 

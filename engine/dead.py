@@ -9,10 +9,11 @@ from streamjobs import replies
 from streamjobs.codes import Code
 from streamjobs.config import Settings
 from streamjobs.connection import client_from_url
+from streamjobs.contract import STASH_B, DeadField, JobState, job_id_of
 from streamjobs.errors import InvalidArgument, raise_for_code
 from streamjobs.keys import TypeKeys
 from streamjobs.listing import check_stream_cursor
-from streamjobs.records import Record, split_fields
+from streamjobs.records import Record, opt_int, split_fields, text
 from streamjobs.scripts import Scripts
 from streamjobs.status import JobStatus, job_status
 
@@ -38,13 +39,14 @@ class DeadJob(Record):
 
 
 def _dead_job(type_: str, entry_id: bytes, fields: dict[bytes, bytes]) -> DeadJob:
-    payload, headers = split_fields(fields, b"f:")
-    g = fields.get
+    payload, headers = split_fields(fields, STASH_B)
+    dead_entry = entry_id.decode()
     return DeadJob(
-        id=g(b"id", b"").decode("utf-8", "replace"), type=type_,
-        dead_entry=entry_id.decode(), reason=g(b"reason", b"").decode("utf-8", "replace"),
-        error=g(b"error", b"").decode("utf-8", "replace"),
-        attempts=int(g(b"attempts", b"0") or 0), failed_at=int(g(b"failed_at", b"0") or 0),
+        id=job_id_of(dead_entry, fields), type=type_, dead_entry=dead_entry,
+        reason=text(fields.get(DeadField.REASON.b)) or "",
+        error=text(fields.get(DeadField.ERROR.b)) or "",
+        attempts=opt_int(fields.get(DeadField.ATTEMPTS.b)) or 0,
+        failed_at=opt_int(fields.get(DeadField.FAILED_AT.b)) or 0,
         payload=payload, headers=headers,
     )
 
@@ -81,7 +83,7 @@ class DeadLetters:
     async def show(self, type_: str, job_id: str) -> JobStatus | None:
         """Payload, error, traceback, attempts and timestamps of one dead job."""
         status = await job_status(self.redis, self.keys(type_), job_id)
-        if status is None or status.state.value != "dead":
+        if status is None or status.state is not JobState.DEAD:
             return None
         return status
 

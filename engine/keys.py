@@ -7,13 +7,11 @@ itself passed in KEYS.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
+from streamjobs.contract import TYPE_NAME
 from streamjobs.errors import InvalidTypeName
 
-#: Not "." or "..": a URL path cannot carry them (clients resolve them away).
-TYPE_NAME = re.compile(r"(?!\.\.?$)[A-Za-z0-9_.\-]{1,64}")
 GROUP = "workers"
 
 

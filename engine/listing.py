@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from streamjobs import replies
-from streamjobs.contract import JobState
+from streamjobs.contract import STREAM_ID, DeadField, JobState, Wire, job_id_of
 from streamjobs.errors import InvalidArgument
 from streamjobs.keys import GROUP
 from streamjobs.records import Record, opt_int, text
@@ -20,8 +20,6 @@ if TYPE_CHECKING:
     from streamjobs.keys import TypeKeys
 
 
-# [0-9], not \d: \d also matches other scripts' digits, which int() reads and the server not.
-STREAM_ID = re.compile(r"[0-9]{1,20}-[0-9]{1,20}")
 #: The cursor of a list kept in a sorted set (delayed, completed): ``score:member``.
 SCORE_CURSOR = re.compile(r"[0-9]{1,20}:.+", re.DOTALL)
 #: A stream id's two parts are unsigned 64-bit integers.
@@ -77,17 +75,12 @@ def _check_page(cursor: str | None, limit: int, stream: bool) -> None:
         raise InvalidArgument(f"invalid cursor {cursor!r}: pass back the next_cursor of a page")
 
 
-def _id_of(entry_id: str, fields: dict[bytes, bytes]) -> str:
-    raw = fields.get(b"id")
-    return raw.decode("utf-8", "replace") if raw else entry_id
-
-
 def _entry_summary(state: JobState, eid: bytes, fields: dict[bytes, bytes]) -> JobSummary:
     entry_id = eid.decode()
     return JobSummary(
-        id=_id_of(entry_id, fields), state=state, entry_id=entry_id,
-        enqueued_at=opt_int(fields.get(b"enqueued_at")) or int(entry_id.partition("-")[0]),
-        attempts=opt_int(fields.get(b"attempts")) or 0,
+        id=job_id_of(entry_id, fields), state=state, entry_id=entry_id,
+        enqueued_at=opt_int(fields.get(Wire.ENQUEUED_AT.b)) or int(entry_id.partition("-")[0]),
+        attempts=opt_int(fields.get(Wire.ATTEMPTS.b)) or 0,
     )
 
 
@@ -199,9 +192,10 @@ async def _list_dead(redis: Redis, tk: TypeKeys, cursor: str | None, limit: int)
     for eid, f in rows[:limit]:
         entry_id = eid.decode()
         jobs.append(JobSummary(
-            id=_id_of(entry_id, f), state=JobState.DEAD, entry_id=entry_id,
-            attempts=opt_int(f.get(b"attempts")) or 0, finished_at=opt_int(f.get(b"failed_at")),
-            reason=text(f.get(b"reason")), error=text(f.get(b"error")),
+            id=job_id_of(entry_id, f), state=JobState.DEAD, entry_id=entry_id,
+            attempts=opt_int(f.get(DeadField.ATTEMPTS.b)) or 0,
+            finished_at=opt_int(f.get(DeadField.FAILED_AT.b)),
+            reason=text(f.get(DeadField.REASON.b)), error=text(f.get(DeadField.ERROR.b)),
         ))
     return Page(jobs, jobs[-1].entry_id if len(rows) > limit else None)
 

@@ -68,8 +68,6 @@ class WorkerMetrics:
         if child is None:
             child = self._durations[key] = self.duration.labels(type_, kind)
         child.observe(seconds)
-        if kind == "timeout":
-            self.jobs.labels(type_, "timeout").inc()
 
     def _per_type(self, type_: str) -> tuple[Any, Any]:
         # labels() costs a lock and a dict build per call: cache the children (hot path).

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from streamjobs import replies
+from streamjobs.contract import Heartbeat
 from streamjobs.keys import worker_key, workers_key
 from streamjobs.records import opt_int
 
@@ -14,6 +15,8 @@ if TYPE_CHECKING:
 
 #: A worker whose heartbeat is older than this is not listed (3 missed heartbeats).
 WORKER_STALE_MS = 15_000
+_NUMBERS = (Heartbeat.PID, Heartbeat.CONCURRENCY, Heartbeat.IN_FLIGHT, Heartbeat.STARTED_AT,
+            Heartbeat.LAST_HEARTBEAT)
 
 
 async def live_workers(redis: Redis, prefix: str) -> list[dict[str, Any]]:
@@ -31,8 +34,9 @@ async def live_workers(redis: Redis, prefix: str) -> list[dict[str, Any]]:
         if not rec:
             continue  # expired between the two reads
         d = {k.decode(): v.decode("utf-8", "replace") for k, v in rec.items()}
-        for k in ("pid", "concurrency", "in_flight", "started_at", "last_heartbeat"):
-            d[k] = opt_int(rec.get(k.encode()))
-        d["types"] = [t for t in d.get("types", "").split(",") if t]
+        for k in _NUMBERS:
+            d[k.value] = opt_int(rec.get(k.b))
+        types = d.get(Heartbeat.TYPES, "")
+        d[Heartbeat.TYPES.value] = [t for t in types.split(",") if t]
         out.append(d)
-    return sorted(out, key=lambda w: str(w.get("name")))
+    return sorted(out, key=lambda w: str(w.get(Heartbeat.NAME)))

@@ -8,7 +8,7 @@ from typing import Any, cast
 
 import orjson
 
-from streamjobs.contract import RESERVED
+from streamjobs.contract import RESERVED, Wire
 
 
 class Record:
@@ -50,7 +50,7 @@ def split_fields(fields: dict[bytes, bytes], prefix: bytes = b"") -> tuple[Any, 
         if not k.startswith(prefix):
             continue
         name = k[len(prefix):].decode("utf-8", "replace")
-        if name == "payload":
+        if name == Wire.PAYLOAD:
             payload = json_or_text(v)
         elif name not in RESERVED:
             headers[name] = v.decode("utf-8", "replace")

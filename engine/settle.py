@@ -19,9 +19,10 @@ import anyio
 
 from streamjobs import logs
 from streamjobs.codes import Code
+from streamjobs.contract import Failure, JobState, Outcome
 from streamjobs.keys import GROUP
 from streamjobs.reconnect import retrying
-from streamjobs.scripts import FailArgs, FailItem
+from streamjobs.scripts import AckItem, FailArgs, FailItem, ReleaseItem
 
 if TYPE_CHECKING:
     from streamjobs.keys import TypeKeys
@@ -40,9 +41,9 @@ DELAY = 0.002
 
 @dataclass
 class Batch:
-    acks: list[tuple[str, str, bytes]] = field(default_factory=list)
+    acks: list[AckItem] = field(default_factory=list)
     fails: list[FailItem] = field(default_factory=list)
-    releases: list[tuple[str, str]] = field(default_factory=list)
+    releases: list[ReleaseItem] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.acks) + len(self.fails) + len(self.releases)
@@ -76,7 +77,7 @@ class Settler:
 
     def ok(self, type_: str, entry_id: str, job_id: str, result: bytes, *, idle: bool) -> None:
         b = self._batch(type_)
-        b.acks.append((entry_id, job_id, result))
+        b.acks.append(AckItem(entry_id, job_id, result))
         self._added(b, idle)
 
     def failed(self, type_: str, entry_id: str, job_id: str, failure: FailArgs, *,
@@ -87,7 +88,7 @@ class Settler:
 
     def released(self, type_: str, entry_id: str, job_id: str, *, idle: bool) -> None:
         b = self._batch(type_)
-        b.releases.append((entry_id, job_id))
+        b.releases.append(ReleaseItem(entry_id, job_id))
         self._added(b, idle)
 
     async def run(self) -> None:
@@ -114,17 +115,17 @@ class Settler:
         while self._batches:
             await self.flush()
 
-    async def _ack(self, type_: str, done: list[tuple[str, str, bytes]]) -> None:
+    async def _ack(self, type_: str, done: list[AckItem]) -> None:
         tk, ttl = self.keys[type_], self.result_ttl_ms
         codes = await retrying(
             "ack", lambda: self.scripts.ack(tk, GROUP, self.consumer, ttl, done)
         )
         ok = codes.count(Code.OK)
-        self.metrics.outcome(type_, "completed", ok)
+        self.metrics.outcome(type_, Outcome.COMPLETED, ok)
         if ok != len(codes):
             log.warning("%d acks of %s refused (entries reclaimed by another worker)",
                         len(codes) - ok, type_)
-            self.metrics.outcome(type_, "ack_refused", len(codes) - ok)
+            self.metrics.outcome(type_, Outcome.ACK_REFUSED, len(codes) - ok)
 
     async def _fail(self, type_: str, failed: list[FailItem]) -> None:
         tk, p = self.keys[type_], self.policies[type_]
@@ -138,17 +139,26 @@ class Settler:
         if refused:
             log.warning("%d failures of %s refused (%s)", len(refused), type_,
                         ", ".join(sorted({r.code.name for r in refused})))
-        dead = 0
+        counts = dict.fromkeys(Outcome, 0)
         for item, r in zip(failed, results, strict=True):
-            if r.outcome == "dead":
-                dead += 1
+            if r.code is not Code.OK:
+                continue
+            counts[_counted_as(item.mode, r.state)] += 1
+            if r.state == JobState.DEAD:
                 logs.job_dead(type_, item.job_id, r.attempts, item.failure.error)
-        self.metrics.outcome(type_, "dead", dead)
-        self.metrics.outcome(type_, "retried", len(results) - len(refused) - dead)
+        for outcome, n in counts.items():
+            self.metrics.outcome(type_, outcome, n)
 
-    async def _release(self, type_: str, entries: list[tuple[str, str]]) -> None:
+    async def _release(self, type_: str, entries: list[ReleaseItem]) -> None:
         tk = self.keys[type_]
         codes: list[Any] = await retrying(
             "release", lambda: self.scripts.release(tk, GROUP, self.consumer, entries)
         )
         self.metrics.released(type_, codes.count(Code.OK))
+
+
+def _counted_as(mode: Failure, state: str) -> Outcome:
+    """The one label a settled failure counts under: a timeout is counted as such only."""
+    if mode is Failure.TIMEOUT:
+        return Outcome.TIMEOUT
+    return Outcome.DEAD if state == JobState.DEAD else Outcome.RETRIED

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from streamjobs import replies
-from streamjobs.contract import JobState
+from streamjobs.contract import RUNNING_RECORDED_AS, STASH_B, JobState, Rec, Wire
 from streamjobs.keys import GROUP
 from streamjobs.records import Record, json_or_text, opt_int, split_fields, text
 
@@ -62,16 +62,16 @@ async def job_status(redis: Redis, tk: TypeKeys, job_id: str) -> JobStatus | Non
     rec = replies.hash_fields(await redis.hgetall(tk.job(job_id)))
     if not rec:
         return await _status_without_record(redis, tk, job_id)
-    state = JobState(rec[b"state"].decode())
+    state = JobState(rec[Rec.STATE.b].decode())
     # Only a waiting (or running) job has a live entry; others may keep a stale id.
-    entry_id = text(rec.get(b"entry")) if state is JobState.WAITING else None
+    entry_id = text(rec.get(Rec.ENTRY.b)) if state is RUNNING_RECORDED_AS else None
     consumer, deliveries = None, 0
     if state is JobState.DELAYED:
-        payload, headers = split_fields(rec, b"f:")
-    elif state is JobState.DEAD and rec.get(b"dead_entry"):
-        dead = await _entry_fields(redis, tk.dead, rec[b"dead_entry"].decode())
-        payload, headers = split_fields(dead, b"f:")
-    elif state is JobState.WAITING and entry_id:
+        payload, headers = split_fields(rec, STASH_B)
+    elif state is JobState.DEAD and rec.get(Rec.DEAD_ENTRY.b):
+        dead = await _entry_fields(redis, tk.dead, rec[Rec.DEAD_ENTRY.b].decode())
+        payload, headers = split_fields(dead, STASH_B)
+    elif state is RUNNING_RECORDED_AS and entry_id:
         payload, headers = split_fields(await _entry_fields(redis, tk.stream, entry_id))
         pending = await _pending_info(redis, tk, entry_id)
         if pending:
@@ -80,14 +80,14 @@ async def job_status(redis: Redis, tk: TypeKeys, job_id: str) -> JobStatus | Non
         payload, headers = None, {}
     return JobStatus(
         id=job_id, type=tk.type, state=state,
-        attempts=opt_int(rec.get(b"attempts")) or 0,
-        max_attempts=opt_int(rec.get(b"max_attempts") or rec.get(b"f:max_attempts")),
-        enqueued_at=opt_int(rec.get(b"enqueued_at")),
-        updated_at=opt_int(rec.get(b"updated_at")),
-        finished_at=opt_int(rec.get(b"finished_at")),
-        due_at=opt_int(rec.get(b"due_at")),
-        error=text(rec.get(b"error")), traceback=text(rec.get(b"traceback")),
-        reason=text(rec.get(b"reason")), result=json_or_text(rec.get(b"result")),
+        attempts=opt_int(rec.get(Rec.ATTEMPTS.b)) or 0,
+        max_attempts=opt_int(rec.get(STASH_B + Wire.MAX_ATTEMPTS.b)),
+        enqueued_at=opt_int(rec.get(Rec.ENQUEUED_AT.b)),
+        updated_at=opt_int(rec.get(Rec.UPDATED_AT.b)),
+        finished_at=opt_int(rec.get(Rec.FINISHED_AT.b)),
+        due_at=opt_int(rec.get(Rec.DUE_AT.b)),
+        error=text(rec.get(Rec.ERROR.b)), traceback=text(rec.get(Rec.TRACEBACK.b)),
+        reason=text(rec.get(Rec.REASON.b)), result=json_or_text(rec.get(Rec.RESULT.b)),
         payload=payload, headers=headers, entry_id=entry_id,
         consumer=consumer, deliveries=deliveries,
     )

@@ -5,8 +5,8 @@
     housekeeping: promoter, toucher, heartbeat
 
 The fetcher never asks for more entries than there are free slots, so a crash strands
-at most this worker's own in-flight jobs. Outcomes are a table of small functions
-(``_SETTLE``); each hands the job to the settler (engine/settle.py), which sends one
+at most this worker's own in-flight jobs. Outcomes (``contract.Attempt``) are a table of
+small functions (``_SETTLE``); each hands the job to the settler (engine/settle.py), which sends one
 script call per type and kind per flush.
 """
 
@@ -28,6 +28,7 @@ from streamjobs import logs, replies
 from streamjobs.codes import Code
 from streamjobs.config import Settings
 from streamjobs.connection import client_from_url
+from streamjobs.contract import Attempt, Failure, Heartbeat, Outcome, job_id_of
 from streamjobs.errors import (
     ConfigError,
     DecodeError,
@@ -40,7 +41,7 @@ from streamjobs.keys import GROUP, TypeKeys, worker_key, workers_key
 from streamjobs.metrics import WorkerMetrics
 from streamjobs.reconnect import NETWORK_ERRORS, Backoff
 from streamjobs.registry import Handler, Registry, default_registry
-from streamjobs.scripts import FailArgs, Scripts
+from streamjobs.scripts import FailArgs, ReleaseItem, Scripts
 from streamjobs.settle import Settler
 from streamjobs.streams import ensure_types
 
@@ -72,10 +73,16 @@ class Delivery:
     #: Set when shutdown cancels the attempt (as opposed to its timeout).
     shutdown: bool = False
 
+    @property
+    def job_id(self) -> str:
+        return job_id_of(self.entry_id, self.fields)
+
 
 @dataclass(frozen=True, slots=True)
-class Outcome:
-    kind: str  # ok | retry | after | permanent | timeout | malformed | released
+class Result:
+    """What an attempt came to, on its way to the settler."""
+
+    kind: Attempt
     result: bytes = b""
     error: str = ""
     traceback: str = ""
@@ -209,8 +216,8 @@ class Worker:
                     continue
                 ids = [row["message_id"].decode() for row in rows]
                 found = replies.entries(await self.redis.xrange(tk.stream, ids[0], ids[-1]))
-                job_ids = {e.decode(): _job_id(Delivery(type_, e.decode(), f)) for e, f in found}
-                entries = [(i, job_ids.get(i, i)) for i in ids]
+                job_ids = {e.decode(): job_id_of(e.decode(), f) for e, f in found}
+                entries = [ReleaseItem(i, job_ids.get(i, i)) for i in ids]
                 codes = await self.scripts.release(tk, GROUP, self.name, entries)
                 self.metrics.released(type_, codes.count(Code.OK))
             except NETWORK_ERRORS as e:
@@ -290,16 +297,16 @@ class Worker:
                         return
                 except anyio.EndOfStream:
                     return
-                outcome = Outcome("released")
+                outcome = Result(Attempt.RELEASED)
                 try:
                     outcome = await self._attempt(d)
                 finally:
                     self._settle(d, outcome)
                     self._slot_freed.set()
 
-    async def _attempt(self, d: Delivery) -> Outcome:
+    async def _attempt(self, d: Delivery) -> Result:
         if self._stopping:
-            return Outcome("released")
+            return Result(Attempt.RELEASED)
         h = self.handlers[d.type]
         try:
             job = Job.from_fields(
@@ -307,7 +314,7 @@ class Worker:
                 max_payload_bytes=self.settings.max_payload_bytes, deliveries=d.deliveries,
             )
         except DecodeError as e:
-            return Outcome("malformed", error=f"malformed entry: {e}")
+            return Result(Attempt.MALFORMED, error=f"malformed entry: {e}")
         timeout = job.timeout or h.policy.timeout
         self.metrics.started(d.type, job.enqueued_at)
         logs.job_started(d.type, job.id, job.attempt)
@@ -318,7 +325,7 @@ class Worker:
         logs.job_finished(d.type, job.id, job.attempt, outcome.kind, outcome.error, elapsed)
         return outcome
 
-    async def _call(self, h: Handler, job: Job, d: Delivery, limit_s: float) -> Outcome:
+    async def _call(self, h: Handler, job: Job, d: Delivery, limit_s: float) -> Result:
         # One cancel scope per attempt: its deadline is the timeout, and shutdown cancels
         # it after the grace period (marking the delivery first).
         with anyio.CancelScope(deadline=anyio.current_time() + limit_s) as scope:
@@ -330,37 +337,34 @@ class Worker:
                     result = await anyio.to_thread.run_sync(
                         h.fn, job, abandon_on_cancel=True, limiter=self._thread_limiter
                     )
-                return Outcome("ok", result=dumps(result) if result is not None else b"")
+                return Result(Attempt.OK, result=dumps(result) if result is not None else b"")
             except PermanentError as e:
-                return _failure("permanent", e)
+                return _failure(Attempt.PERMANENT, e)
             except RetryAfter as e:
-                return _failure("after", e, retry_after=e.seconds)
+                return _failure(Attempt.AFTER, e, retry_after=e.seconds)
             except Exception as e:
-                return _failure("retry", e)
+                return _failure(Attempt.RETRY, e)
         if d.shutdown:
-            return Outcome("released")  # cancelled by shutdown after the grace period
-        return Outcome("timeout", error=f"TimeoutError: attempt ran over {limit_s:g}s")
+            return Result(Attempt.RELEASED)  # cancelled by shutdown after the grace period
+        return Result(Attempt.TIMEOUT, error=f"TimeoutError: attempt ran over {limit_s:g}s")
 
     # ---- outcomes: one small function each --------------------------------------------
 
-    def _settle(self, d: Delivery, outcome: Outcome) -> None:
+    def _settle(self, d: Delivery, outcome: Result) -> None:
         """Hand the outcome to the settler (no await: runners never wait on a script)."""
         self._outstanding.pop(d.entry_id, None)
         _SETTLE[outcome.kind](self, d, outcome, not self._outstanding)
 
-    def _on_ok(self, d: Delivery, outcome: Outcome, idle: bool) -> None:
-        self.settler.ok(d.type, d.entry_id, _job_id(d), outcome.result, idle=idle)
+    def _on_ok(self, d: Delivery, outcome: Result, idle: bool) -> None:
+        self.settler.ok(d.type, d.entry_id, d.job_id, outcome.result, idle=idle)
 
-    def _on_failure(self, d: Delivery, outcome: Outcome, idle: bool) -> None:
-        mode = {"after": "after", "permanent": "dead", "malformed": "malformed"}.get(
-            outcome.kind, "retry"
-        )
-        failure = FailArgs(outcome.error, outcome.traceback, mode,
+    def _on_failure(self, d: Delivery, outcome: Result, idle: bool) -> None:
+        failure = FailArgs(outcome.error, outcome.traceback, Failure(outcome.kind),
                            int(outcome.retry_after * 1000))
-        self.settler.failed(d.type, d.entry_id, _job_id(d), failure, idle=idle)
+        self.settler.failed(d.type, d.entry_id, d.job_id, failure, idle=idle)
 
-    def _on_released(self, d: Delivery, outcome: Outcome, idle: bool) -> None:
-        self.settler.released(d.type, d.entry_id, _job_id(d), idle=idle)
+    def _on_released(self, d: Delivery, outcome: Result, idle: bool) -> None:
+        self.settler.released(d.type, d.entry_id, d.job_id, idle=idle)
 
     # ---- housekeeping ------------------------------------------------------------------
 
@@ -417,9 +421,9 @@ class Worker:
             self.keys[type_], GROUP, self.name, int(p.visibility_timeout * 1000),
             min(free, 100), p.max_deliveries,
         )
-        if res.dead:
-            log.warning("%d poison entries of %s dead-lettered", res.dead, type_)
-            self.metrics.outcome(type_, "dead", res.dead)
+        if res.dead_count:
+            log.warning("%d poison entries of %s dead-lettered", res.dead_count, type_)
+            self.metrics.outcome(type_, Outcome.DEAD, res.dead_count)
         for entry_id, fields, deliveries in res.claimed:
             d = Delivery(type_, entry_id, fields, deliveries)
             self._outstanding[entry_id] = d
@@ -461,10 +465,12 @@ class Worker:
             try:
                 async with self.redis.pipeline(transaction=False) as pipe:
                     pipe.hset(key, mapping={
-                        "name": self.name, "host": host, "pid": pid.partition(":")[0],
-                        "types": ",".join(self.keys), "concurrency": self.concurrency,
-                        "in_flight": len(self._outstanding), "started_at": started,
-                        "last_heartbeat": now,
+                        Heartbeat.NAME: self.name, Heartbeat.HOST: host,
+                        Heartbeat.PID: pid.partition(":")[0],
+                        Heartbeat.TYPES: ",".join(self.keys),
+                        Heartbeat.CONCURRENCY: self.concurrency,
+                        Heartbeat.IN_FLIGHT: len(self._outstanding),
+                        Heartbeat.STARTED_AT: started, Heartbeat.LAST_HEARTBEAT: now,
                     })
                     pipe.pexpire(key, int(HEARTBEAT_S * 3000))
                     pipe.zadd(workers_key(self.settings.prefix), {self.name: now})
@@ -477,14 +483,9 @@ class Worker:
             await anyio.sleep(HEARTBEAT_S)
 
 
-def _job_id(d: Delivery) -> str:
-    raw = d.fields.get(b"id")
-    return raw.decode("utf-8", "replace") if raw else d.entry_id
-
-
-def _failure(kind: str, e: BaseException, retry_after: float = 0.0) -> Outcome:
+def _failure(kind: Attempt, e: BaseException, retry_after: float = 0.0) -> Result:
     error = f"{type(e).__name__}: {e}"[:2000]
-    return Outcome(kind, error=error, traceback=format_traceback(e)[-8000:],
+    return Result(kind, error=error, traceback=format_traceback(e)[-8000:],
                    retry_after=retry_after)
 
 
@@ -518,12 +519,12 @@ def format_traceback(e: BaseException) -> str:
     return "".join(parts)
 
 
-_SETTLE: dict[str, Callable[[Worker, Delivery, Outcome, bool], None]] = {
-    "ok": Worker._on_ok,
-    "retry": Worker._on_failure,
-    "after": Worker._on_failure,
-    "permanent": Worker._on_failure,
-    "timeout": Worker._on_failure,
-    "malformed": Worker._on_failure,
-    "released": Worker._on_released,
+_SETTLE: dict[Attempt, Callable[[Worker, Delivery, Result, bool], None]] = {
+    Attempt.OK: Worker._on_ok,
+    Attempt.RETRY: Worker._on_failure,
+    Attempt.AFTER: Worker._on_failure,
+    Attempt.PERMANENT: Worker._on_failure,
+    Attempt.TIMEOUT: Worker._on_failure,
+    Attempt.MALFORMED: Worker._on_failure,
+    Attempt.RELEASED: Worker._on_released,
 }

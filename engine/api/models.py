@@ -17,18 +17,19 @@ from pydantic import (
     WithJsonSchema,
 )
 
+from streamjobs import contract
+from streamjobs.contract import JobState
 from streamjobs.counts import TypeStats
 from streamjobs.dead import DeadJob
-from streamjobs.job import JOB_ID
-from streamjobs.keys import TYPE_NAME
-from streamjobs.listing import SCORE_CURSOR, STREAM_ID, JobSummary
+from streamjobs.listing import SCORE_CURSOR, JobSummary
 from streamjobs.producer import JobSpec
 
-#: The engine's own patterns, anchored for the OpenAPI document.
-JOB_ID_PATTERN = f"^{JOB_ID.pattern}$"
-TYPE_PATTERN = f"^{TYPE_NAME.pattern}$"
-STREAM_ID_PATTERN = f"^{STREAM_ID.pattern}$"
-LIST_CURSOR_PATTERN = f"^(?:{STREAM_ID.pattern}|{SCORE_CURSOR.pattern})$"
+# The engine's patterns, anchored for JSON Schema (which searches rather than matches).
+JOB_ID_PATTERN = f"^{contract.JOB_ID_PATTERN}$"
+TYPE_PATTERN = f"^{contract.TYPE_NAME_PATTERN}$"
+STREAM_ID_PATTERN = f"^{contract.STREAM_ID_PATTERN}$"
+HEADER_NAME_PATTERN = f"^{contract.HEADER_NAME_PATTERN}$"
+LIST_CURSOR_PATTERN = f"^(?:{contract.STREAM_ID_PATTERN}|{SCORE_CURSOR.pattern})$"
 #: Ten years: a longer delay is a mistake, not a schedule.
 MAX_DELAY_S = 10 * 365 * 86400
 MAX_BULK = 5000
@@ -88,7 +89,7 @@ def _run_at(value: Any) -> Any:
     return value
 
 
-HeaderName = Annotated[str, StringConstraints(pattern=r"^[!-~]{1,128}$")]
+HeaderName = Annotated[str, StringConstraints(pattern=HEADER_NAME_PATTERN)]
 RunAt = Annotated[datetime, BeforeValidator(_run_at), WithJsonSchema({"anyOf": [
     {"type": "string", "format": "date-time"},
     {"type": "number", "minimum": 0, "maximum": MAX_EPOCH_S},
@@ -164,7 +165,7 @@ class JobPage(BaseModel):
 
 class Cancelled(BaseModel):
     id: str
-    state: str = "cancelled"
+    state: str = JobState.CANCELLED
     previous_state: str
 
 
@@ -175,7 +176,7 @@ class DeadPage(BaseModel):
 
 class Retried(BaseModel):
     id: str
-    state: str = "waiting"
+    state: str = JobState.WAITING
 
 
 class Count(BaseModel):

@@ -44,7 +44,7 @@ from streamjobs.counts import known_types, type_stats
 from streamjobs.errors import DecodeError, JobNotFound, PayloadTooLarge, WrongState
 from streamjobs.job import check_job_id
 from streamjobs.keys import check_type_name, ready_probe_key
-from streamjobs.listing import MAX_PAGE, list_jobs
+from streamjobs.listing import LISTABLE, MAX_PAGE, list_jobs
 from streamjobs.presence import live_workers
 from streamjobs.producer import JobSpec
 from streamjobs.scripts import SPECS, EnqueueResult, source
@@ -156,8 +156,8 @@ async def enqueue_bulk(type_: TypeName, body: BulkRequest, api: Api) -> BulkEnqu
 @router.get("/jobs/{type}", response_model=JobPage, tags=["jobs"], responses=_errors(503))
 async def list_by_state(
     type_: TypeName, api: Api,
-    state: Annotated[str, Query(pattern="^(waiting|running|delayed|completed|dead)$",
-                                description="which jobs to list")] = "waiting",
+    state: Annotated[str, Query(pattern=f"^({'|'.join(LISTABLE)})$",
+                                description="which jobs to list")] = JobState.WAITING,
     limit: Limit = 50,
     cursor: Annotated[str | None, Query(
         max_length=300, json_schema_extra={"pattern": LIST_CURSOR_PATTERN},

@@ -17,7 +17,7 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from streamjobs import Job, Producer, Registry, Settings, Worker
+from streamjobs import DeadLetters, Job, Producer, Registry, Settings, Worker
 from streamjobs.api import create_app
 from streamjobs.collector import QueueCollector, sync_client
 from streamjobs.embedded import free_port
@@ -163,6 +163,33 @@ async def test_worker_metrics_count_outcomes(redis_url: str, type_name: str) -> 
                   outcome="ok") == 2
     assert sample(text, "streamjobs_queue_wait_seconds_count", type=type_name) == 4
     assert sample(text, "streamjobs_jobs_in_flight", type=type_name) == 0
+
+
+@pytest.mark.anyio
+async def test_a_timeout_counts_once_in_jobs_total(redis_url: str, type_name: str) -> None:
+    """Two attempts that both run over their time limit: two timeouts, not also a retry
+    and a dead job (each settled attempt has one outcome label)."""
+    reg = Registry()
+
+    @reg.handler(type_name, max_attempts=2, immediate_retries=1, **{**FAST, "timeout": 0.05})
+    async def h(job: Job) -> None:
+        await anyio.sleep(5)
+
+    metrics = WorkerMetrics()
+    async with Producer(redis_url) as p:
+        await p.enqueue(type_name, 1)
+        async with running(Worker(redis_url, reg, metrics=metrics, block_ms=100)):
+            async def settled() -> bool:
+                text = generate_latest(metrics.registry).decode()
+                return sample(text, "streamjobs_jobs_total", type=type_name,
+                              outcome="timeout") == 2
+
+            await wait_for(settled, 10)
+        (job,), _ = await DeadLetters(p.redis).list(type_name)
+    assert job.reason == "attempts exhausted"
+    text = generate_latest(metrics.registry).decode()
+    for outcome in ("retried", "dead"):
+        assert sample(text, "streamjobs_jobs_total", type=type_name, outcome=outcome) in (None, 0)
 
 
 def _scrape_url(url: str) -> str | None:

@@ -151,10 +151,11 @@ async def test_ack_of_plain_xadd_creates_record(env: Env) -> None:
 
 # ---- fail -----------------------------------------------------------------------------
 
-async def test_fail_first_attempt_retries_immediately(env: Env) -> None:
+@pytest.mark.parametrize("mode", ["retry", "timeout"])
+async def test_fail_first_attempt_retries_immediately(env: Env, mode: str) -> None:
     job_id = await env.enqueue(b'{"a":1}', extra=("traceparent", "00-abc"))
     [(entry, _)] = await env.deliver()
-    res = await env.fail(entry, job_id)
+    res = await env.fail(entry, job_id, mode=mode)
     assert (res.code, res.state, res.attempts) == (Code.OK, "waiting", 1)
     [(new_entry, fields)] = await env.deliver()
     assert new_entry != entry
@@ -195,7 +196,8 @@ async def test_fail_backoff_schedule(env: Env, attempts_before: int, base: int, 
 
 @pytest.mark.parametrize(
     ("mode", "max_attempts", "reason"),
-    [("retry", 1, "attempts exhausted"), ("permanent", 5, "permanent"), ("malformed", 5, "malformed")],
+    [("retry", 1, "attempts exhausted"), ("timeout", 1, "attempts exhausted"),
+     ("permanent", 5, "permanent"), ("malformed", 5, "malformed")],
 )
 async def test_fail_to_dead(env: Env, mode: str, max_attempts: int, reason: str) -> None:
     job_id = await env.enqueue(b'{"x":2}')

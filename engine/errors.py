@@ -9,7 +9,8 @@
     ├── DecodeError            a stream entry that breaks the wire format (also a ValueError)
     │   └── PayloadTooLarge    a payload over max_payload_bytes
     ├── CorruptData            data on the server the engine cannot read (a record written
-    │                          by another version or by hand): a server-side problem
+    │   │                      by another version or by hand): a server-side problem
+    │   └── ReplyShapeError    a script's reply is not the shape its header declares
     ├── ServerError            the server could not be reached or started
     ├── TransitionError        a script refused a transition (carries its Code)
     │   ├── JobNotFound
@@ -52,6 +53,11 @@ class PayloadTooLarge(DecodeError):
 
 class CorruptData(StreamJobsError):
     """The server holds data the engine cannot read: a server-side problem, not the caller's."""
+
+
+class ReplyShapeError(CorruptData):
+    """A script's reply does not have the shape its header declares (a script of
+    another version answered)."""
 
 
 class ServerError(StreamJobsError):

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from streamjobs.codes import Code
 from streamjobs.contract import Failure
-from streamjobs.errors import StreamJobsError
+from streamjobs.errors import ReplyShapeError
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Sequence
@@ -59,10 +59,6 @@ def _inline(base: Path, text: str, seen: set[str]) -> str:
         return _inline(base, (base / "includes" / f"{name}.lua").read_text(), seen)
 
     return _INCLUDE.sub(one, text)
-
-
-class ReplyShapeError(StreamJobsError):
-    """A script's reply does not have the shape its header declares."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from streamjobs import replies
 from streamjobs.contract import RUNNING_RECORDED_AS, STASH_B, JobState, Rec, Wire
+from streamjobs.errors import CorruptData
 from streamjobs.keys import GROUP
 from streamjobs.records import Record, json_or_text, opt_int, split_fields, text
 
@@ -58,11 +59,23 @@ async def _pending_info(redis: Redis, tk: TypeKeys, entry_id: str) -> tuple[str,
     return text(row["consumer"]) or "", int(row["times_delivered"])
 
 
+def _state_of(tk: TypeKeys, job_id: str, raw: bytes | None) -> JobState:
+    """The record's state; one this engine does not know (a newer version's, or a record
+    written by hand) is the server's data problem, not the caller's."""
+    try:
+        return JobState((raw or b"").decode())
+    except (ValueError, UnicodeDecodeError):
+        raise CorruptData(
+            f"job {job_id!r} of type {tk.type!r} has a record this engine cannot read "
+            f"(state {raw!r}): written by another version of streamjobs, or by hand?"
+        ) from None
+
+
 async def job_status(redis: Redis, tk: TypeKeys, job_id: str) -> JobStatus | None:
     rec = replies.hash_fields(await redis.hgetall(tk.job(job_id)))
     if not rec:
         return await _status_without_record(redis, tk, job_id)
-    state = JobState(rec[Rec.STATE.b].decode())
+    state = _state_of(tk, job_id, rec.get(Rec.STATE.b))
     # Only a waiting (or running) job has a live entry; others may keep a stale id.
     entry_id = text(rec.get(Rec.ENTRY.b)) if state is RUNNING_RECORDED_AS else None
     consumer, deliveries = None, 0

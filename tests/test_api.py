@@ -698,13 +698,25 @@ async def test_server_error_body_leaks_nothing(
 async def test_unreadable_server_data_is_a_logged_500(
     client: httpx.AsyncClient, r: Any, type_name: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """A dead entry the engine cannot read is the operator's problem: 500, never 422."""
+    """A record the engine cannot read (a newer version's state) is the operator's
+    problem: 500, never 422."""
+    await r.hset(TypeKeys("sj", type_name).job("j1"), mapping={"state": "frobnicated"})
+    resp = await client.get(f"/jobs/{type_name}/j1")
+    assert resp.status_code == 500, resp.text
+    assert "frobnicated" not in resp.text and "logged" in resp.json()["error"]
+    assert any(rec.levelname == "ERROR" and f"/jobs/{type_name}/j1" in rec.getMessage()
+               for rec in caplog.records)
+
+
+async def test_one_unreadable_dead_entry_does_not_break_the_listing(
+    client: httpx.AsyncClient, r: Any, type_name: str
+) -> None:
+    """A dead entry with a number this engine cannot read is listed (the field as 0),
+    so one bad entry never makes a whole type's dead letters unreachable."""
     await r.xadd(TypeKeys("sj", type_name).dead, {"id": "d1", "attempts": "1.5"})
     resp = await client.get(f"/dead/{type_name}")
-    assert resp.status_code == 500, resp.text
-    assert "1.5" not in resp.text and "logged" in resp.json()["error"]
-    assert any(rec.levelname == "ERROR" and f"/dead/{type_name}" in rec.getMessage()
-               for rec in caplog.records)
+    assert resp.status_code == 200, resp.text
+    assert [(j["id"], j["attempts"]) for j in resp.json()["jobs"]] == [("d1", 0)]
 
 
 # ---- slow clients: bounded, not held open -----------------------------------------------

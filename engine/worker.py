@@ -27,7 +27,12 @@ from redis.exceptions import ResponseError
 from streamjobs import logs, replies
 from streamjobs.codes import Code
 from streamjobs.config import Settings
-from streamjobs.connection import client_from_url
+from streamjobs.connection import (
+    BLOCK_MARGIN_S,
+    SOCKET_TIMEOUT,
+    client_from_url,
+    socket_timeout_of,
+)
 from streamjobs.contract import Attempt, Failure, Heartbeat, Outcome, job_id_of
 from streamjobs.errors import (
     ConfigError,
@@ -119,7 +124,7 @@ class Worker:
         self.handlers: dict[str, Handler] = {t: self.registry.get(t) for t in chosen}
         self.keys = {t: TypeKeys(self.settings.prefix, t) for t in chosen}
         self._owns_client = isinstance(redis, str)
-        self.redis: Redis = client_from_url(redis) if isinstance(redis, str) else redis
+        self.redis: Redis = _client(redis, block_ms)
         self.scripts = Scripts(self.redis)
         self.concurrency = concurrency
         self.grace_period = grace_period
@@ -481,6 +486,18 @@ class Worker:
             except NETWORK_ERRORS as e:
                 log.warning("heartbeat failed: %s", e)
             await anyio.sleep(HEARTBEAT_S)
+
+
+def _client(redis: Redis | str, block_ms: int) -> Redis:
+    """The worker's client; its read timeout must outlast a blocked XREADGROUP."""
+    needed = block_ms / 1000 + BLOCK_MARGIN_S
+    if isinstance(redis, str):
+        return client_from_url(redis, socket_timeout=max(SOCKET_TIMEOUT, needed))
+    timeout = socket_timeout_of(redis)
+    if timeout is not None and timeout < needed:
+        raise InvalidArgument(f"the client's socket_timeout ({timeout:g}s) must be at least "
+                              f"block_ms/1000 + {BLOCK_MARGIN_S:g}s ({needed:g}s)")
+    return redis
 
 
 def _failure(kind: Attempt, e: BaseException, retry_after: float = 0.0) -> Result:

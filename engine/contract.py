@@ -135,6 +135,8 @@ class Attempt(StrEnum):
     MALFORMED = Failure.MALFORMED.value
     #: Handed back unfinished at shutdown (no attempt spent).
     RELEASED = "released"
+    #: Cancelled because the entry was reclaimed by another worker: settles nothing.
+    LOST = "lost"
 
 
 class Outcome(StrEnum):

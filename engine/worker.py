@@ -19,7 +19,7 @@ import socket
 import time
 import traceback as tb_mod
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import anyio
 from redis.exceptions import ResponseError
@@ -41,6 +41,7 @@ from streamjobs.errors import (
     PermanentError,
     RetryAfter,
 )
+from streamjobs.isolation import Threads
 from streamjobs.job import Job, dumps
 from streamjobs.keys import GROUP, TypeKeys, worker_key, workers_key
 from streamjobs.metrics import WorkerMetrics
@@ -75,8 +76,13 @@ class Delivery:
     fetched_at: float = field(default_factory=time.monotonic)
     touched_at: float = field(default_factory=time.monotonic)
     scope: anyio.CancelScope | None = None
+    #: A sync attempt's wait for its thread: only shutdown cancels it (a timeout waits).
+    waiting: anyio.CancelScope | None = None
     #: Set when shutdown cancels the attempt (as opposed to its timeout).
     shutdown: bool = False
+    #: Set when touch finds the entry owned by another consumer: the attempt is
+    #: cancelled and settles nothing (the new owner settles the job).
+    lost: bool = False
 
     @property
     def job_id(self) -> str:
@@ -140,6 +146,7 @@ class Worker:
             self.name, self.settings.result_ttl * 1000, self.metrics,
         )
         self._pruned_at = -PRUNE_EVERY_S
+        self._threads = Threads()
 
     def _open_runtime(self) -> None:
         """anyio primitives belong to a running event loop: made when run() starts."""
@@ -147,7 +154,6 @@ class Worker:
         self._stop = anyio.Event()
         self._fetch_scope = anyio.CancelScope()
         self.settler.open()
-        self._thread_limiter = anyio.CapacityLimiter(self.concurrency)
         if self._stop_requested:
             self._stop.set()
 
@@ -181,6 +187,7 @@ class Worker:
                 tg.cancel_scope.cancel()
         finally:
             recv.close()
+            self._threads.close()
             with anyio.CancelScope(shield=True):
                 await self._leave()
 
@@ -200,9 +207,10 @@ class Worker:
         with anyio.move_on_after(self.grace_period):
             await self._drained()
         for d in list(self._outstanding.values()):
-            if d.scope is not None:
-                d.shutdown = True
-                d.scope.cancel()
+            d.shutdown = True
+            for scope in (d.scope, d.waiting):
+                if scope is not None:
+                    scope.cancel()
         with anyio.move_on_after(10):
             await self._drained()
         with anyio.CancelScope(shield=True), anyio.move_on_after(10):
@@ -310,6 +318,8 @@ class Worker:
                     self._slot_freed.set()
 
     async def _attempt(self, d: Delivery) -> Result:
+        if d.lost:
+            return _LOST
         if self._stopping:
             return Result(Attempt.RELEASED)
         h = self.handlers[d.type]
@@ -331,27 +341,42 @@ class Worker:
         return outcome
 
     async def _call(self, h: Handler, job: Job, d: Delivery, limit_s: float) -> Result:
-        # One cancel scope per attempt: its deadline is the timeout, and shutdown cancels
-        # it after the grace period (marking the delivery first).
+        # One cancel scope per attempt: its deadline is the timeout; shutdown (after the
+        # grace period) and a lost entry cancel it too, marking the delivery first.
         with anyio.CancelScope(deadline=anyio.current_time() + limit_s) as scope:
             d.scope = scope
-            try:
-                if h.is_async:
-                    result = await h.fn(job)
-                else:
-                    result = await anyio.to_thread.run_sync(
-                        h.fn, job, abandon_on_cancel=True, limiter=self._thread_limiter
-                    )
-                return Result(Attempt.OK, result=dumps(result) if result is not None else b"")
-            except PermanentError as e:
-                return _failure(Attempt.PERMANENT, e)
-            except RetryAfter as e:
-                return _failure(Attempt.AFTER, e, retry_after=e.seconds)
-            except Exception as e:
-                return _failure(Attempt.RETRY, e)
+            outcome = await self._invoke(h, job, d)
+            if not scope.cancel_called:
+                return outcome
+            # a sync attempt stopped while its thread ran: the thread has returned now
+            log.warning("%s %s: handler returned after its attempt was stopped; "
+                        "result discarded", d.type, job.id)
+        if d.lost:
+            return _LOST
         if d.shutdown:
             return Result(Attempt.RELEASED)  # cancelled by shutdown after the grace period
         return Result(Attempt.TIMEOUT, error=f"TimeoutError: attempt ran over {limit_s:g}s")
+
+    async def _invoke(self, h: Handler, job: Job, d: Delivery) -> Result:
+        try:
+            if h.is_async:
+                result = await h.fn(job)
+            else:
+                result = await self._in_thread(h, job, d)
+            return Result(Attempt.OK, result=dumps(result) if result is not None else b"")
+        except PermanentError as e:
+            return _failure(Attempt.PERMANENT, e)
+        except RetryAfter as e:
+            return _failure(Attempt.AFTER, e, retry_after=e.seconds)
+        except Exception as e:
+            return _failure(Attempt.RETRY, e)
+
+    async def _in_thread(self, h: Handler, job: Job, d: Delivery) -> Any:
+        # A thread cannot be stopped: a timeout (or a lost entry) waits for it, holding
+        # the slot and the entry. Only shutdown stops waiting (the thread is a daemon).
+        with anyio.CancelScope(shield=True) as d.waiting:
+            return await self._threads.run(h.fn, job)
+        await anyio.sleep_forever()  # shutdown: the attempt's own scope is cancelled
 
     # ---- outcomes: one small function each --------------------------------------------
 
@@ -370,6 +395,9 @@ class Worker:
 
     def _on_released(self, d: Delivery, outcome: Result, idle: bool) -> None:
         self.settler.released(d.type, d.entry_id, d.job_id, idle=idle)
+
+    def _on_lost(self, d: Delivery, outcome: Result, idle: bool) -> None:
+        pass  # the entry is another worker's now: it settles the job
 
     # ---- housekeeping ------------------------------------------------------------------
 
@@ -455,11 +483,20 @@ class Worker:
                     for d in stale:
                         d.touched_at = now
                     if lost:
-                        log.warning("%d running entries of %s were reclaimed elsewhere",
-                                    len(lost), type_)
+                        log.warning("%d running entries of %s were reclaimed elsewhere: "
+                                    "cancelling them", len(lost), type_)
+                        self._cancel_lost(lost)
                 backoff.reset()
             except NETWORK_ERRORS as e:
                 await backoff.wait("touch failed", e)
+
+    def _cancel_lost(self, entry_ids: list[str]) -> None:
+        for entry_id in entry_ids:
+            d = self._outstanding.get(entry_id)
+            if d is not None:
+                d.lost = True
+                if d.scope is not None:
+                    d.scope.cancel()
 
     async def _heartbeat(self) -> None:
         key = worker_key(self.settings.prefix, self.name)
@@ -536,6 +573,8 @@ def format_traceback(e: BaseException) -> str:
     return "".join(parts)
 
 
+_LOST = Result(Attempt.LOST, error="the entry was reclaimed by another worker")
+
 _SETTLE: dict[Attempt, Callable[[Worker, Delivery, Result, bool], None]] = {
     Attempt.OK: Worker._on_ok,
     Attempt.RETRY: Worker._on_failure,
@@ -544,4 +583,5 @@ _SETTLE: dict[Attempt, Callable[[Worker, Delivery, Result, bool], None]] = {
     Attempt.TIMEOUT: Worker._on_failure,
     Attempt.MALFORMED: Worker._on_failure,
     Attempt.RELEASED: Worker._on_released,
+    Attempt.LOST: Worker._on_lost,
 }

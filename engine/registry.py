@@ -5,7 +5,8 @@
     @handler("email", max_attempts=5, timeout=30)
     async def send_email(job): ...
 
-Plain ``def`` handlers run in worker threads; ``async def`` ones on the event loop.
+Plain ``def`` handlers run in worker threads (or, with ``isolation="process"``, in child
+processes: see engine/isolation.py); ``async def`` ones on the event loop.
 """
 
 from __future__ import annotations
@@ -53,6 +54,8 @@ class Registry:
             if type_ in self._handlers and self._handlers[type_].fn is not fn:
                 raise ConfigError(f"type {type_!r} already has a handler")
             is_async = inspect.iscoroutinefunction(fn)
+            if chosen.isolation == "process":
+                _check_isolatable(type_, fn, is_async)
             self._handlers[type_] = Handler(type_, fn, chosen, is_async)
             return fn
 
@@ -72,6 +75,17 @@ class Registry:
 
     def __len__(self) -> int:
         return len(self._handlers)
+
+
+def _check_isolatable(type_: str, fn: HandlerFn, is_async: bool) -> None:
+    """A child process finds the handler by module and name: it must be a module-level
+    ``def``."""
+    if is_async:
+        raise ConfigError(f"handler {type_!r}: isolation='process' runs def handlers, "
+                          "not async def ones")
+    if "<" in getattr(fn, "__qualname__", "<") or not getattr(fn, "__module__", None):
+        raise ConfigError(f"handler {type_!r}: isolation='process' needs a handler "
+                          "importable by module and name (defined at module level)")
 
 
 #: The registry the ``handler`` decorator and the CLI use.

@@ -10,6 +10,8 @@ from dataclasses import dataclass
 
 from streamjobs.errors import ConfigError
 
+ISOLATIONS = ("thread", "process")
+
 
 @dataclass(frozen=True, slots=True)
 class Policy:
@@ -30,6 +32,14 @@ class Policy:
     visibility_timeout: float = 30.0
     #: Deliveries (worker deaths included) before the entry is dead-lettered as poison.
     max_deliveries: int = 3
+    #: Where a sync (``def``) handler runs: ``"thread"``, or ``"process"`` (a child
+    #: process, killed when its attempt times out, is cancelled or the worker stops).
+    isolation: str = "thread"
+    #: With ``isolation="process"``: attempts a child runs before it is replaced (0: any).
+    max_tasks_per_child: int = 0
+    #: With ``isolation="process"``: a child whose peak RSS went over this many MB is
+    #: replaced after its attempt (0: no limit).
+    max_child_memory_mb: int = 0
 
     def __post_init__(self) -> None:
         checks = [
@@ -41,6 +51,9 @@ class Policy:
             (self.timeout > 0, "timeout must be > 0"),
             (self.visibility_timeout >= 0.1, "visibility_timeout must be >= 0.1 s"),
             (self.max_deliveries >= 1, "max_deliveries must be >= 1"),
+            (self.isolation in ISOLATIONS, f"isolation must be one of {ISOLATIONS}"),
+            (self.max_tasks_per_child >= 0, "max_tasks_per_child must be >= 0"),
+            (self.max_child_memory_mb >= 0, "max_child_memory_mb must be >= 0"),
         ]
         for ok, message in checks:
             if not ok:

@@ -17,7 +17,6 @@ import math
 import os
 import socket
 import time
-import traceback as tb_mod
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -38,13 +37,12 @@ from streamjobs.errors import (
     ConfigError,
     DecodeError,
     InvalidArgument,
-    PermanentError,
-    RetryAfter,
 )
-from streamjobs.isolation import Threads
-from streamjobs.job import Job, dumps
+from streamjobs.isolation import Processes, Threads
+from streamjobs.job import Job
 from streamjobs.keys import GROUP, TypeKeys, worker_key, workers_key
 from streamjobs.metrics import WorkerMetrics
+from streamjobs.outcomes import Result, error_outcome, ok
 from streamjobs.reconnect import NETWORK_ERRORS, Backoff
 from streamjobs.registry import Handler, Registry, default_registry
 from streamjobs.scripts import FailArgs, ReleaseItem, Scripts
@@ -87,17 +85,6 @@ class Delivery:
     @property
     def job_id(self) -> str:
         return job_id_of(self.entry_id, self.fields)
-
-
-@dataclass(frozen=True, slots=True)
-class Result:
-    """What an attempt came to, on its way to the settler."""
-
-    kind: Attempt
-    result: bytes = b""
-    error: str = ""
-    traceback: str = ""
-    retry_after: float = 0.0
 
 
 def consumer_name() -> str:
@@ -147,6 +134,11 @@ class Worker:
         )
         self._pruned_at = -PRUNE_EVERY_S
         self._threads = Threads()
+        self._processes = {
+            t: Processes(h.policy.max_tasks_per_child, h.policy.max_child_memory_mb)
+            for t, h in self.handlers.items()
+            if h.policy.isolation == "process" and not h.is_async
+        }
 
     def _open_runtime(self) -> None:
         """anyio primitives belong to a running event loop: made when run() starts."""
@@ -188,6 +180,8 @@ class Worker:
         finally:
             recv.close()
             self._threads.close()
+            for pool in self._processes.values():
+                pool.close()
             with anyio.CancelScope(shield=True):
                 await self._leave()
 
@@ -343,9 +337,12 @@ class Worker:
     async def _call(self, h: Handler, job: Job, d: Delivery, limit_s: float) -> Result:
         # One cancel scope per attempt: its deadline is the timeout; shutdown (after the
         # grace period) and a lost entry cancel it too, marking the delivery first.
-        with anyio.CancelScope(deadline=anyio.current_time() + limit_s) as scope:
+        # (A child process's clock starts when the child is up: see isolation.Processes.)
+        isolated = d.type in self._processes
+        deadline = math.inf if isolated else anyio.current_time() + limit_s
+        with anyio.CancelScope(deadline=deadline) as scope:
             d.scope = scope
-            outcome = await self._invoke(h, job, d)
+            outcome = await self._invoke(h, job, d, limit_s)
             if not scope.cancel_called:
                 return outcome
             # a sync attempt stopped while its thread ran: the thread has returned now
@@ -357,19 +354,17 @@ class Worker:
             return Result(Attempt.RELEASED)  # cancelled by shutdown after the grace period
         return Result(Attempt.TIMEOUT, error=f"TimeoutError: attempt ran over {limit_s:g}s")
 
-    async def _invoke(self, h: Handler, job: Job, d: Delivery) -> Result:
+    async def _invoke(self, h: Handler, job: Job, d: Delivery, limit_s: float) -> Result:
         try:
             if h.is_async:
                 result = await h.fn(job)
+            elif d.type in self._processes:
+                return await self._processes[d.type].run(h.fn, job, d.scope, limit_s)
             else:
                 result = await self._in_thread(h, job, d)
-            return Result(Attempt.OK, result=dumps(result) if result is not None else b"")
-        except PermanentError as e:
-            return _failure(Attempt.PERMANENT, e)
-        except RetryAfter as e:
-            return _failure(Attempt.AFTER, e, retry_after=e.seconds)
+            return ok(result)
         except Exception as e:
-            return _failure(Attempt.RETRY, e)
+            return error_outcome(e)
 
     async def _in_thread(self, h: Handler, job: Job, d: Delivery) -> Any:
         # A thread cannot be stopped: a timeout (or a lost entry) waits for it, holding
@@ -535,42 +530,6 @@ def _client(redis: Redis | str, block_ms: int) -> Redis:
         raise InvalidArgument(f"the client's socket_timeout ({timeout:g}s) must be at least "
                               f"block_ms/1000 + {BLOCK_MARGIN_S:g}s ({needed:g}s)")
     return redis
-
-
-def _failure(kind: Attempt, e: BaseException, retry_after: float = 0.0) -> Result:
-    error = f"{type(e).__name__}: {e}"[:2000]
-    return Result(kind, error=error, traceback=format_traceback(e)[-8000:],
-                   retry_after=retry_after)
-
-
-_CAUSE = "\nThe above exception was the direct cause of the following exception:\n\n"
-_CONTEXT = "\nDuring handling of the above exception, another exception occurred:\n\n"
-
-
-def format_traceback(e: BaseException) -> str:
-    """The traceback as Python prints it, without 3.11's caret lines: those re-parse each
-    frame's source with ``ast`` and cost ~100 us per failure on the hot path."""
-    parts: list[str] = []
-    seen: set[int] = set()
-    exc: BaseException | None = e
-    while exc is not None and id(exc) not in seen and len(seen) < 5:
-        seen.add(id(exc))
-        lines = ["Traceback (most recent call last):\n"]
-        for f in tb_mod.extract_tb(exc.__traceback__):
-            lines.append(f'  File "{f.filename}", line {f.lineno}, in {f.name}\n')
-            if f.line:
-                lines.append(f"    {f.line.strip()}\n")
-        lines += tb_mod.format_exception_only(type(exc), exc)
-        parts.insert(0, "".join(lines))
-        if exc.__cause__ is not None:
-            parts.insert(0, _CAUSE)
-            exc = exc.__cause__
-        elif exc.__context__ is not None and not exc.__suppress_context__:
-            parts.insert(0, _CONTEXT)
-            exc = exc.__context__
-        else:
-            exc = None
-    return "".join(parts)
 
 
 _LOST = Result(Attempt.LOST, error="the entry was reclaimed by another worker")

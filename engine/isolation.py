@@ -48,8 +48,8 @@ Finished = tuple[bool, Any]  # (True, result) or (False, exception)
 class _HandlerThread:
     """One daemon thread running calls handed to it one at a time."""
 
-    def __init__(self, idle: deque[_HandlerThread]) -> None:
-        self._idle = idle
+    def __init__(self, owner: Threads) -> None:
+        self._owner = owner
         self._calls: queue.SimpleQueue[tuple[Callable[[], Any], Callable[[Finished], None]]
                                        | None] = queue.SimpleQueue()
         threading.Thread(target=self._loop, name="streamjobs handler", daemon=True).start()
@@ -69,7 +69,8 @@ class _HandlerThread:
                 finished = (False, e)
             done(finished)
             del item, call, done, finished
-            self._idle.append(self)
+            if not self._owner.idle(self):
+                return
 
 
 class Threads:
@@ -77,6 +78,15 @@ class Threads:
 
     def __init__(self) -> None:
         self._idle: deque[_HandlerThread] = deque()
+        self._lock = threading.Lock()
+        self._closed = False
+
+    def idle(self, thread: _HandlerThread) -> bool:
+        """A thread finished its call: keep it for the next one, unless closed."""
+        with self._lock:
+            if not self._closed:
+                self._idle.append(thread)
+            return not self._closed
 
     async def run(self, fn: Callable[[Any], Any], arg: Any) -> Any:
         """``fn(arg)`` in a thread. Cancelling this abandons the thread, which runs on."""
@@ -91,7 +101,7 @@ class Threads:
             except RuntimeError:  # the event loop has finished: nobody waits any more
                 pass
 
-        thread = self._idle.pop() if self._idle else _HandlerThread(self._idle)
+        thread = self._idle.pop() if self._idle else _HandlerThread(self)
         ctx = contextvars.copy_context()
         thread.submit(lambda: ctx.run(fn, arg), finished)
         await done.wait()
@@ -102,8 +112,10 @@ class Threads:
 
     def close(self) -> None:
         """Idle threads exit; busy ones after their call (or with the process)."""
-        while self._idle:
-            self._idle.pop().stop()
+        with self._lock:
+            self._closed = True
+            while self._idle:
+                self._idle.pop().stop()
 
 
 # ---- processes ---------------------------------------------------------------------

@@ -4,6 +4,7 @@ worker, nothing released at shutdown completes, a lost entry's attempt is cancel
 from __future__ import annotations
 
 import signal
+import threading
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -126,3 +127,34 @@ async def test_entry_lost_to_another_consumer_cancels_the_attempt(
         k for k, v in stats.items() if v}, stats
     rows = await r.xpending_range(tk.stream, GROUP, "-", "+", 10)
     assert [row["consumer"] for row in rows] == [b"other-worker"]
+
+
+async def test_in_process_shutdown_discards_an_abandoned_threads_result(
+    redis_url: str, r: Redis, type_name: str
+) -> None:
+    """Run in-process (no process exit to end it), the abandoned thread finishes, but its
+    result is discarded: the job stays released, and the thread does not linger."""
+    reg = Registry()
+    finished = threading.Event()
+    before = set(threading.enumerate())
+
+    @reg.handler(type_name)
+    def h(job: Job) -> str:
+        time.sleep(1)
+        finished.set()
+        return "late"
+
+    async with Producer(redis_url) as p:
+        job_id = await p.enqueue(type_name, {})
+        worker = Worker(redis_url, reg, grace_period=0.1)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(worker.run)
+            await wait_for(lambda: worker.in_flight == 1)
+            await anyio.sleep(0.1)
+            worker.stop()
+        await anyio.to_thread.run_sync(finished.wait, 5)
+        await anyio.sleep(0.2)
+        st = await p.status(type_name, job_id)
+    assert st is not None and st.state is JobState.WAITING and st.attempts == 0
+    assert [t for t in set(threading.enumerate()) - before
+            if t.name == "streamjobs handler"] == []

@@ -20,7 +20,11 @@ if TYPE_CHECKING:
 
 ENV_PREFIX = "STREAMJOBS_"
 # Variables read by other parts of the project (tests, bench), not by Settings.
-_FOREIGN = {"STREAMJOBS_TEST_REDIS_URL"}
+_FOREIGN = {
+    "STREAMJOBS_TEST_REDIS_URL",
+    # Set by `streamjobs up` for its worker children: the file a child touches once it runs.
+    "STREAMJOBS_READY_FILE",
+}
 
 
 def _parse_bool(text: str) -> bool:

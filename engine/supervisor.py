@@ -146,6 +146,7 @@ def run_worker_process(cfg: WorkerConfig, url: str, settings: Settings) -> int:
             async with anyio.create_task_group() as running:
                 await running.start(worker.run)
                 started = True
+                _tell_parent_started()
                 log.info("worker %s: types %s, concurrency %d", worker.name,
                          ",".join(worker.handlers), worker.concurrency)
             tg.cancel_scope.cancel()
@@ -153,6 +154,16 @@ def run_worker_process(cfg: WorkerConfig, url: str, settings: Settings) -> int:
     anyio.run(main, backend_options=_loop_options())
     log.info("worker %s stopped", worker.name)
     return 0
+
+
+#: Set by `up` for its worker children (see _started): touched once the worker runs.
+READY_FILE_ENV = "STREAMJOBS_READY_FILE"
+
+
+def _tell_parent_started() -> None:
+    ready = os.environ.get(READY_FILE_ENV)
+    if ready:
+        Path(ready).touch()
 
 
 def _metrics_registry(cfg: WorkerConfig) -> Any:
@@ -222,6 +233,8 @@ class Child:
     crashes: int = 0
     starts: int = 0
     restart_at: float | None = None
+    #: Touched by the child once it runs (a worker that cannot start never touches it).
+    ready_file: Path | None = None
 
     @property
     def first_run(self) -> bool:
@@ -233,8 +246,12 @@ class Child:
         if self.metrics_port:
             argv = [*argv, "--metrics-port", str(self.metrics_port),
                     "--metrics-host", self.metrics_host]
+        env = self.env
+        if self.ready_file is not None:
+            self.ready_file.unlink(missing_ok=True)
+            env = {**env, READY_FILE_ENV: str(self.ready_file)}
         # Own process group: the terminal's SIGINT is the parent's to forward.
-        self.proc = subprocess.Popen(argv, env=self.env, process_group=0,
+        self.proc = subprocess.Popen(argv, env=env, process_group=0,
                                      preexec_fn=die_with_parent)
         self.started_at = time.monotonic()
         self.restart_at = None
@@ -456,7 +473,10 @@ def _up_children(cfg: UpConfig, url: str, settings: Settings,
                  keeper: ServerKeeper | None) -> int:
     env = {"STREAMJOBS_REDIS_URL": url}
     api_port = cfg.api_port or settings.api_port
-    with _worker_group(cfg.worker, env) as children:
+    with _worker_group(cfg.worker, env) as children, \
+            tempfile.TemporaryDirectory(prefix="sj-ready-") as ready_dir:
+        for c in children:
+            c.ready_file = Path(ready_dir) / c.name
         if cfg.api:
             argv = [sys.executable, "-m", "streamjobs", *cfg.worker.log.argv(), "api",
                     "--port", str(api_port)]
@@ -464,16 +484,17 @@ def _up_children(cfg: UpConfig, url: str, settings: Settings,
         health = f"http://{_client_host(settings.api_host)}:{api_port}/health"
         supervisor = Supervisor(
             children, watch=keeper.check if keeper else None,
-            ready=lambda: _settled(children) and (not cfg.api or _answers(health)),
+            ready=lambda: _started(children) and (not cfg.api or _answers(health)),
             on_ready=lambda: _print_where(url, keeper, settings, api_port, cfg, children),
         )
         return supervisor.run()
 
 
-def _settled(children: list[Child], after: float = 1.0) -> bool:
-    """Every child has been running a moment (one that cannot start has exited by then)."""
-    now = time.monotonic()
-    return all(c.poll() is None and now - c.started_at >= after for c in children)
+def _started(children: list[Child]) -> bool:
+    """Every child runs, and every worker child has said it started (its handlers imported,
+    its group created): one that cannot start exits first, whatever the machine's load."""
+    return all(c.poll() is None and (c.ready_file is None or c.ready_file.exists())
+               for c in children)
 
 
 def _client_host(bind: str) -> str:

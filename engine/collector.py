@@ -23,14 +23,22 @@ import time
 from typing import TYPE_CHECKING
 
 import redis
-import redis.connection as sync_conn
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 from redis.exceptions import RedisError
 
 from streamjobs import replies
+from streamjobs.connection import SyncClient, sync_client_from_url, sync_client_like
 from streamjobs.contract import JobState, Stat
-from streamjobs.counts import COUNT_REPLIES, Counts, oldest_age, parse_counts, queue_counts
+from streamjobs.counts import (
+    COUNT_REPLIES,
+    Counts,
+    checked,
+    oldest_age,
+    parse_counts,
+    queue_counts,
+    server_ms,
+)
 from streamjobs.keys import TypeKeys, types_key
 
 if TYPE_CHECKING:
@@ -59,30 +67,17 @@ _COUNTERS = {
 }
 
 
-def sync_client(target: str | AsyncRedis, timeout: float = SCRAPE_TIMEOUT) -> redis.Redis:
-    """A sync client for a URL, or for the server an asyncio client talks to."""
+def sync_client(target: str | AsyncRedis, timeout: float = SCRAPE_TIMEOUT) -> SyncClient:
+    """A sync client for a URL (any form), or for the server(s) an asyncio client talks to."""
     if isinstance(target, str):
-        return redis.Redis.from_url(target, socket_timeout=timeout,
-                                    socket_connect_timeout=timeout)
-    pool = target.connection_pool
-    kwargs = {k: v for k, v in pool.connection_kwargs.items() if k in _PORTABLE}
-    kwargs.update(socket_timeout=timeout, socket_connect_timeout=timeout)
-    cls = getattr(sync_conn, pool.connection_class.__name__, sync_conn.Connection)
-    return redis.Redis(connection_pool=redis.ConnectionPool(connection_class=cls, **kwargs))
-
-
-#: Connection settings that mean the same to the sync client (no parser, retry, encoder).
-_PORTABLE = frozenset({
-    "host", "port", "db", "username", "password", "path", "client_name", "protocol",
-    "ssl_keyfile", "ssl_certfile", "ssl_cert_reqs", "ssl_ca_certs", "ssl_ca_data",
-    "ssl_ca_path", "ssl_check_hostname", "ssl_min_version", "ssl_ciphers", "ssl_password",
-})
+        return sync_client_from_url(target, timeout)
+    return sync_client_like(target, timeout)
 
 
 class QueueCollector(Collector):
     """Reads every known type's queue figures when Prometheus scrapes."""
 
-    def __init__(self, client: redis.Redis, prefix: str = "sj") -> None:
+    def __init__(self, client: SyncClient, prefix: str = "sj") -> None:
         self.client = client
         self.prefix = prefix
 
@@ -111,7 +106,8 @@ class QueueCollector(Collector):
 
     def close(self) -> None:
         self.client.close()
-        self.client.connection_pool.disconnect()
+        if isinstance(self.client, redis.Redis):
+            self.client.connection_pool.disconnect()
 
     # ---- reading -----------------------------------------------------------------------
 
@@ -119,15 +115,15 @@ class QueueCollector(Collector):
         members = replies.member_set(self.client.smembers(types_key(self.prefix)))
         types = sorted(t.decode() for t in members)
         keys = [TypeKeys(self.prefix, t) for t in types]
+        # One pipeline; a cluster client splits it per node. TIME is not allowed in a
+        # cluster pipeline: read apart.
         pipe = self.client.pipeline(transaction=False)
         for tk in keys:
             queue_counts(pipe, tk)
-        pipe.time()
         res = pipe.execute(raise_on_error=False)
-        sec, usec = res[-1]
         rows = [parse_counts(res[i * COUNT_REPLIES : (i + 1) * COUNT_REPLIES])
                 for i in range(len(keys))]
-        ages = self._ages(keys, rows, sec * 1000 + usec // 1000)
+        ages = self._ages(keys, rows, server_ms(self.client.time()))
         return _families(types, rows, ages)
 
     def _ages(self, keys: Sequence[TypeKeys], rows: Sequence[Counts], now_ms: int) -> list[float]:
@@ -141,7 +137,7 @@ class QueueCollector(Collector):
         for i, last in todo:
             pipe.xrange(keys[i].stream, f"({last}", "+", count=1)
         for (i, _), found in zip(todo, pipe.execute(raise_on_error=False), strict=True):
-            ages[i] = oldest_age(found, now_ms)
+            ages[i] = oldest_age(checked(found), now_ms)
         return ages
 
 

@@ -19,6 +19,8 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
 
 ENV_PREFIX = "STREAMJOBS_"
+#: Levels of ``Settings.durability``, weakest first.
+DURABILITY = ("none", "aof", "replica")
 # Variables read by other parts of the project (tests, bench), not by Settings.
 _FOREIGN = {
     "STREAMJOBS_TEST_REDIS_URL",
@@ -42,7 +44,8 @@ def _parse_keys(text: str) -> tuple[str, ...]:
 
 @dataclass(frozen=True, slots=True)
 class Settings:
-    #: ``redis://``/``rediss://``/``unix://`` URL; None starts the embedded server.
+    #: Server URL (``redis://``, ``rediss://``, ``unix://``, ``redis+cluster://``,
+    #: ``redis+sentinel://``; see streamjobs.connection); None starts the embedded server.
     redis_url: str | None = None
     #: Key prefix of every key streamjobs writes.
     prefix: str = "sj"
@@ -63,6 +66,13 @@ class Settings:
     max_payload_bytes: int = 256 * 1024
     #: Seconds a completed job's record (state, result) is kept.
     result_ttl: int = 3600
+    #: What an enqueue waits for before it returns: ``none``, ``aof`` (fsynced to the
+    #: server's AOF, WAITAOF 1 0) or ``replica`` (acknowledged by a replica, WAIT 1).
+    durability: str = "none"
+    #: Seconds an enqueue waits for that confirmation before raising NotDurable.
+    durability_timeout: float = 2.0
+    #: Seconds an enqueue keeps retrying through a failover or a lost connection.
+    enqueue_deadline: float = 30.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -87,6 +97,11 @@ class Settings:
             raise ConfigError("max_payload_bytes must be > 0")
         if self.result_ttl < 0:
             raise ConfigError("result_ttl must be >= 0")
+        if self.durability not in DURABILITY:
+            raise ConfigError(f"durability must be one of {', '.join(DURABILITY)}, "
+                              f"not {self.durability!r}")
+        if self.durability_timeout <= 0 or self.enqueue_deadline < 0:
+            raise ConfigError("durability_timeout must be > 0 and enqueue_deadline >= 0")
         if not self.prefix or any(c in self.prefix for c in "{} "):
             raise ConfigError(f"invalid prefix {self.prefix!r}")
 

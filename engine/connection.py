@@ -1,4 +1,18 @@
-"""Clients: from an explicit URL, from settings, or the embedded server.
+"""Clients for every topology, from one URL (and the embedded server's).
+
+    redis://[[user]:password@]host[:port][/db]          one server
+    rediss://...                                         one server over TLS
+    unix:///path/to/socket[?db=N]                        one server on a local socket
+    redis+cluster://host:port[,host:port...]             a cluster (any reachable nodes)
+    rediss+cluster://...                                 a cluster over TLS
+    redis+sentinel://host:port[,host:port...]/service    the primary Sentinel names
+    rediss+sentinel://...                                the same over TLS
+
+Query parameters: ``db``, ``username``, ``password``, ``ssl_ca_certs``, ``ssl_certfile``,
+``ssl_keyfile``, ``ssl_cert_reqs``, ``ssl_check_hostname``, ``sentinel_username``,
+``sentinel_password`` (a Sentinel's own credentials), and redis-py's socket options. A
+cluster client is typed ``Redis`` for the engine: it answers the same commands, and the
+few places that must know (pipelines of scripts, per-node reads) ask :func:`is_cluster`.
 
 Every client fails fast on a connection that stopped answering (a half-open TCP
 connection left by a NAT, a failover or a black-holed route) instead of waiting forever:
@@ -14,16 +28,29 @@ connection left by a NAT, a failover or a black-holed route) instead of waiting 
 
 from __future__ import annotations
 
+import re
 import socket
-from typing import Any
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, cast
 
-from redis.asyncio import Redis
+import redis as sync_redis
+import redis.cluster as sync_cluster
+import redis.connection as sync_conn
+import redis.sentinel as sync_sentinel
+from redis.asyncio import ConnectionPool, Redis
+from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.retry import Retry
+from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.backoff import ExponentialBackoff
+from redis.connection import URL_QUERY_ARGUMENT_PARSERS, parse_url
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from streamjobs.config import Settings
+from streamjobs.errors import ConfigError
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
 
 #: Seconds any one read may wait for the server.
 SOCKET_TIMEOUT = 5.0
@@ -34,6 +61,92 @@ HEALTH_CHECK_S = 15.0
 KEEPALIVE_IDLE_S = 15
 KEEPALIVE_INTERVAL_S = 5
 KEEPALIVE_PROBES = 3
+
+SERVER, CLUSTER, SENTINEL = "server", "cluster", "sentinel"
+# Untyped in redis-py.
+_AsyncSentinel: Any = Sentinel
+_SyncSentinel: Any = sync_sentinel.Sentinel
+_SyncNode: Any = sync_cluster.ClusterNode
+_parse_url: Any = parse_url
+_QUERY = frozenset(URL_QUERY_ARGUMENT_PARSERS) | {
+    "username", "password", "client_name", "ssl_ca_certs", "ssl_ca_path", "ssl_certfile",
+    "ssl_keyfile", "ssl_cert_reqs", "ssl_password", "ssl_ciphers",
+    "sentinel_username", "sentinel_password",
+}
+_SECRET = re.compile(r"((?:^|[?&])(?:sentinel_)?password=)[^&]*")
+_USERINFO = re.compile(r"^([a-z+]+://)([^@/]*:)?[^@/]*@")
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """Where the server is, read from a URL."""
+
+    kind: str
+    #: host, port of each seed node (cluster) or sentinel; empty for one server.
+    nodes: tuple[tuple[str, int], ...] = ()
+    #: Sentinel's name of the primary.
+    service: str = ""
+    tls: bool = False
+    #: Connection settings for the data nodes (credentials, db, ssl_*).
+    options: dict[str, Any] = field(default_factory=dict)
+    #: Credentials of the sentinels themselves.
+    sentinel_options: dict[str, Any] = field(default_factory=dict)
+
+
+def redact(url: str) -> str:
+    """The URL with its passwords replaced by ``***`` (for messages and logs)."""
+    url = _USERINFO.sub(lambda m: f"{m[1]}{m[2] or ''}***@", url)
+    return _SECRET.sub(r"\1***", url)
+
+
+def _check_query(url: str, query: str) -> None:
+    for pair in filter(None, query.split("&")):
+        name = pair.partition("=")[0]
+        if name not in _QUERY:
+            raise ConfigError(f"unknown parameter {name!r} in {redact(url)}; known: "
+                              + ", ".join(sorted(_QUERY)))
+
+
+def _host_port(url: str, text: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not (sep and host and port.isdigit()):
+        raise ConfigError(f"{redact(url)}: give each node as host:port, not {text!r}")
+    return host.strip("[]"), int(port)
+
+
+def parse_target(url: str) -> Target:
+    """Read a URL of any form above; raises ConfigError naming the forms when it is not."""
+    scheme, sep, rest = url.partition("://")
+    scheme = scheme.lower()
+    _check_query(url, rest.partition("?")[2])
+    if sep and scheme in ("redis", "rediss", "unix"):
+        return Target(SERVER, tls=scheme == "rediss")
+    base, _, kind = scheme.partition("+")
+    if not sep or base not in ("redis", "rediss") or kind not in (CLUSTER, SENTINEL):
+        raise ConfigError(
+            f"unsupported server URL {redact(url)!r}: use redis://, rediss://, unix://, "
+            "redis+cluster://host:port[,host:port...] or "
+            "redis+sentinel://host:port[,host:port...]/service_name"
+        )
+    rest, _, query = rest.partition("?")
+    netloc, _, path = rest.partition("/")
+    auth, at, hosts = netloc.rpartition("@")
+    nodes = tuple(_host_port(url, h) for h in hosts.split(",") if h)
+    if not nodes:
+        raise ConfigError(f"{redact(url)}: no host:port given")
+    if kind == SENTINEL and not path.strip("/"):
+        raise ConfigError(f"{redact(url)}: name the service, e.g. .../mymaster")
+    if kind == CLUSTER and path.strip("/") not in ("", "0"):
+        raise ConfigError(f"{redact(url)}: a cluster has only database 0")
+    # redis-py reads credentials and query parameters from a one-node URL.
+    options: dict[str, Any] = _parse_url(f"{base}://{auth}{at}{hosts.split(',')[0]}?{query}")
+    for k in ("host", "port", "connection_class"):
+        options.pop(k, None)
+    sentinel_options = {k.removeprefix("sentinel_"): options.pop(k)
+                        for k in ("sentinel_username", "sentinel_password") if k in options}
+    if kind == CLUSTER:
+        options.pop("db", None)
+    return Target(kind, nodes, path.strip("/"), base == "rediss", options, sentinel_options)
 
 
 def keepalive_options() -> dict[int, int]:
@@ -47,8 +160,7 @@ def keepalive_options() -> dict[int, int]:
     return {opt: value for opt, value in wanted if opt is not None}
 
 
-def client_from_url(url: str, **kwargs: Any) -> Redis:
-    """An asyncio client returning bytes (payloads stay exact; orjson reads bytes)."""
+def _defaults(url: str) -> dict[str, Any]:
     options: dict[str, Any] = {
         "decode_responses": False,
         "socket_connect_timeout": CONNECT_TIMEOUT,
@@ -62,13 +174,59 @@ def client_from_url(url: str, **kwargs: Any) -> Redis:
     if not url.startswith("unix:"):  # unix sockets take no TCP options
         options["socket_keepalive"] = True
         options["socket_keepalive_options"] = keepalive_options()
+    return options
+
+
+def client_from_url(url: str, **kwargs: Any) -> Redis:
+    """An asyncio client returning bytes (payloads stay exact; orjson reads bytes), for a
+    URL of any form in the module docstring."""
+    target = parse_target(url)
+    options = _defaults(url)
     options.update(kwargs)
-    return Redis.from_url(url, **options)
+    if target.kind == SERVER:
+        return Redis.from_url(url, **options)
+    kw: dict[str, Any] = {**({"ssl": True} if target.tls else {}), **target.options, **options}
+    if target.kind == CLUSTER:
+        nodes = [ClusterNode(h, p) for h, p in target.nodes]
+        return cast("Redis", RedisCluster(startup_nodes=nodes, **kw))
+    sentinel = _AsyncSentinel(list(target.nodes),
+                              sentinel_kwargs=_sentinel_kwargs(target, options))
+    client: Redis = sentinel.master_for(target.service, **kw)
+    return client
+
+
+def _sentinel_kwargs(target: Target, options: Mapping[str, Any]) -> dict[str, Any]:
+    """The sentinels are spoken to like the data nodes (TLS, timeouts), with their own
+    credentials."""
+    keep = {k: v for k, v in options.items() if k.startswith("socket_")}
+    tls = {k: v for k, v in target.options.items() if k.startswith("ssl_")}
+    return {**keep, **({"ssl": True, **tls} if target.tls else {}), **target.sentinel_options}
+
+
+def is_cluster(client: object) -> bool:
+    """True for a cluster client: no script calls in its pipelines, no TIME in them."""
+    return isinstance(client, RedisCluster)
+
+
+def cluster_of(client: Redis) -> RedisCluster:
+    """The cluster client behind the ``Redis`` type the engine passes around."""
+    if not isinstance(client, RedisCluster):
+        raise TypeError("not a cluster client")
+    return client
+
+
+def node_client(node: ClusterNode) -> Redis:
+    """A plain client for one cluster node: a pipeline of script calls and a WAIT on one
+    connection (a cluster pipeline refuses both). MOVED from it means the map changed."""
+    pool = ConnectionPool(connection_class=node.connection_class, **node.connection_kwargs)
+    return Redis(connection_pool=pool)
 
 
 def socket_timeout_of(redis: Redis) -> float | None:
     """The read timeout a client's connections use (None: no timeout)."""
-    value = redis.connection_pool.connection_kwargs.get("socket_timeout")
+    kwargs = (redis.get_connection_kwargs() if isinstance(redis, RedisCluster)
+              else redis.connection_pool.connection_kwargs)
+    value = kwargs.get("socket_timeout")
     return None if value is None else float(value)
 
 
@@ -80,3 +238,61 @@ def resolve_url(target: str | Settings | None) -> str:
     if settings.redis_url:
         return settings.redis_url
     raise LookupError("no STREAMJOBS_REDIS_URL configured")
+
+
+# ---- blocking clients (the metrics collector) ---------------------------------------------
+
+SyncClient = sync_redis.Redis | sync_cluster.RedisCluster
+
+#: Connection settings that mean the same to the sync client (no parser, retry, encoder).
+_PORTABLE = frozenset({
+    "host", "port", "db", "username", "password", "path", "client_name", "protocol",
+    "ssl_keyfile", "ssl_certfile", "ssl_cert_reqs", "ssl_ca_certs", "ssl_ca_data",
+    "ssl_ca_path", "ssl_check_hostname", "ssl_min_version", "ssl_ciphers", "ssl_password",
+})
+
+
+def _portable(kwargs: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in kwargs.items() if k in _PORTABLE and v is not None}
+
+
+def sync_client_from_url(url: str, timeout: float) -> SyncClient:
+    """A blocking client for a URL of any form, each call bounded by ``timeout``."""
+    target = parse_target(url)
+    limits: dict[str, Any] = {"socket_timeout": timeout, "socket_connect_timeout": timeout}
+    if target.kind == SERVER:
+        return sync_redis.Redis.from_url(url, **limits)
+    kw: dict[str, Any] = {**({"ssl": True} if target.tls else {}), **target.options, **limits}
+    if target.kind == CLUSTER:
+        nodes = [_SyncNode(h, p) for h, p in target.nodes]
+        return sync_cluster.RedisCluster(startup_nodes=nodes, **kw)
+    sentinel = _SyncSentinel(list(target.nodes),
+                             sentinel_kwargs=_sentinel_kwargs(target, limits))
+    client: sync_redis.Redis = sentinel.master_for(target.service, **kw)
+    return client
+
+
+def sync_client_like(client: Redis, timeout: float) -> SyncClient:
+    """A blocking client for the server(s) an asyncio client talks to."""
+    limits: dict[str, Any] = {"socket_timeout": timeout, "socket_connect_timeout": timeout}
+    if isinstance(client, RedisCluster):
+        raw = client.get_connection_kwargs()
+        ssl = "SSL" in raw["connection_class"].__name__
+        nodes = [_SyncNode(n.host, n.port) for n in client.get_nodes()]
+        return sync_cluster.RedisCluster(
+            startup_nodes=nodes, **_portable(raw), **({"ssl": True} if ssl else {}), **limits)
+    pool = client.connection_pool
+    kw: dict[str, Any] = {**_portable(pool.connection_kwargs), **limits}
+    if isinstance(pool, SentinelConnectionPool):
+        manager = pool.sentinel_manager
+        seeds = [(s.connection_pool.connection_kwargs["host"],
+                  s.connection_pool.connection_kwargs["port"]) for s in manager.sentinels]
+        sentinel = _SyncSentinel(seeds, sentinel_kwargs={
+            **_portable(manager.sentinel_kwargs), **limits})
+        if "SSL" in pool.connection_class.__name__:
+            kw["ssl"] = True
+        found: sync_redis.Redis = sentinel.master_for(pool.service_name, **kw)
+        return found
+    cls = getattr(sync_conn, pool.connection_class.__name__, sync_conn.Connection)
+    return sync_redis.Redis(connection_pool=sync_redis.ConnectionPool(
+        connection_class=cls, **kw))

@@ -1,10 +1,15 @@
 """Per-type counts: waiting, running, delayed, dead and the type's counters, in one
-pipelined round trip per type (shared by the CLI, the API and the metrics collector)."""
+pipeline for all types (shared by the CLI, the API and the metrics collector). On a
+cluster the pipeline is split per node by the client; the server time is read apart
+(no TIME in a cluster pipeline). A reply that is an error other than "no such key yet"
+raises: a node that cannot be read is an error, never a zero."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
+
+from redis.exceptions import ResponseError
 
 from streamjobs import replies
 from streamjobs.contract import Stat
@@ -69,9 +74,19 @@ def queue_counts(pipe: Any, tk: TypeKeys) -> None:
     pipe.xinfo_groups(tk.stream)
 
 
+def checked(reply: Any) -> Any:
+    """A pipeline reply, or None for "no such key/group yet"; any other error raises."""
+    if isinstance(reply, Exception):
+        if isinstance(reply, ResponseError) and ("no such key" in str(reply)
+                                                 or "NOGROUP" in str(reply)):
+            return None
+        raise reply
+    return reply
+
+
 def parse_counts(res: Sequence[Any]) -> Counts:
-    """Read the replies of :func:`queue_counts` (errors, e.g. no stream yet, count as 0)."""
-    length, pend, delayed, dead, counters, groups = res
+    """Read the replies of :func:`queue_counts` (a missing stream or group counts as 0)."""
+    length, pend, delayed, dead, counters, groups = (checked(r) for r in res)
     length = length if isinstance(length, int) else 0
     running = int(pend["pending"]) if isinstance(pend, dict) else 0
     last = None
@@ -95,23 +110,45 @@ def oldest_age(found: Any, now_ms: int) -> float:
     return max(0.0, (now_ms - first_ms) / 1000)
 
 
-async def type_stats(redis: Redis, tk: TypeKeys) -> TypeStats:
-    """Counts for one type in one round trip (+1 for the oldest waiting age)."""
-    async with redis.pipeline(transaction=False) as pipe:
-        queue_counts(pipe, tk)
-        pipe.time()
-        res = await pipe.execute(raise_on_error=False)
-    c = parse_counts(res[:COUNT_REPLIES])
-    sec, usec = res[COUNT_REPLIES]
-    age = 0.0
-    if c.waiting and c.last_delivered:
-        found = await redis.xrange(tk.stream, f"({c.last_delivered}", "+", count=1)
-        age = oldest_age(found, sec * 1000 + usec // 1000)
+def server_ms(time_reply: Any) -> int:
+    sec, usec = time_reply
+    return int(sec) * 1000 + int(usec) // 1000
+
+
+def _stats(tk: TypeKeys, c: Counts, age: float) -> TypeStats:
     return TypeStats(
         type=tk.type, waiting=c.waiting, running=c.running, delayed=c.delayed, dead=c.dead,
         completed=c.counter(Stat.COMPLETED), retried=c.counter(Stat.RETRIED),
         enqueued=c.counter(Stat.ENQUEUED), oldest_waiting_age=age,
     )
+
+
+async def types_stats(redis: Redis, tks: Sequence[TypeKeys]) -> list[TypeStats]:
+    """Counts of many types: one pipeline (+1 for the oldest waiting ages, +1 TIME)."""
+    if not tks:
+        return []
+    async with redis.pipeline(transaction=False) as pipe:
+        for tk in tks:
+            queue_counts(pipe, tk)
+        res = await pipe.execute(raise_on_error=False)
+    rows = [parse_counts(res[i * COUNT_REPLIES : (i + 1) * COUNT_REPLIES])
+            for i in range(len(tks))]
+    now_ms = server_ms(await redis.time())
+    todo = [(i, r.last_delivered) for i, r in enumerate(rows) if r.waiting and r.last_delivered]
+    ages = [0.0] * len(rows)
+    if todo:
+        async with redis.pipeline(transaction=False) as pipe:
+            for i, last in todo:
+                pipe.xrange(tks[i].stream, f"({last}", "+", count=1)
+            found = await pipe.execute(raise_on_error=False)
+        for (i, _), f in zip(todo, found, strict=True):
+            ages[i] = oldest_age(checked(f), now_ms)
+    return [_stats(tk, c, a) for tk, c, a in zip(tks, rows, ages, strict=True)]
+
+
+async def type_stats(redis: Redis, tk: TypeKeys) -> TypeStats:
+    """Counts for one type."""
+    return (await types_stats(redis, [tk]))[0]
 
 
 async def known_types(redis: Redis, prefix: str) -> list[str]:

@@ -12,6 +12,8 @@
     │   │                      by another version or by hand): a server-side problem
     │   └── ReplyShapeError    a script's reply is not the shape its header declares
     ├── ServerError            the server could not be reached or started
+    │   ├── ServerUnavailable  still unreachable (or failing over) at the retry deadline
+    │   └── NotDurable         written, but the durability asked for was not confirmed
     ├── TransitionError        a script refused a transition (carries its Code)
     │   ├── JobNotFound
     │   ├── DuplicateJob
@@ -62,6 +64,21 @@ class ReplyShapeError(CorruptData):
 
 class ServerError(StreamJobsError):
     """The Redis/Valkey server could not be reached or started."""
+
+
+class ServerUnavailable(ServerError):
+    """The server stayed unreachable, or a failover did not end, within the retry deadline
+    (``Settings.enqueue_deadline``); ``__cause__`` is the last error seen."""
+
+
+class NotDurable(ServerError):
+    """The jobs were written, but the server could not confirm the durability asked for
+    (AOF off, no replica in time, or a server without WAITAOF). ``job_ids`` are the jobs
+    written: they will run, but a crash now could lose them."""
+
+    def __init__(self, message: str, job_ids: list[str]) -> None:
+        super().__init__(message)
+        self.job_ids = job_ids
 
 
 class TransitionError(StreamJobsError):

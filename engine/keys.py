@@ -69,18 +69,24 @@ class TypeKeys:
 
 
 def types_key(prefix: str) -> str:
-    """Set of known types (global; never touched by a multi-key script)."""
+    """Set of known types: an index for listings, written outside any script and never
+    needed by a type's own path (see streams.ensure_types)."""
     return f"{prefix}:types"
+
+
+#: Hash tag of the worker registry: not a valid type name, so it is no type's slot.
+WORKERS_TAG = "@workers"
 
 
 def workers_key(prefix: str) -> str:
     """Sorted set of live worker names by last heartbeat (ms)."""
-    return f"{prefix}:workers"
+    return f"{prefix}:{{{WORKERS_TAG}}}:live"
 
 
 def worker_key(prefix: str, name: str) -> str:
-    """Hash describing one worker; expires when its heartbeat stops."""
-    return f"{prefix}:worker:{name}"
+    """Hash describing one worker; expires when its heartbeat stops. Same slot as
+    :func:`workers_key`: a heartbeat writes one node."""
+    return f"{prefix}:{{{WORKERS_TAG}}}:worker:{name}"
 
 
 def ready_probe_key(prefix: str) -> str:

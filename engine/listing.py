@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 from streamjobs import replies
 from streamjobs.contract import STREAM_ID, DeadField, JobState, Wire, job_id_of
+from streamjobs.counts import checked
 from streamjobs.errors import InvalidArgument
 from streamjobs.keys import GROUP
 from streamjobs.records import Record, opt_int, text
@@ -97,7 +98,7 @@ async def _list_waiting(redis: Redis, tk: TypeKeys, cursor: str | None, limit: i
     async with redis.pipeline(transaction=False) as pipe:
         pipe.xinfo_groups(tk.stream)
         (groups,) = await pipe.execute(raise_on_error=False)
-    groups = groups if isinstance(groups, list) else []
+    groups = checked(groups) or []
     group = next((g for g in groups if g["name"] in (GROUP, GROUP.encode())), None)
     last = group["last-delivered-id"] if group else None
     last = last.decode() if isinstance(last, bytes) else last
@@ -113,7 +114,8 @@ async def _list_running(redis: Redis, tk: TypeKeys, cursor: str | None, limit: i
     async with redis.pipeline(transaction=False) as pipe:
         pipe.xpending_range(tk.stream, GROUP, start, "+", limit + 1)
         (rows,) = await pipe.execute(raise_on_error=False)
-    if not isinstance(rows, list):  # no stream or no group yet
+    rows = checked(rows)
+    if rows is None:  # no stream or no group yet
         return Page([], None)
     async with redis.pipeline(transaction=False) as pipe:
         for row in rows[:limit]:

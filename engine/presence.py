@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 from streamjobs import replies
 from streamjobs.contract import Heartbeat
+from streamjobs.counts import server_ms
 from streamjobs.keys import worker_key, workers_key
 from streamjobs.records import opt_int
 
@@ -20,9 +21,9 @@ _NUMBERS = (Heartbeat.PID, Heartbeat.CONCURRENCY, Heartbeat.IN_FLIGHT, Heartbeat
 
 
 async def live_workers(redis: Redis, prefix: str) -> list[dict[str, Any]]:
-    """Workers whose heartbeat is recent, from ``sj:workers`` and each ``sj:worker:<name>``."""
-    sec, usec = await redis.time()
-    now_ms = sec * 1000 + usec // 1000
+    """Workers whose heartbeat is recent, from the registry and each worker's hash (one
+    slot: on a cluster, one node)."""
+    now_ms = server_ms(await redis.time())
     names = replies.members(await redis.zrange(workers_key(prefix), now_ms - WORKER_STALE_MS,
                                                "+inf", byscore=True))
     async with redis.pipeline(transaction=False) as pipe:

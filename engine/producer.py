@@ -4,16 +4,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import anyio
 import anyio.from_thread
 
 from streamjobs.codes import Code
 from streamjobs.config import Settings
-from streamjobs.connection import client_from_url
+from streamjobs.connection import client_from_url, cluster_of, is_cluster, node_client
 from streamjobs.contract import Wire, check_payload_size
-from streamjobs.errors import DuplicateJob, InvalidArgument, raise_for_code
+from streamjobs.errors import DuplicateJob, InvalidArgument, NotDurable, raise_for_code
+from streamjobs.failover import until_deadline
 from streamjobs.job import check_job_id, dumps, encode_fields
 from streamjobs.keys import GROUP, TypeKeys
 from streamjobs.scripts import EnqueueItem, EnqueueResult, Scripts, parse_enqueue
@@ -25,6 +26,7 @@ if TYPE_CHECKING:
     from types import TracebackType
 
     from redis.asyncio import Redis
+    from redis.asyncio.cluster import RedisCluster
 
 #: Jobs per enqueue script call in bulk enqueue (several calls are pipelined).
 BULK_CHUNK = 500
@@ -45,15 +47,123 @@ class JobSpec:
     headers: Mapping[str, str] = field(default_factory=dict)
 
 
-class Producer:
-    """Enqueues jobs and reads their status. ``redis`` is a client or a URL."""
+def wait_command(level: str, timeout_s: float) -> tuple[str | int, ...] | None:
+    """The command that confirms ``level`` for the writes before it on one connection."""
+    ms = max(1, int(timeout_s * 1000))
+    return {"none": None, "aof": ("WAITAOF", 1, 0, ms), "replica": ("WAIT", 1, ms)}[level]
 
-    def __init__(self, redis: Redis | str, *, settings: Settings | None = None) -> None:
+
+def check_durable(level: str, reply: Any, timeout_s: float, ids: list[str]) -> None:
+    """Raise NotDurable unless the reply to :func:`wait_command` confirms ``level``."""
+    if isinstance(reply, Exception):
+        text = str(reply)
+        if "unknown command" in text.lower():
+            why = "the server has no WAITAOF (Redis or Valkey 7.2 or later is needed)"
+        elif "appendonly" in text.lower():
+            why = "the server has AOF off (appendonly no): turn it on, or use durability=replica"
+        else:
+            why = f"the server refused ({text})"
+        raise NotDurable(f"jobs written but not confirmed durable ({level}): {why}", ids)
+    confirmed = int(reply[0]) >= 1 if level == "aof" else int(reply) >= 1
+    if not confirmed:
+        what = "fsynced to the AOF" if level == "aof" else "acknowledged by a replica"
+        raise NotDurable(f"jobs written but not {what} within {timeout_s:g}s (is a replica "
+                         "connected and in sync?)" if level == "replica" else
+                         f"jobs written but not {what} within {timeout_s:g}s", ids)
+
+
+class Producer:
+    """Enqueues jobs and reads their status. ``redis`` is a client (a cluster client
+    too) or a URL of any form (see streamjobs.connection).
+
+    Enqueue retries through a failover or a lost connection until
+    ``settings.enqueue_deadline``, then raises ServerUnavailable. ``durable`` (or
+    ``settings.durability``) makes it return only once the server confirms the jobs are
+    fsynced (``aof``) or on a replica (``replica``); NotDurable when it cannot.
+    """
+
+    def __init__(self, redis: Redis | RedisCluster | str, *,
+                 settings: Settings | None = None) -> None:
         self.settings = settings if settings is not None else Settings.from_env()
         self._owns_client = isinstance(redis, str)
-        self.redis: Redis = client_from_url(redis) if isinstance(redis, str) else redis
+        self.redis: Redis = client_from_url(redis) if isinstance(redis, str) else cast(
+            "Redis", redis)
         self.scripts = Scripts(self.redis)
         self._known_types: set[str] = set()
+        #: A plain client per cluster node, for a script pipeline and its WAIT on one
+        #: connection.
+        self._nodes: dict[str, Redis] = {}
+
+    def _level(self, durable: bool | str | None) -> str:
+        if durable is None or durable is False:
+            return self.settings.durability if durable is None else "none"
+        if durable is True:
+            return self.settings.durability if self.settings.durability != "none" else "aof"
+        if durable not in ("none", "aof", "replica"):
+            raise InvalidArgument(f"durable must be True, False, 'none', 'aof' or 'replica', "
+                                  f"not {durable!r}")
+        return durable
+
+    async def _write(self, tk: TypeKeys, chunks: Sequence[Sequence[EnqueueItem]],
+                     level: str) -> list[EnqueueResult]:
+        """One attempt: the chunks' script calls in order, then the durability wait on the
+        same connection (WAIT counts the writes of the connection it is sent on)."""
+        await self._ensure_type(tk)
+        wait = wait_command(level, self.settings.durability_timeout)
+        if wait is None and (len(chunks) == 1 or is_cluster(self.redis)):
+            # One chunk: a plain call (a pipeline of scripts asks SCRIPT EXISTS first).
+            # No script calls in a cluster pipeline: one call per chunk (all one slot).
+            out: list[EnqueueResult] = []
+            for chunk in chunks:
+                out += await self.scripts.enqueue(tk, chunk)
+            return out
+        client = self._node(tk) if is_cluster(self.redis) else self.redis
+        async with client.pipeline(transaction=False) as pipe:
+            for chunk in chunks:
+                self.scripts.enqueue_in(pipe, tk, chunk)
+            if wait is not None:
+                pipe.execute_command(*wait)
+            replies = await pipe.execute(raise_on_error=False)
+        results: list[EnqueueResult] = []
+        for raw in replies[: len(chunks)]:
+            if isinstance(raw, Exception):
+                raise raw
+            results += parse_enqueue(raw)
+        if wait is not None:
+            check_durable(level, replies[-1], self.settings.durability_timeout,
+                          [r.job_id for r in results])
+        return results
+
+    def _node(self, tk: TypeKeys) -> Redis:
+        cluster = cluster_of(self.redis)
+        node = cluster.get_node_from_key(tk.stream)
+        if node is None:
+            raise NotDurable(f"no node serves type {tk.type!r} now", [])
+        if node.name not in self._nodes:
+            self._nodes[node.name] = node_client(node)
+        return self._nodes[node.name]
+
+    async def _enqueue(self, tk: TypeKeys, chunks: Sequence[Sequence[EnqueueItem]],
+                       durable: bool | str | None) -> list[EnqueueResult]:
+        """Write with retries through a failover, until ``settings.enqueue_deadline``.
+
+        Hook for idempotent retries: a retry after an unknown outcome writes the chunks
+        again, so a job without a caller-given id may be written twice, and a job with one
+        comes back as DUPLICATE of itself. Telling "ours" apart needs a per-call token
+        recorded by enqueue.lua; until then a retried DUPLICATE is reported as is.
+        """
+        level = self._level(durable)
+        attempts = 0
+
+        async def attempt() -> list[EnqueueResult]:
+            nonlocal attempts
+            attempts += 1
+            if attempts > 1 and is_cluster(self.redis):
+                await cluster_of(self.redis).initialize()  # the node map after a failover
+            return await self._write(tk, chunks, level)
+
+        return await until_deadline(f"enqueue {tk.type}", attempt,
+                                    self.settings.enqueue_deadline)
 
     def keys(self, type_: str) -> TypeKeys:
         return TypeKeys(self.settings.prefix, type_)
@@ -86,53 +196,46 @@ class Producer:
         max_attempts: int | None = None,
         timeout: float | None = None,  # noqa: ASYNC109 - the job's own time limit
         headers: Mapping[str, str] | None = None,
+        durable: bool | str | None = None,
     ) -> str:
         """Enqueue one job; returns its id. Raises DuplicateJob if ``job_id`` exists.
 
         ``delay`` is seconds on the server clock; ``run_at`` a datetime or epoch seconds.
+        ``durable``: None follows ``settings.durability``; True waits for the configured
+        level (``aof`` when none is); or name the level (``"aof"``, ``"replica"``).
         """
         spec = JobSpec(payload, job_id, delay, run_at, max_attempts, timeout, headers or {})
         tk = self.keys(type_)
         item = self._item(spec)
-        await self._ensure_type(tk)
-        (res,) = await self.scripts.enqueue(tk, [item])
+        (res,) = await self._enqueue(tk, [[item]], durable)
         if res.code is Code.DUPLICATE:
             raise DuplicateJob(res.code, res.job_id, f"it is {res.state}")
         return res.job_id
 
-    async def enqueue_batch(self, type_: str, specs: Sequence[JobSpec]) -> list[EnqueueResult]:
+    async def enqueue_batch(self, type_: str, specs: Sequence[JobSpec], *,
+                            durable: bool | str | None = None) -> list[EnqueueResult]:
         """Enqueue many jobs in pipelined script calls; one result per job, in order.
 
         A duplicate id is not enqueued again: its result has ``Code.DUPLICATE``.
         """
         tk = self.keys(type_)
         items = [self._item(s) for s in specs]
-        await self._ensure_type(tk)
-        results: list[EnqueueResult] = []
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for i in range(0, len(items), BULK_CHUNK):
-                self.scripts.enqueue_in(pipe, tk, items[i : i + BULK_CHUNK])
-            for raw in await pipe.execute():
-                results += parse_enqueue(raw)
-        return results
+        return await self._enqueue(tk, _chunks(items, BULK_CHUNK), durable)
 
-    async def enqueue_many(self, type_: str, payloads: Iterable[Any]) -> list[str]:
+    async def enqueue_many(self, type_: str, payloads: Iterable[Any], *,
+                           durable: bool | str | None = None) -> list[str]:
         """Enqueue one job per payload (pipelined); returns their ids in order."""
         tk = self.keys(type_)
         limit = self.settings.max_payload_bytes
         items = [EnqueueItem((Wire.PAYLOAD, check_payload_size(dumps(p), limit)))
                  for p in payloads]
-        await self._ensure_type(tk)
         # Pipelines one after another (not concurrently): the stream keeps the jobs in
         # the order given. Each pipeline bounds the memory of one round trip.
         ids: list[str] = []
-        per_pipeline = BULK_CHUNK * PIPELINE_CHUNKS
-        for i in range(0, len(items), per_pipeline):
-            async with self.redis.pipeline(transaction=False) as pipe:
-                for j in range(i, min(len(items), i + per_pipeline), BULK_CHUNK):
-                    self.scripts.enqueue_in(pipe, tk, items[j : j + BULK_CHUNK])
-                for raw in await pipe.execute():
-                    ids += [r.job_id for r in parse_enqueue(raw)]
+        chunks = _chunks(items, BULK_CHUNK)
+        for i in range(0, len(chunks), PIPELINE_CHUNKS):
+            done = await self._enqueue(tk, chunks[i : i + PIPELINE_CHUNKS], durable)
+            ids += [r.job_id for r in done]
         return ids
 
     async def status(self, type_: str, job_id: str) -> JobStatus | None:
@@ -148,6 +251,8 @@ class Producer:
         return prev
 
     async def aclose(self) -> None:
+        for node in self._nodes.values():
+            await node.aclose()
         if self._owns_client:
             await self.redis.aclose()
 
@@ -191,6 +296,10 @@ class SyncProducer:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _chunks(items: Sequence[EnqueueItem], size: int) -> list[Sequence[EnqueueItem]]:
+    return [items[i : i + size] for i in range(0, len(items), size)]
 
 
 async def _make_producer(url: str, settings: Settings | None) -> Producer:

@@ -2,23 +2,32 @@
 
 Producers and workers both call :func:`ensure_types` before they touch a type: the
 group is created at id 0 with MKSTREAM, so entries written by a plain XADD before any
-worker existed are still delivered.
+worker existed are still delivered. The set of known types is an index for listings
+on a slot of its own: writing it is best effort, so a type's path never waits on (or
+fails with) another node of a cluster. :func:`rescan_types` rebuilds it from the
+streams themselves.
 """
 
 from __future__ import annotations
 
+import logging
+import re
 from typing import TYPE_CHECKING
 
-from redis.exceptions import ResponseError
+from redis.crc import key_slot
+from redis.exceptions import RedisError, ResponseError
 
-from streamjobs.keys import GROUP, types_key
+from streamjobs.connection import is_cluster
+from streamjobs.errors import ConfigError
+from streamjobs.keys import GROUP, TYPE_NAME, TypeKeys, types_key
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
     from redis.asyncio import Redis
 
-    from streamjobs.keys import TypeKeys
+
+log = logging.getLogger("streamjobs")
 
 
 async def ensure_group(redis: Redis, tk: TypeKeys) -> None:
@@ -30,9 +39,40 @@ async def ensure_group(redis: Redis, tk: TypeKeys) -> None:
             raise
 
 
+def check_one_slot(redis: Redis, tks: Sequence[TypeKeys]) -> None:
+    """Until the fetcher reads each slot apart, a worker on a cluster reads all its types
+    in one XREADGROUP, which a cluster refuses across slots (CROSSSLOT)."""
+    if is_cluster(redis) and len({key_slot(tk.stream.encode()) for tk in tks}) > 1:
+        raise ConfigError(
+            "on a cluster, run one worker per type for now: types "
+            + ", ".join(tk.type for tk in tks) + " live in different hash slots")
+
+
 async def ensure_types(redis: Redis, tks: Sequence[TypeKeys]) -> None:
-    """Each type's group exists and the type is in the set of known types."""
+    """Each type's group exists, and the type is in the set of known types (best effort:
+    a failure there is logged, never raised)."""
     for tk in tks:
         await ensure_group(redis, tk)
     if tks:
-        await redis.sadd(types_key(tks[0].prefix), *(tk.type for tk in tks))
+        try:
+            await redis.sadd(types_key(tks[0].prefix), *(tk.type for tk in tks))
+        except (RedisError, OSError) as e:
+            log.warning("could not list types %s as known (they work; `streamjobs stats` "
+                        "may miss them until the next start): %s",
+                        ",".join(tk.type for tk in tks), e)
+
+
+async def rescan_types(redis: Redis, prefix: str) -> list[str]:
+    """Find every type by its stream (a SCAN of each primary, O(keys)), add them to the
+    set of known types, and return them sorted."""
+    found: set[str] = set()
+    # A cluster client's scan_iter walks every primary.
+    match = re.sub(r"([*?\[\]\\])", r"\\\1", prefix) + ":{*}:stream"
+    async for key in redis.scan_iter(match=match, count=1000, _type="stream"):
+        name = key.decode("utf-8", "replace")
+        t = name[len(prefix) + 2 : -len("}:stream")]
+        if TYPE_NAME.fullmatch(t) and TypeKeys(prefix, t).stream == name:
+            found.add(t)
+    if found:
+        await redis.sadd(types_key(prefix), *found)
+    return sorted(found)

@@ -47,7 +47,7 @@ from streamjobs.reconnect import NETWORK_ERRORS, Backoff
 from streamjobs.registry import Handler, Registry, default_registry
 from streamjobs.scripts import FailArgs, ReleaseItem, Scripts
 from streamjobs.settle import Settler
-from streamjobs.streams import ensure_types
+from streamjobs.streams import check_one_slot, ensure_types
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
@@ -118,6 +118,7 @@ class Worker:
         self.keys = {t: TypeKeys(self.settings.prefix, t) for t in chosen}
         self._owns_client = isinstance(redis, str)
         self.redis: Redis = _client(redis, block_ms)
+        check_one_slot(self.redis, list(self.keys.values()))
         self.scripts = Scripts(self.redis)
         self.concurrency = concurrency
         self.grace_period = grace_period

@@ -19,6 +19,7 @@ import pytest
 from streamjobs.config import Settings
 from streamjobs.connection import client_from_url
 from streamjobs.embedded import EmbeddedServer
+from tests import servers
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterator
@@ -91,3 +92,33 @@ def procs() -> Iterator[list[subprocess.Popen[bytes]]]:
         for stream in (p.stdout, p.stderr):
             if stream:
                 stream.close()
+
+
+# ---- other topologies: started only by the tests that ask for them ---------------------
+# Mark those tests ``@pytest.mark.xdist_group("topologies")`` so one xdist worker owns
+# each session fixture (a session fixture is per worker process).
+
+
+@pytest.fixture(scope="session")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A 6-node cluster (3 primaries, 3 replicas); yields its ``redis+cluster://`` URL."""
+    with servers.cluster(tmp_path_factory.mktemp("cluster")) as c:
+        yield c.url
+
+
+@pytest.fixture(scope="session")
+def sentinel(tmp_path_factory: pytest.TempPathFactory) -> Iterator[servers.Sentinel]:
+    """A primary, a replica and one sentinel; ``.url`` is the ``redis+sentinel://`` URL."""
+    with servers.sentinel(tmp_path_factory.mktemp("sentinel")) as s:
+        yield s
+
+
+@pytest.fixture(scope="session")
+def tls(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[servers.Certs, int]]:
+    """(certificates, port) of a TLS front requiring client certificates, before a plain
+    server of its own."""
+    base = tmp_path_factory.mktemp("tls")
+    certs = servers.make_certs(base)
+    with EmbeddedServer(base / "server", port=0, appendonly=False) as server, \
+            servers.TlsProxy(certs, server.port) as proxy:
+        yield certs, proxy.port

@@ -393,7 +393,7 @@ async def test_ready_loads_flushed_scripts(client: httpx.AsyncClient, r: Any) ->
 async def test_server_down_is_503_not_500(make_client: MakeClient, type_name: str) -> None:
     from streamjobs.embedded import free_port
 
-    app = create_app(f"redis://127.0.0.1:{free_port()}/0", Settings())
+    app = create_app(f"redis://127.0.0.1:{free_port()}/0", Settings(enqueue_deadline=0))
     async with app.router.lifespan_context(app), httpx.AsyncClient(
         transport=httpx.ASGITransport(app), base_url="http://api"
     ) as client:

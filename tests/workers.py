@@ -16,6 +16,7 @@ import anyio
 from redis.asyncio import Redis
 
 from streamjobs import Job, handler
+from streamjobs.connection import client_from_url
 
 TYPE = os.environ["SJ_TEST_TYPE"]
 RUNS = f"test:{{{TYPE}}}:runs"
@@ -25,7 +26,7 @@ _client: Redis | None = None
 def client() -> Redis:
     global _client
     if _client is None:
-        _client = Redis.from_url(os.environ["STREAMJOBS_REDIS_URL"])
+        _client = client_from_url(os.environ["STREAMJOBS_REDIS_URL"])
     return _client
 
 

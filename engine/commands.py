@@ -14,7 +14,7 @@ from streamjobs import supervisor
 from streamjobs.admin import delete_type
 from streamjobs.config import Settings
 from streamjobs.connection import client_from_url
-from streamjobs.counts import known_types, type_stats
+from streamjobs.counts import known_types, types_stats
 from streamjobs.dead import DeadLetters
 from streamjobs.embedded import find_data_dir
 from streamjobs.errors import ConfigError, InvalidArgument, ServerError
@@ -105,7 +105,7 @@ def cmd_stats(args: argparse.Namespace) -> int:
         r = client_from_url(url)
         try:
             types = await known_types(r, settings.prefix)
-            return [await type_stats(r, TypeKeys(settings.prefix, t)) for t in types]
+            return await types_stats(r, [TypeKeys(settings.prefix, t) for t in types])
         finally:
             await r.aclose()
 

@@ -28,7 +28,6 @@ connection left by a NAT, a failover or a black-holed route) instead of waiting 
 
 from __future__ import annotations
 
-import re
 import socket
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, cast
@@ -48,6 +47,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from streamjobs.config import Settings
 from streamjobs.errors import ConfigError
+from streamjobs.logs import redact
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -73,8 +73,6 @@ _QUERY = frozenset(URL_QUERY_ARGUMENT_PARSERS) | {
     "ssl_keyfile", "ssl_cert_reqs", "ssl_password", "ssl_ciphers",
     "sentinel_username", "sentinel_password",
 }
-_SECRET = re.compile(r"((?:^|[?&])(?:sentinel_)?password=)[^&]*")
-_USERINFO = re.compile(r"^([a-z+]+://)([^@/]*:)?[^@/]*@")
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,12 +89,6 @@ class Target:
     options: dict[str, Any] = field(default_factory=dict)
     #: Credentials of the sentinels themselves.
     sentinel_options: dict[str, Any] = field(default_factory=dict)
-
-
-def redact(url: str) -> str:
-    """The URL with its passwords replaced by ``***`` (for messages and logs)."""
-    url = _USERINFO.sub(lambda m: f"{m[1]}{m[2] or ''}***@", url)
-    return _SECRET.sub(r"\1***", url)
 
 
 def _check_query(url: str, query: str) -> None:

@@ -26,16 +26,19 @@ FORMATS = ("text", "json")
 JOB_FIELDS = ("job_type", "job_id", "attempt", "duration_ms")
 
 _CREDENTIALS = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<auth>[^/@\s]+)@")
+#: ``?password=...`` / ``&sentinel_password=...`` in a server URL's query.
+_QUERY_SECRET = re.compile(r"(?P<name>[?&](?:sentinel_)?password=)[^&\s]*")
 
 
 def redact(text: str) -> str:
-    """``redis://user:secret@host`` -> ``redis://user:***@host`` (a bare password too)."""
+    """``redis://user:secret@host`` -> ``redis://user:***@host`` (a bare password, and a
+    ``password=`` / ``sentinel_password=`` query parameter, too)."""
 
     def hide(m: re.Match[str]) -> str:
         user, sep, _ = m["auth"].partition(":")
         return f"{m['scheme']}{user}:***@" if sep else f"{m['scheme']}***@"
 
-    return _CREDENTIALS.sub(hide, text)
+    return _QUERY_SECRET.sub(r"\g<name>***", _CREDENTIALS.sub(hide, text))
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,12 +21,13 @@ from streamjobs import Producer, Worker
 from streamjobs.api import create_app
 from streamjobs.collector import QueueCollector, sync_client
 from streamjobs.config import Settings
-from streamjobs.connection import client_from_url, is_cluster, parse_target, redact
+from streamjobs.connection import client_from_url, is_cluster, parse_target
 from streamjobs.counts import checked, known_types, types_stats
 from streamjobs.dead import DeadLetters
 from streamjobs.errors import ConfigError, NotDurable, PermanentError
 from streamjobs.job import JobState
 from streamjobs.keys import TypeKeys, types_key
+from streamjobs.logs import redact
 from streamjobs.registry import Registry
 from tests import servers
 from tests.helpers import ROOT, poll, running, wait_equal, wait_state
@@ -79,7 +80,7 @@ def test_url_forms() -> None:
 
 def test_redact_hides_every_password() -> None:
     assert redact("redis://u:secret@h:1/0") == "redis://u:***@h:1/0"
-    assert redact("redis+cluster://secret@a:1,b:2") == "redis+cluster://***@a:1,b:2"
+    assert redact("redis+cluster://:secret@a:1,b:2") == "redis+cluster://:***@a:1,b:2"
     assert redact("redis+sentinel://s:1/m?password=p1&sentinel_password=p2&db=1") == (
         "redis+sentinel://s:1/m?password=***&sentinel_password=***&db=1")
     with pytest.raises(ConfigError) as e:

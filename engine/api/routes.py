@@ -40,7 +40,7 @@ from streamjobs.api.models import (
 from streamjobs.api.state import ApiState
 from streamjobs.codes import Code
 from streamjobs.contract import JobState
-from streamjobs.counts import known_types, type_stats
+from streamjobs.counts import known_types, types_stats
 from streamjobs.errors import DecodeError, JobNotFound, PayloadTooLarge, WrongState
 from streamjobs.job import check_job_id
 from streamjobs.keys import check_type_name, ready_probe_key
@@ -275,7 +275,7 @@ async def types(api: Api) -> dict[str, Any]:
     """Every known type with waiting, running, delayed, dead, completed counts and the
     age in seconds of its oldest waiting job."""
     names = await known_types(api.redis, api.settings.prefix)
-    stats = [await type_stats(api.redis, api.producer.keys(t)) for t in names]
+    stats = await types_stats(api.redis, [api.producer.keys(t) for t in names])
     return {"types": [s.to_dict() for s in stats]}
 
 

@@ -183,8 +183,24 @@ def client_from_url(url: str, **kwargs: Any) -> Redis:
         return cast("Redis", RedisCluster(startup_nodes=nodes, **kw))
     sentinel = _AsyncSentinel(list(target.nodes),
                               sentinel_kwargs=_sentinel_kwargs(target, options))
-    client: Redis = sentinel.master_for(target.service, **kw)
+    client: Redis = sentinel.master_for(target.service, redis_class=_SentinelRedis, **kw)
     return client
+
+
+class _SentinelRedis(Redis):
+    """The primary's client; closing it closes the clients of the sentinels too."""
+
+    async def aclose(self, close_connection_pool: bool | None = None) -> None:
+        await super().aclose(close_connection_pool)
+        for s in self.connection_pool.sentinel_manager.sentinels:  # type: ignore[attr-defined]
+            await s.aclose()
+
+
+class _SyncSentinelRedis(sync_redis.Redis):
+    def close(self) -> None:
+        super().close()
+        for s in self.connection_pool.sentinel_manager.sentinels:  # type: ignore[attr-defined]
+            s.close()
 
 
 def _sentinel_kwargs(target: Target, options: Mapping[str, Any]) -> dict[str, Any]:
@@ -260,7 +276,8 @@ def sync_client_from_url(url: str, timeout: float) -> SyncClient:
         return sync_cluster.RedisCluster(startup_nodes=nodes, **kw)
     sentinel = _SyncSentinel(list(target.nodes),
                              sentinel_kwargs=_sentinel_kwargs(target, limits))
-    client: sync_redis.Redis = sentinel.master_for(target.service, **kw)
+    client: sync_redis.Redis = sentinel.master_for(target.service,
+                                                   redis_class=_SyncSentinelRedis, **kw)
     return client
 
 
@@ -283,7 +300,8 @@ def sync_client_like(client: Redis, timeout: float) -> SyncClient:
             **_portable(manager.sentinel_kwargs), **limits})
         if "SSL" in pool.connection_class.__name__:
             kw["ssl"] = True
-        found: sync_redis.Redis = sentinel.master_for(pool.service_name, **kw)
+        found: sync_redis.Redis = sentinel.master_for(pool.service_name,
+                                                      redis_class=_SyncSentinelRedis, **kw)
         return found
     cls = getattr(sync_conn, pool.connection_class.__name__, sync_conn.Connection)
     return sync_redis.Redis(connection_pool=sync_redis.ConnectionPool(

@@ -649,7 +649,7 @@ async def test_read_only_server_is_503_and_not_ready(
     make_client: MakeClient, private_url: str, type_name: str
 ) -> None:
     """A replica whose master is gone: READONLY for writes, MASTERDOWN for everything."""
-    client = await make_client(redis_url_override=private_url)
+    client = await make_client(redis_url_override=private_url, enqueue_deadline=0)
     r = client_from_url(private_url)
     try:
         await r.replicaof("127.0.0.1", str(free_port()))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from streamjobs import replies
 from streamjobs.codes import Code
@@ -19,6 +19,7 @@ from streamjobs.status import JobStatus, job_status
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
+    from redis.asyncio.cluster import RedisCluster
 
 PAGE = 200
 
@@ -54,10 +55,12 @@ def _dead_job(type_: str, entry_id: bytes, fields: dict[bytes, bytes]) -> DeadJo
 class DeadLetters:
     """Inspect and repair the dead stream of each type."""
 
-    def __init__(self, redis: Redis | str, *, settings: Settings | None = None) -> None:
+    def __init__(self, redis: Redis | RedisCluster | str, *,
+                 settings: Settings | None = None) -> None:
         self.settings = settings if settings is not None else Settings.from_env()
         self._owns_client = isinstance(redis, str)
-        self.redis: Redis = client_from_url(redis) if isinstance(redis, str) else redis
+        self.redis: Redis = client_from_url(redis) if isinstance(redis, str) else cast(
+            "Redis", redis)
         self.scripts = Scripts(self.redis)
 
     def keys(self, type_: str) -> TypeKeys:

@@ -227,6 +227,26 @@ def test_cluster_node_that_cannot_be_read_is_a_scrape_error(cluster: str) -> Non
         collector.close()
 
 
+@pytest.mark.parametrize("topology", ["cluster", "sentinel"])
+async def test_collector_from_an_async_client(topology: str, request: pytest.FixtureRequest,
+                                              type_name: str) -> None:
+    fixture = request.getfixturevalue(topology)
+    url = fixture if isinstance(fixture, str) else fixture.url
+    client = client_from_url(url)
+    try:
+        async with Producer(client, settings=Settings(redis_url=url)) as p:
+            await p.enqueue_many(type_name, [1, 2, 3])
+        collector = QueueCollector(sync_client(client))
+        try:
+            families = {m.name: m for m in collector.collect()}
+        finally:
+            collector.close()
+        waiting = families["streamjobs_queue_waiting"].samples
+        assert any(s.labels == {"type": type_name} and s.value == 3 for s in waiting)
+    finally:
+        await client.aclose()
+
+
 async def test_cluster_durable_enqueue(cluster: str) -> None:
     types = spread_types(cluster, per_primary=1)
     async with Producer(cluster, settings=Settings(redis_url=cluster,

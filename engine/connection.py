@@ -227,7 +227,7 @@ def node_client(node: ClusterNode) -> Redis:
     """A plain client for one cluster node: a pipeline of script calls and a WAIT on one
     connection (a cluster pipeline refuses both). MOVED from it means the map changed."""
     pool = ConnectionPool(connection_class=node.connection_class, **node.connection_kwargs)
-    return Redis(connection_pool=pool)
+    return Redis.from_pool(pool)  # aclose() closes the pool too
 
 
 def socket_timeout_of(redis: Redis) -> float | None:

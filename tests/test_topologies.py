@@ -29,6 +29,7 @@ from streamjobs.job import JobState
 from streamjobs.keys import TypeKeys, types_key
 from streamjobs.logs import redact
 from streamjobs.registry import Registry
+from streamjobs.streams import rescan_types
 from tests import servers
 from tests.helpers import ROOT, poll, running, wait_equal, wait_state
 
@@ -97,6 +98,29 @@ def test_a_failed_read_is_an_error_never_a_zero() -> None:
             checked(err)
 
 
+async def test_a_types_path_touches_only_its_own_keys(r: Redis, redis_url: str,
+                                                      type_name: str) -> None:
+    """A user allowed only the keys ``sj:{T}:*`` enqueues, reads, cancels and lists
+    dead letters of T: nothing in the type's path needs another key (the index of known
+    types is best effort)."""
+    user, secret = f"u{type_name}", uuid.uuid4().hex
+    await r.acl_setuser(user, enabled=True, passwords=[f"+{secret}"],
+                        keys=[f"sj:{{{type_name}}}:*"], commands=["+@all"])
+    host = redis_url.split("://")[1]
+    url = f"redis://{user}:{secret}@{host}"
+    try:
+        async with Producer(url, settings=Settings(redis_url=url, enqueue_deadline=0)) as p:
+            job = await p.enqueue(type_name, {"n": 1}, job_id="a")
+            assert len(await p.enqueue_many(type_name, [1, 2])) == 2
+            assert (await p.status(type_name, job)).state is JobState.WAITING  # type: ignore[union-attr]
+            later = await p.enqueue(type_name, 1, delay=30)
+            assert await p.cancel(type_name, later) == "delayed"
+            assert await DeadLetters(p.redis, settings=p.settings).count(type_name) == 0
+        assert type_name not in await known_types(r, "sj")  # the index refused the user
+    finally:
+        await r.acl_deluser(user)
+
+
 # ---- cluster -----------------------------------------------------------------------------
 
 
@@ -140,6 +164,17 @@ async def test_cluster_enqueue_status_cancel_dlq_stats_on_every_primary(
                                       block_ms=100)):
                 await wait_equal(lambda t=t: dl.count(t), 1201, timeout=60)
             assert await dl.purge(t) == 1201
+
+
+async def test_rescan_finds_types_on_every_primary(cluster: str, cr: Redis) -> None:
+    types = spread_types(cluster, per_primary=1)
+    async with Producer(cr, settings=Settings(redis_url=cluster)) as p:
+        for t in types:
+            await p.enqueue(t, {"n": 1})
+    await cr.srem(types_key("sj"), *types)
+    assert not set(types) & set(await known_types(cr, "sj"))
+    assert set(types) <= set(await rescan_types(cr, "sj"))
+    assert set(types) <= set(await known_types(cr, "sj"))
 
 
 async def test_cluster_worker_drains_each_type(cluster: str, cr: Redis) -> None:

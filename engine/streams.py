@@ -18,8 +18,9 @@ from redis.crc import key_slot
 from redis.exceptions import RedisError, ResponseError
 
 from streamjobs.connection import is_cluster
+from streamjobs.contract import TYPE_NAME
 from streamjobs.errors import ConfigError
-from streamjobs.keys import GROUP, TYPE_NAME, TypeKeys, types_key
+from streamjobs.keys import GROUP, TypeKeys, types_key
 
 if TYPE_CHECKING:
     from collections.abc import Sequence

@@ -22,10 +22,10 @@ from streamjobs.api import create_app
 from streamjobs.collector import QueueCollector, sync_client
 from streamjobs.config import Settings
 from streamjobs.connection import client_from_url, is_cluster, parse_target
+from streamjobs.contract import JobState
 from streamjobs.counts import checked, known_types, types_stats
 from streamjobs.dead import DeadLetters
 from streamjobs.errors import ConfigError, NotDurable, PermanentError
-from streamjobs.job import JobState
 from streamjobs.keys import TypeKeys, types_key
 from streamjobs.logs import redact
 from streamjobs.registry import Registry

@@ -220,6 +220,10 @@ async def test_cluster_api_types_workers_metrics(cluster: str) -> None:
         assert (await client.get("/ready")).status_code == 200
         listed = {row["type"]: row for row in (await client.get("/types")).json()["types"]}
         assert [listed[t]["waiting"] for t in types] == [1, 2, 3]
+        for i, t in enumerate(types):
+            page = (await client.get(f"/jobs/{t}", params={"state": "waiting"})).json()
+            assert len(page["jobs"]) == i + 1
+            assert (await client.get(f"/dead/{t}")).json()["jobs"] == []
         reg = Registry()
         reg.handler(types[0])(_echo)
         async with running(Worker(cluster, reg, settings=settings, block_ms=100,

@@ -21,3 +21,5 @@ class Code(IntEnum):
     WRONG_STATE = -3
     #: The calling consumer does not own the entry in the pending list.
     NOT_OWNER = -4
+    #: The transition had already run for this entry (a replay after a lost reply).
+    ALREADY = -5

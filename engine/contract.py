@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 from streamjobs.errors import PayloadTooLarge
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Mapping, Sequence
 
 
 class _Name(StrEnum):
@@ -84,7 +84,7 @@ TRANSITIONS: dict[str, tuple[Move, ...]] = {
     FETCH: (_m(_W, _R),),
     "ack": (_m(_R, JobState.COMPLETED),),
     "fail": (_m(_R, f"{_W} {_D} {JobState.DEAD}"),),
-    "release": (_m(_R, _W),),
+    "release": (_m(_R, f"{_W} {JobState.DEAD}"),),
     "reclaim": (_m(_R, f"{_R} {JobState.DEAD}"),),
     "promote": (_m(_D, _W),),
     "cancel": (_m(f"{_W} {_D}", JobState.CANCELLED),),
@@ -116,11 +116,13 @@ class Failure(StrEnum):
     EXHAUSTED = "attempts exhausted"
     #: Reason only: delivered over ``max_deliveries`` times without finishing (reclaim).
     POISON = "poison"
+    #: A foreign entry whose ``id`` belongs to another job (its record is left alone).
+    DUPLICATE_ID = "duplicate id"
 
 
 #: Modes a worker sends to ``fail.lua``; the other members are dead reasons only.
 FAIL_MODES = (Failure.RETRY, Failure.AFTER, Failure.TIMEOUT, Failure.PERMANENT,
-              Failure.MALFORMED)
+              Failure.MALFORMED, Failure.DUPLICATE_ID)
 
 
 class Attempt(StrEnum):
@@ -180,11 +182,15 @@ class Rec(_Name):
     DUE_AT = "due_at"
     UPDATED_AT = "updated_at"
     FINISHED_AT = "finished_at"
+    #: The consumer whose ack completed the job (tells a replayed ack from a late one).
+    FINISHED_BY = "finished_by"
     ERROR = "error"
     TRACEBACK = "traceback"
     REASON = "reason"
     RESULT = "result"
     DEAD_ENTRY = "dead_entry"
+    #: The mark of the enqueue call that made the job (a replay of it is no duplicate).
+    TOKEN = "token"
 
 
 #: A delayed or dead job's own fields are kept under this prefix (record or dead entry).
@@ -241,14 +247,82 @@ TYPE_NAME_PATTERN = r"(?!\.\.?$)[A-Za-z0-9_.\-]{1,64}"
 #: [0-9], not \d: \d also matches other scripts' digits, which int() reads and the server not.
 STREAM_ID_PATTERN = r"[0-9]{1,20}-[0-9]{1,20}"
 JOB_ID = re.compile(JOB_ID_PATTERN)
+JOB_ID_B = re.compile(JOB_ID_PATTERN.encode())
 TYPE_NAME = re.compile(TYPE_NAME_PATTERN)
 STREAM_ID = re.compile(STREAM_ID_PATTERN)
 
+# ---- the entry rules: lua/includes/entry_problem.lua applies the same ---------------------
+
+#: Fields of one stream entry at most (a script re-adds an entry with one XADD, and Lua's
+#: unpack() takes ~8,000 values).
+MAX_FIELDS = 256
+#: Integer fields: decimal digits only, at most 15 (exact in Lua's doubles, no sign,
+#: point or exponent); with their minimum.
+INTEGER_FIELDS: dict[bytes, int] = {Wire.ATTEMPTS.b: 0, Wire.MAX_ATTEMPTS.b: 1,
+                                    Wire.ENQUEUED_AT.b: 0}
+INTEGER = re.compile(rb"[0-9]{1,15}")
+#: ``timeout``: a positive decimal, at most 9 digits either side of the point.
+DECIMAL = re.compile(rb"[0-9]{1,9}(?:\.[0-9]{1,9})?")
+
+
+class EntryFields(dict[bytes, bytes]):
+    """An entry's fields when some names repeat: the dict keeps the last value of each,
+    ``repeated`` names the others (such an entry is malformed)."""
+
+    __slots__ = ("repeated",)
+
+    def __init__(self, pairs: list[tuple[bytes, bytes]], repeated: frozenset[bytes]) -> None:
+        super().__init__(pairs)
+        self.repeated = repeated
+
+
+def fields_of(flat: Sequence[bytes]) -> dict[bytes, bytes]:
+    """An entry's flat field list as a dict, repeated names kept track of."""
+    pairs = list(zip(flat[::2], flat[1::2], strict=True))
+    fields = dict(pairs)
+    if len(fields) == len(pairs):
+        return fields
+    seen: set[bytes] = set()
+    repeated = frozenset(k for k, _ in pairs if k in seen or seen.add(k))  # type: ignore[func-returns-value]
+    return EntryFields(pairs, repeated)
+
+
+def _repeated(fields: Mapping[bytes, bytes]) -> frozenset[bytes]:
+    return fields.repeated if isinstance(fields, EntryFields) else frozenset()
+
 
 def job_id_of(entry_id: str, fields: Mapping[bytes, bytes]) -> str:
-    """A job's id: the entry's ``id`` field, else the entry id (a plain XADD)."""
+    """A job's id: the entry's ``id`` field, else the entry id (a plain XADD). An id that
+    breaks :data:`JOB_ID_PATTERN` (or is repeated) is not an id: the entry id stands in,
+    so a malformed entry's dead record is still addressable."""
     raw = fields.get(Wire.ID.b)
-    return raw.decode("utf-8", "replace") if raw else entry_id
+    if raw is None or not JOB_ID_B.fullmatch(raw) or Wire.ID.b in _repeated(fields):
+        return entry_id
+    return raw.decode()
+
+
+def entry_problem(fields: Mapping[bytes, bytes]) -> str | None:
+    """Why an entry breaks the wire format (``docs/protocol.md``), or None. The payload's
+    JSON and size are the decoder's to check; everything a script reads is checked here."""
+    if len(fields) > MAX_FIELDS:
+        return f"entry has {len(fields)} fields, over the limit of {MAX_FIELDS}"
+    repeated = _repeated(fields)
+    if repeated:
+        return f"field {min(repeated)[:40]!r} appears more than once"
+    if Wire.PAYLOAD.b not in fields:
+        return "entry has no payload field"
+    raw_id = fields.get(Wire.ID.b)
+    if raw_id is not None and not JOB_ID_B.fullmatch(raw_id):
+        return f"id {raw_id[:40]!r} is not 1-128 printable ASCII characters without spaces"
+    for name, minimum in INTEGER_FIELDS.items():
+        raw = fields.get(name)
+        if raw is not None and (not INTEGER.fullmatch(raw) or int(raw) < minimum):
+            return (f"{name.decode()} {raw[:40]!r} is not an integer >= {minimum} "
+                    "of at most 15 digits")
+    raw = fields.get(Wire.TIMEOUT.b)
+    if raw is not None and (not DECIMAL.fullmatch(raw) or not float(raw) > 0):
+        return f"timeout {raw[:40]!r} is not a positive decimal (at most 9 digits each side)"
+    return None
 
 
 def check_payload_size(body: bytes, limit: int) -> bytes:

@@ -6,12 +6,24 @@ A stream entry is a flat field/value list; only ``payload`` is required. See
 
 from __future__ import annotations
 
+import os
+import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from streamjobs.contract import JOB_ID, RESERVED, Wire, check_payload_size, job_id_of
+from streamjobs.contract import (
+    DECIMAL,
+    INTEGER,
+    JOB_ID,
+    MAX_FIELDS,
+    RESERVED,
+    Wire,
+    check_payload_size,
+    entry_problem,
+    job_id_of,
+)
 from streamjobs.errors import DecodeError, InvalidArgument
 
 if TYPE_CHECKING:
@@ -24,6 +36,19 @@ def check_job_id(job_id: str) -> str:
             f"invalid job id {job_id!r}: 1-128 printable ASCII characters, no spaces"
         )
     return job_id
+
+
+def new_job_ids(n: int) -> list[str]:
+    """``n`` fresh job ids, made on the client before the enqueue is sent: 48 bits of
+    ms time then 80 random bits, in hex (a UUIDv7's layout; 32 characters)."""
+    head = f"{time.time_ns() // 1_000_000:012x}"
+    rand = os.urandom(10 * n).hex()
+    return [head + rand[i : i + 20] for i in range(0, 20 * n, 20)]
+
+
+def new_token() -> str:
+    """The mark of one enqueue call of a caller-chosen id."""
+    return os.urandom(8).hex()
 
 
 def dumps(value: Any) -> bytes:
@@ -65,9 +90,10 @@ class Job:
         *, max_payload_bytes: int | None = None, deliveries: int = 1,
     ) -> Job:
         """Decode a stream entry; raises DecodeError with the reason when malformed."""
-        raw = fields.get(Wire.PAYLOAD.b)
-        if raw is None:
-            raise DecodeError("entry has no payload field")
+        problem = entry_problem(fields)
+        if problem is not None:
+            raise DecodeError(problem)
+        raw = fields[Wire.PAYLOAD.b]
         if max_payload_bytes is not None:
             check_payload_size(raw, max_payload_bytes)
         try:
@@ -75,22 +101,23 @@ class Job:
         except orjson.JSONDecodeError as e:
             raise DecodeError(f"payload is not valid JSON: {e}") from e
         headers: dict[str, str] = {}
-        extra: dict[str, bytes] = {}
         for k, v in fields.items():
             name = k.decode("utf-8", "replace")
-            if name in RESERVED:
-                extra[name] = v
-            elif name != Wire.PAYLOAD:
+            if name not in RESERVED:
                 headers[name] = v.decode("utf-8", "replace")
+        # entry_problem() checked every number: the conversions below cannot fail.
+        get = fields.get
+        attempts, max_attempts = get(Wire.ATTEMPTS.b), get(Wire.MAX_ATTEMPTS.b)
+        timeout, enqueued_at = get(Wire.TIMEOUT.b), get(Wire.ENQUEUED_AT.b)
         return cls(
             type=type_,
             id=job_id_of(entry_id, fields),
             payload=payload,
             entry_id=entry_id,
-            attempt=_int(extra, Wire.ATTEMPTS, 0, minimum=0) + 1,
-            max_attempts=_opt_int(extra, Wire.MAX_ATTEMPTS),
-            timeout=_opt_float(extra, Wire.TIMEOUT),
-            enqueued_at=_opt_int(extra, Wire.ENQUEUED_AT, minimum=0) or _entry_ms(entry_id),
+            attempt=(int(attempts) if attempts else 0) + 1,
+            max_attempts=int(max_attempts) if max_attempts else None,
+            timeout=float(timeout) if timeout else None,
+            enqueued_at=int(enqueued_at) if enqueued_at else _entry_ms(entry_id),
             headers=headers,
             deliveries=deliveries,
         )
@@ -107,17 +134,19 @@ def encode_fields(
     if job_id:
         flat += [Wire.ID, job_id]
     if max_attempts is not None:
-        if max_attempts < 1:
-            raise InvalidArgument("max_attempts must be >= 1")
-        flat += [Wire.MAX_ATTEMPTS, str(int(max_attempts))]
+        text = str(int(max_attempts))
+        if max_attempts < 1 or not INTEGER.fullmatch(text.encode()):
+            raise InvalidArgument("max_attempts must be an integer from 1 to 10**15 - 1")
+        flat += [Wire.MAX_ATTEMPTS, text]
     if timeout is not None:
-        if timeout <= 0:
-            raise InvalidArgument("timeout must be > 0")
-        flat += [Wire.TIMEOUT, repr(float(timeout))]
+        flat += [Wire.TIMEOUT, _decimal(timeout)]
     for k, v in (headers or {}).items():
         if k in RESERVED:
             raise InvalidArgument(f"header name {k!r} is reserved by the wire format")
         flat += [k, str(v)]
+    if len(flat) > 2 * MAX_FIELDS:
+        raise InvalidArgument(f"a job has at most {MAX_FIELDS} fields (payload, options "
+                              "and headers)")
     return flat
 
 
@@ -126,32 +155,9 @@ def _entry_ms(entry_id: str) -> int | None:
     return int(head) if head.isdigit() else None
 
 
-def _int(extra: Mapping[str, bytes], name: str, default: int, *, minimum: int) -> int:
-    value = _opt_int(extra, name, minimum=minimum)
-    return default if value is None else value
-
-
-def _opt_int(extra: Mapping[str, bytes], name: str, *, minimum: int = 1) -> int | None:
-    raw = extra.get(name)
-    if raw is None:
-        return None
-    try:
-        value = int(raw)
-    except ValueError as e:
-        raise DecodeError(f"{name} is not an integer: {raw[:40]!r}") from e
-    if value < minimum:
-        raise DecodeError(f"{name} must be >= {minimum}, got {value}")
-    return value
-
-
-def _opt_float(extra: Mapping[str, bytes], name: str) -> float | None:
-    raw = extra.get(name)
-    if raw is None:
-        return None
-    try:
-        value = float(raw)
-    except ValueError as e:
-        raise DecodeError(f"{name} is not a number: {raw[:40]!r}") from e
-    if not value > 0 or value == float("inf"):
-        raise DecodeError(f"{name} must be a positive number, got {value}")
-    return value
+def _decimal(seconds: float) -> str:
+    """``timeout`` as the wire writes it: a plain decimal (never ``1e-05`` or ``inf``)."""
+    text = f"{seconds:.9f}".rstrip("0").rstrip(".") if seconds == seconds else "nan"
+    if not DECIMAL.fullmatch(text.encode()) or not float(text) > 0:
+        raise InvalidArgument("timeout must be a number of seconds from 1e-9 to 999999999")
+    return text

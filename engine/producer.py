@@ -15,10 +15,10 @@ from streamjobs.connection import client_from_url, cluster_of, is_cluster, node_
 from streamjobs.contract import Wire, check_payload_size
 from streamjobs.errors import DuplicateJob, InvalidArgument, NotDurable, raise_for_code
 from streamjobs.failover import until_deadline
-from streamjobs.job import check_job_id, dumps, encode_fields
+from streamjobs.job import check_job_id, dumps, encode_fields, new_job_ids, new_token
 from streamjobs.keys import GROUP, TypeKeys
 from streamjobs.scripts import EnqueueItem, EnqueueResult, Scripts, parse_enqueue
-from streamjobs.status import JobStatus, job_status
+from streamjobs.status import JobStatus, find_entry, job_status
 from streamjobs.streams import ensure_types
 
 if TYPE_CHECKING:
@@ -147,10 +147,10 @@ class Producer:
                        durable: bool | str | None) -> list[EnqueueResult]:
         """Write with retries through a failover, until ``settings.enqueue_deadline``.
 
-        Hook for idempotent retries: a retry after an unknown outcome writes the chunks
-        again, so a job without a caller-given id may be written twice, and a job with one
-        comes back as DUPLICATE of itself. Telling "ours" apart needs a per-call token
-        recorded by enqueue.lua; until then a retried DUPLICATE is reported as is.
+        A retry after an unknown outcome (here, or redis-py's own after a lost reply)
+        writes the chunks again: every job has its id made on the client before the first
+        try, and a caller-given id a per-call token, so a job that had landed comes back
+        as DUPLICATE of itself and is reported as enqueued once (``_replays_are_ours``).
         """
         level = self._level(durable)
         attempts = 0
@@ -162,8 +162,9 @@ class Producer:
                 await cluster_of(self.redis).initialize()  # the node map after a failover
             return await self._write(tk, chunks, level)
 
-        return await until_deadline(f"enqueue {tk.type}", attempt,
-                                    self.settings.enqueue_deadline)
+        results = await until_deadline(f"enqueue {tk.type}", attempt,
+                                       self.settings.enqueue_deadline)
+        return _replays_are_ours([it for chunk in chunks for it in chunk], results)
 
     def keys(self, type_: str) -> TypeKeys:
         return TypeKeys(self.settings.prefix, type_)
@@ -174,9 +175,15 @@ class Producer:
         await ensure_types(self.redis, [tk])
         self._known_types.add(tk.type)
 
-    def _item(self, spec: JobSpec) -> EnqueueItem:
+    def _item(self, spec: JobSpec, generated_id: str) -> EnqueueItem:
+        """The job as the script takes it: with the caller's id and a token marking this
+        call (so a replay of it is recognised), else with ``generated_id``."""
         payload_json = check_payload_size(dumps(spec.payload), self.settings.max_payload_bytes)
-        job_id = check_job_id(spec.job_id) if spec.job_id is not None else ""
+        token = ""
+        if spec.job_id is not None:
+            job_id, token = check_job_id(spec.job_id), new_token()
+        else:
+            job_id = generated_id
         fields = encode_fields(
             None, job_id=job_id, max_attempts=spec.max_attempts, timeout=spec.timeout,
             headers=spec.headers, payload_json=payload_json,
@@ -187,7 +194,7 @@ class Producer:
         return EnqueueItem(
             fields=fields, job_id=job_id,
             delay_ms=int((spec.delay or 0) * 1000),
-            run_at_ms=int(run_at * 1000) if run_at else 0,
+            run_at_ms=int(run_at * 1000) if run_at else 0, token=token,
         )
 
     async def enqueue(
@@ -203,10 +210,12 @@ class Producer:
         ``delay`` is seconds on the server clock; ``run_at`` a datetime or epoch seconds.
         ``durable``: None follows ``settings.durability``; True waits for the configured
         level (``aof`` when none is); or name the level (``"aof"``, ``"replica"``).
+        The id is made here when not given, before the call is sent, so a replay of the
+        call (its reply lost) is the same job, reported once.
         """
         spec = JobSpec(payload, job_id, delay, run_at, max_attempts, timeout, headers or {})
         tk = self.keys(type_)
-        item = self._item(spec)
+        item = self._item(spec, new_job_ids(1)[0])
         (res,) = await self._enqueue(tk, [[item]], durable)
         if res.code is Code.DUPLICATE:
             raise DuplicateJob(res.code, res.job_id, f"it is {res.state}")
@@ -219,7 +228,7 @@ class Producer:
         A duplicate id is not enqueued again: its result has ``Code.DUPLICATE``.
         """
         tk = self.keys(type_)
-        items = [self._item(s) for s in specs]
+        items = [self._item(s, i) for s, i in zip(specs, new_job_ids(len(specs)), strict=True)]
         return await self._enqueue(tk, _chunks(items, BULK_CHUNK), durable)
 
     async def enqueue_many(self, type_: str, payloads: Iterable[Any], *,
@@ -227,8 +236,9 @@ class Producer:
         """Enqueue one job per payload (pipelined); returns their ids in order."""
         tk = self.keys(type_)
         limit = self.settings.max_payload_bytes
-        items = [EnqueueItem((Wire.PAYLOAD, check_payload_size(dumps(p), limit)))
-                 for p in payloads]
+        bodies = [check_payload_size(dumps(p), limit) for p in payloads]
+        items = [EnqueueItem((Wire.PAYLOAD, body), job_id)
+                 for body, job_id in zip(bodies, new_job_ids(len(bodies)), strict=True)]
         # Pipelines one after another (not concurrently): the stream keeps the jobs in
         # the order given. Each pipeline bounds the memory of one round trip.
         ids: list[str] = []
@@ -244,9 +254,12 @@ class Producer:
 
     async def cancel(self, type_: str, job_id: str) -> str:
         """Cancel a waiting or delayed job; returns the state it had."""
-        code, prev = await self.scripts.cancel(
-            self.keys(type_), GROUP, job_id, self.settings.result_ttl * 1000
-        )
+        tk, ttl = self.keys(type_), self.settings.result_ttl * 1000
+        code, prev = await self.scripts.cancel(tk, GROUP, job_id, ttl)
+        if code is Code.NOT_FOUND:  # a plain XADD's job has no record until it moves
+            found = await find_entry(self.redis, tk, job_id)
+            if found is not None:
+                code, prev = await self.scripts.cancel(tk, GROUP, job_id, ttl, found[0])
         raise_for_code(code, job_id, prev)
         return prev
 
@@ -296,6 +309,15 @@ class SyncProducer:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _replays_are_ours(items: Sequence[EnqueueItem],
+                      results: list[EnqueueResult]) -> list[EnqueueResult]:
+    """DUPLICATE for an id made by this producer (no token) is a replay of this very call
+    after a lost reply: the job is ours, enqueued once. (A caller-given id's replay is
+    answered OK by enqueue.lua, which finds the call's token in the record.)"""
+    return [r._replace(code=Code.OK) if r.code is Code.DUPLICATE and not it.token else r
+            for it, r in zip(items, results, strict=True)]
 
 
 def _chunks(items: Sequence[EnqueueItem], size: int) -> list[Sequence[EnqueueItem]]:

@@ -120,7 +120,7 @@ _EACH_CODE = Reply(each=("code",))
 SPECS: dict[str, Spec] = {
     "enqueue": Spec(
         keys=("stream", "delayed", "stats", "job_prefix"),
-        tail=("job_id", "delay_ms", "run_at_ms", *FLAT_FIELDS),
+        tail=("job_id", "token", "delay_ms", "run_at_ms", *FLAT_FIELDS),
         reply=Reply(each=("code", "job_id", "state")),
         codes=(Code.OK, Code.DUPLICATE),
     ),
@@ -128,7 +128,7 @@ SPECS: dict[str, Spec] = {
         keys=("stream", "stats", "done", "job_prefix"),
         argv=("group", "consumer", "result_ttl_ms"),
         tail=("entry_id", "job_id", "result"),
-        reply=_EACH_CODE, codes=(Code.OK, Code.NOT_OWNER, Code.WRONG_STATE),
+        reply=_EACH_CODE, codes=(Code.OK, Code.NOT_OWNER, Code.WRONG_STATE, Code.ALREADY),
     ),
     "fail": Spec(
         keys=("stream", "delayed", "dead", "stats", "job_prefix"),
@@ -152,7 +152,7 @@ SPECS: dict[str, Spec] = {
         reply=Reply(("code",), ("entry_id",)),
     ),
     "release": Spec(
-        keys=("stream", "stats", "job_prefix"), argv=("group", "consumer"),
+        keys=("stream", "dead", "stats", "job_prefix"), argv=("group", "consumer"),
         tail=("entry_id", "job_id"), reply=_EACH_CODE,
         codes=(Code.OK, Code.NOT_OWNER, Code.NOT_FOUND),
     ),
@@ -219,6 +219,8 @@ class EnqueueItem(NamedTuple):
     job_id: str = ""
     delay_ms: int = 0
     run_at_ms: int = 0
+    #: This one enqueue's mark: a replay of the call is answered OK, not DUPLICATE.
+    token: str = ""
 
 
 class EnqueueResult(NamedTuple):

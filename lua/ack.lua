@@ -8,10 +8,12 @@
 -- ARGV[3] result_ttl_ms
 -- ARGV[4...] entry_id, job_id, result  (repeated per job; result '' when none)
 -- An entry the consumer no longer owns (it was reclaimed) is left alone: no completion,
--- no count. A record in another state than running is left alone too.
+-- no count; ALREADY when this consumer completed the job with this entry (a replayed ack). A record in
+-- another state than running, or of another entry (a duplicate id), is left alone too:
+-- WRONG_STATE, and the caller dead-letters the entry through fail.
 -- moves: running -> completed
 -- returns: {code} per job
--- codes: OK NOT_OWNER WRONG_STATE
+-- codes: OK NOT_OWNER WRONG_STATE ALREADY
 --@include codes
 --@include states
 --@include now_ms
@@ -26,22 +28,26 @@ local out, entries, index = {}, {}, {}
 for i = 4, #ARGV, 3 do
   local entry, id, result = ARGV[i], ARGV[i + 1], ARGV[i + 2]
   local key = job_prefix .. id
-  local state = redis.call('HGET', key, 'state')
+  local rec = redis.call('HMGET', key, 'state', 'entry', 'finished_by')
+  local state = rec[1]
   if not held[entry] then
-    out[#out + 1] = NOT_OWNER
-  elseif state and state ~= RUNNING_RECORDED_AS then
-    out[#out + 1] = WRONG_STATE
+    -- A replay of this very ack (its reply was lost) finds the job completed by it.
+    local replay = state == COMPLETED and rec[2] == entry and rec[3] == consumer
+    out[#out + 1] = replay and ALREADY or NOT_OWNER
+  elseif state and (state ~= RUNNING_RECORDED_AS or rec[2] ~= entry) then
+    out[#out + 1] = WRONG_STATE  -- the record is another entry's: a duplicate id
   else
     held[entry] = nil  -- the same entry twice in one batch counts once
     entries[#entries + 1] = entry
     if ttl > 0 then
       if not state then  -- a plain XADD's first transition: its record starts here
-        redis.call('HSET', key, 'enqueued_at', string.match(entry, '^(%d+)'))
+        redis.call('HSET', key, 'enqueued_at', string.match(entry, '^(%d+)'), 'entry', entry)
       end
       if result == '' then
-        redis.call('HSET', key, 'state', COMPLETED, 'finished_at', now)
+        redis.call('HSET', key, 'state', COMPLETED, 'finished_at', now, 'finished_by', consumer)
       else
-        redis.call('HSET', key, 'state', COMPLETED, 'finished_at', now, 'result', result)
+        redis.call('HSET', key, 'state', COMPLETED, 'finished_at', now, 'finished_by', consumer,
+          'result', result)
       end
       redis.call('PEXPIRE', key, ttl)
       index[#index + 1] = now

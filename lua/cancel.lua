@@ -21,18 +21,20 @@ local key = job_prefix .. id
 local rec = redis.call('HMGET', key, 'state', 'entry')
 local state, entry = rec[1], rec[2]
 if not state then return {NOT_FOUND, ''} end
-if state == DELAYED then
-  redis.call('ZREM', delayed, id)
-  unstash_fields(key)
-elseif state == RUNNING_RECORDED_AS then
-  if deliveries(stream, group, entry) > 0 then return {WRONG_STATE, RUNNING} end
-  redis.call('XDEL', stream, entry)
-else
+if state == RUNNING_RECORDED_AS and deliveries(stream, group, entry) > 0 then
+  return {WRONG_STATE, RUNNING}
+elseif state ~= DELAYED and state ~= RUNNING_RECORDED_AS then
   return {WRONG_STATE, state}
 end
 local now = now_ms()
 redis.call('HSET', key, 'state', CANCELLED, 'entry', '', 'finished_at', now,
   'updated_at', now)
+if state == DELAYED then
+  redis.call('ZREM', delayed, id)
+  unstash_fields(key)
+else
+  redis.call('XDEL', stream, entry)
+end
 if ttl > 0 then redis.call('PEXPIRE', key, ttl) else redis.call('DEL', key) end
 redis.call('HINCRBY', stats, 'cancelled', 1)
 return {OK, state}

@@ -33,11 +33,12 @@ for i = 1, #ARGV do
       out[#out + 1] = NOT_FOUND
     else
       set_field(flat, 'attempts', '0')
-      redis.call('XDEL', dead, dead_entry)
+      set_field(flat, 'id', id)  -- the record's id (a malformed or duplicate one had another)
       local entry = redis.call('XADD', stream, '*', unpack(flat))
       redis.call('HSET', key, 'state', WAITING, 'entry', entry, 'attempts', 0,
         'updated_at', now)
       redis.call('HDEL', key, 'dead_entry', 'reason', 'finished_at')
+      redis.call('XDEL', dead, dead_entry)
       moved = moved + 1
       out[#out + 1] = OK
     end

@@ -3,8 +3,13 @@
 -- KEYS[2] delayed
 -- KEYS[3] stats
 -- KEYS[4] job_prefix
--- ARGV[1...] job_id, delay_ms, run_at_ms, nfields, field, value, ...  (repeated per job)
+-- ARGV[1...] job_id, token, delay_ms, run_at_ms, nfields, field, value, ...  (repeated per job)
 -- job_id '' takes the entry id (or a generated id for a delayed job); run_at_ms 0 means none.
+-- An id given is written into the entry as its `id` field. token (or '') is the caller's
+-- mark for this one enqueue: a replay of the same call (its reply was lost) finds its own
+-- token in the record and is answered OK, not DUPLICATE.
+-- The batch is checked before anything is written (an error reply, nothing enqueued): at
+-- most MAX_FIELDS fields per job, ids by the contract's rule, numbers that are numbers.
 -- moves: new -> waiting, delayed
 -- returns: {code, job_id, state} per job
 -- codes: OK DUPLICATE
@@ -13,24 +18,50 @@
 --@include now_ms
 --@include fields
 --@include stash
+--@include max_fields
+--@include valid_job_id
 local stream, delayed, stats, job_prefix = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+
+local function refuse(why)
+  return redis.error_reply('ERR enqueue: ' .. why .. ' (nothing was enqueued)')
+end
+
+local i = 1
+while i <= #ARGV do
+  local n = tonumber(ARGV[i + 4] or '')
+  if not n or n < 1 or n > MAX_FIELDS or n % 1 ~= 0 then
+    return refuse('a job has no field count in 1..' .. MAX_FIELDS)
+  end
+  if not tonumber(ARGV[i + 2]) or not tonumber(ARGV[i + 3]) then
+    return refuse('delay_ms and run_at_ms must be numbers')
+  end
+  if ARGV[i] ~= '' and not valid_job_id(ARGV[i]) then
+    return refuse('job id is not 1-128 printable ASCII characters without spaces')
+  end
+  i = i + 5 + n * 2
+  if i > #ARGV + 1 then return refuse('the last job has fewer fields than its count') end
+end
+
 local now = now_ms()
 local out = {}
 local added = 0
-local i = 1
+i = 1
 while i <= #ARGV do
-  local id = ARGV[i]
-  local due = math.max(now + tonumber(ARGV[i + 1]), tonumber(ARGV[i + 2]))
-  local n = tonumber(ARGV[i + 3])
+  local id, token = ARGV[i], ARGV[i + 1]
+  local due = math.max(now + tonumber(ARGV[i + 2]), tonumber(ARGV[i + 3]))
+  local n = tonumber(ARGV[i + 4])
   local flat = {}
-  for j = i + 4, i + 3 + n * 2 do flat[#flat + 1] = ARGV[j] end
-  i = i + 4 + n * 2
+  for j = i + 5, i + 4 + n * 2 do flat[#flat + 1] = ARGV[j] end
+  i = i + 5 + n * 2
 
-  local state = (id ~= '') and redis.call('HGET', job_prefix .. id, 'state') or false
-  if state then
-    out[#out + 1] = DUPLICATE; out[#out + 1] = id; out[#out + 1] = state
+  local rec = (id ~= '') and redis.call('HMGET', job_prefix .. id, 'state', 'token') or {}
+  if rec[1] and token ~= '' and rec[2] == token then
+    out[#out + 1] = OK; out[#out + 1] = id; out[#out + 1] = rec[1]
+  elseif rec[1] then
+    out[#out + 1] = DUPLICATE; out[#out + 1] = id; out[#out + 1] = rec[1]
   else
     -- The record holds what no entry says: attempts appear with the first failure.
+    local state = WAITING
     if due > now then
       if id == '' then
         id = now .. '-d' .. redis.call('HINCRBY', stats, 'seq', 1)
@@ -42,12 +73,13 @@ while i <= #ARGV do
       redis.call('ZADD', delayed, due, id)
       state = DELAYED
     else
+      if id ~= '' then set_field(flat, 'id', id) end
       local entry = redis.call('XADD', stream, '*', unpack(flat))
       if id == '' then id = entry end
       redis.call('HSET', job_prefix .. id, 'state', WAITING, 'entry', entry,
         'enqueued_at', now)
-      state = WAITING
     end
+    if token ~= '' then redis.call('HSET', job_prefix .. id, 'token', token) end
     added = added + 1
     out[#out + 1] = OK; out[#out + 1] = id; out[#out + 1] = state
   end

@@ -1,5 +1,5 @@
--- fail: a batch of failed attempts. Each: XACK + XDEL, attempts+1, then immediate re-XADD,
--- backoff into delayed, or the dead stream.
+-- fail: a batch of failed attempts. Each: attempts+1, then an immediate re-XADD, backoff
+-- into delayed, or the dead stream; XACK + XDEL of the old entry last.
 -- KEYS[1] stream
 -- KEYS[2] delayed
 -- KEYS[3] dead
@@ -14,8 +14,12 @@
 -- ARGV[7] jitter
 -- ARGV[8...] entry_id, job_id, error, traceback, mode, retry_after_ms, rand  (per job)
 -- mode: 'retry' or 'timeout' (the policy decides), 'after' (retry in retry_after_ms),
--- 'permanent' (no more attempts), 'malformed' (the entry breaks the wire format). A mode
--- that ends the job is also its dead reason; else the reason is 'attempts exhausted'.
+-- 'permanent' (no more attempts), 'malformed' (the entry breaks the wire format),
+-- 'duplicate id' (a foreign entry reusing another job's id). A mode that ends the job is
+-- also its dead reason, and its entry's fields are kept as they came; else the reason is
+-- 'attempts exhausted'. An entry the rules of entry_problem refuse is malformed whatever
+-- the mode; one whose job id has another entry's record is a duplicate id, dead under its
+-- own entry id (the other job's record is left alone).
 -- The entry's own max_attempts field wins over ARGV[3].
 -- Backoff after the immediate retries: min(cap, base * 2^k) * (1 - jitter * rand).
 -- moves: running -> waiting, delayed, dead
@@ -31,17 +35,33 @@
 --@include stash
 --@include ensure_record
 --@include dead_letter
+--@include entry_problem
+--@include own_record
 --@include held_entries
 local stream, delayed, dead, stats, job_prefix = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local group, consumer = ARGV[1], ARGV[2]
 local policy_max = tonumber(ARGV[3])
 local immediate = tonumber(ARGV[4])
 local base, cap, jitter = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
-local ends_job = {[PERMANENT] = true, [MALFORMED] = true}
+local ends_job = {[PERMANENT] = true, [MALFORMED] = true, [DUPLICATE_ID] = true}
 local now = now_ms()
 local held = held_entries(stream, group, consumer, ARGV, 8, 7)
 local out = {}
 local retried = 0
+
+-- The new place is written first, the entry deleted last: an error mid-script (Redis does
+-- not roll back) can leave a job twice, never nowhere.
+local function settle_entry(entry)
+  redis.call('XACK', stream, group, entry)
+  redis.call('XDEL', stream, entry)
+end
+
+local function next_delay(mode, attempts, retry_after, rand)
+  if mode == AFTER then return retry_after end
+  if attempts <= immediate then return 0 end
+  local delay = math.min(cap, base * 2 ^ (attempts - immediate - 1))
+  return math.floor(delay * (1 - jitter * rand))
+end
 
 local function fail_one(entry, id, err, tb, mode, retry_after, rand)
   if not held[entry] then return {NOT_OWNER, '', 0, 0} end
@@ -51,45 +71,46 @@ local function fail_one(entry, id, err, tb, mode, retry_after, rand)
     redis.call('XACK', stream, group, entry)
     return {NOT_FOUND, '', 0, 0}
   end
-  local key = job_prefix .. id
-  ensure_record(key, entry, flat)
-  if redis.call('HGET', key, 'state') ~= RUNNING_RECORDED_AS then
-    return {WRONG_STATE, '', 0, 0}
+  local problem = entry_problem(flat)
+  if problem and not ends_job[mode] then
+    mode, err = MALFORMED, 'malformed entry: ' .. problem
   end
+  local key, duplicate = own_record(job_prefix, entry, id)
+  if duplicate then
+    mode, err, tb, id = DUPLICATE_ID, 'job id ' .. id .. ' belongs to another job', '', entry
+  end
+  ensure_record(key, entry, flat)
+  local rec = redis.call('HMGET', key, 'state', 'attempts')
+  if rec[1] ~= RUNNING_RECORDED_AS then return {WRONG_STATE, '', 0, 0} end
+  local attempts = math.floor(tonumber(rec[2]) or 0) + 1
 
-  local attempts = redis.call('HINCRBY', key, 'attempts', 1)
-  redis.call('XACK', stream, group, entry)
-  redis.call('XDEL', stream, entry)
-  redis.call('HSET', key, 'error', err, 'traceback', tb, 'updated_at', now)
-  set_field(flat, 'id', id)
-  set_field(flat, 'attempts', tostring(attempts))
-
+  if not ends_job[mode] then  -- a job that ends keeps its entry's fields as they came
+    if get_field(flat, 'id') == nil then set_field(flat, 'id', id) end
+    set_field(flat, 'attempts', tostring(attempts))
+  end
   local max_attempts = tonumber(get_field(flat, 'max_attempts') or '') or policy_max
   if ends_job[mode] or attempts >= max_attempts then
     local reason = ends_job[mode] and mode or EXHAUSTED
     dead_letter(dead, stats, key, id, flat, reason, err, tb, attempts, now)
+    settle_entry(entry)
     return {OK, DEAD, attempts, 0}
   end
 
-  local delay
-  if mode == AFTER then
-    delay = retry_after
-  elseif attempts <= immediate then
-    delay = 0
-  else
-    delay = math.min(cap, base * 2 ^ (attempts - immediate - 1))
-    delay = math.floor(delay * (1 - jitter * rand))
-  end
+  local delay = next_delay(mode, attempts, retry_after, rand)
   retried = retried + 1
   if delay <= 0 then
     local new_entry = redis.call('XADD', stream, '*', unpack(flat))
-    redis.call('HSET', key, 'entry', new_entry)
+    redis.call('HSET', key, 'entry', new_entry, 'attempts', attempts, 'error', err,
+      'traceback', tb, 'updated_at', now)
+    settle_entry(entry)
     return {OK, WAITING, attempts, now}
   end
   local due = now + delay
-  redis.call('HSET', key, 'state', DELAYED, 'entry', '', 'due_at', due)
   stash_fields(key, flat)
+  redis.call('HSET', key, 'state', DELAYED, 'entry', '', 'due_at', due, 'attempts', attempts,
+    'error', err, 'traceback', tb, 'updated_at', now)
   redis.call('ZADD', delayed, due, id)
+  settle_entry(entry)
   return {OK, DELAYED, attempts, due}
 end
 

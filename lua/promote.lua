@@ -13,19 +13,22 @@
 --@include states
 --@include now_ms
 --@include stash
+--@include call_chunked
 local stream, delayed, job_prefix = KEYS[1], KEYS[2], KEYS[3]
 local now = now_ms()
 local ids = redis.call('ZRANGEBYSCORE', delayed, '-inf', now, 'LIMIT', 0, tonumber(ARGV[1]))
 local moved, orphans = 0, 0
 for _, id in ipairs(ids) do
   local key = job_prefix .. id
-  local flat = unstash_fields(key)
+  local flat, names = stashed_fields(key)
   if #flat == 0 then
     orphans = orphans + 1
   else
+    -- The entry first, the stash last: an error between them leaves the job twice.
     local entry = redis.call('XADD', stream, '*', unpack(flat))
     redis.call('HSET', key, 'state', WAITING, 'entry', entry, 'updated_at', now)
-    redis.call('HDEL', key, 'due_at')
+    names[#names + 1] = 'due_at'
+    call_chunked('HDEL', key, names)
     moved = moved + 1
   end
   redis.call('ZREM', delayed, id)

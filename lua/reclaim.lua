@@ -1,6 +1,9 @@
 -- reclaim: take over entries idle past the visibility timeout (their worker died or hung).
--- Entries already delivered more than max_deliveries times are poison: dead-lettered.
--- The rest are claimed by the caller, which runs them.
+-- Entries already delivered more than max_deliveries times are poison: dead-lettered (the
+-- dead entry written first, the entry deleted last). So are entries that break the wire
+-- format (malformed) or reuse another job's id (duplicate id: dead under their own entry
+-- id, the other job's record left alone). The rest are claimed by the caller, which runs
+-- them.
 -- KEYS[1] stream
 -- KEYS[2] dead
 -- KEYS[3] stats
@@ -21,6 +24,8 @@
 --@include job_id_of
 --@include ensure_record
 --@include dead_letter
+--@include entry_problem
+--@include own_record
 local stream, dead, stats, job_prefix = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local group, consumer = ARGV[1], ARGV[2]
 local max_deliveries = tonumber(ARGV[5])
@@ -32,17 +37,26 @@ for _, e in ipairs(res[2]) do
   local entry, flat = e[1], e[2]
   -- XAUTOCLAIM counted this delivery; the pending list holds the total.
   local n = deliveries(stream, group, entry)
-  if n > max_deliveries then
+  local id = job_id_of(entry, flat)
+  local key, duplicate = own_record(job_prefix, entry, id)
+  if duplicate then id = entry end
+  local problem = entry_problem(flat)
+  if problem or duplicate or n > max_deliveries then
     now = now or now_ms()
-    local id = job_id_of(entry, flat)
-    local key = job_prefix .. id
     ensure_record(key, entry, flat)
     local attempts = redis.call('HGET', key, 'attempts') or '0'
+    local reason = (problem and MALFORMED) or (duplicate and DUPLICATE_ID) or POISON
+    local err = 'poison: delivered ' .. (n - 1) .. ' times without finishing'
+    if problem then
+      err = 'malformed entry: ' .. problem
+    elseif duplicate then
+      err = 'its job id belongs to another job'
+    elseif get_field(flat, 'id') == nil then
+      set_field(flat, 'id', id)
+    end
+    dead_letter(dead, stats, key, id, flat, reason, err, '', attempts, now)
     redis.call('XACK', stream, group, entry)
     redis.call('XDEL', stream, entry)
-    set_field(flat, 'id', id)
-    local reason = 'poison: delivered ' .. (n - 1) .. ' times without finishing'
-    dead_letter(dead, stats, key, id, flat, POISON, reason, '', attempts, now)
     out[2] = out[2] + 1
   else
     out[#out + 1] = entry; out[#out + 1] = flat; out[#out + 1] = n

@@ -338,4 +338,4 @@ def test_argv_is_built_by_name_in_the_header_order() -> None:
     assert build_argv("ack", items, result_ttl_ms=9, consumer="c", group="g") == [
         "g", "c", 9, "1-1", "a", b"r", "1-2", "b", b""]
     assert build_argv("enqueue", [EnqueueItem(("payload", "1"), "j", 5)]) == [
-        "j", 5, 0, 1, "payload", "1"]
+        "j", "", 5, 0, 1, "payload", "1"]

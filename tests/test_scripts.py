@@ -127,10 +127,12 @@ async def test_ack_from_non_owner_is_rejected_and_not_counted(env: Env) -> None:
 
 
 async def test_ack_twice_counts_once(env: Env) -> None:
+    """A replayed ack (its reply lost) is ALREADY: what it was, not refused; counted once."""
     job_id = await env.enqueue()
     [(entry, _)] = await env.deliver()
     assert await env.s.ack(env.tk, GROUP, A, 1000, [AckItem(entry, job_id, b"")]) == [Code.OK]
-    assert await env.s.ack(env.tk, GROUP, A, 1000, [AckItem(entry, job_id, b"")]) == [Code.NOT_OWNER]
+    assert await env.s.ack(env.tk, GROUP, A, 1000, [AckItem(entry, job_id, b"")]) == [Code.ALREADY]
+    assert await env.s.ack(env.tk, GROUP, B, 1000, [AckItem(entry, job_id, b"")]) == [Code.NOT_OWNER]
     assert await env.stat("completed") == 1
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from streamjobs.config import Settings
+from streamjobs.contract import entry_problem, fields_of, job_id_of
 from streamjobs.errors import ConfigError, DecodeError, InvalidTypeName
 from streamjobs.job import Job, check_job_id, encode_fields
 from streamjobs.keys import TypeKeys, check_type_name
@@ -53,11 +54,24 @@ def test_job_id_defaults_to_entry_id_and_attempt_counts_from_field() -> None:
     [
         ({}, "no payload"),
         ({b"payload": b"{"}, "not valid JSON"),
-        ({b"payload": b"1", b"max_attempts": b"0"}, "max_attempts must be >= 1"),
+        ({b"payload": b"1", b"max_attempts": b"0"}, "max_attempts b'0' is not an integer >= 1"),
         ({b"payload": b"1", b"max_attempts": b"x"}, "not an integer"),
-        ({b"payload": b"1", b"timeout": b"nan"}, "positive number"),
-        ({b"payload": b"1", b"timeout": b"inf"}, "positive number"),
-        ({b"payload": b"1", b"enqueued_at": b"-5"}, "enqueued_at must be >= 0"),
+        ({b"payload": b"1", b"attempts": b"1.5"}, "attempts b'1.5' is not an integer"),
+        ({b"payload": b"1", b"attempts": b"1e99"}, "not an integer"),
+        ({b"payload": b"1", b"attempts": b"99999999999999999999"}, "at most 15 digits"),
+        ({b"payload": b"1", b"attempts": b" 1"}, "not an integer"),
+        ({b"payload": b"1", b"attempts": "\u0661".encode()}, "not an integer"),
+        ({b"payload": b"1", b"enqueued_at": b"9" * 400}, "enqueued_at"),
+        ({b"payload": b"1", b"timeout": b"nan"}, "positive decimal"),
+        ({b"payload": b"1", b"timeout": b"inf"}, "positive decimal"),
+        ({b"payload": b"1", b"timeout": b"1e-3"}, "positive decimal"),
+        ({b"payload": b"1", b"timeout": b"0.0"}, "positive decimal"),
+        ({b"payload": b"1", b"enqueued_at": b"-5"}, "enqueued_at b'-5' is not an integer"),
+        ({b"payload": b"1", b"id": b"a b"}, "printable ASCII"),
+        ({b"payload": b"1", b"id": b"x" * 129}, "printable ASCII"),
+        ({b"payload": b"1", b"id": b"\xff"}, "printable ASCII"),
+        ({b"payload": b"1", **{str(i).encode(): b"" for i in range(256)}}, "257 fields"),
+        (fields_of([b"payload", b"1", b"id", b"a", b"id", b"b"]), "'id' appears more than"),
         ({b"payload": b'"' + b"x" * 100 + b'"'}, "over the limit of 50"),
     ],
 )
@@ -66,11 +80,35 @@ def test_malformed_fields_raise_decode_error(fields: dict[bytes, bytes], message
         Job.from_fields("t", "1-0", fields, max_payload_bytes=50)
 
 
+def test_a_valid_entry_has_no_problem_and_its_numbers_decode() -> None:
+    fields = {b"payload": b"1", b"attempts": b"0", b"max_attempts": b"999999999999999",
+              b"timeout": b"0.5", b"enqueued_at": b"17", b"id": b"~!x"}
+    job = Job.from_fields("t", "1-0", fields)
+    assert entry_problem(fields) is None
+    assert (job.attempt, job.max_attempts, job.timeout, job.enqueued_at, job.id) == (
+        1, 999999999999999, 0.5, 17, "~!x")
+
+
+def test_an_id_that_breaks_the_rule_is_no_id() -> None:
+    assert job_id_of("1-0", {b"id": b"a b"}) == "1-0"
+    assert job_id_of("1-0", {b"id": b""}) == "1-0"
+    assert job_id_of("1-0", fields_of([b"id", b"a", b"id", b"a"])) == "1-0"
+    assert job_id_of("1-0", fields_of([b"id", b"a", b"x", b"1", b"x", b"2"])) == "a"
+
+
 def test_encode_rejects_reserved_headers_and_bad_numbers() -> None:
     with pytest.raises(ValueError, match="reserved"):
         encode_fields(1, headers={"payload": "x"})
     with pytest.raises(ValueError, match="max_attempts"):
         encode_fields(1, max_attempts=0)
+    with pytest.raises(ValueError, match="max_attempts"):
+        encode_fields(1, max_attempts=10**15)
+    for bad in (0, -1, float("inf"), float("nan"), 1e-10, 1e9):
+        with pytest.raises(ValueError, match="timeout"):
+            encode_fields(1, timeout=bad)
+    assert encode_fields(1, timeout=1e-5)[-1] == "0.00001"
+    with pytest.raises(ValueError, match="at most 256 fields"):
+        encode_fields(1, headers={f"h{i}": "" for i in range(256)})
     with pytest.raises(DecodeError, match="JSON"):
         encode_fields({1, 2})
 

@@ -4,3 +4,4 @@ local NOT_FOUND = -1
 local DUPLICATE = -2
 local WRONG_STATE = -3
 local NOT_OWNER = -4
+local ALREADY = -5

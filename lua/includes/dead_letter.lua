@@ -1,7 +1,16 @@
 --@include states
 --@include stash_prefix
--- Move a job to the dead stream. `flat` is its fields; the record keeps the error.
+--@include max_fields
+-- Move a job to the dead stream. `flat` is its fields; the record keeps the error. Written
+-- before the caller deletes the entry. An entry over MAX_FIELDS (malformed) keeps its first
+-- MAX_FIELDS fields: one XADD cannot carry more.
 local function dead_letter(dead, stats, key, job_id, flat, reason, err, tb, attempts, now)
+  if #flat > MAX_FIELDS * 2 then
+    err = err .. ' (the dead entry keeps the first ' .. MAX_FIELDS .. ')'
+    local kept = {}
+    for i = 1, MAX_FIELDS * 2 do kept[i] = flat[i] end
+    flat = kept
+  end
   local args = add_stashed({'id', job_id, 'reason', reason, 'error', err,
     'attempts', attempts, 'failed_at', now}, flat)
   local dead_id = redis.call('XADD', dead, '*', unpack(args))

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Any, cast
 
+from streamjobs.contract import fields_of
+
 Fields = dict[bytes, bytes]
 Entries = list[tuple[bytes, Fields]]
 #: XREADGROUP: [(stream, [(entry id, fields), ...]), ...]
@@ -22,6 +24,17 @@ def entries(reply: Any) -> Entries:
 
 def stream_reads(reply: Any) -> StreamReads:
     return cast("StreamReads", reply or [])
+
+
+def read_groups(response: Any, **options: Any) -> StreamReads:
+    """XREADGROUP's reply (RESP2 list or RESP3 map), each entry's fields read by
+    :func:`streamjobs.contract.fields_of`: repeated field names are kept track of, not
+    silently collapsed. Installed as the worker client's response callback."""
+    if not response:
+        return []
+    streams = response.items() if isinstance(response, dict) else response
+    return [(stream, [(e, fields_of(f) if f else {}) for e, f in entries])
+            for stream, entries in streams]
 
 
 def pending_rows(reply: Any) -> PendingRows:

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from streamjobs.codes import Code
-from streamjobs.contract import Failure
+from streamjobs.contract import Failure, fields_of
 from streamjobs.errors import ReplyShapeError
 
 if TYPE_CHECKING:
@@ -78,14 +78,10 @@ _CODES = {c.value: c for c in Code}
 _code = _CODES.__getitem__
 
 
-def _pairs(flat: Sequence[bytes]) -> dict[bytes, bytes]:
-    return dict(zip(flat[::2], flat[1::2], strict=True))
-
-
 #: How each name of a ``returns:`` line is read.
 CONVERT: dict[str, Callable[[Any], Any]] = {
     "code": _code, "job_id": _s, "state": _s, "previous_state": _s, "entry_id": _s,
-    "fields": _pairs, "attempts": int, "due_at_ms": int, "moved": int,
+    "fields": fields_of, "attempts": int, "due_at_ms": int, "moved": int,
     "next_due_in_ms": int, "orphans": int, "dead_count": int, "deliveries": int,
     "pruned": int,
 }
@@ -169,7 +165,8 @@ SPECS: dict[str, Spec] = {
     ),
     "cancel": Spec(
         keys=("stream", "delayed", "stats", "job_prefix"),
-        argv=("group", "job_id", "result_ttl_ms"), reply=Reply(("code", "previous_state")),
+        argv=("group", "job_id", "result_ttl_ms", "entry_id"),
+        reply=Reply(("code", "previous_state")),
         codes=(Code.OK, Code.NOT_FOUND, Code.WRONG_STATE),
     ),
 }
@@ -388,10 +385,11 @@ class Scripts:
         return int(head["pruned"])
 
     async def cancel(
-        self, tk: TypeKeys, group: str, job_id: str, result_ttl_ms: int
+        self, tk: TypeKeys, group: str, job_id: str, result_ttl_ms: int, entry_id: str = ""
     ) -> tuple[Code, str]:
+        """``entry_id``: a job's entry found without a record (a plain XADD)."""
         head, _ = await self._call("cancel", tk, group=group, job_id=job_id,
-                                   result_ttl_ms=result_ttl_ms)
+                                   result_ttl_ms=result_ttl_ms, entry_id=entry_id)
         return head["code"], head["previous_state"]
 
 

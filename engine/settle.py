@@ -6,6 +6,11 @@ when nothing fetched is still running (a fetched batch is done), when a buffer i
 or ``DELAY`` after the first outcome, so batches grow with load and an idle worker
 settles at once. A crash before a flush loses nothing: the entries are still in the
 pending list and are reclaimed (at least once).
+
+A call is retried through network errors, a full server and a lost group
+(``reconnect.retrying``). Any other error reply is about the call's entries: the batch is
+split in halves and retried until the entry that fails is alone; that one is logged and
+left pending (reclaimed later, dead-lettered as poison at worst), the rest settle.
 """
 
 from __future__ import annotations
@@ -13,9 +18,10 @@ from __future__ import annotations
 import logging
 import random
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio
+from redis.exceptions import ResponseError
 
 from streamjobs import logs
 from streamjobs.codes import Code
@@ -25,6 +31,8 @@ from streamjobs.reconnect import retrying
 from streamjobs.scripts import AckItem, FailArgs, FailItem, ReleaseItem
 
 if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable, Sequence
+
     from streamjobs.keys import TypeKeys
     from streamjobs.metrics import WorkerMetrics
     from streamjobs.retry import Policy
@@ -37,6 +45,8 @@ CHUNK = 500
 #: Flush at this many buffered outcomes, or this long after the first one.
 BATCH = 256
 DELAY = 0.002
+Item = TypeVar("Item")
+Res = TypeVar("Res")
 
 
 @dataclass
@@ -51,9 +61,11 @@ class Batch:
 
 class Settler:
     def __init__(self, scripts: Scripts, keys: dict[str, TypeKeys], policies: dict[str, Policy],
-                 consumer: str, result_ttl_ms: int, metrics: WorkerMetrics) -> None:
+                 consumer: str, result_ttl_ms: int, metrics: WorkerMetrics,
+                 regroup: Callable[[], Awaitable[None]] | None = None) -> None:
         self.scripts, self.keys, self.policies = scripts, keys, policies
         self.consumer, self.result_ttl_ms, self.metrics = consumer, result_ttl_ms, metrics
+        self.regroup = regroup
         self._batches: dict[str, Batch] = {}
 
     def open(self) -> None:
@@ -115,33 +127,59 @@ class Settler:
         while self._batches:
             await self.flush()
 
+    async def _settled(self, what: str, type_: str, items: Sequence[Item],
+                       call: Callable[[Sequence[Item]], Awaitable[list[Res]]],
+                       ) -> list[Res | None]:
+        """``call(items)``'s results, in order; None for an entry the server refused with
+        an error reply of its own (split out by halving the batch; logged, left pending)."""
+        try:
+            return list(await retrying(what, lambda: call(items), self.regroup))
+        except ResponseError as e:
+            if len(items) == 1:
+                log.error("%s of an entry of %s failed on the server: %s: %s; the entry stays "
+                          "pending (reclaimed later, dead-lettered as poison at worst): %r",
+                          what, type_, type(e).__name__, e, items[0])
+                return [None]
+            mid = len(items) // 2
+            return (await self._settled(what, type_, items[:mid], call)
+                    + await self._settled(what, type_, items[mid:], call))
+
     async def _ack(self, type_: str, done: list[AckItem]) -> None:
         tk, ttl = self.keys[type_], self.result_ttl_ms
-        codes = await retrying(
-            "ack", lambda: self.scripts.ack(tk, GROUP, self.consumer, ttl, done)
+        codes = await self._settled(
+            "ack", type_, done, lambda items: self.scripts.ack(tk, GROUP, self.consumer, ttl, items)
         )
-        ok = codes.count(Code.OK)
+        # ALREADY: this very ack ran before and its reply was lost (a replay): completed.
+        ok = codes.count(Code.OK) + codes.count(Code.ALREADY)
         self.metrics.outcome(type_, Outcome.COMPLETED, ok)
-        if ok != len(codes):
+        refused = codes.count(Code.NOT_OWNER)
+        if refused:
             log.warning("%d acks of %s refused (entries reclaimed by another worker)",
-                        len(codes) - ok, type_)
-            self.metrics.outcome(type_, Outcome.ACK_REFUSED, len(codes) - ok)
+                        refused, type_)
+            self.metrics.outcome(type_, Outcome.ACK_REFUSED, refused)
+        # WRONG_STATE: the job's record is another entry's (a foreign XADD reused its id):
+        # the entry must not stay pending; fail.lua dead-letters it as a duplicate id.
+        for item, code in zip(done, codes, strict=True):
+            if code is Code.WRONG_STATE:
+                self.failed(type_, item.entry_id, item.job_id, FailArgs(
+                    f"job id {item.job_id} belongs to another job", mode=Failure.DUPLICATE_ID,
+                ), idle=True)
 
     async def _fail(self, type_: str, failed: list[FailItem]) -> None:
         tk, p = self.keys[type_], self.policies[type_]
-        results = await retrying("fail", lambda: self.scripts.fail(
-            tk, GROUP, self.consumer, failed, max_attempts=p.max_attempts,
+        results = await self._settled("fail", type_, failed, lambda items: self.scripts.fail(
+            tk, GROUP, self.consumer, items, max_attempts=p.max_attempts,
             immediate_retries=p.immediate_retries,
             backoff_base_ms=int(p.backoff_base * 1000),
             backoff_cap_ms=int(p.backoff_cap * 1000), jitter=p.jitter,
         ))
-        refused = [r for r in results if r.code is not Code.OK]
+        refused = [r for r in results if r is not None and r.code is not Code.OK]
         if refused:
             log.warning("%d failures of %s refused (%s)", len(refused), type_,
                         ", ".join(sorted({r.code.name for r in refused})))
         counts = dict.fromkeys(Outcome, 0)
         for item, r in zip(failed, results, strict=True):
-            if r.code is not Code.OK:
+            if r is None or r.code is not Code.OK:
                 continue
             counts[_counted_as(item.mode, r.state)] += 1
             if r.state == JobState.DEAD:
@@ -151,8 +189,9 @@ class Settler:
 
     async def _release(self, type_: str, entries: list[ReleaseItem]) -> None:
         tk = self.keys[type_]
-        codes: list[Any] = await retrying(
-            "release", lambda: self.scripts.release(tk, GROUP, self.consumer, entries)
+        codes: list[Any] = await self._settled(
+            "release", type_, entries,
+            lambda items: self.scripts.release(tk, GROUP, self.consumer, items),
         )
         self.metrics.released(type_, codes.count(Code.OK))
 

@@ -10,10 +10,21 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from redis.exceptions import ResponseError
+
 from streamjobs import replies
-from streamjobs.contract import RUNNING_RECORDED_AS, STASH_B, JobState, Rec, Wire
+from streamjobs.contract import (
+    RUNNING_RECORDED_AS,
+    STASH_B,
+    STREAM_ID,
+    JobState,
+    Rec,
+    Wire,
+    job_id_of,
+)
 from streamjobs.errors import CorruptData
 from streamjobs.keys import GROUP
+from streamjobs.reconnect import lost_group
 from streamjobs.records import Record, json_or_text, opt_int, split_fields, text
 
 if TYPE_CHECKING:
@@ -52,7 +63,13 @@ async def _entry_fields(redis: Redis, stream: str, entry_id: str) -> dict[bytes,
 
 
 async def _pending_info(redis: Redis, tk: TypeKeys, entry_id: str) -> tuple[str, int] | None:
-    rows = replies.pending_rows(await redis.xpending_range(tk.stream, GROUP, entry_id, entry_id, 1))
+    try:
+        reply = await redis.xpending_range(tk.stream, GROUP, entry_id, entry_id, 1)
+    except ResponseError as e:
+        if not lost_group(e):
+            raise
+        return None  # no group yet (no worker, no producer of this engine): not delivered
+    rows = replies.pending_rows(reply)
     if not rows:
         return None
     row = rows[0]
@@ -106,20 +123,48 @@ async def job_status(redis: Redis, tk: TypeKeys, job_id: str) -> JobStatus | Non
     )
 
 
+#: A job with no record (a plain XADD not moved yet) is looked for among this many entries
+#: from the stream's head: the stream holds only waiting and running entries.
+SCAN_LIMIT = 10_000
+SCAN_PAGE = 1_000
+
+
+async def find_entry(redis: Redis, tk: TypeKeys, job_id: str
+                     ) -> tuple[str, dict[bytes, bytes]] | None:
+    """The live entry of a job that has no record yet: by its entry id, or (a plain XADD
+    with its own ``id`` field) by a bounded scan of the stream. Costs nothing on the
+    engine's paths: only a lookup that found no record comes here."""
+    if STREAM_ID.fullmatch(job_id):
+        fields = await _entry_fields(redis, tk.stream, job_id)
+        if fields and job_id_of(job_id, fields) == job_id:
+            return job_id, fields
+    want = job_id.encode()
+    start, seen = "-", 0
+    while seen < SCAN_LIMIT:
+        rows = replies.entries(await redis.xrange(tk.stream, start, "+", count=SCAN_PAGE))
+        for entry, fields in rows:
+            if fields.get(Wire.ID.b) == want and job_id_of(entry.decode(), fields) == job_id:
+                return entry.decode(), dict(fields)
+        if len(rows) < SCAN_PAGE:
+            return None
+        seen += len(rows)
+        start = "(" + rows[-1][0].decode()
+    return None
+
+
 async def _status_without_record(redis: Redis, tk: TypeKeys, job_id: str) -> JobStatus | None:
     """A job written by a plain XADD has no record until its first transition."""
-    head, _, seq = job_id.partition("-")
-    if not (head.isdigit() and seq.isdigit()):
+    found = await find_entry(redis, tk, job_id)
+    if found is None:
         return None
-    fields = await _entry_fields(redis, tk.stream, job_id)
-    if not fields:
-        return None
+    entry_id, fields = found
     payload, headers = split_fields(fields)
-    pending = await _pending_info(redis, tk, job_id)
+    pending = await _pending_info(redis, tk, entry_id)
     return JobStatus(
         id=job_id, type=tk.type, state=JobState.RUNNING if pending else JobState.WAITING,
-        attempts=0, max_attempts=None, enqueued_at=int(head), updated_at=None,
+        attempts=0, max_attempts=opt_int(fields.get(Wire.MAX_ATTEMPTS.b)),
+        enqueued_at=int(entry_id.partition("-")[0]), updated_at=None,
         finished_at=None, due_at=None, error=None, traceback=None, reason=None,
-        result=None, payload=payload, headers=headers, entry_id=job_id,
+        result=None, payload=payload, headers=headers, entry_id=entry_id,
         consumer=pending[0] if pending else None, deliveries=pending[1] if pending else 0,
     )

@@ -15,7 +15,7 @@ import re
 from typing import TYPE_CHECKING
 
 from redis.crc import key_slot
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import OutOfMemoryError, RedisError, ResponseError
 
 from streamjobs.connection import is_cluster
 from streamjobs.contract import TYPE_NAME
@@ -32,9 +32,13 @@ log = logging.getLogger("streamjobs")
 
 
 async def ensure_group(redis: Redis, tk: TypeKeys) -> None:
-    """Create the consumer group at id 0 (MKSTREAM): earlier entries are delivered too."""
+    """Create the consumer group at id 0 (MKSTREAM): earlier entries are delivered too.
+    A full server refuses XGROUP CREATE even when the group exists: then it is looked up."""
     try:
         await redis.xgroup_create(tk.stream, GROUP, id="0", mkstream=True)
+    except OutOfMemoryError:
+        if not await group_exists(redis, tk):
+            raise
     except ResponseError as e:
         if "BUSYGROUP" not in str(e):
             raise
@@ -47,6 +51,15 @@ def check_one_slot(redis: Redis, tks: Sequence[TypeKeys]) -> None:
         raise ConfigError(
             "on a cluster, run one worker per type for now: types "
             + ", ".join(tk.type for tk in tks) + " live in different hash slots")
+
+
+async def group_exists(redis: Redis, tk: TypeKeys) -> bool:
+    """Does the type's consumer group exist? (A read: answered by a full server too.)"""
+    try:
+        groups = await redis.xinfo_groups(tk.stream)
+    except ResponseError:  # no such key
+        return False
+    return any(g["name"] in (GROUP, GROUP.encode()) for g in groups)
 
 
 async def ensure_types(redis: Redis, tks: Sequence[TypeKeys]) -> None:

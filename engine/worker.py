@@ -21,7 +21,6 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import anyio
-from redis.exceptions import ResponseError
 
 from streamjobs import logs, replies
 from streamjobs.codes import Code
@@ -32,7 +31,7 @@ from streamjobs.connection import (
     client_from_url,
     socket_timeout_of,
 )
-from streamjobs.contract import Attempt, Failure, Heartbeat, Outcome, job_id_of
+from streamjobs.contract import Attempt, Failure, Heartbeat, Outcome, Rec, job_id_of
 from streamjobs.errors import (
     ConfigError,
     DecodeError,
@@ -43,7 +42,7 @@ from streamjobs.job import Job
 from streamjobs.keys import GROUP, TypeKeys, worker_key, workers_key
 from streamjobs.metrics import WorkerMetrics
 from streamjobs.outcomes import Result, error_outcome, ok
-from streamjobs.reconnect import NETWORK_ERRORS, Backoff
+from streamjobs.reconnect import NETWORK_ERRORS, SERVER_ERRORS, Backoff, lost_group
 from streamjobs.registry import Handler, Registry, default_registry
 from streamjobs.scripts import FailArgs, ReleaseItem, Scripts
 from streamjobs.settle import Settler
@@ -119,6 +118,8 @@ class Worker:
         self._owns_client = isinstance(redis, str)
         self.redis: Redis = _client(redis, block_ms)
         check_one_slot(self.redis, list(self.keys.values()))
+        # Entries are read with repeated field names kept track of (they are malformed).
+        self.redis.set_response_callback("XREADGROUP", replies.read_groups)
         self.scripts = Scripts(self.redis)
         self.concurrency = concurrency
         self.grace_period = grace_period
@@ -131,7 +132,7 @@ class Worker:
         self._order = list(self.keys)
         self.settler = Settler(
             self.scripts, self.keys, {t: h.policy for t, h in self.handlers.items()},
-            self.name, self.settings.result_ttl * 1000, self.metrics,
+            self.name, self.settings.result_ttl * 1000, self.metrics, self._regroup,
         )
         self._pruned_at = -PRUNE_EVERY_S
         self._threads = Threads()
@@ -192,8 +193,27 @@ class Worker:
             try:
                 await ensure_types(self.redis, list(self.keys.values()))
                 return
-            except NETWORK_ERRORS as e:
-                await backoff.wait("server unreachable at start", e)
+            except SERVER_ERRORS as e:
+                await backoff.wait("server unreachable at start" if isinstance(e, NETWORK_ERRORS)
+                                   else "setting up the consumer groups failed", e)
+
+    async def _regroup(self) -> None:
+        """The server lost a stream or its consumer group (FLUSHALL, a restart without
+        persistence, a failover to a node without it): recreate them, loudly. Entries
+        this worker was running are delivered again if their stream survived."""
+        log.error("the consumer group %r of %s is gone from the server (FLUSHALL, a restart "
+                  "without persistence, a failover?): recreating it; jobs in flight may run "
+                  "again, jobs whose stream was lost are gone", GROUP, ", ".join(self.keys))
+        try:
+            await ensure_types(self.redis, list(self.keys.values()))
+        except SERVER_ERRORS as e:
+            log.warning("recreating the consumer groups failed: %s (tried again)", e)
+
+    async def _recover(self, what: str, backoff: Backoff, e: BaseException) -> None:
+        """After any error of a loop: recreate a lost group, then wait and try again."""
+        if lost_group(e):
+            await self._regroup()
+        await backoff.wait(what, e)
 
     async def _shutdown(self) -> None:
         self._stopping = True
@@ -228,7 +248,7 @@ class Worker:
                 entries = [ReleaseItem(i, job_ids.get(i, i)) for i in ids]
                 codes = await self.scripts.release(tk, GROUP, self.name, entries)
                 self.metrics.released(type_, codes.count(Code.OK))
-            except NETWORK_ERRORS as e:
+            except SERVER_ERRORS as e:
                 log.warning("could not release leftovers of %s: %s", type_, e)
 
     async def _drained(self) -> None:
@@ -241,7 +261,7 @@ class Worker:
             with anyio.move_on_after(2):
                 await self.redis.delete(worker_key(self.settings.prefix, self.name))
                 await self.redis.zrem(workers_key(self.settings.prefix), self.name)
-        except NETWORK_ERRORS:
+        except SERVER_ERRORS:
             pass
         if self._owns_client:
             await self.redis.aclose()
@@ -261,30 +281,49 @@ class Worker:
                     try:
                         await self._fetch_once(send, free)
                         backoff.reset()
-                    except NETWORK_ERRORS as e:
-                        await backoff.wait("fetch failed", e)
+                    except SERVER_ERRORS as e:
+                        await self._recover("fetch failed", backoff, e)
 
     async def _fetch_once(self, send: MemoryObjectSendStream[Delivery], free: int) -> None:
         # COUNT applies per stream: read at most `free` streams, free // n entries each,
         # rotating which streams go first so no type starves.
         self._order = self._order[1:] + self._order[:1]
         chosen = self._order[: min(free, len(self._order))]
-        try:
-            resp = await self.redis.xreadgroup(
-                GROUP, self.name, {self.keys[t].stream: ">" for t in chosen},
-                count=free // len(chosen), block=self.block_ms,
-            )
-        except ResponseError as e:
-            if "NOGROUP" not in str(e):
-                raise
-            await self._setup()  # the stream was deleted, or the server lost its data
-            return
+        resp = await self.redis.xreadgroup(
+            GROUP, self.name, {self.keys[t].stream: ">" for t in chosen},
+            count=free // len(chosen), block=self.block_ms,
+        )
         for stream, entries in replies.stream_reads(resp):
             type_ = self._type_of_stream(stream)
-            for entry_id, fields in entries:
-                d = Delivery(type_, entry_id.decode(), fields)
+            fetched = [Delivery(type_, e.decode(), fields) for e, fields in entries]
+            for d in await self._drop_duplicates(type_, fetched):
                 self._outstanding[d.entry_id] = d
                 await send.send(d)
+
+    async def _drop_duplicates(self, type_: str, fetched: list[Delivery]) -> list[Delivery]:
+        """The deliveries that may run. An entry whose ``id`` has another entry's record
+        (a foreign XADD reusing a job's id), or a key that is no record, never runs: it
+        is dead-lettered as a duplicate id. One pipelined read per fetch, for the entries
+        that carry an id."""
+        named = [d for d in fetched if d.job_id != d.entry_id]
+        if not named:
+            return fetched
+        tk = self.keys[type_]
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for d in named:
+                pipe.hmget(tk.job(d.job_id), Rec.STATE, Rec.ENTRY)
+            records = await pipe.execute(raise_on_error=False)
+        duplicate = {d.entry_id for d, rec in zip(named, records, strict=True)
+                     if isinstance(rec, Exception)
+                     or (rec[0] is not None and rec[1] != d.entry_id.encode())}
+        for d in fetched:
+            if d.entry_id in duplicate:
+                log.warning("entry %s of %s reuses the id %r of another job: dead-lettered "
+                            "as a duplicate id, never run", d.entry_id, type_, d.job_id)
+                failure = FailArgs(f"job id {d.job_id} belongs to another job",
+                                   mode=Failure.DUPLICATE_ID)
+                self.settler.failed(type_, d.entry_id, d.job_id, failure, idle=True)
+        return [d for d in fetched if d.entry_id not in duplicate]
 
     def _type_of_stream(self, stream: bytes) -> str:
         # sj:{TYPE}:stream
@@ -411,8 +450,8 @@ class Worker:
                     elif next_in >= 0:
                         sleep = min(sleep, next_in / 1000)
                 backoff.reset()
-            except NETWORK_ERRORS as e:
-                await backoff.wait("promote failed", e)
+            except SERVER_ERRORS as e:
+                await self._recover("promote failed", backoff, e)
                 continue
             await anyio.sleep(max(sleep, 0.002))
 
@@ -427,8 +466,8 @@ class Worker:
                         await self._reclaim(type_, send)
                     await self._prune()
                     backoff.reset()
-                except NETWORK_ERRORS as e:
-                    await backoff.wait("reclaim failed", e)
+                except SERVER_ERRORS as e:
+                    await self._recover("reclaim failed", backoff, e)
 
     async def _prune(self) -> None:
         """Forget consumers of dead workers once they hold nothing (hourly at most)."""
@@ -451,7 +490,8 @@ class Worker:
             min(free, 100), p.max_deliveries,
         )
         if res.dead_count:
-            log.warning("%d poison entries of %s dead-lettered", res.dead_count, type_)
+            log.warning("%d poison, malformed or duplicate-id entries of %s dead-lettered",
+                        res.dead_count, type_)
             self.metrics.outcome(type_, Outcome.DEAD, res.dead_count)
         for entry_id, fields, deliveries in res.claimed:
             d = Delivery(type_, entry_id, fields, deliveries)
@@ -483,8 +523,8 @@ class Worker:
                                     "cancelling them", len(lost), type_)
                         self._cancel_lost(lost)
                 backoff.reset()
-            except NETWORK_ERRORS as e:
-                await backoff.wait("touch failed", e)
+            except SERVER_ERRORS as e:
+                await self._recover("touch failed", backoff, e)
 
     def _cancel_lost(self, entry_ids: list[str]) -> None:
         for entry_id in entry_ids:
@@ -516,8 +556,8 @@ class Worker:
                                           now - int(HEARTBEAT_S * 3000))
                     await pipe.execute()
                 self.metrics.heartbeat()
-            except NETWORK_ERRORS as e:
-                log.warning("heartbeat failed: %s", e)
+            except SERVER_ERRORS as e:
+                log.warning("heartbeat failed: %s: %s", type(e).__name__, e)
             await anyio.sleep(HEARTBEAT_S)
 
 

@@ -24,38 +24,47 @@ local now = now_ms()
 
 local held = held_entries(stream, group, consumer, ARGV, 4, 3)
 
-local out, entries, index = {}, {}, {}
+-- Every read first, then the writes: an error reply (a key that is no record) aborts the
+-- call before it has written anything.
+local out, entries, index, accepted, fresh = {}, {}, {}, {}, {}
 for i = 4, #ARGV, 3 do
-  local entry, id, result = ARGV[i], ARGV[i + 1], ARGV[i + 2]
-  local key = job_prefix .. id
-  local rec = redis.call('HMGET', key, 'state', 'entry', 'finished_by')
-  local state = rec[1]
+  local entry, id = ARGV[i], ARGV[i + 1]
+  local rec = redis.call('HMGET', job_prefix .. id, 'state', 'entry', 'finished_by')
+  local state, mine = rec[1], rec[2] == entry and rec[3] == consumer
   if not held[entry] then
     -- A replay of this very ack (its reply was lost) finds the job completed by it.
-    local replay = state == COMPLETED and rec[2] == entry and rec[3] == consumer
-    out[#out + 1] = replay and ALREADY or NOT_OWNER
-  elseif state and (state ~= RUNNING_RECORDED_AS or rec[2] ~= entry) then
+    out[#out + 1] = (state == COMPLETED and mine) and ALREADY or NOT_OWNER
+  elseif state and state ~= RUNNING_RECORDED_AS and not (state == COMPLETED and mine) then
     out[#out + 1] = WRONG_STATE  -- the record is another entry's: a duplicate id
+  elseif state and state == RUNNING_RECORDED_AS and rec[2] ~= entry then
+    out[#out + 1] = WRONG_STATE
   else
     held[entry] = nil  -- the same entry twice in one batch counts once
-    entries[#entries + 1] = entry
-    if ttl > 0 then
-      if not state then  -- a plain XADD's first transition: its record starts here
-        redis.call('HSET', key, 'enqueued_at', string.match(entry, '^(%d+)'), 'entry', entry)
-      end
-      if result == '' then
-        redis.call('HSET', key, 'state', COMPLETED, 'finished_at', now, 'finished_by', consumer)
-      else
-        redis.call('HSET', key, 'state', COMPLETED, 'finished_at', now, 'finished_by', consumer,
-          'result', result)
-      end
-      redis.call('PEXPIRE', key, ttl)
-      index[#index + 1] = now
-      index[#index + 1] = id
-    else
-      redis.call('DEL', key)
-    end
+    accepted[#accepted + 1] = i
+    fresh[i] = not state
     out[#out + 1] = OK
+  end
+end
+for _, i in ipairs(accepted) do
+  local entry, id, result = ARGV[i], ARGV[i + 1], ARGV[i + 2]
+  local key = job_prefix .. id
+  entries[#entries + 1] = entry
+  if ttl > 0 then
+    if fresh[i] then  -- a plain XADD's first transition: its record starts here
+      redis.call('HSET', key, 'enqueued_at', string.match(entry, '^(%d+)'))
+    end
+    if result == '' then
+      redis.call('HSET', key, 'state', COMPLETED, 'entry', entry, 'finished_at', now,
+        'finished_by', consumer)
+    else
+      redis.call('HSET', key, 'state', COMPLETED, 'entry', entry, 'finished_at', now,
+        'finished_by', consumer, 'result', result)
+    end
+    redis.call('PEXPIRE', key, ttl)
+    index[#index + 1] = now
+    index[#index + 1] = id
+  else
+    redis.call('DEL', key)
   end
 end
 if #entries > 0 then

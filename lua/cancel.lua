@@ -7,6 +7,8 @@
 -- ARGV[1] group
 -- ARGV[2] job_id
 -- ARGV[3] result_ttl_ms
+-- ARGV[4] entry_id  (a plain XADD's entry found by the caller, '' when none: a job with
+-- no record yet gets it here, if that entry is still its own)
 -- moves: waiting, delayed -> cancelled
 -- returns: {code, previous_state}
 -- codes: OK NOT_FOUND WRONG_STATE
@@ -15,9 +17,16 @@
 --@include now_ms
 --@include deliveries
 --@include stash
+--@include read_entry
+--@include job_id_of
+--@include ensure_record
 local stream, delayed, stats, job_prefix = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
-local group, id, ttl = ARGV[1], ARGV[2], tonumber(ARGV[3])
+local group, id, ttl, found = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4]
 local key = job_prefix .. id
+if found ~= '' and redis.call('EXISTS', key) == 0 then
+  local flat = read_entry(stream, found)
+  if flat and job_id_of(found, flat) == id then ensure_record(key, found, flat) end
+end
 local rec = redis.call('HMGET', key, 'state', 'entry')
 local state, entry = rec[1], rec[2]
 if not state then return {NOT_FOUND, ''} end

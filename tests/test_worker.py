@@ -188,9 +188,9 @@ async def test_plain_xadd_from_outside_is_processed(redis_url: str, r: Redis,
 MALFORMED = [
     ({"other": "x"}, "no payload"),
     ({"payload": "{not json"}, "not valid JSON"),
-    ({"payload": "1", "max_attempts": "many"}, "max_attempts is not an integer"),
-    ({"payload": "1", "timeout": "-3"}, "timeout must be a positive number"),
-    ({"payload": "1", "attempts": "x"}, "attempts is not an integer"),
+    ({"payload": "1", "max_attempts": "many"}, "max_attempts b'many' is not an integer"),
+    ({"payload": "1", "timeout": "-3"}, "timeout b'-3' is not a positive decimal"),
+    ({"payload": "1", "attempts": "x"}, "attempts b'x' is not an integer"),
     ({"payload": '"' + "a" * 5000 + '"'}, "over the limit of 1024"),
 ]
 

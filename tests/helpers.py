@@ -11,15 +11,18 @@ import time
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlparse
 
 import anyio
 import uvicorn
+from anyio.abc import SocketAttribute
 
 from streamjobs.keys import GROUP
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 
+    from anyio.abc import SocketStream
     from redis.asyncio import Redis
 
     from streamjobs import JobState, Producer
@@ -134,3 +137,66 @@ def serving(config: uvicorn.Config) -> Iterator[str]:
     finally:
         server.should_exit = True
         thread.join(10)
+
+
+class ReplyDroppingProxy:
+    """A TCP proxy to the server that can lose one reply: once armed with a marker, it
+    forwards the next request holding it, then closes that client connection without
+    forwarding the answer (the request landed; the client never hears so), as a
+    connection reset at the wrong moment does."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.upstream = (host, port)
+        self.armed: bytes | None = None
+        self.dropped = 0
+        self.url = ""
+
+    def arm(self, marker: bytes) -> None:
+        self.armed = marker
+
+    async def handle(self, client: SocketStream) -> None:
+        muted = False
+        async with client, await anyio.connect_tcp(*self.upstream) as upstream, \
+                anyio.create_task_group() as tg:
+
+            async def requests() -> None:
+                nonlocal muted
+                async for chunk in client:
+                    if self.armed is not None and self.armed in chunk:
+                        self.armed, muted = None, True
+                        await upstream.send(chunk)
+                        await anyio.sleep(0.2)  # the server runs it; its reply goes nowhere
+                        self.dropped += 1
+                        tg.cancel_scope.cancel()
+                        return
+                    await upstream.send(chunk)
+
+            async def replies() -> None:
+                async for chunk in upstream:
+                    if not muted:
+                        await client.send(chunk)
+
+            tg.start_soon(requests)
+            tg.start_soon(replies)
+
+
+@asynccontextmanager
+async def reply_dropping_proxy(redis_url: str) -> AsyncIterator[ReplyDroppingProxy]:
+    u = urlparse(redis_url)
+    proxy = ReplyDroppingProxy(u.hostname or "127.0.0.1", u.port or 6379)
+    listener = await anyio.create_tcp_listener(local_host="127.0.0.1")
+    port = listener.extra(SocketAttribute.local_port)
+    proxy.url = f"redis://127.0.0.1:{port}{u.path or '/0'}"
+
+    async def serve_one(stream: SocketStream) -> None:
+        try:
+            await proxy.handle(stream)
+        except* (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
+            pass  # either side hung up
+
+    async with listener, anyio.create_task_group() as tg:
+        tg.start_soon(listener.serve, serve_one)
+        try:
+            yield proxy
+        finally:
+            tg.cancel_scope.cancel()

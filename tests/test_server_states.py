@@ -17,7 +17,7 @@ from streamjobs.connection import client_from_url
 from streamjobs.contract import JobState
 from streamjobs.embedded import EmbeddedServer
 from streamjobs.keys import GROUP, TypeKeys
-from tests.helpers import pending, running, stat, wait_equal, wait_for, wait_state
+from tests.helpers import pending, running, stat, wait_for, wait_state
 
 if TYPE_CHECKING:
     from collections.abc import Iterator

@@ -7,12 +7,16 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+import anyio
 import pytest
 
-from streamjobs import Producer
+from streamjobs import Job, Producer, Registry, Worker
+from streamjobs.contract import JobState, Outcome
 from streamjobs.keys import TypeKeys
+from streamjobs.metrics import WorkerMetrics
 from streamjobs.producer import JobSpec
-from tests.helpers import reply_dropping_proxy, stat
+from streamjobs.scripts import source
+from tests.helpers import reply_dropping_proxy, running, stat, wait_for, wait_state
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -50,3 +54,33 @@ async def test_someone_elses_id_is_still_a_duplicate(redis_url: str, type_name: 
             await other.enqueue(type_name, {}, job_id="taken")
         with pytest.raises(DuplicateJob):
             await p.enqueue(type_name, {}, job_id="taken")  # a second call, not a replay
+
+
+async def test_a_replayed_ack_is_counted_as_completed(redis_url: str, r: Redis,
+                                                      type_name: str) -> None:
+    """The worker's ack lands, its reply is lost, redis-py sends it again: the job counts
+    as completed once, not as an ack refused."""
+    tk = TypeKeys("sj", type_name)
+    reg = Registry()
+    metrics = WorkerMetrics()
+    started, release = anyio.Event(), anyio.Event()
+
+    @reg.handler(type_name)
+    async def h(job: Job) -> str:
+        started.set()
+        await release.wait()
+        return "done"
+
+    ack_sha = (await r.script_load(source("ack"))).encode()  # loaded: the ack lands
+    async with reply_dropping_proxy(redis_url) as proxy, Producer(redis_url) as p:
+        job_id = await p.enqueue(type_name, {})
+        async with running(Worker(proxy.url, reg, metrics=metrics)):
+            await started.wait()
+            proxy.arm(ack_sha)
+            release.set()
+            await wait_state(p, type_name, job_id, JobState.COMPLETED)
+            await wait_for(lambda: proxy.dropped == 1)
+            await wait_for(lambda: metrics.jobs.labels(type_name, Outcome.COMPLETED)
+                           ._value.get() == 1)
+    assert metrics.jobs.labels(type_name, Outcome.ACK_REFUSED)._value.get() == 0
+    assert await stat(r, tk, "completed") == 1

@@ -309,10 +309,15 @@ class Worker:
         if not named:
             return fetched
         tk = self.keys[type_]
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for d in named:
-                pipe.hmget(tk.job(d.job_id), Rec.STATE, Rec.ENTRY)
-            records = await pipe.execute(raise_on_error=False)
+        try:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for d in named:
+                    pipe.hmget(tk.job(d.job_id), Rec.STATE, Rec.ENTRY)
+                records = await pipe.execute(raise_on_error=False)
+        except SERVER_ERRORS as e:
+            # They are delivered: run them (a duplicate is still caught when it settles).
+            log.warning("duplicate-id check of %s failed: %s", type_, e)
+            return fetched
         duplicate = {d.entry_id for d, rec in zip(named, records, strict=True)
                      if isinstance(rec, Exception)
                      or (rec[0] is not None and rec[1] != d.entry_id.encode())}

@@ -21,6 +21,7 @@
 --@include ensure_record
 --@include entry_problem
 --@include own_record
+--@include job_id_of
 --@include dead_letter
 local stream, dead, stats, job_prefix = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local group, consumer = ARGV[1], ARGV[2]
@@ -34,9 +35,10 @@ local function release_one(entry, id)
     redis.call('XACK', stream, group, entry)
     return NOT_FOUND
   end
+  local problem = entry_problem(flat)
+  if problem then id = job_id_of(entry, flat) end  -- the caller may have read a repeated id
   local key, duplicate = own_record(job_prefix, entry, id)
   if duplicate then id = entry end
-  local problem = entry_problem(flat)
   ensure_record(key, entry, flat)
   if duplicate or problem then
     local reason = problem and MALFORMED or DUPLICATE_ID

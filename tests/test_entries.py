@@ -98,6 +98,19 @@ async def test_the_first_read_refuses_what_every_script_refuses(r: Redis, type_n
     assert await r.xlen(tk.stream) == 0 and await pending(r, tk) == 0
 
 
+async def test_release_keys_a_repeated_id_by_its_entry(r: Redis, type_name: str) -> None:
+    """A caller that read the last of two ids (a plain dict) still gets the entry keyed as
+    everywhere else: by its entry id, and no record of the id it named."""
+    tk = TypeKeys("sj", type_name)
+    await ensure_group(r, tk)
+    entry = await xadd_raw(r, tk, [b"payload", b"1", b"id", b"a", b"id", b"b"])
+    await r.xreadgroup(GROUP, "c", {tk.stream: ">"}, count=1)
+    assert await Scripts(r).release(tk, GROUP, "c", [ReleaseItem(entry, "b")]) == [Code.OK]
+    st = await job_status(r, tk, entry)
+    assert st is not None and st.state is JobState.DEAD and st.reason == "malformed"
+    assert not await r.exists(tk.job("b"))
+
+
 async def test_a_huge_entry_is_dead_lettered_not_lost(r: Redis, type_name: str) -> None:
     """fail.lua used to XDEL before an XADD that cannot take 5,000 fields: the job was lost."""
     tk = TypeKeys("sj", type_name)

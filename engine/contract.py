@@ -178,7 +178,10 @@ class Rec(_Name):
     STATE = "state"
     ENTRY = "entry"
     ENQUEUED_AT = "enqueued_at"
+    #: Attempts made (a completed job's counts the one that succeeded).
     ATTEMPTS = "attempts"
+    #: The limit the last attempt ran under (job field or the type's policy), once known.
+    MAX_ATTEMPTS = "max_attempts"
     DUE_AT = "due_at"
     UPDATED_AT = "updated_at"
     FINISHED_AT = "finished_at"

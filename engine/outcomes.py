@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from streamjobs.contract import Attempt
-from streamjobs.errors import PermanentError, RetryAfter
+from streamjobs.errors import DecodeError, PermanentError, RetryAfter
 from streamjobs.job import dumps
 
 if TYPE_CHECKING:
@@ -37,7 +37,14 @@ def outcome_of(fn: Callable[[Job], Any], job: Job) -> Result:
 
 
 def ok(result: Any) -> Result:
-    return Result(Attempt.OK, result=dumps(result) if result is not None else b"")
+    if result is None:
+        return Result(Attempt.OK)
+    try:
+        return Result(Attempt.OK, result=dumps(result))
+    except DecodeError as e:
+        # Running it again would repeat its side effects and return the same value.
+        return Result(Attempt.PERMANENT, error=f"the handler returned a value that cannot "
+                      f"be stored as the job's result (return JSON values): {e}"[:2000])
 
 
 def error_outcome(e: Exception) -> Result:

@@ -123,7 +123,7 @@ SPECS: dict[str, Spec] = {
     "ack": Spec(
         keys=("stream", "stats", "done", "job_prefix"),
         argv=("group", "consumer", "result_ttl_ms"),
-        tail=("entry_id", "job_id", "result"),
+        tail=("entry_id", "job_id", "result", "attempt", "max_attempts"),
         reply=_EACH_CODE, codes=(Code.OK, Code.NOT_OWNER, Code.WRONG_STATE, Code.ALREADY),
     ),
     "fail": Spec(
@@ -252,6 +252,10 @@ class AckItem(NamedTuple):
     job_id: str
     #: The JSON result, b'' when none.
     result: bytes | str = b""
+    #: This attempt's number (1-based) and the max_attempts it ran under: a completed
+    #: record shows how many attempts the job took.
+    attempt: int = 1
+    max_attempts: int = 0
 
 
 class ReleaseItem(NamedTuple):

@@ -87,9 +87,10 @@ class Settler:
         if idle or len(batch) >= BATCH:
             self._ready.set()
 
-    def ok(self, type_: str, entry_id: str, job_id: str, result: bytes, *, idle: bool) -> None:
+    def ok(self, type_: str, entry_id: str, job_id: str, result: bytes, *, idle: bool,
+           attempt: int = 1, max_attempts: int = 0) -> None:
         b = self._batch(type_)
-        b.acks.append(AckItem(entry_id, job_id, result))
+        b.acks.append(AckItem(entry_id, job_id, result, attempt, max_attempts))
         self._added(b, idle)
 
     def failed(self, type_: str, entry_id: str, job_id: str, failure: FailArgs, *,

@@ -111,7 +111,8 @@ async def job_status(redis: Redis, tk: TypeKeys, job_id: str) -> JobStatus | Non
     return JobStatus(
         id=job_id, type=tk.type, state=state,
         attempts=opt_int(rec.get(Rec.ATTEMPTS.b)) or 0,
-        max_attempts=opt_int(rec.get(STASH_B + Wire.MAX_ATTEMPTS.b)),
+        max_attempts=opt_int(rec.get(Rec.MAX_ATTEMPTS.b)
+                             or rec.get(STASH_B + Wire.MAX_ATTEMPTS.b)),
         enqueued_at=opt_int(rec.get(Rec.ENQUEUED_AT.b)),
         updated_at=opt_int(rec.get(Rec.UPDATED_AT.b)),
         finished_at=opt_int(rec.get(Rec.FINISHED_AT.b)),

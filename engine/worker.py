@@ -80,6 +80,9 @@ class Delivery:
     #: Set when touch finds the entry owned by another consumer: the attempt is
     #: cancelled and settles nothing (the new owner settles the job).
     lost: bool = False
+    #: This attempt's number and the max_attempts it runs under (known once decoded).
+    attempt: int = 1
+    max_attempts: int = 0
 
     @property
     def job_id(self) -> str:
@@ -370,6 +373,7 @@ class Worker:
         except DecodeError as e:
             return Result(Attempt.MALFORMED, error=f"malformed entry: {e}")
         timeout = job.timeout or h.policy.timeout
+        d.attempt, d.max_attempts = job.attempt, job.max_attempts or h.policy.max_attempts
         self.metrics.started(d.type, job.enqueued_at)
         logs.job_started(d.type, job.id, job.attempt)
         t0 = time.perf_counter()
@@ -426,7 +430,8 @@ class Worker:
         _SETTLE[outcome.kind](self, d, outcome, not self._outstanding)
 
     def _on_ok(self, d: Delivery, outcome: Result, idle: bool) -> None:
-        self.settler.ok(d.type, d.entry_id, d.job_id, outcome.result, idle=idle)
+        self.settler.ok(d.type, d.entry_id, d.job_id, outcome.result, idle=idle,
+                        attempt=d.attempt, max_attempts=d.max_attempts)
 
     def _on_failure(self, d: Delivery, outcome: Result, idle: bool) -> None:
         failure = FailArgs(outcome.error, outcome.traceback, Failure(outcome.kind),

@@ -6,7 +6,8 @@
 -- ARGV[1] group
 -- ARGV[2] consumer
 -- ARGV[3] result_ttl_ms
--- ARGV[4...] entry_id, job_id, result  (repeated per job; result '' when none)
+-- ARGV[4...] entry_id, job_id, result, attempt, max_attempts  (repeated per job; result ''
+-- when none; attempt: this attempt's number, 1-based; max_attempts: the one it ran under)
 -- An entry the consumer no longer owns (it was reclaimed) is left alone: no completion,
 -- no count; ALREADY when this consumer completed the job with this entry (a replayed ack). A record in
 -- another state than running, or of another entry (a duplicate id), is left alone too:
@@ -22,12 +23,12 @@ local stream, stats, done, job_prefix = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local group, consumer, ttl = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local now = now_ms()
 
-local held = held_entries(stream, group, consumer, ARGV, 4, 3)
+local held = held_entries(stream, group, consumer, ARGV, 4, 5)
 
 -- Every read first, then the writes: an error reply (a key that is no record) aborts the
 -- call before it has written anything.
 local out, entries, index, accepted, fresh = {}, {}, {}, {}, {}
-for i = 4, #ARGV, 3 do
+for i = 4, #ARGV, 5 do
   local entry, id = ARGV[i], ARGV[i + 1]
   local rec = redis.call('HMGET', job_prefix .. id, 'state', 'entry', 'finished_by')
   local state, mine = rec[1], rec[2] == entry and rec[3] == consumer
@@ -47,6 +48,7 @@ for i = 4, #ARGV, 3 do
 end
 for _, i in ipairs(accepted) do
   local entry, id, result = ARGV[i], ARGV[i + 1], ARGV[i + 2]
+  local attempt, max_attempts = ARGV[i + 3], ARGV[i + 4]
   local key = job_prefix .. id
   entries[#entries + 1] = entry
   if ttl > 0 then
@@ -55,10 +57,11 @@ for _, i in ipairs(accepted) do
     end
     if result == '' then
       redis.call('HSET', key, 'state', COMPLETED, 'entry', entry, 'finished_at', now,
-        'finished_by', consumer)
+        'finished_by', consumer, 'attempts', attempt, 'max_attempts', max_attempts)
     else
       redis.call('HSET', key, 'state', COMPLETED, 'entry', entry, 'finished_at', now,
-        'finished_by', consumer, 'result', result)
+        'finished_by', consumer, 'attempts', attempt, 'max_attempts', max_attempts,
+        'result', result)
     end
     redis.call('PEXPIRE', key, ttl)
     index[#index + 1] = now

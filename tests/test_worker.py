@@ -38,7 +38,9 @@ async def test_success_records_result(redis_url: str, producer: Producer, type_n
     async with running(Worker(redis_url, reg)):
         await wait_state(producer, type_name, job_id, JobState.COMPLETED)
     st = await producer.status(type_name, job_id)
-    assert st is not None and st.result == {"double": 42} and st.attempts == 0
+    # A completed record says how many attempts it took, under which limit (the policy's).
+    assert st is not None and st.result == {"double": 42}
+    assert (st.attempts, st.max_attempts) == (1, 3)
 
 
 async def test_retry_then_success(redis_url: str, producer: Producer, type_name: str) -> None:
@@ -57,7 +59,8 @@ async def test_retry_then_success(redis_url: str, producer: Producer, type_name:
         await wait_state(producer, type_name, job_id, JobState.COMPLETED)
     st = await producer.status(type_name, job_id)
     assert attempts == [1, 2]
-    assert st is not None and st.attempts == 1 and st.error == "ValueError: first try fails"
+    assert st is not None and st.attempts == 2 and st.error == "ValueError: first try fails"
+    assert st.max_attempts == 3
 
 
 async def test_exhaustion_goes_dead_with_error(redis_url: str, producer: Producer,
@@ -380,3 +383,25 @@ async def test_long_job_is_touched_and_not_reclaimed_while_its_worker_lives(
     assert await stat(r, tk, "reclaimed") == 0
     st = await producer.status(type_name, job_id)
     assert st is not None and st.result == "done"
+
+
+async def test_a_result_that_is_not_json_is_a_permanent_error(
+    redis_url: str, r: Redis, producer: Producer, type_name: str
+) -> None:
+    """Retrying would repeat the handler's side effects to return the same value: the job
+    goes dead at once, saying why."""
+    reg = Registry()
+    runs: list[int] = []
+
+    @reg.handler(type_name, max_attempts=3, **FAST)
+    async def h(job: Job) -> object:
+        runs.append(job.attempt)
+        return object()
+
+    job_id = await producer.enqueue(type_name, {})
+    async with running(Worker(redis_url, reg)):
+        await wait_state(producer, type_name, job_id, JobState.DEAD)
+    st = await producer.status(type_name, job_id)
+    assert runs == [1]
+    assert st is not None and st.reason == "permanent"
+    assert st.error is not None and "cannot be stored as the job's result" in st.error

@@ -24,6 +24,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--n", type=int, default=None, help="override jobs per workload")
     ap.add_argument("--no-memory-run", action="store_true",
                     help="full mode: skip the 1,000,000-job memory run")
+    ap.add_argument("--headline", action="store_true",
+                    help="headline figures, streamjobs and BullMQ interleaved x3: median and "
+                         "spread (with --quick: small counts, headline-quick.*)")
     ap.add_argument("--rerender", action="store_true",
                     help="rebuild ratios, results.md and chart.png from results.json (no runs)")
     ap.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results")
@@ -37,6 +40,10 @@ def main(argv: list[str] | None = None) -> int:
     plan = Plan.make(a.quick, a.peers, a.workloads)
     if a.n:
         plan.n = a.n
+    if a.headline:
+        from bench.headline import run_headline
+
+        return run_headline(plan, a.out, "python -m bench " + " ".join(argv or sys.argv[1:]))
     if a.no_memory_run:
         plan.memory_n = 0
     return run(plan, a.out)

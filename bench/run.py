@@ -28,11 +28,20 @@ VENVS = BENCH / ".venvs"
 LOGS = WORK / "logs"
 PY_PEERS = ("arq", "rq", "saq", "streaq", "taskiq", "celery", "dramatiq", "huey")
 ALL_PEERS = ("streamjobs", *PY_PEERS, "bullmq")
-WORKLOADS = ("enqueue_latency", "enqueue_single", "enqueue_bulk",
-             "drain_noop", "drain_sleep1ms", "drain_fail_once", "e2e")
-DRAINS = ("drain_noop", "drain_sleep1ms", "drain_fail_once")
+WORKLOADS = ("enqueue_latency", "enqueue_single", "enqueue_bulk", "enqueue_concurrent",
+             "drain_noop", "drain_sleep1ms", "drain_fail_once", "drain_io10ms", "drain_10kb",
+             "e2e")
+DRAINS = ("drain_noop", "drain_sleep1ms", "drain_fail_once", "drain_io10ms", "drain_10kb")
 #: streamjobs-only workloads, run after the shared ones.
-EXTRAS = frozenset({"scaling", "memory"})
+EXTRAS = frozenset({"scaling", "memory", "drain_cli", "many_types", "http_enqueue"})
+#: Shared workloads that only some peers run (the rest have no comparable mode, or are
+#: far behind on it and would only lengthen the run); every other workload: every peer.
+WORKLOAD_PEERS = {
+    "enqueue_concurrent": ("streamjobs", "arq", "taskiq", "dramatiq", "huey", "bullmq"),
+    "drain_io10ms": ("streamjobs", "arq", "saq", "streaq", "taskiq", "bullmq"),
+}
+#: Extra driver arguments per workload.
+WORKLOAD_ARGS = {"drain_io10ms": ["--concurrency", "200"]}
 DRIVER_TIMEOUT = 300.0
 
 
@@ -48,6 +57,10 @@ class Plan:
     scaling_n: int = 20_000
     scaling_workers: tuple[int, ...] = (1, 2, 4)
     memory_n: int = 0  # 0: no big memory run
+    #: streamjobs-only workloads besides scaling and memory, in run order.
+    sj_extras: tuple[str, ...] = ()
+    http_seconds: float = 10.0
+    pickups: int = 50
     notes: list[str] = field(default_factory=list)
 
     @classmethod
@@ -55,14 +68,19 @@ class Plan:
              workloads: tuple[str, ...] | None) -> Plan:
         # streamjobs' own extras (scaling, the 1M memory run) go with the whole suite,
         # or when named: a --workloads subset runs just what it names.
-        extras = {"scaling", "memory"} if workloads is None else set(workloads) & EXTRAS
+        if workloads is None:
+            extras = set(EXTRAS) - ({"drain_cli", "many_types"} if quick else set())
+        else:
+            extras = set(workloads) & EXTRAS
         scaling = (1, 2, 4) if "scaling" in extras else ()
         shared = tuple(w for w in workloads or WORKLOADS if w not in EXTRAS)
+        sj_extras = tuple(w for w in ("drain_cli", "many_types", "http_enqueue") if w in extras)
         if quick:
             return cls(True, peers or ("streamjobs",), shared, n=2_000, duration=3.0,
-                       scaling_n=5_000, scaling_workers=scaling)
+                       scaling_n=5_000, scaling_workers=scaling, sj_extras=sj_extras,
+                       http_seconds=1.0, pickups=10)
         return cls(False, peers or ALL_PEERS, shared, scaling_workers=scaling,
-                   memory_n=1_000_000 if "memory" in extras else 0)
+                   memory_n=1_000_000 if "memory" in extras else 0, sj_extras=sj_extras)
 
     def n_for(self, workload: str) -> int:
         return self.n_latency if workload == "enqueue_latency" else self.n
@@ -122,6 +140,27 @@ def ensure_bullmq() -> tuple[list[str] | None, str | None]:
     return [node, str(d / "bench.mjs")], None
 
 
+def ensure_wrk() -> str | None:
+    """wrk (the HTTP load generator) on PATH: installed with apt-get when missing and this
+    process is root on a Debian-like system; otherwise an error that says how."""
+    if shutil.which("wrk"):
+        return None
+    apt = shutil.which("apt-get")
+    if apt is None or os.geteuid() != 0:
+        return ("wrk not found: install it (Debian/Ubuntu: `sudo apt-get install wrk`) "
+                "to measure HTTP enqueue")
+    print("  installing wrk with apt-get ...", flush=True)
+    try:
+        subprocess.run([apt, "install", "-y", "-q", "wrk"], check=True, capture_output=True,
+                       text=True, timeout=600,
+                       env=dict(os.environ, DEBIAN_FRONTEND="noninteractive"))
+    except subprocess.CalledProcessError as e:
+        return f"apt-get install wrk failed: {(e.stderr or '').strip()[-300:]}"
+    except subprocess.TimeoutExpired:
+        return "apt-get install wrk timed out"
+    return None if shutil.which("wrk") else "wrk still not on PATH after apt-get install"
+
+
 def interpreter(peer: str) -> tuple[list[str] | None, str | None]:
     if peer == "streamjobs":
         # Not streamjobs.py: run as a script, it would shadow the package it measures.
@@ -172,7 +211,7 @@ def run_workload(peer: str, cmd: list[str], workload: str, n: int, plan: Plan,
         res = run_driver(cmd, url, workload, n, plan, extra, timeout,
                          log_name=f"{peer}-{key or workload}")
         after = snapshot(url)
-    if workload in DRAINS or workload in ("memory", "scaling"):
+    if workload in DRAINS or workload in ("memory", "scaling", "drain_cli"):
         res["server"] = server_cost(before, after, n)
     return res
 
@@ -182,7 +221,7 @@ def show(peer: str, key: str, res: dict) -> None:
         print(f"    {key:<18} ERROR {res['error'][:160]}", flush=True)
         return
     bits = []
-    for k in ("jobs_per_s", "p50_ms", "p99_ms", "max_ms"):
+    for k in ("req_per_s", "jobs_per_s", "p50_ms", "p99_ms", "max_ms"):
         if res.get(k) is not None:
             bits.append(f"{k}={res[k]}")
     srv = res.get("server") or {}
@@ -199,7 +238,9 @@ def run_peer(peer: str, plan: Plan) -> dict:
         return {"status": "failed", "error": err, "workloads": {}}
     out: dict = {"status": "ok", "workloads": {}}
     for w in plan.workloads:
-        res = run_workload(peer, cmd, w, plan.n_for(w), plan)
+        if peer not in WORKLOAD_PEERS.get(w, (peer,)):
+            continue
+        res = run_workload(peer, cmd, w, plan.n_for(w), plan, extra=WORKLOAD_ARGS.get(w))
         out["workloads"][w] = res
         show(peer, w, res)
         for k in ("version", "config"):
@@ -214,7 +255,25 @@ def run_peer(peer: str, plan: Plan) -> dict:
     return out
 
 
+def sj_extra_args(workload: str, plan: Plan) -> list[str]:
+    if workload == "http_enqueue":
+        return ["--duration", str(plan.http_seconds)]
+    if workload == "many_types":
+        return ["--pickups", str(plan.pickups)]
+    return []
+
+
 def _streamjobs_extras(cmd: list[str], plan: Plan, out: dict) -> None:
+    for w in plan.sj_extras:
+        if w == "http_enqueue":
+            err = ensure_wrk()
+            if err:
+                out["workloads"][w] = {"error": err}
+                show("streamjobs", w, out["workloads"][w])
+                continue
+        res = run_workload("streamjobs", cmd, w, plan.n, plan, extra=sj_extra_args(w, plan))
+        out["workloads"][w] = res
+        show("streamjobs", w, res)
     for k in plan.scaling_workers:
         key = f"scaling_{k}"
         res = run_workload("streamjobs", cmd, "scaling", plan.scaling_n, plan,
@@ -245,7 +304,8 @@ def meta(plan: Plan) -> dict:
         "commit": commit,
         "params": {"n": plan.n, "n_latency": plan.n_latency, "rate": plan.rate,
                    "duration_s": plan.duration, "scaling_n": plan.scaling_n,
-                   "memory_n": plan.memory_n},
+                   "memory_n": plan.memory_n, "http_seconds": plan.http_seconds,
+                   "pickups": plan.pickups},
     }
 
 

@@ -24,8 +24,15 @@ WORKLOADS = (
     "drain_sleep1ms",
     "drain_fail_once",
     "e2e",
+    "enqueue_concurrent",
+    "drain_io10ms",
+    "drain_10kb",
 )
-DRAINS = ("drain_noop", "drain_sleep1ms", "drain_fail_once")
+DRAINS = ("drain_noop", "drain_sleep1ms", "drain_fail_once", "drain_io10ms", "drain_10kb")
+#: enqueue_concurrent: this many callers, each awaiting its own single enqueue in a loop.
+IN_FLIGHT = 100
+#: drain_10kb: bytes of padding per payload.
+PAD_BYTES = 10_240
 DEADLINE_S = float(os.environ.get("BENCH_DRIVER_DEADLINE", "280"))
 
 
@@ -38,6 +45,7 @@ def parse_args(extra_workloads: tuple[str, ...] = ()) -> argparse.Namespace:
     p.add_argument("--duration", type=float, default=10.0)
     p.add_argument("--concurrency", type=int, default=0, help="0 = the driver's default")
     p.add_argument("--workers", type=int, default=1, help="worker processes (scaling only)")
+    p.add_argument("--pickups", type=int, default=50, help="many_types: idle pickups timed")
     p.add_argument("--role", default="main", choices=("main", "producer"))
     return p.parse_args()
 
@@ -161,10 +169,13 @@ class Handler:
 
     @property
     def sleep_s(self) -> float:
-        return 0.001 if self.workload == "drain_sleep1ms" else 0.0
+        return {"drain_sleep1ms": 0.001, "drain_io10ms": 0.010}.get(self.workload, 0.0)
 
 
-def payloads(n: int) -> list[dict]:
+def payloads(n: int, workload: str = "") -> list[dict]:
+    if workload == "drain_10kb":
+        pad = "x" * PAD_BYTES
+        return [{"i": i, "pad": pad} for i in range(n)]
     return [{"i": i} for i in range(n)]
 
 
@@ -272,6 +283,8 @@ async def _async_enqueue_workloads(peer, a, res: dict) -> dict:
         for i in range(a.n):
             await peer.enqueue({"i": i})
         res.update(rate_result(a.n, time.perf_counter() - t))
+    elif a.workload == "enqueue_concurrent":
+        res.update(await _async_concurrent(peer, a.n))
     else:
         data = payloads(a.n)
         t = time.perf_counter()
@@ -279,6 +292,63 @@ async def _async_enqueue_workloads(peer, a, res: dict) -> dict:
         res.update(rate_result(a.n, time.perf_counter() - t))
         res["bulk"] = peer.bulk_note
     return res
+
+
+def _concurrent_result(n: int, seconds: float, lat: list[float]) -> dict:
+    out = rate_result(n, seconds)
+    out.update(percentiles(lat))
+    out["in_flight"] = IN_FLIGHT
+    return out
+
+
+async def _async_concurrent(peer, n: int) -> dict:
+    """IN_FLIGHT coroutines, each awaiting its own single enqueue in turn (a web app's
+    request handlers): jobs/s over all, and the latency of each call."""
+    import asyncio
+
+    await asyncio.gather(*(peer.enqueue({"i": -i - 1}) for i in range(WARMUP)))
+    lat: list[float] = []
+    per = [range(k, n, IN_FLIGHT) for k in range(IN_FLIGHT)]
+
+    async def caller(ids: range) -> None:
+        for i in ids:
+            t = time.perf_counter()
+            await peer.enqueue({"i": i})
+            lat.append((time.perf_counter() - t) * 1000.0)
+
+    t0 = time.perf_counter()
+    await asyncio.gather(*(caller(ids) for ids in per))
+    out = _concurrent_result(n, time.perf_counter() - t0, lat)
+    out["concurrency_model"] = f"{IN_FLIGHT} asyncio tasks on one event loop"
+    return out
+
+
+def _threaded_concurrent(peer, n: int) -> dict:
+    """Sync peers: IN_FLIGHT threads, each enqueueing its share one call at a time."""
+    lat: list[float] = []
+    lock = threading.Lock()
+
+    def caller(ids: range) -> None:
+        mine = []
+        for i in ids:
+            t = time.perf_counter()
+            peer.enqueue({"i": i})
+            mine.append((time.perf_counter() - t) * 1000.0)
+        with lock:
+            lat.extend(mine)
+
+    for i in range(WARMUP):
+        peer.enqueue({"i": -i - 1})
+    threads = [threading.Thread(target=caller, args=(range(k, n, IN_FLIGHT),))
+               for k in range(IN_FLIGHT)]
+    t0 = time.perf_counter()
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    out = _concurrent_result(n, time.perf_counter() - t0, lat)
+    out["concurrency_model"] = f"{IN_FLIGHT} threads (the peer's client is sync)"
+    return out
 
 
 async def _async_produce(peer, a) -> None:
@@ -335,7 +405,7 @@ async def _async_main(peer_cls) -> None:
             emit(await _async_enqueue_workloads(peer, a, res))
             return
         if a.workload in DRAINS + tuple(getattr(peer, "extra_drains", ())):
-            await peer.enqueue_many(payloads(a.n))
+            await peer.enqueue_many(payloads(a.n, a.workload))
             if hasattr(peer, "on_enqueued"):
                 await peer.on_enqueued(res)
         task = asyncio.create_task(peer.worker())
@@ -424,6 +494,8 @@ def _sync_main(peer_cls) -> None:
             for i in range(a.n):
                 peer.enqueue({"i": i})
             res.update(rate_result(a.n, time.perf_counter() - t))
+        elif a.workload == "enqueue_concurrent":
+            res.update(_threaded_concurrent(peer, a.n))
         else:
             data = payloads(a.n)
             t = time.perf_counter()
@@ -432,8 +504,13 @@ def _sync_main(peer_cls) -> None:
             res["bulk"] = peer.bulk_note
         emit(res)
         return
+    if a.workload == "drain_io10ms":
+        res["error"] = ("not comparable: thread-pool worker (an I/O wait holds a thread; "
+                        "the async peers run 200 at once)")
+        emit(res)
+        return
     if a.workload in DRAINS:
-        peer.enqueue_many(payloads(a.n))
+        peer.enqueue_many(payloads(a.n, a.workload))
     if a.workload == "e2e":
         res["method"] = "producer subprocess at fixed rate; handler records now - t_sent"
         spawn_producer(a, delay=1.0)

@@ -26,8 +26,13 @@ const WORKLOADS = [
   'drain_sleep1ms',
   'drain_fail_once',
   'e2e',
+  'enqueue_concurrent',
+  'drain_io10ms',
+  'drain_10kb',
 ];
-const DRAINS = ['drain_noop', 'drain_sleep1ms', 'drain_fail_once'];
+const DRAINS = ['drain_noop', 'drain_sleep1ms', 'drain_fail_once', 'drain_io10ms', 'drain_10kb'];
+const IN_FLIGHT = 100; // enqueue_concurrent: callers each awaiting their own add
+const PAD = 'x'.repeat(10240); // drain_10kb
 const DEFAULT_CONCURRENCY = 100;
 const BULK_CHUNK = 1000;
 const DEADLINE_S = Number(process.env.BENCH_DRIVER_DEADLINE || '280');
@@ -178,7 +183,9 @@ async function bulkAdd(queue, workload, n, tag = 'job') {
   for (let start = 0; start < n; start += BULK_CHUNK) {
     const end = Math.min(n, start + BULK_CHUNK);
     const batch = [];
-    for (let i = start; i < end; i++) batch.push({ name: tag, data: { i }, opts });
+    for (let i = start; i < end; i++) {
+      batch.push({ name: tag, data: workload === 'drain_10kb' ? { i, pad: PAD } : { i }, opts });
+    }
     await queue.addBulk(batch);
   }
 }
@@ -216,6 +223,31 @@ async function enqueueSingle(ctx) {
   };
 }
 
+async function enqueueConcurrent(ctx) {
+  const { queue, args } = ctx;
+  const opts = jobOpts(args.workload);
+  await Promise.all(Array.from({ length: 20 }, (_, i) => queue.add('job', { i: -i - 1 }, opts)));
+  const lat = [];
+  const caller = async (k) => {
+    for (let i = k; i < args.n; i += IN_FLIGHT) {
+      const s = process.hrtime.bigint();
+      await queue.add('job', { i }, opts);
+      lat.push(Number(process.hrtime.bigint() - s) / 1e6);
+    }
+  };
+  const t0 = hrNowS();
+  await Promise.all(Array.from({ length: IN_FLIGHT }, (_, k) => caller(k)));
+  const secs = hrNowS() - t0;
+  return {
+    ...percentiles(lat),
+    ...rateResult(args.n, secs),
+    in_flight: IN_FLIGHT,
+    concurrency_model: `Promise.all of ${IN_FLIGHT} async callers on one event loop`,
+    config: 'one Queue (one ioredis connection), awaited queue.add removeOnComplete=true removeOnFail=true',
+    method: 'first add..last add resolved; per-call process.hrtime.bigint()',
+  };
+}
+
 async function enqueueBulk(ctx) {
   const { queue, args } = ctx;
   const t0 = hrNowS();
@@ -246,7 +278,7 @@ function makeRecorder(expected) {
 }
 
 function makeProcessor(workload, rec) {
-  const sleep1 = workload === 'drain_sleep1ms';
+  const sleepMs = { drain_sleep1ms: 1, drain_io10ms: 10 }[workload] || 0;
   const failOnce = workload === 'drain_fail_once';
   const e2e = workload === 'e2e';
   return async (job) => {
@@ -262,7 +294,7 @@ function makeProcessor(workload, rec) {
       rec.failedOnce++;
       throw new Error('fail once (bench)');
     }
-    if (sleep1) await sleep(1);
+    if (sleepMs) await sleep(sleepMs);
     return null;
   };
 }
@@ -311,6 +343,8 @@ async function drain(ctx) {
   const cfg = [`concurrency=${w.concurrency}`, 'workers=1 (in-process)', 'removeOnComplete=true', 'removeOnFail=true'];
   if (args.workload === 'drain_fail_once') cfg.push('attempts=2 backoff=none');
   if (args.workload === 'drain_sleep1ms') cfg.push('handler awaits setTimeout 1ms');
+  if (args.workload === 'drain_io10ms') cfg.push('handler awaits setTimeout 10ms');
+  if (args.workload === 'drain_10kb') cfg.push('10 KB payloads');
   return {
     ...rateResult(rec.done, secs),
     completed: rec.done,
@@ -456,6 +490,7 @@ async function main() {
     } else if (args.workload === 'enqueue_latency') res = await enqueueLatency(ctx);
     else if (args.workload === 'enqueue_single') res = await enqueueSingle(ctx);
     else if (args.workload === 'enqueue_bulk') res = await enqueueBulk(ctx);
+    else if (args.workload === 'enqueue_concurrent') res = await enqueueConcurrent(ctx);
     else if (DRAINS.includes(args.workload)) res = await drain(ctx);
     else res = await e2e(ctx);
   } catch (e) {

@@ -341,7 +341,7 @@ def chart(data: dict, path: Path) -> bool:
     except ImportError:
         return False
     peers = list(data["peers"])
-    fig, axes = plt.subplots(2, 2, figsize=(15, 9))
+    fig, axes = plt.subplots(3, 2, figsize=(15, 13))
     panels = (
         (axes[0][0], "drain, one worker process (jobs/s, log)",
          (("drain_noop", "jobs_per_s", "noop"), ("drain_sleep1ms", "jobs_per_s", "sleep 1 ms"),
@@ -354,6 +354,12 @@ def chart(data: dict, path: Path) -> bool:
         (axes[1][1], "server cost per job, drain_noop (log; lower is better)",
          (("drain_noop", "server.cmds_per_job", "commands"),
           ("drain_noop", "server.server_cpu_us_per_job", "server CPU µs"))),
+        (axes[2][0], "usage workloads (jobs/s, log)",
+         (("enqueue_concurrent", "jobs_per_s", "enqueue, 100 in flight"),
+          ("drain_io10ms", "jobs_per_s", "drain, 10 ms I/O, c=200"),
+          ("drain_10kb", "jobs_per_s", "drain, 10 KB payloads"))),
+        (axes[2][1], "enqueue, 100 in flight: latency (ms, log; lower is better)",
+         (("enqueue_concurrent", "p50_ms", "p50"), ("enqueue_concurrent", "p99_ms", "p99"))),
     )
     for ax, title, series in panels:
         width = 0.8 / len(series)

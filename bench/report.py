@@ -363,11 +363,14 @@ def chart(data: dict, path: Path) -> bool:
     )
     for ax, title, series in panels:
         width = 0.8 / len(series)
+        drawn = False
         for i, (w, f, label) in enumerate(series):
             vals = [value(data["peers"][p], w, f) or 0 for p in peers]
             xs = [x + (i - (len(series) - 1) / 2) * width for x in range(len(peers))]
             ax.bar(xs, vals, width, label=label)
-        ax.set_yscale("log")
+            drawn = drawn or any(vals)
+        if drawn:  # a subset run leaves some panels empty: no log scale to warn about
+            ax.set_yscale("log")
         ax.set_title(title)
         ax.set_xticks(range(len(peers)), peers, rotation=30, ha="right")
         ax.legend(fontsize=8)

@@ -243,10 +243,7 @@ def run_peer(peer: str, plan: Plan) -> dict:
         res = run_workload(peer, cmd, w, plan.n_for(w), plan, extra=WORKLOAD_ARGS.get(w))
         out["workloads"][w] = res
         show(peer, w, res)
-        for k in ("version", "config"):
-            if res.get(k) and not out.get(k):
-                out[k] = res[k]
-        out.setdefault("methods", {})[w] = res.get("method", "")
+        _keep_meta(out, w, res)
     if peer == "streamjobs":
         _streamjobs_extras(cmd, plan, out)
     errors = [w for w, r in out["workloads"].items() if "error" in r]
@@ -263,6 +260,14 @@ def sj_extra_args(workload: str, plan: Plan) -> list[str]:
     return []
 
 
+def _keep_meta(out: dict, workload: str, res: dict) -> None:
+    """The peer's version and config from its first result that has them; every method."""
+    for k in ("version", "config"):
+        if res.get(k) and not out.get(k):
+            out[k] = res[k]
+    out.setdefault("methods", {})[workload] = res.get("method", "")
+
+
 def _streamjobs_extras(cmd: list[str], plan: Plan, out: dict) -> None:
     for w in plan.sj_extras:
         if w == "http_enqueue":
@@ -274,6 +279,7 @@ def _streamjobs_extras(cmd: list[str], plan: Plan, out: dict) -> None:
         res = run_workload("streamjobs", cmd, w, plan.n, plan, extra=sj_extra_args(w, plan))
         out["workloads"][w] = res
         show("streamjobs", w, res)
+        _keep_meta(out, w, res)
     for k in plan.scaling_workers:
         key = f"scaling_{k}"
         res = run_workload("streamjobs", cmd, "scaling", plan.scaling_n, plan,

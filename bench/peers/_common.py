@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import subprocess
@@ -34,6 +35,8 @@ IN_FLIGHT = 100
 #: drain_10kb: bytes of padding per payload.
 PAD_BYTES = 10_240
 DEADLINE_S = float(os.environ.get("BENCH_DRIVER_DEADLINE", "280"))
+#: Processes a driver started (API, CLI workers): the watchdog kills them before exiting.
+CHILDREN: list[subprocess.Popen] = []
 
 
 def parse_args(extra_workloads: tuple[str, ...] = ()) -> argparse.Namespace:
@@ -183,6 +186,9 @@ def start_watchdog(seconds: float, base: dict, rec: Recorder | None = None) -> N
     """Bound the driver's run time: print an error result and hard-exit on expiry."""
 
     def fire() -> None:
+        for child in CHILDREN:  # os._exit skips every finally: end them here
+            with contextlib.suppress(OSError):
+                child.kill()
         res = dict(base)
         prog = f" ({rec.done}/{rec.expected} done)" if rec else ""
         res["error"] = f"driver deadline {seconds:.0f}s exceeded{prog}"

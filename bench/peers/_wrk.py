@@ -18,6 +18,8 @@ import time
 import urllib.request
 from pathlib import Path
 
+from _common import CHILDREN
+
 #: Jobs per request in the bulk runs.
 BULK_JOBS = 100
 LUA = r"""
@@ -57,6 +59,7 @@ def api_process(python: str, root: str, url: str, workers: int = 1):
         cmd += ["--workers", str(workers)]
     proc = subprocess.Popen(cmd, cwd=root, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
+    CHILDREN.append(proc)
     base = f"http://127.0.0.1:{port}"
     try:
         end = time.monotonic() + 30

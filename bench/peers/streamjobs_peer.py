@@ -26,6 +26,7 @@ sys.path[:] = [ROOT] + [p for p in sys.path if os.path.abspath(p or os.curdir) !
 
 import redis.asyncio as aioredis  # noqa: E402
 from _common import (  # noqa: E402
+    CHILDREN,
     Peer,
     log,
     payloads,
@@ -141,6 +142,7 @@ class StreamjobsPeer(Peer):
         t_spawn = time.perf_counter()
         procs = [spawn(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
                        stderr=subprocess.DEVNULL) for _ in range(workers)]
+        CHILDREN.extend(procs)
         t0 = c0 = None
         done = 0
         end = time.perf_counter() + 240

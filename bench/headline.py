@@ -103,7 +103,8 @@ def markdown(data: dict) -> str:
     return "\n".join([
         f"# streamjobs headline ({m['mode']}, {ROUNDS} interleaved rounds)", "",
         f"{m['started']} · {m['machine']} · Python {m['python']} · {m['server']} · "
-        f"commit {m['commit'] or '?'}", "",
+        f"commit {m['commit'] or '?'} · load average at start {m['load_avg_at_start']} · "
+        f"{m.get('wall_s', '?')} s", "",
         "Each round runs every workload for streamjobs then for BullMQ (A B A B A B), each "
         "on a fresh server. streamjobs' drain uses `python -m streamjobs worker` in its own "
         "process; BullMQ's its in-process Worker (a node process). HTTP has no BullMQ "

@@ -304,6 +304,7 @@ def meta(plan: Plan) -> dict:
         "mode": "quick" if plan.quick else "full",
         "started": time.strftime("%Y-%m-%d %H:%M:%S %z"),
         "cpu_count": os.cpu_count(),
+        "load_avg_at_start": [round(x, 2) for x in os.getloadavg()],
         "machine": f"{platform.system()} {platform.machine()}, {os.cpu_count()} cores",
         "python": platform.python_version(),
         "server": server_binary_version(),

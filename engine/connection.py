@@ -36,11 +36,12 @@ import redis as sync_redis
 import redis.cluster as sync_cluster
 import redis.connection as sync_conn
 import redis.sentinel as sync_sentinel
+from redis import retry as sync_retry
 from redis.asyncio import ConnectionPool, Redis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
-from redis.backoff import ExponentialBackoff
+from redis.backoff import ExponentialBackoff, NoBackoff
 from redis.connection import URL_QUERY_ARGUMENT_PARSERS, parse_url
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -264,10 +265,18 @@ def _portable(kwargs: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in kwargs.items() if k in _PORTABLE and v is not None}
 
 
+def _sync_limits(timeout: float) -> dict[str, Any]:
+    """Each call bounded by ``timeout`` and tried once: redis-py's default retries (a
+    cluster client retries a timed-out node until it answers) would stretch a scrape of a
+    stalled node far past its timeout. The next scrape is the retry."""
+    return {"socket_timeout": timeout, "socket_connect_timeout": timeout,
+            "retry": sync_retry.Retry(NoBackoff(), 0)}
+
+
 def sync_client_from_url(url: str, timeout: float) -> SyncClient:
     """A blocking client for a URL of any form, each call bounded by ``timeout``."""
     target = parse_target(url)
-    limits: dict[str, Any] = {"socket_timeout": timeout, "socket_connect_timeout": timeout}
+    limits = _sync_limits(timeout)
     if target.kind == SERVER:
         return sync_redis.Redis.from_url(url, **limits)
     kw: dict[str, Any] = {**({"ssl": True} if target.tls else {}), **target.options, **limits}
@@ -283,7 +292,7 @@ def sync_client_from_url(url: str, timeout: float) -> SyncClient:
 
 def sync_client_like(client: Redis, timeout: float) -> SyncClient:
     """A blocking client for the server(s) an asyncio client talks to."""
-    limits: dict[str, Any] = {"socket_timeout": timeout, "socket_connect_timeout": timeout}
+    limits = _sync_limits(timeout)
     if isinstance(client, RedisCluster):
         raw = client.get_connection_kwargs()
         ssl = "SSL" in raw["connection_class"].__name__

@@ -167,6 +167,11 @@ class Wire(_Name):
     TIMEOUT = "timeout"
     ENQUEUED_AT = "enqueued_at"
     ATTEMPTS = "attempts"
+    #: ``1`` on an entry whose ``id`` the enqueue script claimed in its record (it refuses a
+    #: taken id): the worker's duplicate-id read at fetch is skipped for it, the one read
+    #: per fetch a plain XADD's ``id`` costs. A producer that writes it itself vouches for
+    #: its id; a duplicate that does so is still dead-lettered when it settles, after a run.
+    ID_CLAIMED = "id_claimed"
 
 
 RESERVED = frozenset(Wire)
@@ -259,6 +264,9 @@ STREAM_ID = re.compile(STREAM_ID_PATTERN)
 #: Fields of one stream entry at most (a script re-adds an entry with one XADD, and Lua's
 #: unpack() takes ~8,000 values).
 MAX_FIELDS = 256
+#: Fields of a job handed to enqueue at most: the engine may add ``id``, ``id_claimed`` and
+#: ``attempts`` to its entry (``MAX_JOB_FIELDS`` in ``lua/includes/max_fields.lua``).
+MAX_JOB_FIELDS = MAX_FIELDS - 3
 #: Integer fields: decimal digits only, at most 15 (exact in Lua's doubles, no sign,
 #: point or exponent); with their minimum.
 INTEGER_FIELDS: dict[bytes, int] = {Wire.ATTEMPTS.b: 0, Wire.MAX_ATTEMPTS.b: 1,

@@ -17,7 +17,7 @@ from streamjobs.contract import (
     DECIMAL,
     INTEGER,
     JOB_ID,
-    MAX_FIELDS,
+    MAX_JOB_FIELDS,
     RESERVED,
     Wire,
     check_payload_size,
@@ -144,9 +144,9 @@ def encode_fields(
         if k in RESERVED:
             raise InvalidArgument(f"header name {k!r} is reserved by the wire format")
         flat += [k, str(v)]
-    if len(flat) > 2 * MAX_FIELDS:
-        raise InvalidArgument(f"a job has at most {MAX_FIELDS} fields (payload, options "
-                              "and headers)")
+    if len(flat) > 2 * MAX_JOB_FIELDS:
+        raise InvalidArgument(f"a job has at most {MAX_JOB_FIELDS} fields (payload, options "
+                              "and headers; the engine adds up to 3 of its own)")
     return flat
 
 

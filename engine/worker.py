@@ -31,7 +31,7 @@ from streamjobs.connection import (
     client_from_url,
     socket_timeout_of,
 )
-from streamjobs.contract import Attempt, Failure, Heartbeat, Outcome, Rec, job_id_of
+from streamjobs.contract import Attempt, Failure, Heartbeat, Outcome, Rec, Wire, job_id_of
 from streamjobs.errors import (
     ConfigError,
     DecodeError,
@@ -307,8 +307,9 @@ class Worker:
         """The deliveries that may run. An entry whose ``id`` has another entry's record
         (a foreign XADD reusing a job's id), or a key that is no record, never runs: it
         is dead-lettered as a duplicate id. One pipelined read per fetch, for the entries
-        that carry an id."""
-        named = [d for d in fetched if d.job_id != d.entry_id]
+        that carry an id the enqueue script did not claim (plain XADDs)."""
+        named = [d for d in fetched if d.job_id != d.entry_id
+                 and d.fields.get(Wire.ID_CLAIMED.b) != b"1"]
         if not named:
             return fetched
         tk = self.keys[type_]

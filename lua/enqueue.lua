@@ -5,11 +5,12 @@
 -- KEYS[4] job_prefix
 -- ARGV[1...] job_id, token, delay_ms, run_at_ms, nfields, field, value, ...  (repeated per job)
 -- job_id '' takes the entry id (or a generated id for a delayed job); run_at_ms 0 means none.
--- An id given is written into the entry as its `id` field. token (or '') is the caller's
+-- An id given is written into the entry as its `id` field, with `id_claimed 1` (the id is
+-- this job's: the worker skips its duplicate-id read). token (or '') is the caller's
 -- mark for this one enqueue: a replay of the same call (its reply was lost) finds its own
 -- token in the record and is answered OK, not DUPLICATE.
 -- The batch is checked before anything is written (an error reply, nothing enqueued): at
--- most MAX_FIELDS fields per job, ids by the contract's rule, numbers that are numbers.
+-- most MAX_JOB_FIELDS fields per job, ids by the contract's rule, numbers that are numbers.
 -- moves: new -> waiting, delayed
 -- returns: {code, job_id, state} per job
 -- codes: OK DUPLICATE
@@ -29,8 +30,8 @@ end
 local i = 1
 while i <= #ARGV do
   local n = tonumber(ARGV[i + 4] or '')
-  if not n or n < 1 or n > MAX_FIELDS or n % 1 ~= 0 then
-    return refuse('a job has no field count in 1..' .. MAX_FIELDS)
+  if not n or n < 1 or n > MAX_JOB_FIELDS or n % 1 ~= 0 then
+    return refuse('a job has no field count in 1..' .. MAX_JOB_FIELDS)
   end
   if not tonumber(ARGV[i + 2]) or not tonumber(ARGV[i + 3]) then
     return refuse('delay_ms and run_at_ms must be numbers')
@@ -67,13 +68,17 @@ while i <= #ARGV do
         id = now .. '-d' .. redis.call('HINCRBY', stats, 'seq', 1)
       end
       set_field(flat, 'id', id)
+      set_field(flat, 'id_claimed', '1')
       local key = job_prefix .. id
       redis.call('HSET', key, 'state', DELAYED, 'due_at', due, 'enqueued_at', now)
       stash_fields(key, flat)
       redis.call('ZADD', delayed, due, id)
       state = DELAYED
     else
-      if id ~= '' then set_field(flat, 'id', id) end
+      if id ~= '' then
+        set_field(flat, 'id', id)
+        set_field(flat, 'id_claimed', '1')
+      end
       local entry = redis.call('XADD', stream, '*', unpack(flat))
       if id == '' then id = entry end
       redis.call('HSET', job_prefix .. id, 'state', WAITING, 'entry', entry,

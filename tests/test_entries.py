@@ -3,10 +3,13 @@ entry ends dead with its reason, and the documented foreign-producer contract ho
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import threading
 from typing import TYPE_CHECKING, Any
 
 import pytest
+import redis as sync_redis
 
 from streamjobs import DeadLetters, Job, Producer, Registry, Worker
 from streamjobs.codes import Code
@@ -21,6 +24,8 @@ from streamjobs.streams import ensure_group
 from tests.helpers import FAST, pending, running, stat, wait_equal, wait_state
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+
     from redis.asyncio import Redis
 
 pytestmark = pytest.mark.anyio
@@ -194,6 +199,82 @@ async def test_reclaim_leaves_another_jobs_record_alone(r: Redis, type_name: str
     assert await r.pttl(tk.job("order-1")) > 0
     st = await job_status(r, tk, dup)
     assert st is not None and st.reason == "duplicate id"
+
+
+async def test_the_engines_own_ids_cost_no_read_at_fetch(
+    redis_url: str, r: Redis, type_name: str
+) -> None:
+    """enqueue.lua claims an id in the record before it writes the entry (``id_claimed``),
+    so only a plain XADD's ``id`` is read at fetch: the read cost a quarter of the drain."""
+    tk = TypeKeys("sj", type_name)
+    reg = Registry()
+    reg.handler(type_name, **FAST)(_noop)
+    async with Producer(redis_url) as p:
+        ids = [await p.enqueue(type_name, {"n": i}) for i in range(20)]
+        fields = (await r.xrange(tk.stream, count=1))[0][1]
+        assert fields[b"id_claimed"] == b"1" and fields[b"id"] == ids[0].encode()
+        with _monitor(redis_url) as seen:
+            async with running(Worker(redis_url, reg)):
+                await wait_equal(lambda: stat(r, tk, "completed"), 20)
+                await xadd_raw(r, tk, [b"payload", b"1", b"id", b"plain-1"])
+                await wait_equal(lambda: stat(r, tk, "completed"), 21)
+    # Commands a client sent (a script's own calls are tagged "lua"): one read, the plain one.
+    reads = [line for line in seen if '"HMGET"' in line.upper() and " lua]" not in line]
+    assert len(reads) == 1 and "plain-1" in reads[0]
+
+
+async def test_a_plain_xadd_that_forges_the_claim_runs_once_then_is_a_duplicate(
+    redis_url: str, r: Redis, type_name: str
+) -> None:
+    """The claim is trusted (that is the point of it); the settle still refuses the entry."""
+    tk = TypeKeys("sj", type_name)
+    reg = Registry()
+    runs: list[str] = []
+
+    @reg.handler(type_name, **FAST)
+    async def h(job: Job) -> None:
+        runs.append(job.id)
+
+    async with Producer(redis_url) as p:
+        await p.enqueue(type_name, {"n": 1}, job_id="order-1")
+        async with running(Worker(redis_url, reg)):
+            await wait_state(p, type_name, "order-1", JobState.COMPLETED)
+            await xadd_raw(r, tk, [b"payload", b"2", b"id", b"order-1", b"id_claimed", b"1"])
+            await wait_equal(lambda: stat(r, tk, "dead"), 1)
+            await wait_equal(lambda: pending(r, tk), 0)
+        assert runs == ["order-1", "order-1"]
+        st = await p.status(type_name, "order-1")
+        assert st is not None and st.state is JobState.COMPLETED
+
+
+async def _noop(job: Job) -> None:
+    return None
+
+
+@contextlib.contextmanager
+def _monitor(url: str) -> Iterator[list[str]]:
+    """Every command the server receives meanwhile, as MONITOR prints it."""
+    seen: list[str] = []
+    client = sync_redis.Redis.from_url(url)
+    conn = client.connection_pool.get_connection()
+    conn.send_command("MONITOR")
+    assert conn.read_response() in (b"OK", "OK")
+    stop = threading.Event()
+
+    def read() -> None:
+        while not stop.is_set():
+            if conn.can_read(timeout=0.05):
+                seen.append(str(conn.read_response()))
+
+    t = threading.Thread(target=read, daemon=True)
+    t.start()
+    try:
+        yield seen
+    finally:
+        stop.set()
+        t.join(5)
+        conn.disconnect()
+        client.close()
 
 
 async def test_a_key_that_is_no_record_is_a_duplicate_id(r: Redis, type_name: str) -> None:

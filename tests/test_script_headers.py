@@ -13,6 +13,8 @@ from streamjobs.codes import Code
 from streamjobs.contract import (
     FETCH,
     GONE,
+    MAX_FIELDS,
+    MAX_JOB_FIELDS,
     NEW,
     RUNNING_RECORDED_AS,
     TRANSITIONS,
@@ -212,6 +214,11 @@ def test_lua_states_match_enum() -> None:
     found = constants("states")
     assert found.pop("RUNNING_RECORDED_AS") == RUNNING_RECORDED_AS.value
     assert found == {s.name: s.value for s in JobState}
+
+
+def test_lua_field_limits_match_contract() -> None:
+    assert constants("max_fields") == {"MAX_FIELDS": str(MAX_FIELDS),
+                                       "MAX_JOB_FIELDS": str(MAX_JOB_FIELDS)}
 
 
 def test_lua_failures_match_enum() -> None:

@@ -107,8 +107,9 @@ def test_encode_rejects_reserved_headers_and_bad_numbers() -> None:
         with pytest.raises(ValueError, match="timeout"):
             encode_fields(1, timeout=bad)
     assert encode_fields(1, timeout=1e-5)[-1] == "0.00001"
-    with pytest.raises(ValueError, match="at most 256 fields"):
-        encode_fields(1, headers={f"h{i}": "" for i in range(256)})
+    with pytest.raises(ValueError, match="at most 253 fields"):
+        encode_fields(1, headers={f"h{i}": "" for i in range(253)})
+    assert len(encode_fields(1, job_id="j", headers={f"h{i}": "" for i in range(251)})) == 506
     with pytest.raises(DecodeError, match="JSON"):
         encode_fields({1, 2})
 

@@ -61,6 +61,21 @@ class TypeKeys:
         return self.base + "done"
 
     @property
+    def expired(self) -> str:
+        """Sorted set of expired job ids by expiry time (bounded by retention)."""
+        return self.base + "expired"
+
+    @property
+    def cancels(self) -> str:
+        """Sorted set of running job ids whose cancel was asked, by request time: the
+        workers holding them poll it."""
+        return self.base + "cancels"
+
+    def dedup(self, key: str) -> str:
+        """The key a ``dedup_key`` holds its job's id under (``lua/includes/dedup.lua``)."""
+        return self.base + "dedup:" + key
+
+    @property
     def job_prefix(self) -> str:
         return self.base + "job:"
 

@@ -453,7 +453,8 @@ class Worker:
             sleep = 0.25
             try:
                 for tk in self.keys.values():
-                    moved, next_in, orphans = await self.scripts.promote(tk)
+                    moved, next_in, orphans = await self.scripts.promote(
+                        tk, result_ttl_ms=self.settings.result_ttl * 1000)
                     if orphans:
                         log.error("%d delayed ids of %s had no record", orphans, tk.type)
                     if moved >= 1000:

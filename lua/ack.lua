@@ -19,6 +19,7 @@
 --@include states
 --@include now_ms
 --@include held_entries
+--@include free_unique
 local stream, stats, done, job_prefix = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local group, consumer, ttl = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local now = now_ms()
@@ -51,6 +52,7 @@ for _, i in ipairs(accepted) do
   local attempt, max_attempts = ARGV[i + 3], ARGV[i + 4]
   local key = job_prefix .. id
   entries[#entries + 1] = entry
+  free_unique(key, id)
   if ttl > 0 then
     if fresh[i] then  -- a plain XADD's first transition: its record starts here
       redis.call('HSET', key, 'enqueued_at', string.match(entry, '^(%d+)'))

@@ -9,11 +9,15 @@
 -- this job's: the worker skips its duplicate-id read). token (or '') is the caller's
 -- mark for this one enqueue: a replay of the same call (its reply was lost) finds its own
 -- token in the record and is answered OK, not DUPLICATE.
+-- A job with a `dedup_key` field (mode `dedup_mode`: unique by default, throttle or
+-- debounce; window `dedup_ttl` ms) that another job answers for is not added: the reply
+-- is DEDUPLICATED with that job's id and state (debounce first gives that job this one's
+-- fields and start time). `expires_in` (ms) becomes `expires_at` on the server clock.
 -- The batch is checked before anything is written (an error reply, nothing enqueued): at
 -- most MAX_JOB_FIELDS fields per job, ids by the contract's rule, numbers that are numbers.
 -- moves: new -> waiting, delayed
 -- returns: {code, job_id, state} per job
--- codes: OK DUPLICATE
+-- codes: OK DUPLICATE DEDUPLICATED
 --@include codes
 --@include states
 --@include now_ms
@@ -21,6 +25,7 @@
 --@include stash
 --@include max_fields
 --@include valid_job_id
+--@include dedup
 local stream, delayed, stats, job_prefix = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 
 local function refuse(why)
@@ -45,7 +50,28 @@ end
 
 local now = now_ms()
 local out = {}
-local added = 0
+local added, deduplicated = 0, 0
+
+-- debounce: the job `other` (not started) takes the new fields and start time.
+local function debounce(other, state, entry, flat, due)
+  local key = job_prefix .. other
+  set_field(flat, 'id', other)
+  set_field(flat, 'id_claimed', '1')
+  if state == DELAYED then unstash_fields(key) else redis.call('XDEL', stream, entry) end
+  if due > now then
+    redis.call('HSET', key, 'state', DELAYED, 'entry', '', 'due_at', due, 'updated_at', now)
+    stash_fields(key, flat)
+    redis.call('ZADD', delayed, due, other)
+    return DELAYED
+  end
+  if state == DELAYED then
+    redis.call('ZREM', delayed, other)
+    redis.call('HDEL', key, 'due_at')
+  end
+  local new_entry = redis.call('XADD', stream, '*', unpack(flat))
+  redis.call('HSET', key, 'state', WAITING, 'entry', new_entry, 'updated_at', now)
+  return WAITING
+end
 i = 1
 while i <= #ARGV do
   local id, token = ARGV[i], ARGV[i + 1]
@@ -54,12 +80,37 @@ while i <= #ARGV do
   local flat = {}
   for j = i + 5, i + 4 + n * 2 do flat[#flat + 1] = ARGV[j] end
   i = i + 5 + n * 2
+  local dk, mode, dttl
+  if n > 1 then  -- options: a payload-only job skips the scans
+    local ein = get_field(flat, 'expires_in')
+    if ein then
+      del_field(flat, 'expires_in')
+      if string.find(ein, '^%d+$') then
+        set_field(flat, 'expires_at', string.format('%d', now + tonumber(ein)))
+      end
+    end
+    local dkey = get_field(flat, 'dedup_key')
+    if dkey then
+      dk = dedup_key_of(job_prefix, dkey)
+      mode = get_field(flat, 'dedup_mode') or 'unique'
+      dttl = tonumber(get_field(flat, 'dedup_ttl') or '')
+    end
+  end
 
+  local other, ostate, oentry
   local rec = (id ~= '') and redis.call('HMGET', job_prefix .. id, 'state', 'token') or {}
+  if dk and not rec[1] then other, ostate, oentry = dedup_holder(dk, mode, stream, job_prefix) end
   if rec[1] and token ~= '' and rec[2] == token then
     out[#out + 1] = OK; out[#out + 1] = id; out[#out + 1] = rec[1]
   elseif rec[1] then
     out[#out + 1] = DUPLICATE; out[#out + 1] = id; out[#out + 1] = rec[1]
+  elseif other then
+    if mode == 'debounce' then
+      ostate = debounce(other, ostate, oentry, flat, due)
+      dedup_take(dk, mode, dttl, job_prefix .. other, other)
+    end
+    deduplicated = deduplicated + 1
+    out[#out + 1] = DEDUPLICATED; out[#out + 1] = other; out[#out + 1] = ostate
   else
     -- The record holds what no entry says: attempts appear with the first failure.
     local state = WAITING
@@ -85,9 +136,11 @@ while i <= #ARGV do
         'enqueued_at', now)
     end
     if token ~= '' then redis.call('HSET', job_prefix .. id, 'token', token) end
+    if dk then dedup_take(dk, mode, dttl, job_prefix .. id, id) end
     added = added + 1
     out[#out + 1] = OK; out[#out + 1] = id; out[#out + 1] = state
   end
 end
 if added > 0 then redis.call('HINCRBY', stats, 'enqueued', added) end
+if deduplicated > 0 then redis.call('HINCRBY', stats, 'deduplicated', deduplicated) end
 return out

@@ -4,9 +4,9 @@ running job (cancel.lua records it, stop.lua settles it)."""
 
 from __future__ import annotations
 
-import anyio
 from typing import TYPE_CHECKING, Any
 
+import anyio
 import pytest
 
 from streamjobs.codes import Code

@@ -4,7 +4,7 @@ The public API is ``__all__``; every other module is internal and may change.
 """
 
 from streamjobs.config import Settings
-from streamjobs.contract import JobState
+from streamjobs.contract import DedupMode, JobState
 from streamjobs.counts import TypeStats
 from streamjobs.dead import DeadJob, DeadLetters
 from streamjobs.errors import (
@@ -24,18 +24,29 @@ from streamjobs.errors import (
     WrongState,
 )
 from streamjobs.job import Job
-from streamjobs.producer import JobSpec, Producer, SyncProducer
+from streamjobs.producer import (
+    Cancelled,
+    CancelOutcome,
+    Enqueued,
+    JobSpec,
+    Producer,
+    SyncProducer,
+)
 from streamjobs.registry import Registry, handler
 from streamjobs.retry import Policy
 from streamjobs.status import JobStatus
 from streamjobs.worker import Worker
 
 __all__ = [
+    "CancelOutcome",
+    "Cancelled",
     "ConfigError",
     "DeadJob",
     "DeadLetters",
     "DecodeError",
+    "DedupMode",
     "DuplicateJob",
+    "Enqueued",
     "InvalidArgument",
     "InvalidTypeName",
     "Job",

@@ -186,6 +186,13 @@ async def _list_completed(redis: Redis, tk: TypeKeys, cursor: str | None, limit:
                 nxt)
 
 
+async def _list_expired(redis: Redis, tk: TypeKeys, cursor: str | None, limit: int,
+                        since_ms: int | None = None) -> Page:
+    page, nxt = await _zset_page(redis, tk.expired, cursor, limit, since_ms)
+    return Page([JobSummary(id=m, state=JobState.EXPIRED, finished_at=s) for m, s in page],
+                nxt)
+
+
 async def _list_dead(redis: Redis, tk: TypeKeys, cursor: str | None, limit: int) -> Page:
     rows = replies.entries(
         await redis.xrange(tk.dead, f"({cursor}" if cursor else "-", "+", count=limit + 1)
@@ -204,7 +211,7 @@ async def _list_dead(redis: Redis, tk: TypeKeys, cursor: str | None, limit: int)
 
 #: States a list can be filtered by (cancelled jobs are not indexed anywhere).
 LISTABLE = (JobState.WAITING, JobState.RUNNING, JobState.DELAYED, JobState.COMPLETED,
-            JobState.DEAD)
+            JobState.DEAD, JobState.EXPIRED)
 
 
 async def list_jobs(
@@ -217,7 +224,7 @@ async def list_jobs(
     to those finished since then (older ids may have outlived their record).
     Raises InvalidArgument for a bad limit or cursor, or a state that is not listable.
     """
-    stream = state is not JobState.DELAYED and state is not JobState.COMPLETED
+    stream = state not in (JobState.DELAYED, JobState.COMPLETED, JobState.EXPIRED)
     _check_page(cursor, limit, stream)
     if state is JobState.WAITING:
         return await _list_waiting(redis, tk, cursor, limit)
@@ -229,5 +236,7 @@ async def list_jobs(
         return await _list_completed(redis, tk, cursor, limit, since_ms)
     if state is JobState.DEAD:
         return await _list_dead(redis, tk, cursor, limit)
+    if state is JobState.EXPIRED:
+        return await _list_expired(redis, tk, cursor, limit, since_ms)
     raise InvalidArgument(f"cannot list {state.value} jobs; listable: "
                      + ", ".join(s.value for s in LISTABLE))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
+from enum import StrEnum
 from typing import TYPE_CHECKING, Any, cast
 
 import anyio
@@ -12,10 +13,17 @@ import anyio.from_thread
 from streamjobs.codes import Code
 from streamjobs.config import Settings
 from streamjobs.connection import client_from_url, cluster_of, is_cluster, node_client
-from streamjobs.contract import Wire, check_payload_size
+from streamjobs.contract import (
+    RUNNING_RECORDED_AS,
+    CancelMark,
+    JobState,
+    Rec,
+    Wire,
+    check_payload_size,
+)
 from streamjobs.errors import DuplicateJob, InvalidArgument, NotDurable, raise_for_code
 from streamjobs.failover import until_deadline
-from streamjobs.job import check_job_id, dumps, encode_fields, new_job_ids, new_token
+from streamjobs.job import Flow, check_job_id, dumps, encode_fields, new_job_ids, new_token
 from streamjobs.keys import GROUP, TypeKeys
 from streamjobs.scripts import EnqueueItem, EnqueueResult, Scripts, parse_enqueue
 from streamjobs.status import JobStatus, find_entry, job_status
@@ -45,6 +53,78 @@ class JobSpec:
     max_attempts: int | None = None
     timeout: float | None = None
     headers: Mapping[str, str] = field(default_factory=dict)
+    #: Not started within this many seconds (server clock) / by then: ends ``expired``.
+    expires_in: float | None = None
+    expires_at: datetime | float | None = None
+    #: Deduplication: jobs of one key, by ``dedup_mode`` (``DedupMode``; default
+    #: unique), within ``dedup_ttl`` seconds when given.
+    dedup_key: str | None = None
+    dedup_mode: str | None = None
+    dedup_ttl: float | None = None
+
+    def flow(self) -> Flow:
+        if self.expires_in is not None and self.expires_at is not None:
+            raise InvalidArgument("give expires_in or expires_at, not both")
+        for name, value in (("expires_in", self.expires_in), ("dedup_ttl", self.dedup_ttl)):
+            if value is not None and not value >= 0:
+                raise InvalidArgument(f"{name} must be >= 0 seconds")
+        at = (self.expires_at.timestamp() if isinstance(self.expires_at, datetime)
+              else self.expires_at)
+        return Flow(
+            expires_in_ms=_ms(self.expires_in), expires_at_ms=_ms(at),
+            dedup_key=self.dedup_key, dedup_mode=self.dedup_mode,
+            dedup_ttl_ms=_ms(self.dedup_ttl),
+        )
+
+
+def _ms(seconds: float | None) -> int | None:
+    return None if seconds is None else round(seconds * 1000)
+
+
+class Enqueued(str):
+    """The id :meth:`Producer.enqueue` returns (a ``str``), and what became of the call:
+    ``deduplicated`` is True when a job of the same ``dedup_key`` answers for it (the
+    id is that job's), ``state`` the job's state."""
+
+    deduplicated: bool
+    state: str
+
+    def __new__(cls, job_id: str, state: str, deduplicated: bool = False) -> Enqueued:
+        self = super().__new__(cls, job_id)
+        self.state, self.deduplicated = state, deduplicated
+        return self
+
+
+class CancelOutcome(StrEnum):
+    """What :meth:`Producer.cancel` achieved."""
+
+    #: The job is cancelled (it was waiting or delayed, or its running attempt stopped).
+    CANCELLED = "cancelled"
+    #: Running a sync handler in a thread, which cannot be stopped: the request is
+    #: recorded; when the attempt ends a failure is not retried (the job ends
+    #: cancelled), a success completes the job.
+    UNINTERRUPTIBLE = "uninterruptible"
+    #: Running; the request is recorded but its worker did not answer within the wait
+    #: (it will when it next polls; a worker reclaiming the job sees it too).
+    REQUESTED = "requested"
+    #: Running, and it finished (completed or dead) before the request reached it.
+    FINISHED = "finished"
+
+
+class Cancelled(str):
+    """The state the job had (a ``str``: waiting, delayed or running) and ``outcome``."""
+
+    outcome: CancelOutcome
+
+    def __new__(cls, previous_state: str, outcome: CancelOutcome) -> Cancelled:
+        self = super().__new__(cls, previous_state)
+        self.outcome = outcome
+        return self
+
+
+#: How long cancel of a running job waits for its worker's answer, and how often it looks.
+CANCEL_WAIT_S = 2.0
+CANCEL_POLL_S = 0.05
 
 
 def wait_command(level: str, timeout_s: float) -> tuple[str | int, ...] | None:
@@ -186,7 +266,7 @@ class Producer:
             job_id = generated_id
         fields = encode_fields(
             None, job_id=job_id, max_attempts=spec.max_attempts, timeout=spec.timeout,
-            headers=spec.headers, payload_json=payload_json,
+            headers=spec.headers, payload_json=payload_json, flow=spec.flow(),
         )
         if spec.delay is not None and spec.delay < 0:
             raise InvalidArgument("delay must be >= 0")
@@ -204,28 +284,39 @@ class Producer:
         timeout: float | None = None,  # noqa: ASYNC109 - the job's own time limit
         headers: Mapping[str, str] | None = None,
         durable: bool | str | None = None,
-    ) -> str:
+        expires_in: float | None = None, expires_at: datetime | float | None = None,
+        dedup_key: str | None = None, dedup_mode: str | None = None,
+        dedup_ttl: float | None = None,
+    ) -> Enqueued:
         """Enqueue one job; returns its id. Raises DuplicateJob if ``job_id`` exists.
 
         ``delay`` is seconds on the server clock; ``run_at`` a datetime or epoch seconds.
+        ``expires_in`` (seconds, server clock) / ``expires_at``: a job not started by then
+        never runs (it ends ``expired``). ``dedup_key`` with ``dedup_mode`` (``unique``:
+        one waiting, delayed or running job per key, the default; ``throttle``: while the
+        key's job exists or for ``dedup_ttl`` seconds; ``debounce``: replace the key's job
+        not started yet, payload and start time): when another job answers for the key,
+        its id is returned with ``deduplicated`` True.
         ``durable``: None follows ``settings.durability``; True waits for the configured
         level (``aof`` when none is); or name the level (``"aof"``, ``"replica"``).
         The id is made here when not given, before the call is sent, so a replay of the
         call (its reply lost) is the same job, reported once.
         """
-        spec = JobSpec(payload, job_id, delay, run_at, max_attempts, timeout, headers or {})
+        spec = JobSpec(payload, job_id, delay, run_at, max_attempts, timeout, headers or {},
+                       expires_in, expires_at, dedup_key, dedup_mode, dedup_ttl)
         tk = self.keys(type_)
         item = self._item(spec, new_job_ids(1)[0])
         (res,) = await self._enqueue(tk, [[item]], durable)
         if res.code is Code.DUPLICATE:
             raise DuplicateJob(res.code, res.job_id, f"it is {res.state}")
-        return res.job_id
+        return Enqueued(res.job_id, res.state, res.code is Code.DEDUPLICATED)
 
     async def enqueue_batch(self, type_: str, specs: Sequence[JobSpec], *,
                             durable: bool | str | None = None) -> list[EnqueueResult]:
         """Enqueue many jobs in pipelined script calls; one result per job, in order.
 
-        A duplicate id is not enqueued again: its result has ``Code.DUPLICATE``.
+        A duplicate id is not enqueued again: its result has ``Code.DUPLICATE``; a job
+        another of its ``dedup_key`` answers for has ``Code.DEDUPLICATED`` and that id.
         """
         tk = self.keys(type_)
         items = [self._item(s, i) for s, i in zip(specs, new_job_ids(len(specs)), strict=True)]
@@ -252,16 +343,40 @@ class Producer:
         """The job's state and record, or None when unknown (or expired)."""
         return await job_status(self.redis, self.keys(type_), job_id)
 
-    async def cancel(self, type_: str, job_id: str) -> str:
-        """Cancel a waiting or delayed job; returns the state it had."""
+    async def cancel(self, type_: str, job_id: str, *,
+                     wait: float = CANCEL_WAIT_S) -> Cancelled:
+        """Cancel a job; returns the state it had, with ``outcome`` (:class:`CancelOutcome`).
+
+        A waiting or delayed job is cancelled at once. A running one: the request is
+        recorded and the worker holding it stops the attempt (an async handler is
+        cancelled, a handler in a process killed) and ends the job ``cancelled``, never
+        retried; this waits up to ``wait`` seconds for its answer.
+        """
         tk, ttl = self.keys(type_), self.settings.result_ttl * 1000
         code, prev = await self.scripts.cancel(tk, GROUP, job_id, ttl)
         if code is Code.NOT_FOUND:  # a plain XADD's job has no record until it moves
             found = await find_entry(self.redis, tk, job_id)
             if found is not None:
                 code, prev = await self.scripts.cancel(tk, GROUP, job_id, ttl, found[0])
+        if code is Code.REQUESTED:
+            return Cancelled(prev, await self._cancel_answer(tk, job_id, wait))
         raise_for_code(code, job_id, prev)
-        return prev
+        return Cancelled(prev, CancelOutcome.CANCELLED)
+
+    async def _cancel_answer(self, tk: TypeKeys, job_id: str, wait: float) -> CancelOutcome:
+        """Watch the record until the worker holding the job answers the request."""
+        with anyio.move_on_after(wait):
+            while True:
+                raw = await self.redis.hmget(tk.job(job_id), Rec.STATE, Rec.CANCEL)
+                state, mark = (v.decode() if isinstance(v, bytes) else v for v in raw)
+                if state == JobState.CANCELLED:
+                    return CancelOutcome.CANCELLED
+                if state != RUNNING_RECORDED_AS:
+                    return CancelOutcome.FINISHED
+                if mark == CancelMark.UNINTERRUPTIBLE:
+                    return CancelOutcome.UNINTERRUPTIBLE
+                await anyio.sleep(CANCEL_POLL_S)
+        return CancelOutcome.REQUESTED
 
     async def aclose(self) -> None:
         for node in self._nodes.values():

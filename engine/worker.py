@@ -31,7 +31,16 @@ from streamjobs.connection import (
     client_from_url,
     socket_timeout_of,
 )
-from streamjobs.contract import Attempt, Failure, Heartbeat, Outcome, Rec, Wire, job_id_of
+from streamjobs.contract import (
+    Attempt,
+    Failure,
+    Heartbeat,
+    JobState,
+    Outcome,
+    Rec,
+    Wire,
+    job_id_of,
+)
 from streamjobs.errors import (
     ConfigError,
     DecodeError,
@@ -42,9 +51,9 @@ from streamjobs.job import Job
 from streamjobs.keys import GROUP, TypeKeys, worker_key, workers_key
 from streamjobs.metrics import WorkerMetrics
 from streamjobs.outcomes import Result, error_outcome, ok
-from streamjobs.reconnect import NETWORK_ERRORS, SERVER_ERRORS, Backoff, lost_group
+from streamjobs.reconnect import NETWORK_ERRORS, SERVER_ERRORS, Backoff, lost_group, retrying
 from streamjobs.registry import Handler, Registry, default_registry
-from streamjobs.scripts import FailArgs, ReleaseItem, Scripts
+from streamjobs.scripts import FailArgs, ReleaseItem, Scripts, StopAction, StopItem
 from streamjobs.settle import Settler
 from streamjobs.streams import check_one_slot, ensure_types
 
@@ -60,6 +69,8 @@ HEARTBEAT_S = 5.0
 #: Consumers idle this long with nothing pending are removed from the group.
 PRUNE_IDLE_S = 3600.0
 PRUNE_EVERY_S = 300.0
+#: How often a worker with jobs in flight looks for cancel requests of them.
+CANCEL_POLL_S = 0.25
 
 
 @dataclass(slots=True)
@@ -83,6 +94,9 @@ class Delivery:
     #: This attempt's number and the max_attempts it runs under (known once decoded).
     attempt: int = 1
     max_attempts: int = 0
+    #: Set when a cancel of this running job was asked (``Producer.cancel``): the attempt
+    #: is stopped where it can be and the job ends cancelled.
+    cancel_requested: bool = False
 
     @property
     def job_id(self) -> str:
@@ -176,7 +190,8 @@ class Worker:
                     tg.start_soon(self._runner, recv.clone())
                 tg.start_soon(self._fetcher, send)
                 tg.start_soon(self._reclaimer, send.clone())
-                for role in (self.settler.run, self._promoter, self._toucher, self._heartbeat):
+                for role in (self.settler.run, self._promoter, self._toucher, self._heartbeat,
+                             self._cancel_watcher):
                     tg.start_soon(role)
                 task_status.started()
                 await self._stop.wait()
@@ -375,10 +390,19 @@ class Worker:
             return Result(Attempt.MALFORMED, error=f"malformed entry: {e}")
         timeout = job.timeout or h.policy.timeout
         d.attempt, d.max_attempts = job.attempt, job.max_attempts or h.policy.max_attempts
+        stopped = await self._before_start(d)
+        if stopped is not None:
+            return stopped
         self.metrics.started(d.type, job.enqueued_at)
         logs.job_started(d.type, job.id, job.attempt)
         t0 = time.perf_counter()
         outcome = await self._call(h, job, d, timeout)
+        if d.cancel_requested and outcome.kind not in _NOT_CANCELLED:
+            stopped = await self._stop_entry(d, StopAction.CANCEL)
+            if stopped.kind is not Attempt.OK:
+                outcome = stopped
+            elif outcome.kind is Attempt.STOPPED:  # not cancellable after all: a failure
+                outcome = Result(Attempt.RETRY, error="the attempt was stopped by a cancel")
         elapsed = time.perf_counter() - t0
         self.metrics.finished(d.type, outcome.kind, elapsed)
         logs.job_finished(d.type, job.id, job.attempt, outcome.kind, outcome.error, elapsed)
@@ -402,6 +426,8 @@ class Worker:
             return _LOST
         if d.shutdown:
             return Result(Attempt.RELEASED)  # cancelled by shutdown after the grace period
+        if d.cancel_requested:
+            return Result(Attempt.STOPPED)  # _attempt ends the job cancelled
         return Result(Attempt.TIMEOUT, error=f"TimeoutError: attempt ran over {limit_s:g}s")
 
     async def _invoke(self, h: Handler, job: Job, d: Delivery, limit_s: float) -> Result:
@@ -444,6 +470,76 @@ class Worker:
 
     def _on_lost(self, d: Delivery, outcome: Result, idle: bool) -> None:
         pass  # the entry is another worker's now: it settles the job
+
+    def _on_stopped(self, d: Delivery, outcome: Result, idle: bool) -> None:
+        pass  # stop.lua settled it (expired, cancelled or deduplicated)
+
+    # ---- flow control: expiry and dedup at start, cancel of a running job ---------------
+
+    async def _before_start(self, d: Delivery) -> Result | None:
+        """An entry that carries ``expires_at`` or ``dedup_key`` is checked by stop.lua
+        before it runs (one call; other entries none); a cancel asked before it started
+        ends it. The Result when it must not run, else None."""
+        if d.cancel_requested:
+            result = await self._stop_entry(d, StopAction.CANCEL)
+        elif Wire.EXPIRES_AT.b in d.fields or Wire.DEDUP_KEY.b in d.fields:
+            result = await self._stop_entry(d, StopAction.START)
+        else:
+            return None
+        return None if result.kind is Attempt.OK else result
+
+    async def _stop_entry(self, d: Delivery, action: StopAction) -> Result:
+        """One entry through stop.lua. OK: it may run (START); STOPPED: it ended there;
+        LOST: no longer this worker's."""
+        tk, ttl = self.keys[d.type], self.settings.result_ttl * 1000
+        item = StopItem(d.entry_id, d.job_id, action)
+        with anyio.CancelScope(shield=True):
+            (res,) = await retrying(f"{action} {d.type}", lambda: self.scripts.stop(
+                tk, GROUP, self.name, ttl, [item]), self._regroup)
+        if res.code in (Code.NOT_OWNER, Code.NOT_FOUND):
+            return _LOST
+        if res.code is not Code.OK or res.state == JobState.RUNNING:
+            return Result(Attempt.OK)  # not ended here: runs (or ran) its normal course
+        counted = {JobState.EXPIRED: Outcome.EXPIRED, JobState.CANCELLED: Outcome.CANCELLED}
+        outcome = counted[JobState(res.state)]
+        if action is StopAction.START and outcome is Outcome.CANCELLED:
+            outcome = Outcome.DEDUPLICATED
+        self.metrics.outcome(d.type, outcome)
+        log.info("%s %s: %s", d.type, d.job_id, outcome.value)
+        return Result(Attempt.STOPPED)
+
+    async def _cancel_watcher(self) -> None:
+        """Polls the cancels set of each type with jobs in flight (one ZMSCORE per type
+        every CANCEL_POLL_S, none when idle) and stops the attempts asked to stop."""
+        backoff = Backoff()
+        while True:
+            await anyio.sleep(CANCEL_POLL_S)
+            by_type: dict[str, list[Delivery]] = {}
+            for d in self._outstanding.values():
+                if not d.cancel_requested:
+                    by_type.setdefault(d.type, []).append(d)
+            try:
+                for type_, ds in by_type.items():
+                    scores = await self.redis.zmscore(self.keys[type_].cancels,
+                                                      [d.job_id for d in ds])
+                    for d, score in zip(ds, scores, strict=True):
+                        if score is not None:
+                            await self._cancel_asked(d)
+                backoff.reset()
+            except SERVER_ERRORS as e:
+                await self._recover("cancel poll failed", backoff, e)
+
+    async def _cancel_asked(self, d: Delivery) -> None:
+        d.cancel_requested = True
+        if d.scope is None:
+            return  # not started: _before_start ends it
+        if self.handlers[d.type].is_async or d.type in self._processes:
+            log.info("%s %s: cancel asked, stopping the attempt", d.type, d.job_id)
+            d.scope.cancel()
+        else:
+            log.warning("%s %s: cancel asked, but a sync handler in a thread cannot be "
+                        "stopped: it runs on; a failure will not be retried", d.type, d.job_id)
+            await self._stop_entry(d, StopAction.HOLD)
 
     # ---- housekeeping ------------------------------------------------------------------
 
@@ -596,4 +692,8 @@ _SETTLE: dict[Attempt, Callable[[Worker, Delivery, Result, bool], None]] = {
     Attempt.MALFORMED: Worker._on_failure,
     Attempt.RELEASED: Worker._on_released,
     Attempt.LOST: Worker._on_lost,
+    Attempt.STOPPED: Worker._on_stopped,
 }
+#: Outcomes a cancel asked during the attempt leaves as they are: a completed job stays
+#: completed, a lost or released one is another worker's or another attempt's.
+_NOT_CANCELLED = frozenset({Attempt.OK, Attempt.LOST, Attempt.RELEASED})

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import socket
+import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import AsyncExitStack
@@ -92,7 +93,8 @@ async def test_duplicate_id_is_409_with_existing_state(
 ) -> None:
     first = await client.post(f"/jobs/{type_name}", json={"payload": 1, "id": "order-1",
                                                            "delay": 60})
-    assert first.status_code == 201 and first.json() == {"id": "order-1", "state": "delayed"}
+    assert first.status_code == 201 and first.json() == {"id": "order-1", "state": "delayed",
+                                                      "deduplicated": False}
     again = await client.post(f"/jobs/{type_name}", json={"payload": 2, "id": "order-1"})
     assert again.status_code == 409
     body = again.json()
@@ -270,7 +272,8 @@ async def test_cancel(client: httpx.AsyncClient, type_name: str) -> None:
     for job_id, prev in (("c1", "waiting"), ("c2", "delayed")):
         r = await client.delete(f"/jobs/{type_name}/{job_id}")
         assert r.status_code == 200 and r.json() == {
-            "id": job_id, "state": "cancelled", "previous_state": prev}
+            "id": job_id, "state": "cancelled", "previous_state": prev,
+            "outcome": "cancelled"}
     assert (await client.get(f"/jobs/{type_name}/c1")).json()["state"] == "cancelled"
     r = await client.delete(f"/jobs/{type_name}/c1")
     assert r.status_code == 409
@@ -278,15 +281,52 @@ async def test_cancel(client: httpx.AsyncClient, type_name: str) -> None:
     assert r.status_code == 404
 
 
-async def test_running_job_cannot_be_cancelled_and_completes(
+async def test_a_running_async_job_is_cancelled_by_delete(
     client: httpx.AsyncClient, redis_url: str, type_name: str
 ) -> None:
     reg = Registry()
-    release = anyio.Event()
 
     @reg.handler(type_name)
-    async def h(job: Job) -> dict[str, Any]:
-        await release.wait()
+    async def h(job: Job) -> None:
+        await anyio.sleep(30)
+
+    await client.post(f"/jobs/{type_name}", json={"payload": 7, "id": "k1"})
+    async with running(Worker(redis_url, reg, block_ms=100)):
+        await wait_state(client, type_name, "k1", "running")
+        r = await client.delete(f"/jobs/{type_name}/k1")
+        assert r.status_code == 200 and r.json() == {
+            "id": "k1", "state": "cancelled", "previous_state": "running",
+            "outcome": "cancelled"}
+    assert (await client.get(f"/jobs/{type_name}/k1")).json()["state"] == "cancelled"
+    assert (await client.delete(f"/jobs/{type_name}/k1")).status_code == 409
+
+
+async def test_dedup_and_expiry_fields_of_enqueue(client: httpx.AsyncClient,
+                                                  type_name: str) -> None:
+    body = {"payload": 1, "dedup_key": "acct-1", "dedup_mode": "throttle", "dedup_ttl": 60,
+            "expires_in": 120}
+    first = await client.post(f"/jobs/{type_name}", json=body)
+    again = await client.post(f"/jobs/{type_name}", json=body)
+    assert first.status_code == 201 and not first.json()["deduplicated"]
+    assert again.status_code == 200 and again.json() == {
+        "id": first.json()["id"], "state": "waiting", "deduplicated": True}
+    bulk = await client.post(f"/jobs/{type_name}/bulk", json={"jobs": [body]})
+    assert bulk.json()["jobs"][0]["deduplicated"] is True
+    bad = await client.post(f"/jobs/{type_name}", json={**body, "dedup_mode": "often"})
+    assert bad.status_code == 422
+    page = await client.get(f"/jobs/{type_name}", params={"state": "expired"})
+    assert page.status_code == 200 and page.json()["jobs"] == []
+
+
+async def test_running_sync_job_cancel_says_uninterruptible_and_completes(
+    client: httpx.AsyncClient, redis_url: str, type_name: str
+) -> None:
+    reg = Registry()
+    release = threading.Event()
+
+    @reg.handler(type_name)
+    def h(job: Job) -> dict[str, Any]:
+        release.wait(10)
         return {"done": job.payload}
 
     r = await client.post(f"/jobs/{type_name}", json={"payload": 7, "id": "r1"})
@@ -295,7 +335,9 @@ async def test_running_job_cannot_be_cancelled_and_completes(
         page = (await client.get(f"/jobs/{type_name}", params={"state": "running"})).json()
         assert [j["id"] for j in page["jobs"]] == ["r1"] and page["jobs"][0]["consumer"]
         r = await client.delete(f"/jobs/{type_name}/r1")
-        assert r.status_code == 409 and "running" in r.json()["error"]
+        assert r.status_code == 200 and r.json() == {
+            "id": "r1", "state": "running", "previous_state": "running",
+            "outcome": "uninterruptible"}
         workers = (await client.get("/workers")).json()["workers"]
         mine = [w for w in workers if type_name in w["types"]]
         assert len(mine) == 1 and mine[0]["concurrency"] == 2 and mine[0]["pid"] > 0

@@ -18,11 +18,11 @@ from pydantic import (
 )
 
 from streamjobs import contract
-from streamjobs.contract import JobState
+from streamjobs.contract import DedupMode, JobState
 from streamjobs.counts import TypeStats
 from streamjobs.dead import DeadJob
 from streamjobs.listing import SCORE_CURSOR, JobSummary
-from streamjobs.producer import JobSpec
+from streamjobs.producer import CancelOutcome, JobSpec
 
 # The engine's patterns, anchored for JSON Schema (which searches rather than matches).
 JOB_ID_PATTERN = f"^{contract.JOB_ID_PATTERN}$"
@@ -122,13 +122,35 @@ class EnqueueRequest(BaseModel):
     headers: dict[HeaderName, str] = Field(
         default_factory=dict, max_length=64,
         description="string headers handed to the handler (e.g. traceparent)")
+    expires_in: float | None = Field(
+        None, ge=0, le=MAX_DELAY_S, allow_inf_nan=False, strict=True,
+        description="seconds from now (server clock): a job not started by then never runs "
+                    "and ends `expired`")
+    expires_at: RunAt | None = Field(
+        None, description="like expires_in, as a time: ISO 8601 datetime or epoch seconds")
+    dedup_key: str | None = Field(
+        None, pattern=JOB_ID_PATTERN,
+        description="deduplication key: while another job of this key answers for it (by "
+                    "dedup_mode), that job's id is returned with `deduplicated: true`")
+    dedup_mode: DedupMode | None = Field(
+        None, description="unique (default): one waiting, delayed or running job per key; "
+                          "throttle: while the key's job exists or for dedup_ttl; debounce: "
+                          "replace the key's job not started yet (payload and start time)")
+    dedup_ttl: float | None = Field(None, ge=0, le=MAX_DELAY_S, allow_inf_nan=False,
+                                    strict=True, description="the key's window in seconds")
 
     def spec(self) -> JobSpec:
-        run_at = self.run_at
-        if isinstance(run_at, datetime) and run_at.tzinfo is None:
-            run_at = run_at.replace(tzinfo=UTC)
+        run_at, expires_at = _utc(self.run_at), _utc(self.expires_at)
         return JobSpec(self.payload, self.id, self.delay, run_at, self.max_attempts,
-                       self.timeout, self.headers)
+                       self.timeout, self.headers, self.expires_in, expires_at,
+                       self.dedup_key, self.dedup_mode, self.dedup_ttl)
+
+
+def _utc(value: datetime | None) -> datetime | None:
+    """A naive datetime is UTC."""
+    if isinstance(value, datetime) and value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value
 
 
 class BulkRequest(BaseModel):
@@ -139,7 +161,10 @@ class BulkRequest(BaseModel):
 
 class Enqueued(BaseModel):
     id: str
-    state: str = Field(description="waiting or delayed")
+    state: str = Field(description="waiting or delayed (a deduplicated answer: that "
+                                   "job's state)")
+    deduplicated: bool = Field(default=False, description="true: a job of the same dedup_key "
+                                                  "answers for this one (its id is given)")
 
 
 class BulkItem(Enqueued):
@@ -165,8 +190,15 @@ class JobPage(BaseModel):
 
 class Cancelled(BaseModel):
     id: str
-    state: str = JobState.CANCELLED
+    state: str = Field(default=JobState.CANCELLED, description="cancelled, or running when the "
+                                                       "attempt runs on (see outcome)")
     previous_state: str
+    outcome: CancelOutcome = Field(
+        default=CancelOutcome.CANCELLED,
+        description="cancelled; uninterruptible: a sync handler in a thread cannot be "
+                    "stopped (the request is recorded: a failure is not retried); "
+                    "requested: recorded, its worker has not answered yet; finished: it "
+                    "ended before the request reached it")
 
 
 class DeadPage(BaseModel):

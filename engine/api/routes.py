@@ -46,7 +46,7 @@ from streamjobs.job import check_job_id
 from streamjobs.keys import check_type_name, ready_probe_key
 from streamjobs.listing import LISTABLE, MAX_PAGE, list_jobs
 from streamjobs.presence import live_workers
-from streamjobs.producer import JobSpec
+from streamjobs.producer import CancelOutcome, JobSpec
 from streamjobs.scripts import SPECS, EnqueueResult, source
 from streamjobs.status import JobStatus, job_status
 
@@ -131,13 +131,19 @@ def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
 
 @router.post("/jobs/{type}", status_code=201, response_model=Enqueued, tags=["jobs"],
              responses=_errors(409, 413, 503))
-async def enqueue(type_: TypeName, body: EnqueueRequest, api: Api) -> Enqueued:
-    """Enqueue one job. An existing `id` is refused with 409 and that job's id and state."""
+async def enqueue(type_: TypeName, body: EnqueueRequest, api: Api,
+                  response: Response) -> Enqueued:
+    """Enqueue one job. An existing `id` is refused with 409 and that job's id and state.
+    A job of the same `dedup_key` that answers for this one is returned with 200 and
+    `deduplicated: true` (nothing new enqueued)."""
     (res,) = await _enqueue(api, type_, [body.spec()])
     if res.code is Code.DUPLICATE:
         raise ApiError(409, f"job {res.job_id!r} already exists ({res.state}): enqueue under "
                             f"another id, or read it at GET /jobs/{type_}/{res.job_id}",
                        id=res.job_id, state=res.state)
+    if res.code is Code.DEDUPLICATED:
+        response.status_code = 200
+        return Enqueued(id=res.job_id, state=res.state, deduplicated=True)
     return Enqueued(id=res.job_id, state=res.state)
 
 
@@ -148,7 +154,8 @@ async def enqueue_bulk(type_: TypeName, body: BulkRequest, api: Api) -> BulkEnqu
     whose id already exists is left as is and flagged `duplicate`."""
     results = await _enqueue(api, type_, [j.spec() for j in body.jobs])
     return BulkEnqueued(jobs=[
-        BulkItem(id=r.job_id, state=r.state, duplicate=r.code is Code.DUPLICATE)
+        BulkItem(id=r.job_id, state=r.state, duplicate=r.code is Code.DUPLICATE,
+                 deduplicated=r.code is Code.DEDUPLICATED)
         for r in results
     ])
 
@@ -185,11 +192,19 @@ async def get_job(type_: TypeName, job_id: JobId, api: Api) -> dict[str, Any]:
 @router.delete("/jobs/{type}/{id:path}", response_model=Cancelled, tags=["jobs"],
                responses=_errors(404, 409, 503))
 async def cancel(type_: TypeName, job_id: JobId, api: Api) -> Cancelled:
-    """Cancel a waiting or delayed job. A running one answers 409."""
+    """Cancel a job. Waiting or delayed: cancelled at once. Running: the worker holding it
+    stops the attempt within about a second (an async handler is cancelled, a handler in
+    a process killed) and the job ends cancelled, never retried; a sync handler in a thread
+    cannot be stopped (`outcome: uninterruptible`). A finished job answers 409."""
     with _refusals(job_id, missing=f"no job {job_id!r} of type {type_!r}",
-                   wrong_state=lambda e: f"{e}: only waiting or delayed jobs can be cancelled"):
-        prev = await api.producer.cancel(type_, job_id)
-    return Cancelled(id=job_id, previous_state=prev)
+                   wrong_state=lambda e: f"{e}: only waiting, delayed or running jobs can be "
+                                         "cancelled"):
+        answer = await api.producer.cancel(type_, job_id)
+    state: str = JobState.CANCELLED
+    if answer.outcome is not CancelOutcome.CANCELLED:
+        status = await job_status(api.redis, api.producer.keys(type_), job_id)
+        state = status.state if status is not None else JobState.RUNNING
+    return Cancelled(id=job_id, state=state, previous_state=answer, outcome=answer.outcome)
 
 
 # ---- dead letters ---------------------------------------------------------------------

@@ -18,7 +18,9 @@ from redis.exceptions import RedisError
 
 from streamjobs import commands as runner
 from streamjobs import logs
+from streamjobs.contract import DedupMode
 from streamjobs.errors import StreamJobsError
+from streamjobs.listing import LISTABLE
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
@@ -95,12 +97,31 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--id", dest="job_id", default=None, help="job id (idempotent)")
     e.add_argument("--max-attempts", type=int, default=None)
     e.add_argument("--timeout", type=float, default=None)
+    e.add_argument("--expires-in", type=float, default=None,
+                   help="seconds: not started by then, the job never runs (expired)")
+    e.add_argument("--dedup-key", default=None,
+                   help="deduplication key: a job of this key may answer for this one")
+    e.add_argument("--dedup-mode", choices=[m.value for m in DedupMode], default=None,
+                   help="unique (default), throttle or debounce")
+    e.add_argument("--dedup-ttl", type=float, default=None, help="the key's window, seconds")
+
+    c = sub.add_parser("cancel", help="cancel a job (waiting, delayed, or running: its "
+                                      "worker stops the attempt)")
+    c.add_argument("type")
+    c.add_argument("id")
+
+    ls = sub.add_parser("list", help="list a type's jobs in one state, oldest first")
+    ls.add_argument("type")
+    ls.add_argument("--state", choices=[s.value for s in LISTABLE], default="waiting")
+    ls.add_argument("--count", type=int, default=20)
+    ls.add_argument("--cursor", default=None, help="next_cursor of the previous page")
 
     s = sub.add_parser("status", help="show one job")
     s.add_argument("type")
     s.add_argument("id")
 
-    sub.add_parser("stats", help="per type: waiting, running, delayed, dead, completed")
+    sub.add_parser("stats", help="per type: waiting, running, delayed, dead, completed, "
+                                 "cancelled, expired")
 
     d = sub.add_parser("dlq", help="dead letters")
     dsub = d.add_subparsers(dest="dlq_command", required=True)

@@ -13,7 +13,8 @@ Per type (label ``type``):
 - ``streamjobs_queue_delayed``: scheduled or waiting out a backoff
 - ``streamjobs_queue_dead``: in the dead stream
 - ``streamjobs_queue_oldest_waiting_age_seconds``: age of the oldest undelivered entry
-- ``streamjobs_queue_{enqueued,completed,retried,dead_lettered}_total``: the type's counters
+- ``streamjobs_queue_{enqueued,completed,retried,dead_lettered,cancelled,expired,
+  deduplicated}_total``: the type's counters
 """
 
 from __future__ import annotations
@@ -64,6 +65,9 @@ _COUNTERS = {
     "completed": (Stat.COMPLETED, "Jobs completed"),
     "retried": (Stat.RETRIED, "Failed attempts that were retried"),
     "dead_lettered": (Stat.DEAD, "Jobs moved to the dead stream"),
+    "cancelled": (Stat.CANCELLED, "Jobs cancelled (waiting, delayed or running)"),
+    "expired": (Stat.EXPIRED, "Jobs not started by their expires_at"),
+    "deduplicated": (Stat.DEDUPLICATED, "Enqueues answered by a job of the same dedup_key"),
 }
 
 

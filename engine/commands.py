@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import runpy
 import sys
+import time
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio
@@ -14,13 +15,15 @@ from streamjobs import supervisor
 from streamjobs.admin import delete_type
 from streamjobs.config import Settings
 from streamjobs.connection import client_from_url
+from streamjobs.contract import JobState
 from streamjobs.counts import known_types, types_stats
 from streamjobs.dead import DeadLetters
 from streamjobs.embedded import find_data_dir
 from streamjobs.errors import ConfigError, InvalidArgument, ServerError
 from streamjobs.keys import TypeKeys, check_type_name
+from streamjobs.listing import Page, list_jobs
 from streamjobs.logs import LogConfig, redact
-from streamjobs.producer import Producer
+from streamjobs.producer import Cancelled, CancelOutcome, Enqueued, Producer
 
 if TYPE_CHECKING:
     import argparse
@@ -71,13 +74,60 @@ def cmd_enqueue(args: argparse.Namespace) -> int:
     check_type_name(args.type)
     url = resolve_url(args)
 
-    async def go() -> str:
+    async def go() -> Enqueued:
         async with Producer(url, settings=_settings()) as p:
             return await p.enqueue(args.type, args.payload, job_id=args.job_id,
                                    delay=args.delay, max_attempts=args.max_attempts,
-                                   timeout=args.timeout)
+                                   timeout=args.timeout, expires_in=args.expires_in,
+                                   dedup_key=args.dedup_key, dedup_mode=args.dedup_mode,
+                                   dedup_ttl=args.dedup_ttl)
 
-    print(_run(go))
+    job_id = _run(go)
+    if job_id.deduplicated:
+        print(f"{job_id} deduplicated: that job ({job_id.state}) answers for dedup key "
+              f"{args.dedup_key!r}; nothing new enqueued")
+    else:
+        print(job_id)
+    return 0
+
+
+def cmd_cancel(args: argparse.Namespace) -> int:
+    check_type_name(args.type)
+    url = resolve_url(args)
+
+    async def go() -> Cancelled:
+        async with Producer(url, settings=_settings()) as p:
+            return await p.cancel(args.type, args.id)
+
+    answer = _run(go)
+    said = {
+        CancelOutcome.CANCELLED: "cancelled",
+        CancelOutcome.UNINTERRUPTIBLE: "cancel recorded, but the attempt cannot be "
+        "interrupted (a sync handler in a thread): it runs on; a failure is not retried",
+        CancelOutcome.REQUESTED: "cancel requested; its worker has not answered yet",
+        CancelOutcome.FINISHED: "it finished before the cancel reached it",
+    }[answer.outcome]
+    print(f"{args.id} ({answer}): {said}")
+    return 0 if answer.outcome is not CancelOutcome.FINISHED else 1
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    check_type_name(args.type)
+    url = resolve_url(args)
+    settings = _settings()
+
+    async def go() -> Page:
+        r = client_from_url(url)
+        try:
+            since = int(time.time() * 1000) - settings.result_ttl * 1000
+            return await list_jobs(r, TypeKeys(settings.prefix, args.type),
+                                   JobState(args.state), cursor=args.cursor,
+                                   limit=args.count, since_ms=since)
+        finally:
+            await r.aclose()
+
+    page = _run(go)
+    _print_json({"jobs": [j.to_dict() for j in page.jobs], "next_cursor": page.next_cursor})
     return 0
 
 
@@ -110,7 +160,8 @@ def cmd_stats(args: argparse.Namespace) -> int:
             await r.aclose()
 
     rows = _run(go)
-    cols = ["type", "waiting", "running", "delayed", "dead", "completed"]
+    cols = ["type", "waiting", "running", "delayed", "dead", "completed", "cancelled",
+            "expired"]
     print("  ".join(f"{c:>12}" for c in cols))
     for s in rows:
         print("  ".join(f"{getattr(s, c)!s:>12}" for c in cols))

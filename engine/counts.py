@@ -38,6 +38,11 @@ class TypeStats(Record):
     enqueued: int
     #: Age in seconds of the oldest entry not yet delivered (0 when none).
     oldest_waiting_age: float
+    cancelled: int = 0
+    #: Not started by their ``expires_at``.
+    expired: int = 0
+    #: Enqueues answered by a job of the same ``dedup_key``.
+    deduplicated: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,6 +125,8 @@ def _stats(tk: TypeKeys, c: Counts, age: float) -> TypeStats:
         type=tk.type, waiting=c.waiting, running=c.running, delayed=c.delayed, dead=c.dead,
         completed=c.counter(Stat.COMPLETED), retried=c.counter(Stat.RETRIED),
         enqueued=c.counter(Stat.ENQUEUED), oldest_waiting_age=age,
+        cancelled=c.counter(Stat.CANCELLED), expired=c.counter(Stat.EXPIRED),
+        deduplicated=c.counter(Stat.DEDUPLICATED),
     )
 
 

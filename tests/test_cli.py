@@ -5,12 +5,15 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
+import anyio
 import orjson
 import pytest
 import redis
+from redis.asyncio import Redis as AsyncRedis
 
 from streamjobs import Producer
 from streamjobs.admin import delete_type
@@ -55,6 +58,34 @@ def test_enqueue_delay_shows_delayed(redis_url: str, type_name: str) -> None:
     job_id = cli("enqueue", type_name, "1", "--delay", "60", url=redis_url).stdout.strip()
     st = orjson.loads(cli("status", type_name, job_id, url=redis_url).stdout)
     assert st["state"] == "delayed" and st["due_at"] > st["enqueued_at"]
+
+
+def test_enqueue_dedup_cancel_and_list_expired(redis_url: str, type_name: str) -> None:
+    first = cli("enqueue", type_name, "1", "--dedup-key", "k", "--dedup-mode", "throttle",
+                "--dedup-ttl", "60", "--expires-in", "30", url=redis_url)
+    again = cli("enqueue", type_name, "2", "--dedup-key", "k", url=redis_url)
+    job_id = first.stdout.strip()
+    assert first.returncode == 0 and again.returncode == 0
+    assert again.stdout.startswith(f"{job_id} deduplicated")
+    later = cli("enqueue", type_name, "3", "--delay", "60", url=redis_url).stdout.strip()
+    res = cli("cancel", type_name, later, url=redis_url)
+    assert res.returncode == 0 and res.stdout.strip() == f"{later} (delayed): cancelled"
+    one_line_error(cli("cancel", type_name, later, url=redis_url), "cancelled")
+    # A delayed job past its expiry ends expired when promoted; list shows it.
+    expiring = cli("enqueue", type_name, "4", "--delay", "0.1", "--expires-in", "0.05",
+                   url=redis_url).stdout.strip()
+    time.sleep(0.2)
+    anyio.run(_promote, redis_url, type_name)
+    listed = orjson.loads(cli("list", type_name, "--state", "expired", url=redis_url).stdout)
+    assert [j["id"] for j in listed["jobs"]] == [expiring]
+
+
+async def _promote(url: str, type_name: str) -> None:
+    r = AsyncRedis.from_url(url)
+    try:
+        await Scripts(r).promote(TypeKeys("sj", type_name))
+    finally:
+        await r.aclose()
 
 
 @pytest.mark.parametrize(
@@ -111,7 +142,8 @@ async def test_dlq_list_show_retry_purge(redis_url: str, type_name: str) -> None
     assert res.stdout.strip() == "purged 1"
     stats = cli("stats", url=redis_url).stdout
     row = next(line for line in stats.splitlines() if type_name in line).split()
-    assert row[1:] == ["2", "0", "0", "0", "0"]  # waiting running delayed dead completed
+    assert row[1:] == ["2", "0", "0", "0", "0", "0", "0"]  # waiting running delayed dead
+    # completed cancelled expired
 
 
 def test_version() -> None:

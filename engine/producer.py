@@ -23,7 +23,7 @@ from streamjobs.contract import (
 )
 from streamjobs.errors import DuplicateJob, InvalidArgument, NotDurable, raise_for_code
 from streamjobs.failover import until_deadline
-from streamjobs.job import Flow, check_job_id, dumps, encode_fields, new_job_ids, new_token
+from streamjobs.job import NO_FLOW, Flow, check_job_id, dumps, encode_fields, new_job_ids, new_token
 from streamjobs.keys import GROUP, TypeKeys
 from streamjobs.scripts import EnqueueItem, EnqueueResult, Scripts, parse_enqueue
 from streamjobs.status import JobStatus, find_entry, job_status
@@ -63,6 +63,9 @@ class JobSpec:
     dedup_ttl: float | None = None
 
     def flow(self) -> Flow:
+        if (self.expires_in is None and self.expires_at is None and self.dedup_key is None
+                and self.dedup_mode is None and self.dedup_ttl is None):
+            return NO_FLOW  # the common case: nothing to check
         if self.expires_in is not None and self.expires_at is not None:
             raise InvalidArgument("give expires_in or expires_at, not both")
         for name, value in (("expires_in", self.expires_in), ("dedup_ttl", self.dedup_ttl)):

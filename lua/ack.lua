@@ -28,10 +28,10 @@ local held = held_entries(stream, group, consumer, ARGV, 4, 5)
 
 -- Every read first, then the writes: an error reply (a key that is no record) aborts the
 -- call before it has written anything.
-local out, entries, index, accepted, fresh = {}, {}, {}, {}, {}
+local out, entries, index, accepted, fresh, unique = {}, {}, {}, {}, {}, {}
 for i = 4, #ARGV, 5 do
   local entry, id = ARGV[i], ARGV[i + 1]
-  local rec = redis.call('HMGET', job_prefix .. id, 'state', 'entry', 'finished_by')
+  local rec = redis.call('HMGET', job_prefix .. id, 'state', 'entry', 'finished_by', 'unique')
   local state, mine = rec[1], rec[2] == entry and rec[3] == consumer
   if not held[entry] then
     -- A replay of this very ack (its reply was lost) finds the job completed by it.
@@ -44,6 +44,7 @@ for i = 4, #ARGV, 5 do
     held[entry] = nil  -- the same entry twice in one batch counts once
     accepted[#accepted + 1] = i
     fresh[i] = not state
+    unique[i] = rec[4]
     out[#out + 1] = OK
   end
 end
@@ -52,7 +53,7 @@ for _, i in ipairs(accepted) do
   local attempt, max_attempts = ARGV[i + 3], ARGV[i + 4]
   local key = job_prefix .. id
   entries[#entries + 1] = entry
-  free_unique(key, id)
+  free_unique_key(unique[i], id)  -- read above: no command for a job without one
   if ttl > 0 then
     if fresh[i] then  -- a plain XADD's first transition: its record starts here
       redis.call('HSET', key, 'enqueued_at', string.match(entry, '^(%d+)'))

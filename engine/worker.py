@@ -522,12 +522,27 @@ class Worker:
                 for type_, ds in by_type.items():
                     scores = await self.redis.zmscore(self.keys[type_].cancels,
                                                       [d.job_id for d in ds])
-                    for d, score in zip(ds, scores, strict=True):
-                        if score is not None:
+                    asked = [d for d, score in zip(ds, scores, strict=True) if score is not None]
+                    if asked:
+                        for d in await self._still_asked(type_, asked):
                             await self._cancel_asked(d)
                 backoff.reset()
             except SERVER_ERRORS as e:
                 await self._recover("cancel poll failed", backoff, e)
+
+    async def _still_asked(self, type_: str, asked: list[Delivery]) -> list[Delivery]:
+        """The deliveries whose record carries the cancel mark: a request left in the set
+        by a job that finished before its worker saw it must not cancel a later job that
+        reuses the id (its record is new). Stale members are dropped."""
+        tk = self.keys[type_]
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for d in asked:
+                pipe.hget(tk.job(d.job_id), Rec.CANCEL)
+            marks = await pipe.execute()
+        stale = [d.job_id for d, mark in zip(asked, marks, strict=True) if mark is None]
+        if stale:
+            await self.redis.zrem(tk.cancels, *stale)
+        return [d for d, mark in zip(asked, marks, strict=True) if mark is not None]
 
     async def _cancel_asked(self, d: Delivery) -> None:
         d.cancel_requested = True

@@ -190,3 +190,29 @@ async def test_cancel_of_a_sync_handler_in_a_thread_says_it_cannot_be_interrupte
         await wait_state(p, type_name, job_id, JobState.CANCELLED)
     assert started == [1]
     assert await stat(r, TypeKeys("sj", type_name), "retried") == 0
+
+
+async def test_a_stale_cancel_request_does_not_cancel_a_job_reusing_the_id(
+    redis_url: str, r: Redis, type_name: str,
+) -> None:
+    started, release = anyio.Event(), anyio.Event()
+    reg = Registry()
+
+    @reg.handler(type_name)
+    async def work(job: Job) -> str:
+        started.set()
+        await release.wait()
+        return "done"
+
+    tk = TypeKeys("sj", type_name)
+    await r.zadd(tk.cancels, {"reused": 1})  # left by an earlier job of that id
+    async with Producer(redis_url) as p, running(Worker(redis_url, reg)):
+        await p.enqueue(type_name, {}, job_id="reused")
+        await started.wait()
+        await wait_for(lambda: _zcard_is(r, tk.cancels, 0))
+        release.set()
+        await wait_state(p, type_name, "reused", JobState.COMPLETED)
+
+
+async def _zcard_is(r: Redis, key: str, n: int) -> bool:
+    return int(await r.zcard(key)) == n

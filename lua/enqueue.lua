@@ -52,26 +52,7 @@ local now = now_ms()
 local out = {}
 local added, deduplicated = 0, 0
 
--- debounce: the job `other` (not started) takes the new fields and start time.
-local function debounce(other, state, entry, flat, due)
-  local key = job_prefix .. other
-  set_field(flat, 'id', other)
-  set_field(flat, 'id_claimed', '1')
-  if state == DELAYED then unstash_fields(key) else redis.call('XDEL', stream, entry) end
-  if due > now then
-    redis.call('HSET', key, 'state', DELAYED, 'entry', '', 'due_at', due, 'updated_at', now)
-    stash_fields(key, flat)
-    redis.call('ZADD', delayed, due, other)
-    return DELAYED
-  end
-  if state == DELAYED then
-    redis.call('ZREM', delayed, other)
-    redis.call('HDEL', key, 'due_at')
-  end
-  local new_entry = redis.call('XADD', stream, '*', unpack(flat))
-  redis.call('HSET', key, 'state', WAITING, 'entry', new_entry, 'updated_at', now)
-  return WAITING
-end
+local dd  -- the dedup helpers, made for the first job that has a dedup_key
 i = 1
 while i <= #ARGV do
   local id, token = ARGV[i], ARGV[i + 1]
@@ -82,16 +63,15 @@ while i <= #ARGV do
   i = i + 5 + n * 2
   local dk, mode, dttl
   if n > 1 then  -- options: a payload-only job skips the scans
-    local ein = get_field(flat, 'expires_in')
-    if ein then
-      del_field(flat, 'expires_in')
-      if string.find(ein, '^%d+$') then
-        set_field(flat, 'expires_at', string.format('%d', now + tonumber(ein)))
+    for j = 1, #flat, 2 do  -- expires_in becomes expires_at, in place
+      if flat[j] == 'expires_in' and string.find(flat[j + 1], '^%d+$') then
+        flat[j], flat[j + 1] = 'expires_at', string.format('%d', now + tonumber(flat[j + 1]))
       end
     end
     local dkey = get_field(flat, 'dedup_key')
     if dkey then
-      dk = dedup_key_of(job_prefix, dkey)
+      dd = dd or dedup_helpers(stream, job_prefix)
+      dk = dd.key_of(dkey)
       mode = get_field(flat, 'dedup_mode') or 'unique'
       dttl = tonumber(get_field(flat, 'dedup_ttl') or '')
     end
@@ -99,15 +79,32 @@ while i <= #ARGV do
 
   local other, ostate, oentry
   local rec = (id ~= '') and redis.call('HMGET', job_prefix .. id, 'state', 'token') or {}
-  if dk and not rec[1] then other, ostate, oentry = dedup_holder(dk, mode, stream, job_prefix) end
+  if dk and not rec[1] then other, ostate, oentry = dd.holder(dk, mode) end
   if rec[1] and token ~= '' and rec[2] == token then
     out[#out + 1] = OK; out[#out + 1] = id; out[#out + 1] = rec[1]
   elseif rec[1] then
     out[#out + 1] = DUPLICATE; out[#out + 1] = id; out[#out + 1] = rec[1]
   elseif other then
-    if mode == 'debounce' then
-      ostate = debounce(other, ostate, oentry, flat, due)
-      dedup_take(dk, mode, dttl, job_prefix .. other, other)
+    if mode == 'debounce' then  -- `other` (not started) takes these fields and start time
+      local key = job_prefix .. other
+      set_field(flat, 'id', other)
+      set_field(flat, 'id_claimed', '1')
+      if ostate == DELAYED then unstash_fields(key) else redis.call('XDEL', stream, oentry) end
+      if due > now then
+        redis.call('HSET', key, 'state', DELAYED, 'entry', '', 'due_at', due, 'updated_at', now)
+        stash_fields(key, flat)
+        redis.call('ZADD', delayed, due, other)
+        ostate = DELAYED
+      else
+        if ostate == DELAYED then
+          redis.call('ZREM', delayed, other)
+          redis.call('HDEL', key, 'due_at')
+        end
+        local new_entry = redis.call('XADD', stream, '*', unpack(flat))
+        redis.call('HSET', key, 'state', WAITING, 'entry', new_entry, 'updated_at', now)
+        ostate = WAITING
+      end
+      dd.take(dk, mode, dttl, key, other)
     end
     deduplicated = deduplicated + 1
     out[#out + 1] = DEDUPLICATED; out[#out + 1] = other; out[#out + 1] = ostate
@@ -136,7 +133,7 @@ while i <= #ARGV do
         'enqueued_at', now)
     end
     if token ~= '' then redis.call('HSET', job_prefix .. id, 'token', token) end
-    if dk then dedup_take(dk, mode, dttl, job_prefix .. id, id) end
+    if dk then dd.take(dk, mode, dttl, job_prefix .. id, id) end
     added = added + 1
     out[#out + 1] = OK; out[#out + 1] = id; out[#out + 1] = state
   end

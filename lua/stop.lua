@@ -80,17 +80,18 @@ local function stop_one(entry, id, action)
   end
   local dkey = get_field(flat, 'dedup_key')
   if fresh and dkey then
-    local dk = dedup_key_of(job_prefix, dkey)
+    local dd = dedup_helpers(stream, job_prefix)
+    local dk = dd.key_of(dkey)
     local mode = get_field(flat, 'dedup_mode') or 'unique'
     if mode == 'debounce' then mode = 'unique' end
-    local other = dedup_holder(dk, mode, stream, job_prefix)
+    local other = dd.holder(dk, mode)
     if other and other ~= id then
       end_cancelled(key, id, 'deduplicated: job ' .. other .. ' holds its dedup_key')
       redis.call('HINCRBY', stats, 'deduplicated', 1)
       settle_entry(entry)
       return {OK, CANCELLED}
     end
-    dedup_take(dk, mode, tonumber(get_field(flat, 'dedup_ttl') or ''), key, id)
+    dd.take(dk, mode, tonumber(get_field(flat, 'dedup_ttl') or ''), key, id)
   end
   return {OK, RUNNING}
 end

@@ -20,6 +20,7 @@ from streamjobs.scripts import (
     Scripts,
     StopAction,
     StopItem,
+    lua_dir,
 )
 from streamjobs.streams import ensure_group
 
@@ -184,3 +185,8 @@ async def test_cancel_of_a_running_job_is_settled_by_its_worker(env: Env) -> Non
     assert (await env.r.xpending(env.tk.stream, GROUP))["pending"] == 0
     assert await env.r.zcard(env.tk.cancels) == 0 and await env.r.exists(env.tk.dedup("c")) == 0
     assert (await env.stop(entry, res.job_id, StopAction.CANCEL))[0] is Code.NOT_OWNER
+
+
+def test_the_dedup_include_names_the_engines_group() -> None:
+    text = (lua_dir() / "includes" / "dedup.lua").read_text()
+    assert f"local DEDUP_GROUP = '{GROUP}'" in text

@@ -14,13 +14,3 @@ local function set_field(flat, name, value)
   flat[#flat + 1] = name
   flat[#flat + 1] = value
 end
-
-local function del_field(flat, name)
-  for i = 1, #flat, 2 do
-    if flat[i] == name then
-      table.remove(flat, i)
-      table.remove(flat, i)
-      return
-    end
-  end
-end

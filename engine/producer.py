@@ -408,8 +408,11 @@ class SyncProducer:
         self._portal = self._cm.__enter__()
         self._producer: Producer = self._portal.call(_make_producer, url, settings)
 
-    def enqueue(self, type_: str, payload: Any, **options: Any) -> str:
+    def enqueue(self, type_: str, payload: Any, **options: Any) -> Enqueued:
         return self._portal.call(lambda: self._producer.enqueue(type_, payload, **options))
+
+    def cancel(self, type_: str, job_id: str) -> Cancelled:
+        return self._portal.call(self._producer.cancel, type_, job_id)
 
     def enqueue_many(self, type_: str, payloads: Iterable[Any]) -> list[str]:
         items = list(payloads)

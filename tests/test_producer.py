@@ -18,6 +18,10 @@ def test_sync_producer_enqueues_and_reads_status(redis_url: str, type_name: str)
         st = p.status(type_name, job_id)
         with pytest.raises(DuplicateJob):
             p.enqueue(type_name, {}, job_id="sync-1")
+        again = p.enqueue(type_name, {}, dedup_key="once")
+        assert p.enqueue(type_name, {}, dedup_key="once").deduplicated
+        assert p.cancel(type_name, again) == JobState.WAITING
+        assert p.status(type_name, again).state is JobState.CANCELLED  # type: ignore[union-attr]
     assert job_id == "sync-1" and len(ids) == 3
     assert st is not None and st.state is JobState.WAITING
     assert st.payload == {"a": 1} and st.headers == {"h": "v"}

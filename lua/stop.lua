@@ -1,7 +1,8 @@
 -- stop: entries this consumer holds that end without running to completion, or the check
 -- before one starts. Per entry, `action`:
 --   'start': about to run an entry that carries `expires_at` or `dedup_key`. Its
---     expires_at has come: it ends expired (never runs). A plain XADD entry (no record
+--     expires_at has come (and it never started: first delivery, no failed attempt): it
+--     ends expired (never runs). A plain XADD entry (no record
 --     yet) with a `dedup_key` whose job is active (by its mode; debounce counts as
 --     unique here) ends cancelled, reason `deduplicated`; else it takes the key. Otherwise
 --     the state is running: run it.
@@ -32,6 +33,7 @@
 --@include ensure_record
 --@include own_record
 --@include expire_job
+--@include deliveries
 --@include dedup
 --@include free_unique
 local stream, stats, expired, cancels, job_prefix = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
@@ -73,7 +75,8 @@ local function stop_one(entry, id, action)
     settle_entry(entry)
     return {OK, CANCELLED}
   end
-  if is_expired(flat, now) then
+  -- A delivery after the first may have started (its worker died running it): it runs.
+  if is_expired(flat, now) and deliveries(stream, group, entry) <= 1 then
     expire_job(key, id, expired, stats, ttl, now)
     settle_entry(entry)
     return {OK, EXPIRED}

@@ -171,6 +171,26 @@ async def test_a_delayed_job_past_expires_at_ends_expired_at_promote(env: Env) -
     assert not [k for k in await env.r.hkeys(env.tk.job(res.job_id)) if k.startswith(b"f:")]
 
 
+async def test_a_job_that_started_is_not_expired_on_its_retry_or_redelivery(env: Env) -> None:
+    res = await env.enqueue(expires_in=30)
+    [(entry, _)] = await env.deliver()
+    await anyio.sleep(0.05)  # past expires_at, after its start
+    [failed] = await env.s.fail(env.tk, GROUP, A, [FailItem(entry, res.job_id, FailArgs("x"))],
+                                max_attempts=3, immediate_retries=0, backoff_base_ms=1,
+                                backoff_cap_ms=1, jitter=0.0)
+    assert failed.state == "delayed"
+    await anyio.sleep(0.01)
+    assert (await env.s.promote(env.tk, result_ttl_ms=TTL))[0] == 1  # not expired
+    [(entry, _)] = await env.deliver()
+    assert await env.stop(entry, res.job_id, StopAction.START) == (Code.OK, "running")
+    # A first attempt delivered twice (its worker died) may have started: it runs.
+    other = await env.enqueue(expires_in=1)
+    await anyio.sleep(0.01)
+    [(entry, _)] = await env.deliver()
+    await env.r.xclaim(env.tk.stream, GROUP, A, 0, [entry])  # a second delivery
+    assert await env.stop(entry, other.job_id, StopAction.START) == (Code.OK, "running")
+
+
 # ---- cancel of a running job ----------------------------------------------------------
 
 async def test_cancel_of_a_running_job_is_settled_by_its_worker(env: Env) -> None:

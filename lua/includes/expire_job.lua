@@ -2,9 +2,13 @@
 --@include fields
 --@include free_unique
 -- Expiry before start: a job whose `expires_at` (ms, server clock) has come never runs.
+-- A job that already ran an attempt (its entry counts failed ones) is past its start:
+-- its retries are not expired.
 local function is_expired(flat, now)
   local at = tonumber(get_field(flat, 'expires_at') or '')
-  return at ~= nil and at <= now
+  if at == nil or at > now then return false end
+  local attempts = get_field(flat, 'attempts')
+  return attempts == nil or attempts == '0'
 end
 
 -- End such a job: state expired, in the type's expired index for the result retention

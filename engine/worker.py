@@ -390,9 +390,11 @@ class Worker:
             return Result(Attempt.MALFORMED, error=f"malformed entry: {e}")
         timeout = job.timeout or h.policy.timeout
         d.attempt, d.max_attempts = job.attempt, job.max_attempts or h.policy.max_attempts
-        stopped = await self._before_start(d)
-        if stopped is not None:
-            return stopped
+        f = d.fields
+        if d.cancel_requested or _EXPIRES_AT in f or _DEDUP_KEY in f:  # else no await at all
+            stopped = await self._before_start(d)
+            if stopped is not None:
+                return stopped
         self.metrics.started(d.type, job.enqueued_at)
         logs.job_started(d.type, job.id, job.attempt)
         t0 = time.perf_counter()
@@ -480,12 +482,8 @@ class Worker:
         """An entry that carries ``expires_at`` or ``dedup_key`` is checked by stop.lua
         before it runs (one call; other entries none); a cancel asked before it started
         ends it. The Result when it must not run, else None."""
-        if d.cancel_requested:
-            result = await self._stop_entry(d, StopAction.CANCEL)
-        elif Wire.EXPIRES_AT.b in d.fields or Wire.DEDUP_KEY.b in d.fields:
-            result = await self._stop_entry(d, StopAction.START)
-        else:
-            return None
+        action = StopAction.CANCEL if d.cancel_requested else StopAction.START
+        result = await self._stop_entry(d, action)
         return None if result.kind is Attempt.OK else result
 
     async def _stop_entry(self, d: Delivery, action: StopAction) -> Result:
@@ -709,6 +707,8 @@ _SETTLE: dict[Attempt, Callable[[Worker, Delivery, Result, bool], None]] = {
     Attempt.LOST: Worker._on_lost,
     Attempt.STOPPED: Worker._on_stopped,
 }
+#: Entry fields that make an entry go through stop.lua before it runs.
+_EXPIRES_AT, _DEDUP_KEY = Wire.EXPIRES_AT.b, Wire.DEDUP_KEY.b
 #: Outcomes a cancel asked during the attempt leaves as they are: a completed job stays
 #: completed, a lost or released one is another worker's or another attempt's.
 _NOT_CANCELLED = frozenset({Attempt.OK, Attempt.LOST, Attempt.RELEASED})

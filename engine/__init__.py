@@ -27,6 +27,7 @@ from streamjobs.job import Job
 from streamjobs.producer import JobSpec, Producer, SyncProducer
 from streamjobs.registry import Registry, handler
 from streamjobs.retry import Policy
+from streamjobs.schedules import Schedule
 from streamjobs.status import JobStatus
 from streamjobs.worker import Worker
 
@@ -50,6 +51,7 @@ __all__ = [
     "Producer",
     "Registry",
     "RetryAfter",
+    "Schedule",
     "ServerError",
     "Settings",
     "StreamJobsError",

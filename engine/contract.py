@@ -92,6 +92,7 @@ TRANSITIONS: dict[str, tuple[Move, ...]] = {
     "dead_purge": (_m(JobState.DEAD, GONE),),
     "touch": (),
     "prune_consumers": (),
+    "schedule_tick": (_m(NEW, _W),),
 }
 
 
@@ -228,6 +229,8 @@ class Stat(_Name):
     RECLAIMED = "reclaimed"
     DEAD_RETRIED = "dead_retried"
     PURGED = "purged"
+    #: Cron ticks enqueued (schedule_tick.lua).
+    CRON_TICKS = "cron_ticks"
     #: Not a count: the sequence of generated ids of delayed jobs.
     SEQ = "seq"
 

@@ -38,6 +38,8 @@ class TypeStats(Record):
     enqueued: int
     #: Age in seconds of the oldest entry not yet delivered (0 when none).
     oldest_waiting_age: float
+    #: Paused: workers start none of its jobs (``streamjobs pause``).
+    paused: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,13 +53,14 @@ class Counts:
     counters: dict[bytes, bytes]
     #: The group's last delivered id: the oldest waiting entry comes after it.
     last_delivered: str | None
+    paused: bool = False
 
     def counter(self, name: Stat) -> int:
         return int(self.counters.get(name.b, 0))
 
 
 #: Replies :func:`queue_counts` adds to a pipeline per type.
-COUNT_REPLIES = 6
+COUNT_REPLIES = 7
 
 
 def queue_counts(pipe: Any, tk: TypeKeys) -> None:
@@ -72,6 +75,7 @@ def queue_counts(pipe: Any, tk: TypeKeys) -> None:
     pipe.xlen(tk.dead)
     pipe.hgetall(tk.stats)
     pipe.xinfo_groups(tk.stream)
+    pipe.exists(tk.paused)
 
 
 def checked(reply: Any) -> Any:
@@ -86,7 +90,7 @@ def checked(reply: Any) -> Any:
 
 def parse_counts(res: Sequence[Any]) -> Counts:
     """Read the replies of :func:`queue_counts` (a missing stream or group counts as 0)."""
-    length, pend, delayed, dead, counters, groups = (checked(r) for r in res)
+    length, pend, delayed, dead, counters, groups, paused = (checked(r) for r in res)
     length = length if isinstance(length, int) else 0
     running = int(pend["pending"]) if isinstance(pend, dict) else 0
     last = None
@@ -99,6 +103,7 @@ def parse_counts(res: Sequence[Any]) -> Counts:
         delayed=delayed if isinstance(delayed, int) else 0,
         dead=dead if isinstance(dead, int) else 0,
         counters=counters if isinstance(counters, dict) else {}, last_delivered=last,
+        paused=bool(paused),
     )
 
 
@@ -119,7 +124,7 @@ def _stats(tk: TypeKeys, c: Counts, age: float) -> TypeStats:
     return TypeStats(
         type=tk.type, waiting=c.waiting, running=c.running, delayed=c.delayed, dead=c.dead,
         completed=c.counter(Stat.COMPLETED), retried=c.counter(Stat.RETRIED),
-        enqueued=c.counter(Stat.ENQUEUED), oldest_waiting_age=age,
+        enqueued=c.counter(Stat.ENQUEUED), oldest_waiting_age=age, paused=c.paused,
     )
 
 

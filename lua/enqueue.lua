@@ -15,10 +15,8 @@
 -- returns: {code, job_id, state} per job
 -- codes: OK DUPLICATE
 --@include codes
---@include states
 --@include now_ms
---@include fields
---@include stash
+--@include add_job
 --@include max_fields
 --@include valid_job_id
 local stream, delayed, stats, job_prefix = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
@@ -62,28 +60,8 @@ while i <= #ARGV do
     out[#out + 1] = DUPLICATE; out[#out + 1] = id; out[#out + 1] = rec[1]
   else
     -- The record holds what no entry says: attempts appear with the first failure.
-    local state = WAITING
-    if due > now then
-      if id == '' then
-        id = now .. '-d' .. redis.call('HINCRBY', stats, 'seq', 1)
-      end
-      set_field(flat, 'id', id)
-      set_field(flat, 'id_claimed', '1')
-      local key = job_prefix .. id
-      redis.call('HSET', key, 'state', DELAYED, 'due_at', due, 'enqueued_at', now)
-      stash_fields(key, flat)
-      redis.call('ZADD', delayed, due, id)
-      state = DELAYED
-    else
-      if id ~= '' then
-        set_field(flat, 'id', id)
-        set_field(flat, 'id_claimed', '1')
-      end
-      local entry = redis.call('XADD', stream, '*', unpack(flat))
-      if id == '' then id = entry end
-      redis.call('HSET', job_prefix .. id, 'state', WAITING, 'entry', entry,
-        'enqueued_at', now)
-    end
+    local state
+    id, state = add_job(stream, delayed, stats, job_prefix, id, flat, due, now)
     if token ~= '' then redis.call('HSET', job_prefix .. id, 'token', token) end
     added = added + 1
     out[#out + 1] = OK; out[#out + 1] = id; out[#out + 1] = state

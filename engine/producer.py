@@ -270,8 +270,11 @@ class Producer:
 
     async def pause(self, type_: str) -> bool:
         """Pause a type: workers start none of its jobs (within about a second) until
-        :meth:`resume`; enqueues still land, running jobs finish. False if it was."""
-        return await pause_type(self.redis, self.keys(type_))
+        :meth:`resume`; enqueues still land, running jobs finish. False if it was.
+        The type becomes known (listed by stats) if it was not."""
+        tk = self.keys(type_)
+        await self._ensure_type(tk)
+        return await pause_type(self.redis, tk)
 
     async def resume(self, type_: str) -> bool:
         """Resume a paused type; False if it was not paused."""

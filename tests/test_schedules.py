@@ -271,3 +271,23 @@ def test_collector_counts_cron_ticks(redis_url: str, type_name: str) -> None:
     finally:
         coll.close()
     assert {"streamjobs_type_paused", "streamjobs_queue_cron_ticks"} <= names
+
+
+async def test_schedule_names_are_unique_and_edits_keep_or_reset_the_next_run(
+    redis_url: str, type_name: str
+) -> None:
+    name = "u-" + type_name
+    async with Producer(redis_url) as p:
+        first = await p.schedule(name, type_name, {}, every=3600)
+        again = await p.schedule(name, type_name, {}, every=3600)  # a worker's restart
+        assert again.next_run_ms == first.next_run_ms
+        with pytest.raises(InvalidArgument, match="belongs to type"):
+            await p.schedule(name, type_name + "-other", {}, every=60)
+        paused = await p.pause_schedule(name)
+        assert paused is not None and paused.paused and paused.next_run_ms is None
+        assert await p.pause_schedule(name) == paused
+        assert await p.get_schedule("missing-" + type_name) is None
+        assert await p.pause_schedule("missing-" + type_name) is None
+        assert await p.run_schedule_now("missing-" + type_name) is None
+        assert await p.unschedule(name) is True
+        assert await p.unschedule(name) is False

@@ -3,6 +3,9 @@ type (engine/pause.py): real server, worker subprocesses where the issue asks fo
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -10,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import httpx
 import pytest
+import redis
 
 from streamjobs import InvalidArgument, Job, Producer, Registry, Schedule, Settings, Worker
 from streamjobs.api import create_app
@@ -20,7 +24,7 @@ from streamjobs.errors import ConfigError
 from streamjobs.keys import TypeKeys
 from streamjobs.schedules import tick_once
 from streamjobs.scripts import Scripts
-from tests.helpers import running, spawn_worker, stat, wait_for
+from tests.helpers import ROOT, running, spawn_worker, stat, wait_for
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -291,3 +295,23 @@ async def test_schedule_names_are_unique_and_edits_keep_or_reset_the_next_run(
         assert await p.run_schedule_now("missing-" + type_name) is None
         assert await p.unschedule(name) is True
         assert await p.unschedule(name) is False
+
+
+@pytest.mark.slow
+def test_schedules_example_runs(redis_url: str) -> None:
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("STREAMJOBS_")},
+           "STREAMJOBS_REDIS_URL": redis_url}
+    res = subprocess.run([sys.executable, str(ROOT / "docs/examples/schedules.py")], cwd=ROOT,
+                         env=env, capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0, res.stderr
+    lines = res.stdout.splitlines()
+    assert sum(line.startswith("ran cron:heartbeat_ping:") for line in lines) >= 2
+    assert any(line.startswith("ran cron:ping_api:") for line in lines)
+    assert "schedule nightly_report nightly_report 0 3 * * *" in " ".join(lines)
+    r = redis.Redis.from_url(redis_url)
+    try:
+        for t in ("nightly_report", "heartbeat_ping"):
+            r.delete(*(r.keys(f"sj:{{{t}}}:*") or ["-"]))
+        r.srem("sj:types", "nightly_report", "heartbeat_ping")
+    finally:
+        r.close()

@@ -122,7 +122,7 @@ class Schedule(Record):
         return int(prev.timestamp() * 1000), int(nxt.timestamp() * 1000)
 
 
-def _load(name: str, type_: str, raw: bytes, next_ms: Any, last: Any) -> Schedule:
+def _load(name: str, type_: str, raw: bytes | str, next_ms: Any, last: Any) -> Schedule:
     d = orjson.loads(raw)
     return Schedule(
         name=name, type=type_, cron=d.get("cron"), every=d.get("every"),
@@ -243,27 +243,26 @@ async def run_now(redis: Redis, scripts: Scripts, prefix: str, name: str) -> str
 
 async def tick_once(redis: Redis, scripts: Scripts, tks: Sequence[TypeKeys]) -> float:
     """Enqueue every due tick of these types; return seconds until the next one is due
-    (at most :data:`POLL_S`)."""
+    (at most :data:`POLL_S`). Two reads per type when nothing is due."""
     now = server_ms(await redis.time())
     wait = POLL_S
     for tk in tks:
-        due = replies.scored(await redis.zrange(tk.schedule_due, 0, -1, withscores=True))
+        due = replies.scored(await redis.zrangebyscore(tk.schedule_due, "-inf", now,
+                                                       withscores=True))
         for raw, score in due:
+            definition = await redis.hget(tk.schedules, raw)
+            if definition is None:  # removed meanwhile
+                continue
+            s = _load(raw.decode(), tk.type, definition, None, None)
             expected = int(score)
-            if expected > now:
-                wait = min(wait, (expected - now) / 1000)
-                continue
-            name = raw.decode()
-            found = await of_types(redis, [tk], name)
-            if not found:
-                continue
-            s = found[0]
             latest, nxt = s.ticks(now)
             code, job_id = await scripts.schedule_tick(
-                tk, name, expected, max(latest, expected), nxt, s.job_fields())
+                tk, s.name, expected, max(latest, expected), nxt, s.job_fields())
             if code is Code.OK:
-                log.info("schedule %s: enqueued %s", name, job_id)
-            wait = min(wait, max(0.0, (nxt - now) / 1000))
+                log.info("schedule %s: enqueued %s", s.name, job_id)
+        first = replies.scored(await redis.zrange(tk.schedule_due, 0, 0, withscores=True))
+        if first:
+            wait = min(wait, max(0.0, (first[0][1] - now) / 1000))
     return wait
 
 

@@ -134,18 +134,23 @@ def _load(name: str, type_: str, raw: bytes | str, next_ms: Any, last: Any) -> S
     )
 
 
-async def upsert(redis: Redis, prefix: str, s: Schedule) -> Schedule:
+async def upsert(redis: Redis, prefix: str, s: Schedule, *, declared: bool = False
+                 ) -> Schedule:
     """Create or replace a schedule. An unchanged definition keeps its next run (so the
     upsert every worker makes at start moves nothing); a changed one runs next at its
-    first tick after now. A name belongs to one type: another type's raises."""
+    first tick after now. A name belongs to one type: another type's raises.
+    ``declared`` (a worker's upsert of a schedule declared in code) keeps the paused state
+    an operator set: a restart does not resume a paused schedule."""
     s.check()
     tk = TypeKeys(prefix, s.type)
     for other in await known_types(redis, prefix):
         if other != s.type and await redis.hexists(TypeKeys(prefix, other).schedules, s.name):
             raise InvalidArgument(f"schedule {s.name!r} belongs to type {other!r}")
     await ensure_types(redis, [tk])
-    definition = s.definition()
     old = await redis.hget(tk.schedules, s.name)
+    if declared and old is not None:
+        s = _with(s, paused=bool(orjson.loads(old).get("paused")))
+    definition = s.definition()
     _, nxt = s.ticks(server_ms(await redis.time()))
     async with redis.pipeline(transaction=False) as pipe:
         pipe.hset(tk.schedules, s.name, definition)

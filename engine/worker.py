@@ -203,7 +203,8 @@ class Worker:
                 self._paused = await paused_types(self.redis, list(self.keys.values()))
                 for h in self.handlers.values():
                     if h.schedule is not None:
-                        await schedules.upsert(self.redis, self.settings.prefix, h.schedule)
+                        await schedules.upsert(self.redis, self.settings.prefix, h.schedule,
+                                               declared=True)
                 return
             except SERVER_ERRORS as e:
                 await backoff.wait("server unreachable at start" if isinstance(e, NETWORK_ERRORS)

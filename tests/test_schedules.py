@@ -22,7 +22,7 @@ from streamjobs.collector import QueueCollector, sync_client
 from streamjobs.counts import type_stats
 from streamjobs.errors import ConfigError
 from streamjobs.keys import TypeKeys
-from streamjobs.schedules import tick_once
+from streamjobs.schedules import tick_once, upsert
 from streamjobs.scripts import Scripts
 from tests.helpers import ROOT, running, spawn_worker, stat, wait_for
 
@@ -305,6 +305,10 @@ async def test_schedule_names_are_unique_and_edits_keep_or_reset_the_next_run(
         assert await p.get_schedule("missing-" + type_name) is None
         assert await p.pause_schedule("missing-" + type_name) is None
         assert await p.run_schedule_now("missing-" + type_name) is None
+        # A worker's start upserts the declared schedule: an operator's pause stays.
+        kept = await upsert(p.redis, "sj", Schedule(name, type_name, every=3600, payload={}),
+                            declared=True)
+        assert kept.paused and kept.next_run_ms is None
         assert await p.unschedule(name) is True
         assert await p.unschedule(name) is False
 

@@ -34,6 +34,7 @@ from streamjobs.producer import (
 )
 from streamjobs.registry import Registry, handler
 from streamjobs.retry import Policy
+from streamjobs.schedules import Schedule
 from streamjobs.status import JobStatus
 from streamjobs.worker import Worker
 
@@ -61,6 +62,7 @@ __all__ = [
     "Producer",
     "Registry",
     "RetryAfter",
+    "Schedule",
     "ServerError",
     "Settings",
     "StreamJobsError",

@@ -150,6 +150,35 @@ def build_parser() -> argparse.ArgumentParser:
     td.add_argument("type")
     td.add_argument("--yes", action="store_true", help="confirm")
 
+    for verb, what in (("pause", "workers start no job of TYPE until resumed (jobs still "
+                                 "enqueue; running ones finish)"),
+                       ("resume", "resume a paused type")):
+        pr = sub.add_parser(verb, help=what)
+        pr.add_argument("type")
+
+    sc = sub.add_parser("schedule", help="cron and interval schedules (each tick enqueued "
+                                         "once by the workers of its type)")
+    ssub = sc.add_subparsers(dest="schedule_command", required=True)
+    sa = ssub.add_parser("add", help="create or replace a schedule")
+    sa.add_argument("name")
+    sa.add_argument("type")
+    sa.add_argument("payload", type=_json_arg, nargs="?", default=None,
+                    help="JSON payload of each tick's job")
+    when = sa.add_mutually_exclusive_group(required=True)
+    when.add_argument("--cron", help="5 fields, or 6 with the seconds first")
+    when.add_argument("--every", type=float, help="interval in seconds (>= 1)")
+    sa.add_argument("--tz", default="UTC", help="IANA time zone of the cron expression")
+    sa.add_argument("--max-attempts", type=int, default=None)
+    sa.add_argument("--timeout", type=float, default=None)
+    sa.add_argument("--paused", action="store_true", help="create it paused")
+    ssub.add_parser("list", help="every schedule, as JSON lines")
+    for verb, what in (("remove", "delete a schedule (its jobs stay)"),
+                       ("pause", "stop a schedule's ticks"),
+                       ("resume", "resume a schedule (next tick: the first after now)"),
+                       ("run-now", "enqueue the schedule's job once now")):
+        one = ssub.add_parser(verb, help=what)
+        one.add_argument("name")
+
     sub.add_parser("bench", help="run the benchmark suite (bench/); every argument after "
                                  "`bench` is the suite's own (try `bench --help`)",
                    add_help=False)

@@ -68,6 +68,7 @@ _COUNTERS = {
     "cancelled": (Stat.CANCELLED, "Jobs cancelled (waiting, delayed or running)"),
     "expired": (Stat.EXPIRED, "Jobs not started by their expires_at"),
     "deduplicated": (Stat.DEDUPLICATED, "Enqueues answered by a job of the same dedup_key"),
+    "cron_ticks": (Stat.CRON_TICKS, "Cron ticks enqueued (each exactly once)"),
 }
 
 
@@ -159,6 +160,12 @@ def _families(types: Sequence[str], rows: Sequence[Counts],
     for t, a in zip(types, ages, strict=True):
         age.add_metric([t], a)
     out.append(age)
+    paused = GaugeMetricFamily("streamjobs_type_paused",
+                               "1 while the type is paused (workers start none of its jobs)",
+                               labels=["type"])
+    for t, row in zip(types, rows, strict=True):
+        paused.add_metric([t], 1.0 if row.paused else 0.0)
+    out.append(paused)
     for name, (field, doc) in _COUNTERS.items():
         c = CounterMetricFamily(f"streamjobs_queue_{name}", doc, labels=["type"])
         for t, row in zip(types, rows, strict=True):

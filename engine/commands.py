@@ -161,7 +161,7 @@ def cmd_stats(args: argparse.Namespace) -> int:
 
     rows = _run(go)
     cols = ["type", "waiting", "running", "delayed", "dead", "completed", "cancelled",
-            "expired"]
+            "expired", "paused"]
     print("  ".join(f"{c:>12}" for c in cols))
     for s in rows:
         print("  ".join(f"{getattr(s, c)!s:>12}" for c in cols))
@@ -243,6 +243,59 @@ def cmd_types(args: argparse.Namespace) -> int:
             await r.aclose()
 
     print(f"deleted type {args.type} ({_run(go)} keys)")
+    return 0
+
+
+def _with_producer(url: str, fn: Callable[[Producer], Awaitable[T]]) -> T:
+    async def go() -> T:
+        async with Producer(url, settings=_settings()) as p:
+            return await fn(p)
+
+    return _run(go)
+
+
+def cmd_pause(args: argparse.Namespace) -> int:
+    check_type_name(args.type)
+    changed = _with_producer(resolve_url(args), lambda p: p.pause(args.type))
+    print(f"paused {args.type}" if changed else f"{args.type} was already paused")
+    return 0
+
+
+def cmd_resume(args: argparse.Namespace) -> int:
+    check_type_name(args.type)
+    changed = _with_producer(resolve_url(args), lambda p: p.resume(args.type))
+    print(f"resumed {args.type}" if changed else f"{args.type} was not paused")
+    return 0
+
+
+def cmd_schedule(args: argparse.Namespace) -> int:
+    """`schedule add|list|remove|pause|resume|run-now`."""
+    url, verb = resolve_url(args), args.schedule_command
+    if verb == "add":
+        s = _with_producer(url, lambda p: p.schedule(
+            args.name, args.type, args.payload, cron=args.cron, every=args.every, tz=args.tz,
+            max_attempts=args.max_attempts, timeout=args.timeout, paused=args.paused))
+        _print_json(s.to_dict())
+    elif verb == "list":
+        for s in _with_producer(url, lambda p: p.schedules()):
+            print(orjson.dumps(s.to_dict()).decode())
+    else:
+        act: dict[str, Callable[[Producer], Awaitable[Any]]] = {
+            "remove": lambda p: p.unschedule(args.name),
+            "pause": lambda p: p.pause_schedule(args.name),
+            "resume": lambda p: p.resume_schedule(args.name),
+            "run-now": lambda p: p.run_schedule_now(args.name),
+        }
+        out = _with_producer(url, act[verb])
+        if out is None or out is False:
+            print(f"error: no schedule {args.name!r}", file=sys.stderr)
+            return 1
+        if verb == "remove":
+            print(f"removed {args.name}")
+        elif verb == "run-now":
+            print(out)
+        else:
+            _print_json(out.to_dict())
     return 0
 
 

@@ -95,6 +95,7 @@ TRANSITIONS: dict[str, tuple[Move, ...]] = {
     "dead_purge": (_m(JobState.DEAD, GONE),),
     "touch": (),
     "prune_consumers": (),
+    "schedule_tick": (_m(NEW, _W),),
 }
 
 
@@ -276,6 +277,8 @@ class Stat(_Name):
     #: Enqueues answered with an existing job of their ``dedup_key`` (and plain XADD
     #: duplicates dropped at start).
     DEDUPLICATED = "deduplicated"
+    #: Cron ticks enqueued (schedule_tick.lua).
+    CRON_TICKS = "cron_ticks"
     #: Not a count: the sequence of generated ids of delayed jobs.
     SEQ = "seq"
 

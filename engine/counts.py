@@ -43,6 +43,8 @@ class TypeStats(Record):
     expired: int = 0
     #: Enqueues answered by a job of the same ``dedup_key``.
     deduplicated: int = 0
+    #: Paused: workers start none of its jobs (``streamjobs pause``).
+    paused: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,13 +58,14 @@ class Counts:
     counters: dict[bytes, bytes]
     #: The group's last delivered id: the oldest waiting entry comes after it.
     last_delivered: str | None
+    paused: bool = False
 
     def counter(self, name: Stat) -> int:
         return int(self.counters.get(name.b, 0))
 
 
 #: Replies :func:`queue_counts` adds to a pipeline per type.
-COUNT_REPLIES = 6
+COUNT_REPLIES = 7
 
 
 def queue_counts(pipe: Any, tk: TypeKeys) -> None:
@@ -77,6 +80,7 @@ def queue_counts(pipe: Any, tk: TypeKeys) -> None:
     pipe.xlen(tk.dead)
     pipe.hgetall(tk.stats)
     pipe.xinfo_groups(tk.stream)
+    pipe.exists(tk.paused)
 
 
 def checked(reply: Any) -> Any:
@@ -91,7 +95,7 @@ def checked(reply: Any) -> Any:
 
 def parse_counts(res: Sequence[Any]) -> Counts:
     """Read the replies of :func:`queue_counts` (a missing stream or group counts as 0)."""
-    length, pend, delayed, dead, counters, groups = (checked(r) for r in res)
+    length, pend, delayed, dead, counters, groups, paused = (checked(r) for r in res)
     length = length if isinstance(length, int) else 0
     running = int(pend["pending"]) if isinstance(pend, dict) else 0
     last = None
@@ -104,6 +108,7 @@ def parse_counts(res: Sequence[Any]) -> Counts:
         delayed=delayed if isinstance(delayed, int) else 0,
         dead=dead if isinstance(dead, int) else 0,
         counters=counters if isinstance(counters, dict) else {}, last_delivered=last,
+        paused=bool(paused),
     )
 
 
@@ -126,7 +131,7 @@ def _stats(tk: TypeKeys, c: Counts, age: float) -> TypeStats:
         completed=c.counter(Stat.COMPLETED), retried=c.counter(Stat.RETRIED),
         enqueued=c.counter(Stat.ENQUEUED), oldest_waiting_age=age,
         cancelled=c.counter(Stat.CANCELLED), expired=c.counter(Stat.EXPIRED),
-        deduplicated=c.counter(Stat.DEDUPLICATED),
+        deduplicated=c.counter(Stat.DEDUPLICATED), paused=c.paused,
     )
 
 

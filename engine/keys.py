@@ -76,6 +76,29 @@ class TypeKeys:
         return self.base + "dedup:" + key
 
     @property
+    def paused(self) -> str:
+        """Present while the type is paused (its value: the server ms it was paused at);
+        workers start no job of a paused type (engine/pause.py)."""
+        return self.base + "paused"
+
+    @property
+    def schedules(self) -> str:
+        """Hash: schedule name -> its definition (JSON) for schedules of this type."""
+        return self.base + "schedules"
+
+    @property
+    def schedule_due(self) -> str:
+        """Sorted set: schedule name -> its next run (server ms); a paused schedule is
+        not in it."""
+        return self.base + "schedule_due"
+
+    @property
+    def schedule_runs(self) -> str:
+        """Hash: schedule name -> its last run (the tick's ms), written by
+        schedule_tick.lua."""
+        return self.base + "schedule_runs"
+
+    @property
     def job_prefix(self) -> str:
         return self.base + "job:"
 

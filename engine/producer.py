@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any, cast
 import anyio
 import anyio.from_thread
 
+from streamjobs import schedules
 from streamjobs.codes import Code
 from streamjobs.config import Settings
 from streamjobs.connection import client_from_url, cluster_of, is_cluster, node_client
@@ -25,6 +26,8 @@ from streamjobs.errors import DuplicateJob, InvalidArgument, NotDurable, raise_f
 from streamjobs.failover import until_deadline
 from streamjobs.job import NO_FLOW, Flow, check_job_id, dumps, encode_fields, new_job_ids, new_token
 from streamjobs.keys import GROUP, TypeKeys
+from streamjobs.pause import pause_type, resume_type
+from streamjobs.schedules import Schedule
 from streamjobs.scripts import EnqueueItem, EnqueueResult, Scripts, parse_enqueue
 from streamjobs.status import JobStatus, find_entry, job_status
 from streamjobs.streams import ensure_types
@@ -380,6 +383,55 @@ class Producer:
                     return CancelOutcome.UNINTERRUPTIBLE
                 await anyio.sleep(CANCEL_POLL_S)
         return CancelOutcome.REQUESTED
+
+    # ---- pause a type, schedules (engine/pause.py, engine/schedules.py) -----------------
+
+    async def pause(self, type_: str) -> bool:
+        """Pause a type: workers start none of its jobs (within about a second) until
+        :meth:`resume`; enqueues still land, running jobs finish. False if it was.
+        The type becomes known (listed by stats) if it was not."""
+        tk = self.keys(type_)
+        await self._ensure_type(tk)
+        return await pause_type(self.redis, tk)
+
+    async def resume(self, type_: str) -> bool:
+        """Resume a paused type; False if it was not paused."""
+        return await resume_type(self.redis, self.keys(type_))
+
+    async def schedule(
+        self, name: str, type_: str, payload: Any = None, *, cron: str | None = None,
+        every: float | None = None, tz: str = "UTC", max_attempts: int | None = None,
+        timeout: float | None = None,  # noqa: ASYNC109 - the job's own time limit
+        headers: Mapping[str, str] | None = None, paused: bool = False,
+    ) -> Schedule:
+        """Create or replace the schedule ``name``: a job of ``type_`` with ``payload`` at
+        each tick of ``cron`` (5 fields, or 6 with seconds first) in ``tz``, or ``every``
+        seconds. Workers of the type enqueue each tick exactly once."""
+        s = Schedule(name, type_, cron=cron, every=every, tz=tz, payload=payload,
+                     max_attempts=max_attempts, timeout=timeout, headers=dict(headers or {}),
+                     paused=paused)
+        return await schedules.upsert(self.redis, self.settings.prefix, s)
+
+    async def unschedule(self, name: str) -> bool:
+        """Delete a schedule (the jobs it enqueued stay); False when there was none."""
+        return await schedules.remove(self.redis, self.settings.prefix, name)
+
+    async def schedules(self) -> list[Schedule]:
+        """Every schedule of every known type."""
+        return await schedules.all_schedules(self.redis, self.settings.prefix)
+
+    async def get_schedule(self, name: str) -> Schedule | None:
+        return await schedules.get(self.redis, self.settings.prefix, name)
+
+    async def pause_schedule(self, name: str) -> Schedule | None:
+        return await schedules.set_paused(self.redis, self.settings.prefix, name, True)
+
+    async def resume_schedule(self, name: str) -> Schedule | None:
+        return await schedules.set_paused(self.redis, self.settings.prefix, name, False)
+
+    async def run_schedule_now(self, name: str) -> str | None:
+        """Enqueue the schedule's job once now (its ticks go on); returns the job id."""
+        return await schedules.run_now(self.redis, self.scripts, self.settings.prefix, name)
 
     async def aclose(self) -> None:
         for node in self._nodes.values():

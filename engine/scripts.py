@@ -178,6 +178,12 @@ SPECS: dict[str, Spec] = {
         reply=Reply(each=("code", "state")),
         codes=(Code.OK, Code.NOT_OWNER, Code.NOT_FOUND, Code.WRONG_STATE),
     ),
+    "schedule_tick": Spec(
+        keys=("stream", "delayed", "stats", "job_prefix", "schedule_due", "schedule_runs"),
+        argv=("schedule", "expected_ms", "tick_ms", "next_ms"), tail=("field",),
+        reply=Reply(("code", "job_id")),
+        codes=(Code.OK, Code.ALREADY, Code.WRONG_STATE, Code.DUPLICATE),
+    ),
 }
 
 
@@ -435,6 +441,16 @@ class Scripts:
         head, _ = await self._call("cancel", tk, group=group, job_id=job_id,
                                    result_ttl_ms=result_ttl_ms, entry_id=entry_id)
         return head["code"], head["previous_state"]
+
+    async def schedule_tick(
+        self, tk: TypeKeys, name: str, expected_ms: int, tick_ms: int, next_ms: int,
+        fields: Sequence[bytes | str],
+    ) -> tuple[Code, str]:
+        """Enqueue a schedule's tick if its next run is still ``expected_ms``; returns
+        the code and the tick's job id."""
+        head, _ = await self._call("schedule_tick", tk, fields, schedule=name,
+                                   expected_ms=expected_ms, tick_ms=tick_ms, next_ms=next_ms)
+        return head["code"], head["job_id"]
 
 
 def parse_enqueue(raw: Sequence[Any]) -> list[EnqueueResult]:

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
-from streamjobs import logs, replies
+from streamjobs import logs, replies, schedules
 from streamjobs.codes import Code
 from streamjobs.config import Settings
 from streamjobs.connection import (
@@ -51,6 +51,7 @@ from streamjobs.job import Job
 from streamjobs.keys import GROUP, TypeKeys, worker_key, workers_key
 from streamjobs.metrics import WorkerMetrics
 from streamjobs.outcomes import Result, error_outcome, ok
+from streamjobs.pause import REFRESH_S, paused_types
 from streamjobs.reconnect import NETWORK_ERRORS, SERVER_ERRORS, Backoff, lost_group, retrying
 from streamjobs.registry import Handler, Registry, default_registry
 from streamjobs.scripts import FailArgs, ReleaseItem, Scripts, StopAction, StopItem
@@ -147,6 +148,8 @@ class Worker:
         self._stopping = False
         self._stop_requested = False
         self._order = list(self.keys)
+        #: Types paused on the server (refreshed by _pause_watch): not fetched.
+        self._paused: set[str] = set()
         self.settler = Settler(
             self.scripts, self.keys, {t: h.policy for t, h in self.handlers.items()},
             self.name, self.settings.result_ttl * 1000, self.metrics, self._regroup,
@@ -191,7 +194,7 @@ class Worker:
                 tg.start_soon(self._fetcher, send)
                 tg.start_soon(self._reclaimer, send.clone())
                 for role in (self.settler.run, self._promoter, self._toucher, self._heartbeat,
-                             self._cancel_watcher):
+                             self._cancel_watcher, self._pause_watch, self._scheduler):
                     tg.start_soon(role)
                 task_status.started()
                 await self._stop.wait()
@@ -210,6 +213,12 @@ class Worker:
         while True:
             try:
                 await ensure_types(self.redis, list(self.keys.values()))
+                # Before the first fetch: a paused type stays paused across a restart.
+                self._paused = await paused_types(self.redis, list(self.keys.values()))
+                for h in self.handlers.values():
+                    if h.schedule is not None:
+                        await schedules.upsert(self.redis, self.settings.prefix, h.schedule,
+                                               declared=True)
                 return
             except SERVER_ERRORS as e:
                 await backoff.wait("server unreachable at start" if isinstance(e, NETWORK_ERRORS)
@@ -306,7 +315,11 @@ class Worker:
         # COUNT applies per stream: read at most `free` streams, free // n entries each,
         # rotating which streams go first so no type starves.
         self._order = self._order[1:] + self._order[:1]
-        chosen = self._order[: min(free, len(self._order))]
+        order = [t for t in self._order if t not in self._paused]
+        if not order:
+            await anyio.sleep(REFRESH_S)
+            return
+        chosen = order[: min(free, len(order))]
         resp = await self.redis.xreadgroup(
             GROUP, self.name, {self.keys[t].stream: ">" for t in chosen},
             count=free // len(chosen), block=self.block_ms,
@@ -314,6 +327,10 @@ class Worker:
         for stream, entries in replies.stream_reads(resp):
             type_ = self._type_of_stream(stream)
             fetched = [Delivery(type_, e.decode(), fields) for e, fields in entries]
+            if type_ in self._paused:  # paused while the read blocked: hand them back
+                for d in fetched:
+                    self.settler.released(type_, d.entry_id, d.job_id, idle=True)
+                continue
             for d in await self._drop_duplicates(type_, fetched):
                 self._outstanding[d.entry_id] = d
                 await send.send(d)
@@ -555,6 +572,24 @@ class Worker:
             await self._stop_entry(d, StopAction.HOLD)
 
     # ---- housekeeping ------------------------------------------------------------------
+
+    async def _pause_watch(self) -> None:
+        """Keep :attr:`_paused` current (engine/pause.py): the fetcher skips those types."""
+        tks = list(self.keys.values())
+        while True:
+            try:
+                paused = await paused_types(self.redis, tks)
+            except SERVER_ERRORS as e:
+                log.debug("reading the paused types failed: %s", e)
+            else:
+                if paused != self._paused:
+                    log.info("paused types: %s", ", ".join(sorted(paused)) or "none")
+                self._paused = paused
+            await anyio.sleep(REFRESH_S)
+
+    async def _scheduler(self) -> None:
+        """Enqueue the due cron ticks of this worker's types (engine/schedules.py)."""
+        await schedules.run_scheduler(self.redis, self.scripts, list(self.keys.values()))
 
     async def _promoter(self) -> None:
         backoff = Backoff()

@@ -19,13 +19,14 @@
 -- returns: {code, job_id, state} per job
 -- codes: OK DUPLICATE DEDUPLICATED
 --@include codes
---@include states
 --@include now_ms
---@include fields
---@include stash
+--@include add_job
 --@include max_fields
 --@include valid_job_id
 --@include dedup
+--@include states
+--@include fields
+--@include stash
 local stream, delayed, stats, job_prefix = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 
 local function refuse(why)
@@ -110,28 +111,8 @@ while i <= #ARGV do
     out[#out + 1] = DEDUPLICATED; out[#out + 1] = other; out[#out + 1] = ostate
   else
     -- The record holds what no entry says: attempts appear with the first failure.
-    local state = WAITING
-    if due > now then
-      if id == '' then
-        id = now .. '-d' .. redis.call('HINCRBY', stats, 'seq', 1)
-      end
-      set_field(flat, 'id', id)
-      set_field(flat, 'id_claimed', '1')
-      local key = job_prefix .. id
-      redis.call('HSET', key, 'state', DELAYED, 'due_at', due, 'enqueued_at', now)
-      stash_fields(key, flat)
-      redis.call('ZADD', delayed, due, id)
-      state = DELAYED
-    else
-      if id ~= '' then
-        set_field(flat, 'id', id)
-        set_field(flat, 'id_claimed', '1')
-      end
-      local entry = redis.call('XADD', stream, '*', unpack(flat))
-      if id == '' then id = entry end
-      redis.call('HSET', job_prefix .. id, 'state', WAITING, 'entry', entry,
-        'enqueued_at', now)
-    end
+    local state
+    id, state = add_job(stream, delayed, stats, job_prefix, id, flat, due, now)
     if token ~= '' then redis.call('HSET', job_prefix .. id, 'token', token) end
     if dk then dd.take(dk, mode, dttl, job_prefix .. id, id) end
     added = added + 1

@@ -142,8 +142,8 @@ async def test_dlq_list_show_retry_purge(redis_url: str, type_name: str) -> None
     assert res.stdout.strip() == "purged 1"
     stats = cli("stats", url=redis_url).stdout
     row = next(line for line in stats.splitlines() if type_name in line).split()
-    assert row[1:] == ["2", "0", "0", "0", "0", "0", "0"]  # waiting running delayed dead
-    # completed cancelled expired
+    assert row[1:] == ["2", "0", "0", "0", "0", "0", "0", "False"]
+    # waiting running delayed dead completed cancelled expired paused
 
 
 def test_version() -> None:
@@ -220,3 +220,30 @@ async def test_delete_type_python_api_in_batches(r: Any, type_name: str) -> None
     await r.sadd("sj:types", type_name)
     assert await delete_type(r, type_name) == 1_200
     assert await r.exists(f"sj:{{{type_name}}}:job:7") == 0
+
+
+def test_pause_resume_and_schedules(redis_url: str, type_name: str) -> None:
+    assert cli("pause", type_name, url=redis_url).stdout.strip() == f"paused {type_name}"
+    assert "already paused" in cli("pause", type_name, url=redis_url).stdout
+    stats = cli("stats", url=redis_url).stdout
+    row = next(line for line in stats.splitlines() if type_name in line)
+    assert row.split()[-1] == "True"
+    assert cli("resume", type_name, url=redis_url).stdout.strip() == f"resumed {type_name}"
+    name = "c-" + type_name
+    added = cli("schedule", "add", name, type_name, '{"k": 1}', "--cron", "*/10 * * * * *",
+                "--tz", "Europe/Paris", url=redis_url)
+    assert added.returncode == 0, added.stderr
+    assert orjson.loads(added.stdout)["next_run_ms"] % 10_000 == 0
+    listed = [orjson.loads(line) for line in
+              cli("schedule", "list", url=redis_url).stdout.splitlines()]
+    assert {"name": name, "cron": "*/10 * * * * *"}.items() <= next(
+        s for s in listed if s["name"] == name).items()
+    assert orjson.loads(cli("schedule", "pause", name, url=redis_url).stdout)["paused"]
+    assert orjson.loads(cli("schedule", "resume", name, url=redis_url).stdout)["next_run_ms"]
+    job_id = cli("schedule", "run-now", name, url=redis_url).stdout.strip()
+    st = orjson.loads(cli("status", type_name, job_id, url=redis_url).stdout)
+    assert st["payload"] == {"k": 1}
+    assert cli("schedule", "remove", name, url=redis_url).stdout.strip() == f"removed {name}"
+    one_line_error(cli("schedule", "remove", name, url=redis_url), "no schedule")
+    one_line_error(cli("schedule", "add", "x" + name, type_name, "--cron", "bad",
+                       url=redis_url), "invalid cron")

@@ -414,3 +414,35 @@ async def test_tls_without_a_valid_client_certificate_is_refused(
             with anyio.fail_after(20):
                 await p.enqueue(type_name, {"n": 1})
     assert "cannot be reached" in str(e.value)
+
+
+async def test_cluster_schedules_tick_once_on_every_primary_and_pause(
+        cluster: str, cr: Redis) -> None:
+    types = spread_types(cluster, per_primary=1)
+    settings = Settings(redis_url=cluster)
+    ran: dict[str, list[str]] = {t: [] for t in types}
+    async with Producer(cr, settings=settings) as p, anyio.create_task_group() as tg:
+        workers = []
+        for t in types:
+            reg = Registry()
+
+            async def record(job: Job, t: str = t) -> None:
+                ran[t].append(job.id)
+
+            reg.handler(t)(record)
+            await p.schedule(f"s-{t}", t, {}, every=1)
+            for _ in range(2):  # two schedulers race for each tick
+                w = Worker(cr, reg, settings=settings, block_ms=100)
+                workers.append(w)
+                await tg.start(w.run)
+        assert {s.name for s in await p.schedules()} >= {f"s-{t}" for t in types}
+        await anyio.sleep(3.5)
+        await p.pause(types[0])
+        for w in workers:
+            w.stop()
+    for t in types:
+        ticks = sorted(int(i.rsplit(":", 1)[1]) for i in ran[t])
+        assert len(ticks) >= 2 and len(set(ticks)) == len(ticks)
+        assert ticks == list(range(ticks[0], ticks[-1] + 1000, 1000))
+    paused = {s.type: s.paused for s in await types_stats(cr, [TypeKeys("sj", t) for t in types])}
+    assert paused == {types[0]: True, types[1]: False, types[2]: False}

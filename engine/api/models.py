@@ -23,6 +23,7 @@ from streamjobs.counts import TypeStats
 from streamjobs.dead import DeadJob
 from streamjobs.listing import SCORE_CURSOR, JobSummary
 from streamjobs.producer import CancelOutcome, JobSpec
+from streamjobs.schedules import Schedule
 
 # The engine's patterns, anchored for JSON Schema (which searches rather than matches).
 JOB_ID_PATTERN = f"^{contract.JOB_ID_PATTERN}$"
@@ -238,3 +239,49 @@ class WorkersOut(BaseModel):
 
 class Status(BaseModel):
     status: str
+
+
+# ---- schedules and paused types -----------------------------------------------------------
+
+
+class ScheduleRequest(BaseModel):
+    """A schedule: ``type`` and either ``cron`` or ``every``."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={
+        "examples": [{"type": "report", "cron": "0 3 * * *", "tz": "Europe/Paris",
+                      "payload": {"kind": "daily"}},
+                     {"type": "ping", "every": 30, "payload": {}}],
+    })
+
+    type: str = Field(max_length=64, json_schema_extra={"pattern": TYPE_PATTERN},
+                      description="job type each tick enqueues")
+    cron: str | None = Field(None, max_length=200,
+                             description="5 fields, or 6 with the seconds first")
+    every: float | None = Field(None, ge=1, le=MAX_DELAY_S, allow_inf_nan=False,
+                                description="interval in seconds (instead of cron)")
+    tz: str = Field("UTC", max_length=64, description="IANA time zone of the cron expression")
+    payload: Any = Field(None, description="each tick's job payload")
+    max_attempts: int | None = Field(None, ge=1, le=10_000, strict=True)
+    timeout: float | None = Field(None, gt=0, le=7 * 86400, allow_inf_nan=False, strict=True)
+    headers: dict[HeaderName, str] = Field(default_factory=dict, max_length=64)
+    paused: bool = False
+
+    def schedule(self, name: str) -> Schedule:
+        return Schedule(name, self.type, cron=self.cron, every=self.every, tz=self.tz,
+                        payload=self.payload, max_attempts=self.max_attempts,
+                        timeout=self.timeout, headers=dict(self.headers), paused=self.paused)
+
+
+class SchedulesOut(BaseModel):
+    schedules: list[Schedule]
+
+
+class RanNow(BaseModel):
+    id: str
+
+
+class TypePaused(BaseModel):
+    type: str
+    paused: bool
+    #: False when the type already was in that state.
+    changed: bool

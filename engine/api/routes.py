@@ -15,6 +15,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from redis.exceptions import RedisError, ResponseError
 from starlette.exceptions import HTTPException
 
+from streamjobs import schedules
 from streamjobs.api.errors import ApiError, error_response, respond
 from streamjobs.api.models import (
     JOB_ID_PATTERN,
@@ -31,15 +32,19 @@ from streamjobs.api.models import (
     EnqueueRequest,
     ErrorBody,
     JobPage,
+    RanNow,
     Retried,
+    ScheduleRequest,
+    SchedulesOut,
     Status,
     StrictJsonRequest,
+    TypePaused,
     TypesOut,
     WorkersOut,
 )
 from streamjobs.api.state import ApiState
 from streamjobs.codes import Code
-from streamjobs.contract import JobState
+from streamjobs.contract import TYPE_NAME, JobState
 from streamjobs.counts import known_types, types_stats
 from streamjobs.errors import DecodeError, JobNotFound, PayloadTooLarge, WrongState
 from streamjobs.job import check_job_id
@@ -47,6 +52,7 @@ from streamjobs.keys import check_type_name, ready_probe_key
 from streamjobs.listing import LISTABLE, MAX_PAGE, list_jobs
 from streamjobs.presence import live_workers
 from streamjobs.producer import CancelOutcome, JobSpec
+from streamjobs.schedules import Schedule
 from streamjobs.scripts import SPECS, EnqueueResult, source
 from streamjobs.status import JobStatus, job_status
 
@@ -292,6 +298,95 @@ async def types(api: Api) -> dict[str, Any]:
     names = await known_types(api.redis, api.settings.prefix)
     stats = await types_stats(api.redis, [api.producer.keys(t) for t in names])
     return {"types": [s.to_dict() for s in stats]}
+
+
+@router.post("/types/{type}/pause", response_model=TypePaused, tags=["operations"],
+             responses=_errors(503))
+async def pause_type(type_: TypeName, api: Api) -> TypePaused:
+    """Pause a type: workers start none of its jobs within about a second; enqueues still
+    land and running jobs finish. The state is on the server (survives worker restarts)."""
+    return TypePaused(type=type_, paused=True, changed=await api.producer.pause(type_))
+
+
+@router.post("/types/{type}/resume", response_model=TypePaused, tags=["operations"],
+             responses=_errors(503))
+async def resume_type(type_: TypeName, api: Api) -> TypePaused:
+    """Resume a paused type."""
+    return TypePaused(type=type_, paused=False, changed=await api.producer.resume(type_))
+
+
+# ---- schedules ------------------------------------------------------------------------
+
+
+def _schedule_name(
+    name: Annotated[str, Path(description="schedule name",
+                              json_schema_extra={"pattern": TYPE_PATTERN})],
+) -> str:
+    if not TYPE_NAME.fullmatch(name):
+        raise ApiError(422, f"invalid schedule name {name!r}: use 1-64 characters from "
+                            "A-Z a-z 0-9 _ . -")
+    return name
+
+
+ScheduleName = Annotated[str, Depends(_schedule_name)]
+
+
+def _found(s: Any, name: str) -> Any:
+    if s is None or s is False:
+        raise ApiError(404, f"no schedule {name!r}", name=name)
+    return s
+
+
+@router.get("/schedules", response_model=SchedulesOut, tags=["schedules"],
+            responses=_errors(503))
+async def list_schedules(api: Api) -> dict[str, Any]:
+    """Every schedule of every known type, by name."""
+    return {"schedules": [s.to_dict() for s in await api.producer.schedules()]}
+
+
+@router.get("/schedules/{name}", response_model=Schedule, tags=["schedules"],
+            responses=_errors(404, 503))
+async def get_schedule(name: ScheduleName, api: Api) -> dict[str, Any]:
+    """One schedule with its last and next run (server ms; next is null while paused)."""
+    return dict(_found(await api.producer.get_schedule(name), name).to_dict())
+
+
+@router.put("/schedules/{name}", response_model=Schedule, tags=["schedules"],
+            responses=_errors(503))
+async def put_schedule(name: ScheduleName, body: ScheduleRequest, api: Api) -> dict[str, Any]:
+    """Create or replace a schedule. Workers of its type pick it up within a second; an
+    unchanged definition keeps its next run."""
+    s = await schedules.upsert(api.redis, api.settings.prefix, body.schedule(name))
+    return s.to_dict()
+
+
+@router.delete("/schedules/{name}", response_model=Status, tags=["schedules"],
+               responses=_errors(404, 503))
+async def delete_schedule(name: ScheduleName, api: Api) -> Status:
+    """Delete a schedule (the jobs it enqueued stay)."""
+    _found(await api.producer.unschedule(name), name)
+    return Status(status="deleted")
+
+
+@router.post("/schedules/{name}/pause", response_model=Schedule, tags=["schedules"],
+             responses=_errors(404, 503))
+async def pause_schedule(name: ScheduleName, api: Api) -> dict[str, Any]:
+    """Stop a schedule's ticks."""
+    return dict(_found(await api.producer.pause_schedule(name), name).to_dict())
+
+
+@router.post("/schedules/{name}/resume", response_model=Schedule, tags=["schedules"],
+             responses=_errors(404, 503))
+async def resume_schedule(name: ScheduleName, api: Api) -> dict[str, Any]:
+    """Resume a schedule: its next run is its first tick after now."""
+    return dict(_found(await api.producer.resume_schedule(name), name).to_dict())
+
+
+@router.post("/schedules/{name}/run-now", response_model=RanNow, status_code=201,
+             tags=["schedules"], responses=_errors(404, 503))
+async def run_schedule_now(name: ScheduleName, api: Api) -> RanNow:
+    """Enqueue the schedule's job once now; its ticks go on."""
+    return RanNow(id=_found(await api.producer.run_schedule_now(name), name))
 
 
 @router.get("/workers", response_model=WorkersOut, tags=["operations"],

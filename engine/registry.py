@@ -18,7 +18,7 @@ from typing import Any
 
 from streamjobs.errors import ConfigError
 from streamjobs.job import Job
-from streamjobs.keys import check_type_name
+from streamjobs.keys import MAX_PARTITIONS, check_type_name
 from streamjobs.retry import Policy
 
 HandlerFn = Callable[[Job], Any] | Callable[[Job], Awaitable[Any]]
@@ -30,6 +30,8 @@ class Handler:
     fn: HandlerFn
     policy: Policy
     is_async: bool
+    #: Hash tags its jobs are spread over (``T``, ``T#1`` … ``T#N-1``); see keys.py.
+    partitions: int = 1
 
 
 class Registry:
@@ -39,10 +41,18 @@ class Registry:
         self._handlers: dict[str, Handler] = {}
 
     def handler(
-        self, type_: str, *, policy: Policy | None = None, **policy_fields: Any
+        self, type_: str, *, policy: Policy | None = None, partitions: int = 1,
+        **policy_fields: Any
     ) -> Callable[[HandlerFn], HandlerFn]:
-        """Decorator: register ``fn`` for ``type_`` with ``Policy(**policy_fields)``."""
+        """Decorator: register ``fn`` for ``type_`` with ``Policy(**policy_fields)``.
+
+        ``partitions`` > 1 spreads the type's jobs over that many hash tags (cluster
+        slots): workers serving it read them all and publish the count for producers.
+        """
         check_type_name(type_)
+        if not isinstance(partitions, int) or not 1 <= partitions <= MAX_PARTITIONS:
+            raise ConfigError(f"handler {type_!r}: partitions must be an integer from 1 to "
+                              f"{MAX_PARTITIONS}")
         if policy is not None and policy_fields:
             raise ConfigError("give either policy= or policy fields, not both")
         try:
@@ -56,7 +66,7 @@ class Registry:
             is_async = inspect.iscoroutinefunction(fn)
             if chosen.isolation == "process":
                 _check_isolatable(type_, fn, is_async)
-            self._handlers[type_] = Handler(type_, fn, chosen, is_async)
+            self._handlers[type_] = Handler(type_, fn, chosen, is_async, partitions)
             return fn
 
         return register

@@ -265,3 +265,28 @@ async def test_cluster_partitions_on_every_primary(cluster: str) -> None:
         assert (s.type, s.enqueued, s.waiting) == (t, 300, 0)
         done = await p.status(t, ids[2])
         assert done is not None and done.state is JobState.COMPLETED
+
+
+# ---- CLI -----------------------------------------------------------------------------
+
+
+async def test_cli_partitions_stats_and_delete(r: Redis, redis_url: str, type_name: str
+                                              ) -> None:
+    from tests.test_cli import cli
+
+    res = cli("types", "partitions", type_name, url=redis_url)
+    assert (res.returncode, res.stdout.strip()) == (0, f"{type_name}: 1 partitions")
+    res = cli("types", "partitions", type_name, "3", url=redis_url)
+    assert res.stdout.strip() == f"{type_name}: 3 partitions (was 1)", res.stderr
+    async with Producer(r, settings=Settings(redis_url=redis_url)) as p:
+        await p.enqueue_many(type_name, list(range(9)))
+    assert await _lengths(r, type_name) == [3, 3, 3]
+    res = cli("stats", url=redis_url)
+    rows = [line.split() for line in res.stdout.splitlines() if type_name in line]
+    assert rows == [[type_name, "9", "0", "0", "0", "0"]], res.stdout
+    res = cli("types", "partitions", type_name, "2", url=redis_url)
+    assert "was 3" in res.stdout and f"--types {type_name}#k" in res.stderr
+    res = cli("types", "delete", type_name, "--yes", url=redis_url)
+    assert res.returncode == 0 and "deleted type" in res.stdout, res.stderr
+    assert await r.exists(TypeKeys("sj", type_name, 1).stream) == 0  # partition 1 went
+    assert await r.exists(TypeKeys("sj", type_name, 2).stream) == 1  # 2: beyond the count

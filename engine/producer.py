@@ -48,6 +48,8 @@ class JobSpec:
     max_attempts: int | None = None
     timeout: float | None = None
     headers: Mapping[str, str] = field(default_factory=dict)
+    #: A partitioned type's jobs of one key go to one partition, in order.
+    key: str | None = None
 
 
 def wait_command(level: str, timeout_s: float) -> tuple[str | int, ...] | None:
@@ -194,17 +196,20 @@ class Producer:
             self._partitions[type_] = known
         return known[0]
 
-    async def _spread(self, type_: str, n_jobs: int, key: str | None) -> list[TypeKeys]:
-        """The partition of each of ``n_jobs`` jobs: all in the key's partition, else
-        round-robin (one type's partitions: the same keys when it has none)."""
+    async def _spread(self, type_: str, keys: Sequence[str | None]) -> list[TypeKeys]:
+        """The partition of each job: its key's partition, else round-robin (a type
+        without partitions: its own keys)."""
         parts = self.keys(type_).partitions(await self.partitions(type_))
         if len(parts) == 1:
-            return parts * n_jobs
-        if key is not None:
-            return [parts[partition_of_key(key, len(parts))]] * n_jobs
-        start = self._next_partition
-        self._next_partition += n_jobs
-        return [parts[(start + i) % len(parts)] for i in range(n_jobs)]
+            return parts * len(keys)
+        out = []
+        for key in keys:
+            if key is not None:
+                out.append(parts[partition_of_key(key, len(parts))])
+            else:
+                out.append(parts[self._next_partition % len(parts)])
+                self._next_partition += 1
+        return out
 
     async def _enqueue_spread(self, tks: Sequence[TypeKeys], items: Sequence[EnqueueItem],
                               durable: bool | str | None) -> list[EnqueueResult]:
@@ -263,8 +268,9 @@ class Producer:
         call (its reply lost) is the same job, reported once. ``key``: on a partitioned
         type, jobs of one key go to one partition (in order); without it, round-robin.
         """
-        spec = JobSpec(payload, job_id, delay, run_at, max_attempts, timeout, headers or {})
-        (tk,) = await self._spread(type_, 1, key)
+        spec = JobSpec(payload, job_id, delay, run_at, max_attempts, timeout, headers or {},
+                       key)
+        (tk,) = await self._spread(type_, [key])
         item = self._item(spec, new_job_ids(1)[0])
         (res,) = await self._enqueue(tk, [[item]], durable)
         if res.code is Code.DUPLICATE:
@@ -277,10 +283,10 @@ class Producer:
         """Enqueue many jobs in pipelined script calls; one result per job, in order.
 
         A duplicate id is not enqueued again: its result has ``Code.DUPLICATE``.
-        ``key`` as in :meth:`enqueue` (a partitioned type's jobs are spread otherwise).
+        ``key`` as in :meth:`enqueue`, for every job (else each spec's own ``key``).
         """
         items = [self._item(s, i) for s, i in zip(specs, new_job_ids(len(specs)), strict=True)]
-        tks = await self._spread(type_, len(items), key)
+        tks = await self._spread(type_, [key if key is not None else s.key for s in specs])
         if len(set(tks)) > 1:
             return await self._enqueue_spread(tks, items, durable)
         return await self._enqueue(tks[0], _chunks(items, BULK_CHUNK), durable)
@@ -294,7 +300,7 @@ class Producer:
         bodies = [check_payload_size(dumps(p), limit) for p in payloads]
         items = [EnqueueItem((Wire.PAYLOAD, body), job_id)
                  for body, job_id in zip(bodies, new_job_ids(len(bodies)), strict=True)]
-        tks = await self._spread(type_, len(items), key)
+        tks = await self._spread(type_, [key] * len(items))
         if len(set(tks)) > 1:
             done = await self._enqueue_spread(tks, items, durable)
             return [r.job_id for r in done]

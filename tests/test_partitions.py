@@ -217,6 +217,12 @@ async def test_api_and_metrics_show_the_type_as_one(r: Redis, redis_url: str,
         assert (await client.delete(f"/jobs/{type_name}/{ids[5]}")).json()[
             "previous_state"] == "waiting"
         assert (await client.get(f"/dead/{type_name}")).json()["jobs"] == []
+        res = await client.post(f"/jobs/{type_name}/bulk", json={"jobs": [
+            {"payload": i, "key": "k"} for i in range(4)]})
+        assert res.status_code == 201, res.text
+        home = TypeKeys("sj", type_name, partition_of_key("k", N))
+        assert [f[b"payload"] for _, f in await r.xrange(home.stream)][-4:] == [
+            b"0", b"1", b"2", b"3"]
 
 
 # ---- cluster -------------------------------------------------------------------------
@@ -290,3 +296,27 @@ async def test_cli_partitions_stats_and_delete(r: Redis, redis_url: str, type_na
     assert res.returncode == 0 and "deleted type" in res.stdout, res.stderr
     assert await r.exists(TypeKeys("sj", type_name, 1).stream) == 0  # partition 1 went
     assert await r.exists(TypeKeys("sj", type_name, 2).stream) == 1  # 2: beyond the count
+
+
+async def test_a_plain_xadd_to_a_partition_is_found_and_served(
+        r: Redis, redis_url: str, type_name: str, caplog: pytest.LogCaptureFixture) -> None:
+    settings = Settings(redis_url=redis_url)
+    tk = TypeKeys("sj", type_name)
+    await publish_partitions(r, tk, 5)
+    part = TypeKeys("sj", type_name, 2)
+    a = (await r.xadd(part.stream, {"payload": "1"})).decode()
+    await r.xadd(part.stream, {"payload": "2", "id": "mine"})
+    async with Producer(r, settings=settings) as p:
+        st = await p.status(type_name, a)
+        assert st is not None and (st.state, st.type) == (JobState.WAITING, type_name)
+        assert await p.cancel(type_name, "mine") == "waiting"
+        # The handler now declares 3: the worker says what it leaves behind in 3 and 4.
+        async with running(Worker(r, _registry(type_name), settings=settings, block_ms=50)):
+            await wait_equal(lambda: _state(p, type_name, a), JobState.COMPLETED)
+        assert "had 5 partitions and now has 3" in caplog.text
+        assert await partitions_of(r, tk) == N
+
+
+async def _state(p: Producer, t: str, job_id: str) -> JobState | None:
+    st = await p.status(t, job_id)
+    return st.state if st else None

@@ -122,13 +122,16 @@ class EnqueueRequest(BaseModel):
     headers: dict[HeaderName, str] = Field(
         default_factory=dict, max_length=64,
         description="string headers handed to the handler (e.g. traceparent)")
+    key: str | None = Field(None, min_length=1, max_length=256,
+                            description="a partitioned type's jobs of one key go to one "
+                                        "partition, in order; default: round-robin")
 
     def spec(self) -> JobSpec:
         run_at = self.run_at
         if isinstance(run_at, datetime) and run_at.tzinfo is None:
             run_at = run_at.replace(tzinfo=UTC)
         return JobSpec(self.payload, self.id, self.delay, run_at, self.max_attempts,
-                       self.timeout, self.headers)
+                       self.timeout, self.headers, self.key)
 
 
 class BulkRequest(BaseModel):

@@ -50,7 +50,8 @@ def check_one_slot(redis: Redis, tks: Sequence[TypeKeys]) -> None:
     if is_cluster(redis) and len({key_slot(tk.stream.encode()) for tk in tks}) > 1:
         raise ConfigError(
             "on a cluster, run one worker per type for now: types "
-            + ", ".join(tk.type for tk in tks) + " live in different hash slots")
+            + ", ".join(tk.tag for tk in tks) + " live in different hash slots (a "
+            "partitioned type: one worker per partition, types=['T#0'], ['T#1'] …)")
 
 
 async def group_exists(redis: Redis, tk: TypeKeys) -> bool:

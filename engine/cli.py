@@ -149,6 +149,10 @@ def build_parser() -> argparse.ArgumentParser:
                                         "letters and stats (stop its workers first)")
     td.add_argument("type")
     td.add_argument("--yes", action="store_true", help="confirm")
+    tp = tsub.add_parser("partitions", help="show (or set) how many partitions a type's "
+                                            "jobs are spread over; its workers set it too")
+    tp.add_argument("type")
+    tp.add_argument("n", nargs="?", type=int, help="the new count (1 to unpartition)")
 
     for verb, what in (("pause", "workers start no job of TYPE until resumed (jobs still "
                                  "enqueue; running ones finish)"),

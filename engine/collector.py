@@ -35,6 +35,8 @@ from streamjobs.counts import (
     COUNT_REPLIES,
     Counts,
     checked,
+    fold,
+    more_partitions,
     oldest_age,
     parse_counts,
     queue_counts,
@@ -122,14 +124,21 @@ class QueueCollector(Collector):
         keys = [TypeKeys(self.prefix, t) for t in types]
         # One pipeline; a cluster client splits it per node. TIME is not allowed in a
         # cluster pipeline: read apart.
+        rows = self._counts(keys)
+        extra = more_partitions(keys, rows)  # partitioned types: the other partitions
+        if extra:
+            keys, rows = [*keys, *extra], rows + self._counts(extra)
+        ages = self._ages(keys, rows, server_ms(self.client.time()))
+        keys, rows, ages = fold(keys, rows, ages)
+        return _families([tk.type for tk in keys], rows, ages)
+
+    def _counts(self, keys: Sequence[TypeKeys]) -> list[Counts]:
         pipe = self.client.pipeline(transaction=False)
         for tk in keys:
             queue_counts(pipe, tk)
         res = pipe.execute(raise_on_error=False)
-        rows = [parse_counts(res[i * COUNT_REPLIES : (i + 1) * COUNT_REPLIES])
+        return [parse_counts(res[i * COUNT_REPLIES : (i + 1) * COUNT_REPLIES])
                 for i in range(len(keys))]
-        ages = self._ages(keys, rows, server_ms(self.client.time()))
-        return _families(types, rows, ages)
 
     def _ages(self, keys: Sequence[TypeKeys], rows: Sequence[Counts], now_ms: int) -> list[float]:
         """Oldest waiting age of each type: one pipelined XRANGE after the last delivered."""

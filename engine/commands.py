@@ -24,6 +24,7 @@ from streamjobs.keys import TypeKeys, check_type_name
 from streamjobs.listing import Page, list_jobs
 from streamjobs.logs import LogConfig, redact
 from streamjobs.producer import Cancelled, CancelOutcome, Enqueued, Producer
+from streamjobs.streams import partitions_of, publish_partitions
 
 if TYPE_CHECKING:
     import argparse
@@ -227,8 +228,11 @@ _DLQ = {"list": _dlq_list, "show": _dlq_show, "retry": _dlq_retry, "purge": _dlq
 
 
 def cmd_types(args: argparse.Namespace) -> int:
-    """`types delete TYPE --yes`: every key of the type, and the type itself."""
+    """`types delete TYPE --yes`: every key of the type, and the type itself.
+    `types partitions TYPE [N]`: its partition count (set when N is given)."""
     check_type_name(args.type)
+    if args.types_command == "partitions":
+        return _partitions(args)
     if not args.yes:
         raise InvalidArgument(f"deleting type {args.type!r} removes all its jobs, records and "
                          "dead letters: add --yes to confirm")
@@ -296,6 +300,28 @@ def cmd_schedule(args: argparse.Namespace) -> int:
             print(out)
         else:
             _print_json(out.to_dict())
+    return 0
+
+
+def _partitions(args: argparse.Namespace) -> int:
+    url, settings = resolve_url(args), _settings()
+    tk = TypeKeys(settings.prefix, args.type)
+
+    async def go() -> tuple[int, int]:
+        r = client_from_url(url)
+        try:
+            if args.n is None:
+                n = await partitions_of(r, tk)
+                return n, n
+            return await publish_partitions(r, tk, args.n), args.n
+        finally:
+            await r.aclose()
+
+    before, now = _run(go)
+    print(f"{args.type}: {now} partitions" + (f" (was {before})" if before != now else ""))
+    if now < before:
+        print(f"warning: jobs left in partitions {now}-{before - 1} are served only by a "
+              f"worker that names them (--types {args.type}#k)", file=sys.stderr)
     return 0
 
 

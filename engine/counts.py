@@ -13,15 +13,14 @@ from redis.exceptions import ResponseError
 
 from streamjobs import replies
 from streamjobs.contract import Stat
-from streamjobs.keys import GROUP, types_key
+from streamjobs.keys import GROUP, PARTITIONS_FIELD, TypeKeys, types_key
 from streamjobs.records import Record
+from streamjobs.streams import parse_partitions
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
     from redis.asyncio import Redis
-
-    from streamjobs.keys import TypeKeys
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,13 +58,15 @@ class Counts:
     #: The group's last delivered id: the oldest waiting entry comes after it.
     last_delivered: str | None
     paused: bool = False
+    #: Partitions the type is spread over (its config; read with partition 0's counts).
+    partitions: int = 1
 
     def counter(self, name: Stat) -> int:
         return int(self.counters.get(name.b, 0))
 
 
 #: Replies :func:`queue_counts` adds to a pipeline per type.
-COUNT_REPLIES = 7
+COUNT_REPLIES = 8
 
 
 def queue_counts(pipe: Any, tk: TypeKeys) -> None:
@@ -81,6 +82,7 @@ def queue_counts(pipe: Any, tk: TypeKeys) -> None:
     pipe.hgetall(tk.stats)
     pipe.xinfo_groups(tk.stream)
     pipe.exists(tk.paused)
+    pipe.hget(tk.config, PARTITIONS_FIELD)
 
 
 def checked(reply: Any) -> Any:
@@ -95,7 +97,7 @@ def checked(reply: Any) -> Any:
 
 def parse_counts(res: Sequence[Any]) -> Counts:
     """Read the replies of :func:`queue_counts` (a missing stream or group counts as 0)."""
-    length, pend, delayed, dead, counters, groups, paused = (checked(r) for r in res)
+    length, pend, delayed, dead, counters, groups, paused, parts = (checked(r) for r in res)
     length = length if isinstance(length, int) else 0
     running = int(pend["pending"]) if isinstance(pend, dict) else 0
     last = None
@@ -109,7 +111,39 @@ def parse_counts(res: Sequence[Any]) -> Counts:
         dead=dead if isinstance(dead, int) else 0,
         counters=counters if isinstance(counters, dict) else {}, last_delivered=last,
         paused=bool(paused),
+        partitions=parse_partitions(parts),
     )
+
+
+def more_partitions(tks: Sequence[TypeKeys], rows: Sequence[Counts]) -> list[TypeKeys]:
+    """The partitions (after the first) of the types whose counts say they have some:
+    their counts are read next, and :func:`fold` adds them up."""
+    return [p for tk, c in zip(tks, rows, strict=True) if tk.partition == 0
+            for p in tk.partitions(c.partitions)[1:]]
+
+
+def fold(tks: Sequence[TypeKeys], rows: Sequence[Counts], ages: Sequence[float]
+         ) -> tuple[list[TypeKeys], list[Counts], list[float]]:
+    """One row per type: its partitions' counts summed, their oldest waiting age the
+    largest (a type shows as one, however many partitions it has)."""
+    out: dict[str, tuple[TypeKeys, Counts, float]] = {}
+    for tk, c, a in zip(tks, rows, ages, strict=True):
+        seen = out.get(tk.type)
+        if seen is None:
+            out[tk.type] = (TypeKeys(tk.prefix, tk.type), c, a)
+            continue
+        s = seen[1]
+        counters = dict(s.counters)
+        for name, v in c.counters.items():
+            if name != Stat.SEQ.b:
+                counters[name] = str(int(counters.get(name, 0)) + int(v)).encode()
+        out[tk.type] = (seen[0], Counts(
+            s.waiting + c.waiting, s.running + c.running, s.delayed + c.delayed,
+            s.dead + c.dead, counters, s.last_delivered, s.paused or c.paused,
+            max(s.partitions, c.partitions),
+        ), max(seen[2], a))
+    return ([v[0] for v in out.values()], [v[1] for v in out.values()],
+            [v[2] for v in out.values()])
 
 
 def oldest_age(found: Any, now_ms: int) -> float:
@@ -135,16 +169,24 @@ def _stats(tk: TypeKeys, c: Counts, age: float) -> TypeStats:
     )
 
 
-async def types_stats(redis: Redis, tks: Sequence[TypeKeys]) -> list[TypeStats]:
-    """Counts of many types: one pipeline (+1 for the oldest waiting ages, +1 TIME)."""
-    if not tks:
-        return []
+async def _counts(redis: Redis, tks: Sequence[TypeKeys]) -> list[Counts]:
     async with redis.pipeline(transaction=False) as pipe:
         for tk in tks:
             queue_counts(pipe, tk)
         res = await pipe.execute(raise_on_error=False)
-    rows = [parse_counts(res[i * COUNT_REPLIES : (i + 1) * COUNT_REPLIES])
+    return [parse_counts(res[i * COUNT_REPLIES : (i + 1) * COUNT_REPLIES])
             for i in range(len(tks))]
+
+
+async def types_stats(redis: Redis, tks: Sequence[TypeKeys]) -> list[TypeStats]:
+    """Counts of many types: one pipeline (+1 for the oldest waiting ages, +1 TIME, +1
+    for the other partitions of partitioned types), each type's partitions summed."""
+    if not tks:
+        return []
+    rows = await _counts(redis, tks)
+    extra = more_partitions(tks, rows)
+    if extra:
+        tks, rows = [*tks, *extra], rows + await _counts(redis, extra)
     now_ms = server_ms(await redis.time())
     todo = [(i, r.last_delivered) for i, r in enumerate(rows) if r.waiting and r.last_delivered]
     ages = [0.0] * len(rows)
@@ -155,7 +197,7 @@ async def types_stats(redis: Redis, tks: Sequence[TypeKeys]) -> list[TypeStats]:
             found = await pipe.execute(raise_on_error=False)
         for (i, _), f in zip(todo, found, strict=True):
             ages[i] = oldest_age(checked(f), now_ms)
-    return [_stats(tk, c, a) for tk, c, a in zip(tks, rows, ages, strict=True)]
+    return [_stats(tk, c, a) for tk, c, a in zip(*fold(tks, rows, ages), strict=True)]
 
 
 async def type_stats(redis: Redis, tk: TypeKeys) -> TypeStats:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
@@ -25,12 +26,12 @@ from streamjobs.contract import (
 from streamjobs.errors import DuplicateJob, InvalidArgument, NotDurable, raise_for_code
 from streamjobs.failover import until_deadline
 from streamjobs.job import NO_FLOW, Flow, check_job_id, dumps, encode_fields, new_job_ids, new_token
-from streamjobs.keys import GROUP, TypeKeys
+from streamjobs.keys import GROUP, TypeKeys, partition_of_key
 from streamjobs.pause import pause_type, resume_type
 from streamjobs.schedules import Schedule
 from streamjobs.scripts import EnqueueItem, EnqueueResult, Scripts, parse_enqueue
-from streamjobs.status import JobStatus, find_entry, job_status
-from streamjobs.streams import ensure_types
+from streamjobs.status import JobStatus, find_entry, type_status
+from streamjobs.streams import ensure_types, partition_keys, partitions_of
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping, Sequence
@@ -43,6 +44,8 @@ if TYPE_CHECKING:
 BULK_CHUNK = 500
 #: Script calls per pipeline in bulk enqueue.
 PIPELINE_CHUNKS = 10
+#: A producer reads a type's partition count again after this many seconds.
+PARTITIONS_REFRESH_S = 30.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +67,14 @@ class JobSpec:
     dedup_key: str | None = None
     dedup_mode: str | None = None
     dedup_ttl: float | None = None
+    #: A partitioned type's jobs of one key go to one partition, in order.
+    key: str | None = None
+
+    def partition_key(self) -> str | None:
+        """What picks the job's partition on a partitioned type: ``key``, else its
+        ``dedup_key`` (one partition holds a key's dedup state), else its id (a retried
+        enqueue of one id meets its duplicate); None: round-robin."""
+        return self.key or self.dedup_key or self.job_id
 
     def flow(self) -> Flow:
         if (self.expires_in is None and self.expires_at is None and self.dedup_key is None
@@ -176,6 +187,9 @@ class Producer:
             "Redis", redis)
         self.scripts = Scripts(self.redis)
         self._known_types: set[str] = set()
+        #: Partition count of each type used (its config hash) and when it was read.
+        self._partitions: dict[str, tuple[int, float]] = {}
+        self._next_partition = 0
         #: A plain client per cluster node, for a script pipeline and its WAIT on one
         #: connection.
         self._nodes: dict[str, Redis] = {}
@@ -256,10 +270,55 @@ class Producer:
         return TypeKeys(self.settings.prefix, type_)
 
     async def _ensure_type(self, tk: TypeKeys) -> None:
-        if tk.type in self._known_types:
+        if tk.tag in self._known_types:
             return
         await ensure_types(self.redis, [tk])
-        self._known_types.add(tk.type)
+        self._known_types.add(tk.tag)
+
+    async def partitions(self, type_: str) -> int:
+        """How many partitions ``type_`` is spread over: its config hash, read on first
+        use and again after ``PARTITIONS_REFRESH_S`` (a producer follows a change)."""
+        known = self._partitions.get(type_)
+        now = time.monotonic()
+        if known is None or now - known[1] > PARTITIONS_REFRESH_S:
+            n = await until_deadline(f"read the partitions of {type_}",
+                                     lambda: partitions_of(self.redis, self.keys(type_)),
+                                     self.settings.enqueue_deadline)
+            known = (n, now)
+            self._partitions[type_] = known
+        return known[0]
+
+    async def _spread(self, type_: str, keys: Sequence[str | None]) -> list[TypeKeys]:
+        """The partition of each job: its key's partition, else round-robin (a type
+        without partitions: its own keys)."""
+        parts = self.keys(type_).partitions(await self.partitions(type_))
+        if len(parts) == 1:
+            return parts * len(keys)
+        out = []
+        for key in keys:
+            if key is not None:
+                out.append(parts[partition_of_key(key, len(parts))])
+            else:
+                out.append(parts[self._next_partition % len(parts)])
+                self._next_partition += 1
+        return out
+
+    async def _enqueue_spread(self, tks: Sequence[TypeKeys], items: Sequence[EnqueueItem],
+                              durable: bool | str | None) -> list[EnqueueResult]:
+        """Enqueue each item to its partition (pipelines per partition, in order within
+        each); results in the items' order."""
+        groups: dict[TypeKeys, list[int]] = {}
+        for i, tk in enumerate(tks):
+            groups.setdefault(tk, []).append(i)
+        out: list[EnqueueResult | None] = [None] * len(items)
+        for tk, idx in groups.items():
+            chunks = _chunks([items[i] for i in idx], BULK_CHUNK)
+            done: list[EnqueueResult] = []
+            for c in range(0, len(chunks), PIPELINE_CHUNKS):
+                done += await self._enqueue(tk, chunks[c : c + PIPELINE_CHUNKS], durable)
+            for i, r in zip(idx, done, strict=True):
+                out[i] = r
+        return [r for r in out if r is not None]
 
     def _item(self, spec: JobSpec, generated_id: str) -> EnqueueItem:
         """The job as the script takes it: with the caller's id and a token marking this
@@ -292,7 +351,7 @@ class Producer:
         durable: bool | str | None = None,
         expires_in: float | None = None, expires_at: datetime | float | None = None,
         dedup_key: str | None = None, dedup_mode: str | None = None,
-        dedup_ttl: float | None = None,
+        dedup_ttl: float | None = None, key: str | None = None,
     ) -> Enqueued:
         """Enqueue one job; returns its id. Raises DuplicateJob if ``job_id`` exists.
 
@@ -306,11 +365,12 @@ class Producer:
         ``durable``: None follows ``settings.durability``; True waits for the configured
         level (``aof`` when none is); or name the level (``"aof"``, ``"replica"``).
         The id is made here when not given, before the call is sent, so a replay of the
-        call (its reply lost) is the same job, reported once.
+        call (its reply lost) is the same job, reported once. ``key``: on a partitioned
+        type, jobs of one key go to one partition (in order); without it, round-robin.
         """
         spec = JobSpec(payload, job_id, delay, run_at, max_attempts, timeout, headers or {},
-                       expires_in, expires_at, dedup_key, dedup_mode, dedup_ttl)
-        tk = self.keys(type_)
+                       expires_in, expires_at, dedup_key, dedup_mode, dedup_ttl, key)
+        (tk,) = await self._spread(type_, [spec.partition_key()])
         item = self._item(spec, new_job_ids(1)[0])
         (res,) = await self._enqueue(tk, [[item]], durable)
         if res.code is Code.DUPLICATE:
@@ -318,24 +378,35 @@ class Producer:
         return Enqueued(res.job_id, res.state, res.code is Code.DEDUPLICATED)
 
     async def enqueue_batch(self, type_: str, specs: Sequence[JobSpec], *,
-                            durable: bool | str | None = None) -> list[EnqueueResult]:
+                            durable: bool | str | None = None,
+                            key: str | None = None) -> list[EnqueueResult]:
         """Enqueue many jobs in pipelined script calls; one result per job, in order.
 
         A duplicate id is not enqueued again: its result has ``Code.DUPLICATE``; a job
         another of its ``dedup_key`` answers for has ``Code.DEDUPLICATED`` and that id.
+        ``key`` as in :meth:`enqueue`, for every job (else each spec's own).
         """
-        tk = self.keys(type_)
         items = [self._item(s, i) for s, i in zip(specs, new_job_ids(len(specs)), strict=True)]
-        return await self._enqueue(tk, _chunks(items, BULK_CHUNK), durable)
+        tks = await self._spread(type_, [key if key is not None else s.partition_key()
+                                          for s in specs])
+        if len(set(tks)) > 1:
+            return await self._enqueue_spread(tks, items, durable)
+        return await self._enqueue(tks[0], _chunks(items, BULK_CHUNK), durable)
 
     async def enqueue_many(self, type_: str, payloads: Iterable[Any], *,
-                           durable: bool | str | None = None) -> list[str]:
-        """Enqueue one job per payload (pipelined); returns their ids in order."""
-        tk = self.keys(type_)
+                           durable: bool | str | None = None,
+                           key: str | None = None) -> list[str]:
+        """Enqueue one job per payload (pipelined); returns their ids in order. ``key`` as
+        in :meth:`enqueue`."""
         limit = self.settings.max_payload_bytes
         bodies = [check_payload_size(dumps(p), limit) for p in payloads]
         items = [EnqueueItem((Wire.PAYLOAD, body), job_id)
                  for body, job_id in zip(bodies, new_job_ids(len(bodies)), strict=True)]
+        tks = await self._spread(type_, [key] * len(items))
+        if len(set(tks)) > 1:
+            done = await self._enqueue_spread(tks, items, durable)
+            return [r.job_id for r in done]
+        tk = tks[0]
         # Pipelines one after another (not concurrently): the stream keeps the jobs in
         # the order given. Each pipeline bounds the memory of one round trip.
         ids: list[str] = []
@@ -346,8 +417,9 @@ class Producer:
         return ids
 
     async def status(self, type_: str, job_id: str) -> JobStatus | None:
-        """The job's state and record, or None when unknown (or expired)."""
-        return await job_status(self.redis, self.keys(type_), job_id)
+        """The job's state and record, or None when unknown (or expired). A partitioned
+        type's job is looked for in each partition."""
+        return await type_status(self.redis, self.keys(type_), job_id)
 
     async def cancel(self, type_: str, job_id: str, *,
                      wait: float = CANCEL_WAIT_S) -> Cancelled:
@@ -360,10 +432,20 @@ class Producer:
         """
         tk, ttl = self.keys(type_), self.settings.result_ttl * 1000
         code, prev = await self.scripts.cancel(tk, GROUP, job_id, ttl)
-        if code is Code.NOT_FOUND:  # a plain XADD's job has no record until it moves
-            found = await find_entry(self.redis, tk, job_id)
-            if found is not None:
-                code, prev = await self.scripts.cancel(tk, GROUP, job_id, ttl, found[0])
+        if code is Code.NOT_FOUND:  # in another partition, or a plain XADD's (no record)
+            parts = await partition_keys(self.redis, tk)
+            for part in parts[1:]:
+                code, prev = await self.scripts.cancel(part, GROUP, job_id, ttl)
+                if code is not Code.NOT_FOUND:
+                    tk = part
+                    break
+            for part in parts if code is Code.NOT_FOUND else ():
+                found = await find_entry(self.redis, part, job_id)
+                if found is not None:
+                    code, prev = await self.scripts.cancel(part, GROUP, job_id, ttl,
+                                                           found[0])
+                    tk = part
+                    break
         if code is Code.REQUESTED:
             return Cancelled(prev, await self._cancel_answer(tk, job_id, wait))
         raise_for_code(code, job_id, prev)

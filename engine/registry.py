@@ -18,7 +18,7 @@ from typing import Any
 
 from streamjobs.errors import ConfigError, InvalidArgument
 from streamjobs.job import Job
-from streamjobs.keys import check_type_name
+from streamjobs.keys import MAX_PARTITIONS, check_type_name
 from streamjobs.retry import Policy
 from streamjobs.schedules import Schedule
 
@@ -33,6 +33,8 @@ class Handler:
     is_async: bool
     #: Declared with ``cron=``/``every=``: upserted by each worker at start.
     schedule: Schedule | None = None
+    #: Hash tags its jobs are spread over (``T``, ``T#1`` … ``T#N-1``); see keys.py.
+    partitions: int = 1
 
 
 class Registry:
@@ -44,14 +46,21 @@ class Registry:
     def handler(
         self, type_: str, *, policy: Policy | None = None, cron: str | None = None,
         every: float | None = None, tz: str = "UTC", schedule_payload: Any = None,
-        **policy_fields: Any,
+        partitions: int = 1, **policy_fields: Any,
     ) -> Callable[[HandlerFn], HandlerFn]:
         """Decorator: register ``fn`` for ``type_`` with ``Policy(**policy_fields)``.
 
         ``cron=`` (5 or 6 fields, seconds first) or ``every=`` (seconds) also declares a
         schedule named after the type (payload ``schedule_payload``), upserted on the
-        server by every worker at start (engine/schedules.py)."""
+        server by every worker at start (engine/schedules.py).
+
+        ``partitions`` > 1 spreads the type's jobs over that many hash tags (cluster
+        slots): workers serving it read them all and publish the count for producers.
+        """
         check_type_name(type_)
+        if not isinstance(partitions, int) or not 1 <= partitions <= MAX_PARTITIONS:
+            raise ConfigError(f"handler {type_!r}: partitions must be an integer from 1 to "
+                              f"{MAX_PARTITIONS}")
         schedule = None
         if cron is not None or every is not None:
             try:
@@ -72,7 +81,7 @@ class Registry:
             is_async = inspect.iscoroutinefunction(fn)
             if chosen.isolation == "process":
                 _check_isolatable(type_, fn, is_async)
-            self._handlers[type_] = Handler(type_, fn, chosen, is_async, schedule)
+            self._handlers[type_] = Handler(type_, fn, chosen, is_async, schedule, partitions)
             return fn
 
         return register

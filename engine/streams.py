@@ -20,7 +20,7 @@ from redis.exceptions import OutOfMemoryError, RedisError, ResponseError
 from streamjobs.connection import is_cluster
 from streamjobs.contract import TYPE_NAME
 from streamjobs.errors import ConfigError
-from streamjobs.keys import GROUP, TypeKeys, types_key
+from streamjobs.keys import GROUP, MAX_PARTITIONS, PARTITIONS_FIELD, TypeKeys, split_tag, types_key
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -50,7 +50,8 @@ def check_one_slot(redis: Redis, tks: Sequence[TypeKeys]) -> None:
     if is_cluster(redis) and len({key_slot(tk.stream.encode()) for tk in tks}) > 1:
         raise ConfigError(
             "on a cluster, run one worker per type for now: types "
-            + ", ".join(tk.type for tk in tks) + " live in different hash slots")
+            + ", ".join(tk.tag for tk in tks) + " live in different hash slots (a "
+            "partitioned type: one worker per partition, types=['T#0'], ['T#1'] …)")
 
 
 async def group_exists(redis: Redis, tk: TypeKeys) -> bool:
@@ -84,9 +85,45 @@ async def rescan_types(redis: Redis, prefix: str) -> list[str]:
     match = re.sub(r"([*?\[\]\\])", r"\\\1", prefix) + ":{*}:stream"
     async for key in redis.scan_iter(match=match, count=1000, _type="stream"):
         name = key.decode("utf-8", "replace")
-        t = name[len(prefix) + 2 : -len("}:stream")]
-        if TYPE_NAME.fullmatch(t) and TypeKeys(prefix, t).stream == name:
-            found.add(t)
+        t, k = split_tag(name[len(prefix) + 2 : -len("}:stream")])
+        if TYPE_NAME.fullmatch(t) and TypeKeys(prefix, t, k).stream == name:
+            found.add(t)  # a partition's stream names its type
     if found:
         await redis.sadd(types_key(prefix), *found)
     return sorted(found)
+
+
+def parse_partitions(raw: object) -> int:
+    """A type's partition count from its config hash field (absent or unreadable: 1)."""
+    try:
+        n = int(raw)  # type: ignore[call-overload]
+    except (TypeError, ValueError):
+        return 1
+    return n if 1 <= n <= MAX_PARTITIONS else 1
+
+
+async def partitions_of(redis: Redis, tk: TypeKeys) -> int:
+    """How many partitions the type's jobs are spread over (its config hash, in the
+    type's own slot; 1 when none was published)."""
+    return parse_partitions(await redis.hget(tk.config, PARTITIONS_FIELD))
+
+
+async def publish_partitions(redis: Redis, tk: TypeKeys, n: int) -> int:
+    """Record the type's partition count where producers, views and other workers read
+    it (1: the field is removed); return the count it had. Lowering it strands jobs left
+    in the dropped partitions: drain them first."""
+    if not 1 <= n <= MAX_PARTITIONS:
+        raise ConfigError(f"partitions must be from 1 to {MAX_PARTITIONS}, not {n}")
+    async with redis.pipeline(transaction=False) as pipe:
+        pipe.hget(tk.config, PARTITIONS_FIELD)
+        if n > 1:
+            pipe.hset(tk.config, PARTITIONS_FIELD, n)
+        else:
+            pipe.hdel(tk.config, PARTITIONS_FIELD)
+        before, _ = await pipe.execute()
+    return parse_partitions(before)
+
+
+async def partition_keys(redis: Redis, tk: TypeKeys) -> list[TypeKeys]:
+    """The keys of every partition of a type (one read of its config)."""
+    return tk.partitions(await partitions_of(redis, tk))

@@ -48,7 +48,7 @@ from streamjobs.errors import (
 )
 from streamjobs.isolation import Processes, Threads
 from streamjobs.job import Job
-from streamjobs.keys import GROUP, TypeKeys, worker_key, workers_key
+from streamjobs.keys import GROUP, PARTITION_SEP, TypeKeys, split_tag, worker_key, workers_key
 from streamjobs.metrics import WorkerMetrics
 from streamjobs.outcomes import Result, error_outcome, ok
 from streamjobs.pause import REFRESH_S, paused_types
@@ -56,7 +56,7 @@ from streamjobs.reconnect import NETWORK_ERRORS, SERVER_ERRORS, Backoff, lost_gr
 from streamjobs.registry import Handler, Registry, default_registry
 from streamjobs.scripts import FailArgs, ReleaseItem, Scripts, StopAction, StopItem
 from streamjobs.settle import Settler
-from streamjobs.streams import check_one_slot, ensure_types
+from streamjobs.streams import check_one_slot, ensure_types, publish_partitions
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
@@ -131,8 +131,14 @@ class Worker:
         chosen = list(types) if types else self.registry.types()
         if not chosen:
             raise ConfigError("no job types to consume: register a handler first")
-        self.handlers: dict[str, Handler] = {t: self.registry.get(t) for t in chosen}
-        self.keys = {t: TypeKeys(self.settings.prefix, t) for t in chosen}
+        # Keyed by hash tag: a partitioned type is served as each of its partitions
+        # (``T``, ``T#1`` …), all mapped to its one handler.
+        self.handlers: dict[str, Handler] = {}
+        self.keys: dict[str, TypeKeys] = {}
+        for t in chosen:
+            for tk in self._partitions(t):
+                self.handlers[tk.tag] = self.registry.get(tk.type)
+                self.keys[tk.tag] = tk
         self._owns_client = isinstance(redis, str)
         self.redis: Redis = _client(redis, block_ms)
         check_one_slot(self.redis, list(self.keys.values()))
@@ -161,6 +167,21 @@ class Worker:
             for t, h in self.handlers.items()
             if h.policy.isolation == "process" and not h.is_async
         }
+
+    def _partitions(self, name: str) -> list[TypeKeys]:
+        """The partitions a worker on ``name`` serves: every partition of a type, or the
+        one partition ``T#k`` names."""
+        if name.endswith(PARTITION_SEP + "0"):  # partition 0 alone (its tag is the type)
+            self.registry.get(name[:-2])
+            return [TypeKeys(self.settings.prefix, name[:-2])]
+        type_, k = split_tag(name)
+        h = self.registry.get(type_)
+        if name != type_ and k == 0:
+            raise ConfigError(f"{name!r} is neither a type nor a partition of one")
+        if k >= h.partitions:
+            raise ConfigError(f"type {type_!r} has {h.partitions} partitions: no {name!r}")
+        tk = TypeKeys(self.settings.prefix, type_)
+        return [TypeKeys(self.settings.prefix, type_, k)] if k else tk.partitions(h.partitions)
 
     def _open_runtime(self) -> None:
         """anyio primitives belong to a running event loop: made when run() starts."""
@@ -213,9 +234,10 @@ class Worker:
         while True:
             try:
                 await ensure_types(self.redis, list(self.keys.values()))
+                await self._publish_partitions()
                 # Before the first fetch: a paused type stays paused across a restart.
                 self._paused = await paused_types(self.redis, list(self.keys.values()))
-                for h in self.handlers.values():
+                for h in {h.type: h for h in self.handlers.values()}.values():
                     if h.schedule is not None:
                         await schedules.upsert(self.redis, self.settings.prefix, h.schedule,
                                                declared=True)
@@ -223,6 +245,18 @@ class Worker:
             except SERVER_ERRORS as e:
                 await backoff.wait("server unreachable at start" if isinstance(e, NETWORK_ERRORS)
                                    else "setting up the consumer groups failed", e)
+
+    async def _publish_partitions(self) -> None:
+        """Producers spread a type over the partitions its workers declare: each worker
+        records its handlers' count (at start, one write per type)."""
+        for h in {h.type: h for h in self.handlers.values()}.values():
+            before = await publish_partitions(self.redis, TypeKeys(self.settings.prefix,
+                                                                  h.type), h.partitions)
+            if before > h.partitions:
+                log.warning("type %s had %d partitions and now has %d: jobs left in "
+                            "partitions %d-%d are not served until a worker names them "
+                            "(types=%s#k)", h.type, before, h.partitions, h.partitions,
+                            before - 1, h.type)
 
     async def _regroup(self) -> None:
         """The server lost a stream or its consumer group (FLUSHALL, a restart without
@@ -400,7 +434,7 @@ class Worker:
         h = self.handlers[d.type]
         try:
             job = Job.from_fields(
-                d.type, d.entry_id, d.fields,
+                h.type, d.entry_id, d.fields,
                 max_payload_bytes=self.settings.max_payload_bytes, deliveries=d.deliveries,
             )
         except DecodeError as e:
@@ -588,8 +622,10 @@ class Worker:
             await anyio.sleep(REFRESH_S)
 
     async def _scheduler(self) -> None:
-        """Enqueue the due cron ticks of this worker's types (engine/schedules.py)."""
-        await schedules.run_scheduler(self.redis, self.scripts, list(self.keys.values()))
+        """Enqueue the due cron ticks of this worker's types (engine/schedules.py): a
+        partitioned type's schedules live in, and tick into, partition 0."""
+        own = [tk for tk in self.keys.values() if tk.partition == 0]
+        await schedules.run_scheduler(self.redis, self.scripts, own)
 
     async def _promoter(self) -> None:
         backoff = Backoff()

@@ -139,12 +139,15 @@ class EnqueueRequest(BaseModel):
                           "replace the key's job not started yet (payload and start time)")
     dedup_ttl: float | None = Field(None, ge=0, le=MAX_DELAY_S, allow_inf_nan=False,
                                     strict=True, description="the key's window in seconds")
+    key: str | None = Field(None, min_length=1, max_length=256,
+                            description="a partitioned type's jobs of one key go to one "
+                                        "partition, in order; default: round-robin")
 
     def spec(self) -> JobSpec:
         run_at, expires_at = _utc(self.run_at), _utc(self.expires_at)
         return JobSpec(self.payload, self.id, self.delay, run_at, self.max_attempts,
                        self.timeout, self.headers, self.expires_in, expires_at,
-                       self.dedup_key, self.dedup_mode, self.dedup_ttl)
+                       self.dedup_key, self.dedup_mode, self.dedup_ttl, self.key)
 
 
 def _utc(value: datetime | None) -> datetime | None:

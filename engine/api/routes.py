@@ -49,12 +49,12 @@ from streamjobs.counts import known_types, types_stats
 from streamjobs.errors import DecodeError, JobNotFound, PayloadTooLarge, WrongState
 from streamjobs.job import check_job_id
 from streamjobs.keys import check_type_name, ready_probe_key
-from streamjobs.listing import LISTABLE, MAX_PAGE, list_jobs
+from streamjobs.listing import LISTABLE, MAX_PAGE, list_type_jobs
 from streamjobs.presence import live_workers
 from streamjobs.producer import CancelOutcome, JobSpec
 from streamjobs.schedules import Schedule
 from streamjobs.scripts import SPECS, EnqueueResult, source
-from streamjobs.status import JobStatus, job_status
+from streamjobs.status import JobStatus, type_status
 
 
 class ApiRoute(APIRoute):
@@ -179,7 +179,7 @@ async def list_by_state(
     """One page of the type's jobs in `state`, oldest first (delayed: soonest due first).
     Rows are summaries; GET the job for its payload and result."""
     since = int(time.time() * 1000) - api.settings.result_ttl * 1000
-    page = await list_jobs(api.redis, api.producer.keys(type_), JobState(state),
+    page = await list_type_jobs(api.redis, api.producer.keys(type_), JobState(state),
                            cursor=cursor, limit=limit, since_ms=since)
     return {"jobs": [j.to_dict() for j in page.jobs], "next_cursor": page.next_cursor}
 
@@ -188,7 +188,7 @@ async def list_by_state(
             responses=_errors(404, 503))
 async def get_job(type_: TypeName, job_id: JobId, api: Api) -> dict[str, Any]:
     """A job's state, attempts, timestamps, last error, payload, and result if kept."""
-    status = await job_status(api.redis, api.producer.keys(type_), job_id)
+    status = await type_status(api.redis, api.producer.keys(type_), job_id)
     if status is None:
         raise ApiError(404, f"no job {job_id!r} of type {type_!r} (never enqueued, or its "
                             "record expired after result_ttl)", id=job_id)
@@ -208,7 +208,7 @@ async def cancel(type_: TypeName, job_id: JobId, api: Api) -> Cancelled:
         answer = await api.producer.cancel(type_, job_id)
     state: str = JobState.CANCELLED
     if answer.outcome is not CancelOutcome.CANCELLED:
-        status = await job_status(api.redis, api.producer.keys(type_), job_id)
+        status = await api.producer.status(type_, job_id)
         state = status.state if status is not None else JobState.RUNNING
     return Cancelled(id=job_id, state=state, previous_state=answer, outcome=answer.outcome)
 

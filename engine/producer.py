@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, cast
 
 import anyio
 import anyio.from_thread
+from redis.exceptions import ResponseError
 
 from streamjobs.codes import Code
 from streamjobs.config import Settings
@@ -22,7 +24,7 @@ from streamjobs.status import JobStatus, find_entry, job_status
 from streamjobs.streams import ensure_types
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Mapping, Sequence
+    from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
     from types import TracebackType
 
     from redis.asyncio import Redis
@@ -72,6 +74,90 @@ def check_durable(level: str, reply: Any, timeout_s: float, ids: list[str]) -> N
                          f"jobs written but not {what} within {timeout_s:g}s", ids)
 
 
+class _Coalescer:
+    """Single enqueues of one type and durability level issued concurrently on one event
+    loop, sent as one script call (as the worker's settler batches acks).
+
+    A caller that finds no call in flight sends its job at once, alone (no timer: a lone
+    enqueue keeps its latency). Callers arriving while a call is in flight queue up and go
+    together in the next call, sent as soon as the one in flight returns. Each caller gets
+    its own result or exception. The server refuses a whole batch when one job in it is
+    malformed, so a refused batch is sent again job by job: only the bad job fails.
+    """
+
+    def __init__(self, send: Callable[[list[EnqueueItem]], Awaitable[list[EnqueueResult]]]
+                 ) -> None:
+        self._send = send
+        self._pending: list[tuple[EnqueueItem, asyncio.Future[EnqueueResult]]] = []
+        self._busy = False
+        self._drainer: asyncio.Task[None] | None = None
+
+    async def submit(self, item: EnqueueItem) -> EnqueueResult:
+        if self._busy:
+            fut: asyncio.Future[EnqueueResult] = asyncio.get_running_loop().create_future()
+            self._pending.append((item, fut))
+            return await fut
+        self._busy = True
+        try:
+            (res,) = await self._send([item])
+            return res
+        finally:
+            self._next()
+
+    def _next(self) -> None:
+        """After a call: start the next one for those who queued up meanwhile, or idle."""
+        if self._pending:
+            self._drainer = asyncio.get_running_loop().create_task(self._drain())
+        else:
+            self._busy = False
+
+    async def _drain(self) -> None:
+        try:
+            while self._pending:
+                batch = [(it, f) for it, f in self._pending if not f.done()]  # cancelled
+                self._pending = []
+                if batch:
+                    await self._settle(batch)
+        finally:
+            self._busy = False
+            self._drainer = None
+
+    async def _settle(self, batch: list[tuple[EnqueueItem, asyncio.Future[EnqueueResult]]]
+                      ) -> None:
+        try:
+            results = await self._send([it for it, _ in batch])
+        except ResponseError as e:
+            if len(batch) == 1:
+                _resolve(batch[0][1], exc=e)
+                return
+            for one in batch:  # the server refused the batch: find the job it refused
+                await self._settle([one])
+            return
+        except BaseException as e:
+            for _, fut in batch:
+                _resolve(fut, exc=e)
+            if not isinstance(e, Exception):
+                raise
+            return
+        for (_, fut), res in zip(batch, results, strict=True):
+            _resolve(fut, res)
+
+    async def aclose(self) -> None:
+        """Wait for the call in flight for queued callers (they get their answers)."""
+        if self._drainer is not None:
+            await asyncio.shield(self._drainer)
+
+
+def _resolve(fut: asyncio.Future[EnqueueResult], res: EnqueueResult | None = None, *,
+             exc: BaseException | None = None) -> None:
+    if fut.done():  # its caller was cancelled while the call was in flight
+        return
+    if exc is not None:
+        fut.set_exception(exc)
+    else:
+        fut.set_result(cast("EnqueueResult", res))
+
+
 class Producer:
     """Enqueues jobs and reads their status. ``redis`` is a client (a cluster client
     too) or a URL of any form (see streamjobs.connection).
@@ -93,6 +179,8 @@ class Producer:
         #: A plain client per cluster node, for a script pipeline and its WAIT on one
         #: connection.
         self._nodes: dict[str, Redis] = {}
+        #: Concurrent single enqueues per (type, durability level), one call per batch.
+        self._coalescers: dict[tuple[str, str], _Coalescer] = {}
 
     def _level(self, durable: bool | str | None) -> str:
         if durable is None or durable is False:
@@ -214,19 +302,35 @@ class Producer:
         call (its reply lost) is the same job, reported once.
         """
         spec = JobSpec(payload, job_id, delay, run_at, max_attempts, timeout, headers or {})
-        tk = self.keys(type_)
-        item = self._item(spec, new_job_ids(1)[0])
-        (res,) = await self._enqueue(tk, [[item]], durable)
+        res = await self._enqueue_one(type_, spec, durable)
         if res.code is Code.DUPLICATE:
             raise DuplicateJob(res.code, res.job_id, f"it is {res.state}")
         return res.job_id
+
+    async def _enqueue_one(self, type_: str, spec: JobSpec,
+                           durable: bool | str | None) -> EnqueueResult:
+        """One job, in one script call with the single enqueues of its type and level
+        issued meanwhile on this event loop (see :class:`_Coalescer`)."""
+        tk = self.keys(type_)
+        item = self._item(spec, new_job_ids(1)[0])
+        level = self._level(durable)
+        key = (type_, level)
+        co = self._coalescers.get(key)
+        if co is None:
+            async def send(items: list[EnqueueItem]) -> list[EnqueueResult]:
+                return await self._enqueue(tk, _chunks(items, BULK_CHUNK), level)
+            co = self._coalescers[key] = _Coalescer(send)
+        return await co.submit(item)
 
     async def enqueue_batch(self, type_: str, specs: Sequence[JobSpec], *,
                             durable: bool | str | None = None) -> list[EnqueueResult]:
         """Enqueue many jobs in pipelined script calls; one result per job, in order.
 
-        A duplicate id is not enqueued again: its result has ``Code.DUPLICATE``.
+        A duplicate id is not enqueued again: its result has ``Code.DUPLICATE``. One job
+        goes with the single enqueues issued meanwhile (one script call for them all).
         """
+        if len(specs) == 1:
+            return [await self._enqueue_one(type_, specs[0], durable)]
         tk = self.keys(type_)
         items = [self._item(s, i) for s, i in zip(specs, new_job_ids(len(specs)), strict=True)]
         return await self._enqueue(tk, _chunks(items, BULK_CHUNK), durable)
@@ -264,6 +368,8 @@ class Producer:
         return prev
 
     async def aclose(self) -> None:
+        for co in self._coalescers.values():
+            await co.aclose()
         for node in self._nodes.values():
             await node.aclose()
         if self._owns_client:

@@ -265,7 +265,8 @@ class Producer:
 
     def _item(self, spec: JobSpec, generated_id: str) -> EnqueueItem:
         """The job as the script takes it: with the caller's id and a token marking this
-        call (so a replay of it is recognised), else with ``generated_id``."""
+        call (so a replay of it is recognised), else with ``generated_id`` (``""`` for
+        :meth:`_enqueue_one`, which makes it)."""
         payload_json = check_payload_size(dumps(spec.payload), self.settings.max_payload_bytes)
         token = ""
         if spec.job_id is not None:
@@ -301,23 +302,32 @@ class Producer:
         The id is made here when not given, before the call is sent, so a replay of the
         call (its reply lost) is the same job, reported once.
         """
-        spec = JobSpec(payload, job_id, delay, run_at, max_attempts, timeout, headers or {})
-        res = await self._enqueue_one(type_, spec, durable)
+        if (job_id is None and delay is None and run_at is None and max_attempts is None
+                and timeout is None and not headers):  # the common case, built directly
+            body = check_payload_size(dumps(payload), self.settings.max_payload_bytes)
+            item = EnqueueItem((Wire.PAYLOAD, body), "")
+        else:
+            item = self._item(JobSpec(payload, job_id, delay, run_at, max_attempts, timeout,
+                                      headers or {}), "")
+        res = await self._enqueue_one(type_, item, durable)
         if res.code is Code.DUPLICATE:
             raise DuplicateJob(res.code, res.job_id, f"it is {res.state}")
         return res.job_id
 
-    async def _enqueue_one(self, type_: str, spec: JobSpec,
+    async def _enqueue_one(self, type_: str, item: EnqueueItem,
                            durable: bool | str | None) -> EnqueueResult:
         """One job, in one script call with the single enqueues of its type and level
-        issued meanwhile on this event loop (see :class:`_Coalescer`)."""
-        tk = self.keys(type_)
-        item = self._item(spec, new_job_ids(1)[0])
+        issued meanwhile on this event loop (see :class:`_Coalescer`). An item without a
+        job id gets one made when its call is sent (before its first try)."""
         level = self._level(durable)
         key = (type_, level)
         co = self._coalescers.get(key)
         if co is None:
+            tk = self.keys(type_)
+
             async def send(items: list[EnqueueItem]) -> list[EnqueueResult]:
+                ids = iter(new_job_ids(sum(1 for it in items if not it.job_id)))
+                items = [EnqueueItem(f, j or next(ids), d, r, t) for f, j, d, r, t in items]
                 return await self._enqueue(tk, _chunks(items, BULK_CHUNK), level)
             co = self._coalescers[key] = _Coalescer(send)
         return await co.submit(item)
@@ -330,7 +340,7 @@ class Producer:
         goes with the single enqueues issued meanwhile (one script call for them all).
         """
         if len(specs) == 1:
-            return [await self._enqueue_one(type_, specs[0], durable)]
+            return [await self._enqueue_one(type_, self._item(specs[0], ""), durable)]
         tk = self.keys(type_)
         items = [self._item(s, i) for s, i in zip(specs, new_job_ids(len(specs)), strict=True)]
         return await self._enqueue(tk, _chunks(items, BULK_CHUNK), durable)

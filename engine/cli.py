@@ -84,6 +84,8 @@ def build_parser() -> argparse.ArgumentParser:
     api = sub.add_parser("api", help="serve the HTTP API")
     api.add_argument("--host", default=None)
     api.add_argument("--port", type=int, default=None)
+    api.add_argument("--workers", type=int, default=1,
+                     help="API processes on one port (e.g. the number of cores)")
 
     sub.add_parser("server", help="run only the embedded server (foreground)")
 

@@ -229,7 +229,7 @@ def cmd_api(args: argparse.Namespace) -> int:
     from streamjobs.api import serve
 
     settings = _settings()
-    serve(resolve_url(args), settings, host=args.host, port=args.port)
+    serve(resolve_url(args), settings, host=args.host, port=args.port, workers=args.workers)
     return 0
 
 

@@ -83,14 +83,18 @@ class BoundedHttpTools(HeaderDeadline, HttpToolsProtocol):  # type: ignore[misc]
 BOUNDED_HTTP: type[Any] = BoundedHttpTools
 
 
-def server_config(app: FastAPI, settings: Settings, host: str | None = None,
+def server_config(app: FastAPI | str, settings: Settings, host: str | None = None,
                   port: int | None = None, log_level: str = "info", *,
-                  header_timeout: float = HEADER_TIMEOUT) -> Config:
-    """How uvicorn serves the API: bounded connections, headers and keep-alive."""
-    http = type(BOUNDED_HTTP.__name__, (BOUNDED_HTTP,), {"header_timeout": header_timeout})
+                  header_timeout: float = HEADER_TIMEOUT, workers: int = 1) -> Config:
+    """How uvicorn serves the API: bounded connections, headers and keep-alive. With
+    ``workers`` > 1, ``app`` is the import string of an app factory (each worker process
+    builds its own app) and the limits hold per process."""
+    http = BOUNDED_HTTP if header_timeout == HEADER_TIMEOUT else type(
+        BOUNDED_HTTP.__name__, (BOUNDED_HTTP,), {"header_timeout": header_timeout})
     return Config(
         app, host=host or settings.api_host,
         port=port if port is not None else settings.api_port,
         log_level=log_level, server_header=False, proxy_headers=False,
         limit_concurrency=API_LIMIT_CONCURRENCY, timeout_keep_alive=KEEP_ALIVE_S, http=http,
+        factory=isinstance(app, str), workers=workers,
     )

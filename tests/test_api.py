@@ -786,6 +786,8 @@ def test_server_config_bounds_connections() -> None:
     assert 0 < config.timeout_keep_alive <= 10
     assert issubclass(config.http, HttpToolsProtocol)  # type: ignore[arg-type]
     assert config.server_header is False and config.proxy_headers is False
+    assert config.access_log is False  # a log line per request is opt-in (--access-log)
+    assert server_config("m:f", Settings(), access_log=True, workers=2).access_log is True
 
 
 def _subclasses(cls: type[Exception]) -> list[type[Exception]]:

@@ -115,7 +115,7 @@ def app_from_env() -> FastAPI:
 
 
 def serve(url: str, settings: Settings, host: str | None = None,
-          port: int | None = None, *, workers: int = 1) -> None:
+          port: int | None = None, *, workers: int = 1, access_log: bool = False) -> None:
     """Serve the API with uvicorn until SIGINT/SIGTERM (``streamjobs api``). ``workers``
     > 1 runs that many processes on one listening socket (uvicorn's supervisor; each
     process has its own client and producer), for more than one core."""
@@ -125,12 +125,13 @@ def serve(url: str, settings: Settings, host: str | None = None,
     from streamjobs.api.server import server_config
 
     if workers <= 1:
-        Server(server_config(create_app(url, settings), settings, host, port)).run()
+        Server(server_config(create_app(url, settings), settings, host, port,
+                             access_log=access_log)).run()
         return
     from uvicorn.supervisors import Multiprocess
 
     os.environ[f"{ENV_PREFIX}REDIS_URL"] = url  # read by app_from_env in each worker
     config = server_config(f"{__name__}:app_from_env", settings, host, port,
-                           workers=workers)
+                           workers=workers, access_log=access_log)
     sock = config.bind_socket()
     Multiprocess(config, sockets=[sock]).run()

@@ -120,3 +120,24 @@ async def test_concurrent_duplicates_are_reported_to_each_caller(
     assert [res[0].code for res in api_style] == [
         Code.DUPLICATE if i == 3 else Code.OK for i in range(6)]
     assert await r.xlen(TypeKeys("sj", type_name).stream) == 1 + 45 + 1 + 5
+
+
+@pytest.mark.anyio
+async def test_a_caller_cancelled_while_queued_enqueues_nothing(
+        redis_url: str, r: Redis, type_name: str) -> None:
+    import asyncio
+
+    async with Producer(redis_url) as p:
+        await p.enqueue(type_name, 0)
+        await r.execute_command("CLIENT", "PAUSE", 300, "WRITE")  # the first call waits
+        first = asyncio.create_task(p.enqueue(type_name, 1, job_id="first"))
+        await asyncio.sleep(0.05)
+        queued = [asyncio.create_task(p.enqueue(type_name, i, job_id=f"q{i}"))
+                  for i in range(2, 5)]
+        await asyncio.sleep(0.05)
+        queued[1].cancel()
+        done = await asyncio.gather(first, *queued, return_exceptions=True)
+    assert done[0] == "first" and done[1] == "q2" and done[3] == "q4"
+    assert isinstance(done[2], asyncio.CancelledError)
+    rows = await r.xrange(TypeKeys("sj", type_name).stream)
+    assert [row[1].get(b"id") for row in rows[1:]] == [b"first", b"q2", b"q4"]

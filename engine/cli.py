@@ -86,6 +86,10 @@ def build_parser() -> argparse.ArgumentParser:
     api = sub.add_parser("api", help="serve the HTTP API")
     api.add_argument("--host", default=None)
     api.add_argument("--port", type=int, default=None)
+    api.add_argument("--workers", type=int, default=1,
+                     help="API processes on one port (e.g. the number of cores)")
+    api.add_argument("--access-log", action="store_true",
+                     help="log a line per request (off: it costs ~9%% of a request)")
 
     sub.add_parser("server", help="run only the embedded server (foreground)")
 

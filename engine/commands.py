@@ -359,7 +359,8 @@ def cmd_api(args: argparse.Namespace) -> int:
     from streamjobs.api import serve
 
     settings = _settings()
-    serve(resolve_url(args), settings, host=args.host, port=args.port)
+    serve(resolve_url(args), settings, host=args.host, port=args.port, workers=args.workers,
+          access_log=args.access_log)
     return 0
 
 

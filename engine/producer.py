@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -10,6 +11,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 import anyio
 import anyio.from_thread
+from redis.exceptions import ResponseError
 
 from streamjobs import schedules
 from streamjobs.codes import Code
@@ -34,7 +36,7 @@ from streamjobs.status import JobStatus, find_entry, type_status
 from streamjobs.streams import ensure_types, partition_keys, partitions_of
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Mapping, Sequence
+    from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
     from types import TracebackType
 
     from redis.asyncio import Redis
@@ -69,6 +71,13 @@ class JobSpec:
     dedup_ttl: float | None = None
     #: A partitioned type's jobs of one key go to one partition, in order.
     key: str | None = None
+
+    def is_plain(self) -> bool:
+        """Payload only: no id, time, policy, header or flow option (``key`` only picks
+        the partition)."""
+        return (self.job_id is None and self.delay is None and self.run_at is None
+                and self.max_attempts is None and self.timeout is None and not self.headers
+                and self.flow() is NO_FLOW)
 
     def partition_key(self) -> str | None:
         """What picks the job's partition on a partitioned type: ``key``, else its
@@ -169,6 +178,90 @@ def check_durable(level: str, reply: Any, timeout_s: float, ids: list[str]) -> N
                          f"jobs written but not {what} within {timeout_s:g}s", ids)
 
 
+class _Coalescer:
+    """Single enqueues of one type and durability level issued concurrently on one event
+    loop, sent as one script call (as the worker's settler batches acks).
+
+    A caller that finds no call in flight sends its job at once, alone (no timer: a lone
+    enqueue keeps its latency). Callers arriving while a call is in flight queue up and go
+    together in the next call, sent as soon as the one in flight returns. Each caller gets
+    its own result or exception. The server refuses a whole batch when one job in it is
+    malformed, so a refused batch is sent again job by job: only the bad job fails.
+    """
+
+    def __init__(self, send: Callable[[list[EnqueueItem]], Awaitable[list[EnqueueResult]]]
+                 ) -> None:
+        self._send = send
+        self._pending: list[tuple[EnqueueItem, asyncio.Future[EnqueueResult]]] = []
+        self._busy = False
+        self._drainer: asyncio.Task[None] | None = None
+
+    async def submit(self, item: EnqueueItem) -> EnqueueResult:
+        if self._busy:
+            fut: asyncio.Future[EnqueueResult] = asyncio.get_running_loop().create_future()
+            self._pending.append((item, fut))
+            return await fut
+        self._busy = True
+        try:
+            (res,) = await self._send([item])
+            return res
+        finally:
+            self._next()
+
+    def _next(self) -> None:
+        """After a call: start the next one for those who queued up meanwhile, or idle."""
+        if self._pending:
+            self._drainer = asyncio.get_running_loop().create_task(self._drain())
+        else:
+            self._busy = False
+
+    async def _drain(self) -> None:
+        try:
+            while self._pending:
+                batch = [(it, f) for it, f in self._pending if not f.done()]  # cancelled
+                self._pending = []
+                if batch:
+                    await self._settle(batch)
+        finally:
+            self._busy = False
+            self._drainer = None
+
+    async def _settle(self, batch: list[tuple[EnqueueItem, asyncio.Future[EnqueueResult]]]
+                      ) -> None:
+        try:
+            results = await self._send([it for it, _ in batch])
+        except ResponseError as e:
+            if len(batch) == 1:
+                _resolve(batch[0][1], exc=e)
+                return
+            for one in batch:  # the server refused the batch: find the job it refused
+                await self._settle([one])
+            return
+        except BaseException as e:
+            for _, fut in batch:
+                _resolve(fut, exc=e)
+            if not isinstance(e, Exception):
+                raise
+            return
+        for (_, fut), res in zip(batch, results, strict=True):
+            _resolve(fut, res)
+
+    async def aclose(self) -> None:
+        """Wait for the call in flight for queued callers (they get their answers)."""
+        if self._drainer is not None:
+            await asyncio.shield(self._drainer)
+
+
+def _resolve(fut: asyncio.Future[EnqueueResult], res: EnqueueResult | None = None, *,
+             exc: BaseException | None = None) -> None:
+    if fut.done():  # its caller was cancelled while the call was in flight
+        return
+    if exc is not None:
+        fut.set_exception(exc)
+    else:
+        fut.set_result(cast("EnqueueResult", res))
+
+
 class Producer:
     """Enqueues jobs and reads their status. ``redis`` is a client (a cluster client
     too) or a URL of any form (see streamjobs.connection).
@@ -187,12 +280,15 @@ class Producer:
             "Redis", redis)
         self.scripts = Scripts(self.redis)
         self._known_types: set[str] = set()
+        self._type_keys: dict[str, TypeKeys] = {}
         #: Partition count of each type used (its config hash) and when it was read.
         self._partitions: dict[str, tuple[int, float]] = {}
         self._next_partition = 0
         #: A plain client per cluster node, for a script pipeline and its WAIT on one
         #: connection.
         self._nodes: dict[str, Redis] = {}
+        #: Concurrent single enqueues per (type, durability level), one call per batch.
+        self._coalescers: dict[tuple[TypeKeys, str], _Coalescer] = {}
 
     def _level(self, durable: bool | str | None) -> str:
         if durable is None or durable is False:
@@ -267,7 +363,12 @@ class Producer:
         return _replays_are_ours([it for chunk in chunks for it in chunk], results)
 
     def keys(self, type_: str) -> TypeKeys:
-        return TypeKeys(self.settings.prefix, type_)
+        tk = self._type_keys.get(type_)
+        if tk is None:  # checked once per name (a hot path: every enqueue)
+            tk = TypeKeys(self.settings.prefix, type_)
+            if len(self._type_keys) < 10_000:
+                self._type_keys[type_] = tk
+        return tk
 
     async def _ensure_type(self, tk: TypeKeys) -> None:
         if tk.tag in self._known_types:
@@ -291,9 +392,10 @@ class Producer:
     async def _spread(self, type_: str, keys: Sequence[str | None]) -> list[TypeKeys]:
         """The partition of each job: its key's partition, else round-robin (a type
         without partitions: its own keys)."""
-        parts = self.keys(type_).partitions(await self.partitions(type_))
-        if len(parts) == 1:
-            return parts * len(keys)
+        n = await self.partitions(type_)
+        if n == 1:
+            return [self.keys(type_)] * len(keys)
+        parts = self.keys(type_).partitions(n)
         out = []
         for key in keys:
             if key is not None:
@@ -322,7 +424,8 @@ class Producer:
 
     def _item(self, spec: JobSpec, generated_id: str) -> EnqueueItem:
         """The job as the script takes it: with the caller's id and a token marking this
-        call (so a replay of it is recognised), else with ``generated_id``."""
+        call (so a replay of it is recognised), else with ``generated_id`` (``""`` for
+        :meth:`_enqueue_one`, which makes it)."""
         payload_json = check_payload_size(dumps(spec.payload), self.settings.max_payload_bytes)
         token = ""
         if spec.job_id is not None:
@@ -371,11 +474,32 @@ class Producer:
         spec = JobSpec(payload, job_id, delay, run_at, max_attempts, timeout, headers or {},
                        expires_in, expires_at, dedup_key, dedup_mode, dedup_ttl, key)
         (tk,) = await self._spread(type_, [spec.partition_key()])
-        item = self._item(spec, new_job_ids(1)[0])
-        (res,) = await self._enqueue(tk, [[item]], durable)
+        if spec.is_plain():  # the common case, built directly
+            body = check_payload_size(dumps(payload), self.settings.max_payload_bytes)
+            item = EnqueueItem((Wire.PAYLOAD, body), "")
+        else:
+            item = self._item(spec, "")
+        res = await self._enqueue_one(tk, item, durable)
         if res.code is Code.DUPLICATE:
             raise DuplicateJob(res.code, res.job_id, f"it is {res.state}")
         return Enqueued(res.job_id, res.state, res.code is Code.DEDUPLICATED)
+
+    async def _enqueue_one(self, tk: TypeKeys, item: EnqueueItem,
+                           durable: bool | str | None) -> EnqueueResult:
+        """One job, in one script call with the single enqueues of its type and level
+        (partition) issued meanwhile on this event loop (see :class:`_Coalescer`). An item without a
+        job id gets one made when its call is sent (before its first try)."""
+        level = self._level(durable)
+        key = (tk, level)
+        co = self._coalescers.get(key)
+        if co is None:
+
+            async def send(items: list[EnqueueItem]) -> list[EnqueueResult]:
+                ids = iter(new_job_ids(sum(1 for it in items if not it.job_id)))
+                items = [EnqueueItem(f, j or next(ids), d, r, t) for f, j, d, r, t in items]
+                return await self._enqueue(tk, _chunks(items, BULK_CHUNK), level)
+            co = self._coalescers[key] = _Coalescer(send)
+        return await co.submit(item)
 
     async def enqueue_batch(self, type_: str, specs: Sequence[JobSpec], *,
                             durable: bool | str | None = None,
@@ -384,8 +508,13 @@ class Producer:
 
         A duplicate id is not enqueued again: its result has ``Code.DUPLICATE``; a job
         another of its ``dedup_key`` answers for has ``Code.DEDUPLICATED`` and that id.
-        ``key`` as in :meth:`enqueue`, for every job (else each spec's own).
+        ``key`` as in :meth:`enqueue`, for every job (else each spec's own). One job goes
+        with the single enqueues issued meanwhile (one script call for them all).
         """
+        if len(specs) == 1:
+            (tk,) = await self._spread(type_, [key if key is not None
+                                               else specs[0].partition_key()])
+            return [await self._enqueue_one(tk, self._item(specs[0], ""), durable)]
         items = [self._item(s, i) for s, i in zip(specs, new_job_ids(len(specs)), strict=True)]
         tks = await self._spread(type_, [key if key is not None else s.partition_key()
                                           for s in specs])
@@ -516,6 +645,8 @@ class Producer:
         return await schedules.run_now(self.redis, self.scripts, self.settings.prefix, name)
 
     async def aclose(self) -> None:
+        for co in self._coalescers.values():
+            await co.aclose()
         for node in self._nodes.values():
             await node.aclose()
         if self._owns_client:

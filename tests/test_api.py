@@ -17,7 +17,7 @@ import pytest
 from fastapi import WebSocket
 from redis._parsers.resp3 import _RESP3Parser
 from redis.exceptions import OutOfMemoryError
-from uvicorn.protocols.http.h11_impl import H11Protocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from streamjobs import Job, Registry, Settings, Worker
 from streamjobs.api import create_app
@@ -826,8 +826,10 @@ def test_server_config_bounds_connections() -> None:
                            "127.0.0.1", 1)
     assert config.limit_concurrency == API_LIMIT_CONCURRENCY
     assert 0 < config.timeout_keep_alive <= 10
-    assert issubclass(config.http, H11Protocol)  # type: ignore[arg-type]
+    assert issubclass(config.http, HttpToolsProtocol)  # type: ignore[arg-type]
     assert config.server_header is False and config.proxy_headers is False
+    assert config.access_log is False  # a log line per request is opt-in (--access-log)
+    assert server_config("m:f", Settings(), access_log=True, workers=2).access_log is True
 
 
 def _subclasses(cls: type[Exception]) -> list[type[Exception]]:

@@ -247,3 +247,37 @@ def test_pause_resume_and_schedules(redis_url: str, type_name: str) -> None:
     one_line_error(cli("schedule", "remove", name, url=redis_url), "no schedule")
     one_line_error(cli("schedule", "add", "x" + name, type_name, "--cron", "bad",
                        url=redis_url), "invalid cron")
+
+
+def test_api_workers_serve_one_port_from_several_processes(redis_url: str,
+                                                           type_name: str) -> None:
+    import time
+
+    import httpx
+
+    from streamjobs.embedded import free_port
+
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMJOBS_")}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "streamjobs", "--url", redis_url, "api", "--host", "127.0.0.1",
+         "--port", str(port), "--workers", "2"],
+        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline, ids = time.monotonic() + 30, []
+        while time.monotonic() < deadline and len(ids) < 20:
+            try:
+                res = httpx.post(f"http://127.0.0.1:{port}/jobs/{type_name}",
+                                 json={"payload": {"n": len(ids)}}, timeout=5)
+            except httpx.TransportError:
+                time.sleep(0.2)
+                continue
+            assert res.status_code == 201, res.text
+            ids.append(res.json()["id"])
+    finally:
+        proc.terminate()
+        _, err = proc.communicate(timeout=30)
+    assert len(set(ids)) == 20
+    assert err.count("Started server process") == 2, err
+    r = redis.Redis.from_url(redis_url)
+    assert r.xlen(TypeKeys("sj", type_name).stream) == 20

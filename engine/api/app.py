@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
@@ -12,7 +13,8 @@ from streamjobs.api import errors
 from streamjobs.api.middleware import BearerAuth, BodyLimit
 from streamjobs.api.routes import router
 from streamjobs.api.state import make_state
-from streamjobs.config import Settings
+from streamjobs.config import ENV_PREFIX, Settings
+from streamjobs.connection import resolve_url
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -105,12 +107,31 @@ def _document_auth(app: FastAPI, open_paths: set[str]) -> None:
     app.openapi = openapi  # type: ignore[method-assign]
 
 
+def app_from_env() -> FastAPI:
+    """The app of one ``streamjobs api --workers N`` process: settings and server URL from
+    the ``STREAMJOBS_*`` environment, which ``serve`` sets for its workers."""
+    settings = Settings.from_env()
+    return create_app(resolve_url(settings), settings)
+
+
 def serve(url: str, settings: Settings, host: str | None = None,
-          port: int | None = None) -> None:
-    """Serve the API with uvicorn until SIGINT/SIGTERM (``streamjobs api``)."""
+          port: int | None = None, *, workers: int = 1, access_log: bool = False) -> None:
+    """Serve the API with uvicorn until SIGINT/SIGTERM (``streamjobs api``). ``workers``
+    > 1 runs that many processes on one listening socket (uvicorn's supervisor; each
+    process has its own client and producer), for more than one core."""
     # Only the API process loads the server.
     from uvicorn import Server
 
     from streamjobs.api.server import server_config
 
-    Server(server_config(create_app(url, settings), settings, host, port)).run()
+    if workers <= 1:
+        Server(server_config(create_app(url, settings), settings, host, port,
+                             access_log=access_log)).run()
+        return
+    from uvicorn.supervisors import Multiprocess
+
+    os.environ[f"{ENV_PREFIX}REDIS_URL"] = url  # read by app_from_env in each worker
+    config = server_config(f"{__name__}:app_from_env", settings, host, port,
+                           workers=workers, access_log=access_log)
+    sock = config.bind_socket()
+    Multiprocess(config, sockets=[sock]).run()

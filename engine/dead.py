@@ -18,10 +18,14 @@ from streamjobs.scripts import Scripts
 from streamjobs.status import JobStatus, job_status
 
 if TYPE_CHECKING:
+    import builtins
+
     from redis.asyncio import Redis
     from redis.asyncio.cluster import RedisCluster
 
 PAGE = 200
+#: Entries one filtered page reads at most before it hands back a cursor.
+SCAN_MAX = 5000
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +83,27 @@ class DeadLetters:
         jobs = [_dead_job(type_, eid, fields) for eid, fields in rows[:count]]
         nxt = jobs[-1].dead_entry if len(rows) > count else None
         return jobs, nxt
+
+    async def find(
+        self, type_: str, *, error_contains: str, after: str | None = None, count: int = 50,
+        scan: int = SCAN_MAX,
+    ) -> tuple[builtins.list[DeadJob], str | None]:
+        """Like :meth:`list`, only the jobs whose error contains the text. Reads at most
+        ``scan`` entries per call: the cursor then resumes the search (a page can come
+        back short, even empty, with a cursor)."""
+        found: builtins.list[DeadJob] = []
+        read = 0
+        while True:
+            jobs, nxt = await self.list(type_, after=after, count=min(PAGE, scan - read))
+            for i, j in enumerate(jobs):
+                if error_contains in j.error:
+                    found.append(j)
+                    if len(found) == count:
+                        more = i < len(jobs) - 1 or nxt is not None
+                        return found, j.dead_entry if more else None
+            read += len(jobs)
+            if nxt is None or read >= scan:
+                return found, nxt
 
     async def count(self, type_: str) -> int:
         return int(await self.redis.xlen(self.keys(type_).dead))

@@ -61,6 +61,12 @@ class TypeKeys:
         return self.base + "done"
 
     @property
+    def minutes(self) -> str:
+        """Hash of minute (epoch minutes) -> the stats counters as first seen in that
+        minute (the dashboard's throughput chart; see streamjobs.history)."""
+        return self.base + "minutes"
+
+    @property
     def job_prefix(self) -> str:
         return self.base + "job:"
 

@@ -17,10 +17,11 @@ import math
 import os
 import socket
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import anyio
+import orjson
 
 from streamjobs import logs, replies
 from streamjobs.codes import Code
@@ -31,7 +32,16 @@ from streamjobs.connection import (
     client_from_url,
     socket_timeout_of,
 )
-from streamjobs.contract import Attempt, Failure, Heartbeat, Outcome, Rec, Wire, job_id_of
+from streamjobs.contract import (
+    HEARTBEAT_RUNNING_MAX,
+    Attempt,
+    Failure,
+    Heartbeat,
+    Outcome,
+    Rec,
+    Wire,
+    job_id_of,
+)
 from streamjobs.errors import (
     ConfigError,
     DecodeError,
@@ -57,6 +67,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("streamjobs.worker")
 HEARTBEAT_S = 5.0
+#: Shortest gap between two heartbeats: a newly fetched job is published within it.
+HEARTBEAT_MIN_S = 1.0
 #: Consumers idle this long with nothing pending are removed from the group.
 PRUNE_IDLE_S = 3600.0
 PRUNE_EVERY_S = 300.0
@@ -130,6 +142,9 @@ class Worker:
         self.metrics = metrics or WorkerMetrics()
         self.name = name or consumer_name()
         self._outstanding: dict[str, Delivery] = {}
+        #: Set when jobs were fetched: the next heartbeat (>= HEARTBEAT_MIN_S after the
+        #: last) publishes them without waiting out HEARTBEAT_S.
+        self._fetched: anyio.Event | None = None
         self._stopping = False
         self._stop_requested = False
         self._order = list(self.keys)
@@ -302,6 +317,7 @@ class Worker:
             for d in await self._drop_duplicates(type_, fetched):
                 self._outstanding[d.entry_id] = d
                 await send.send(d)
+            self._beat_soon()
 
     async def _drop_duplicates(self, type_: str, fetched: list[Delivery]) -> list[Delivery]:
         """The deliveries that may run. An entry whose ``id`` has another entry's record
@@ -509,6 +525,7 @@ class Worker:
             self._outstanding[entry_id] = d
             await send.send(d)
         if res.claimed:
+            self._beat_soon()
             log.info("reclaimed %d entries of %s", len(res.claimed), type_)
             self.metrics.reclaimed(type_, len(res.claimed))
 
@@ -545,11 +562,27 @@ class Worker:
                 if d.scope is not None:
                     d.scope.cancel()
 
+    def _beat_soon(self) -> None:
+        if self._fetched is not None:
+            self._fetched.set()
+
+    def _running_now(self) -> bytes:
+        """The heartbeat's ``running`` field: the oldest in-flight jobs, JSON."""
+        now_wall, now_mono = time.time(), time.monotonic()
+        rows = [{"type": d.type, "id": d.job_id, "attempt": d.attempt,
+                 "started_at": int((now_wall - (now_mono - d.fetched_at)) * 1000)}
+                for d in sorted(self._outstanding.values(), key=lambda d: d.fetched_at)
+                [:HEARTBEAT_RUNNING_MAX]]
+        return orjson.dumps(rows)
+
     async def _heartbeat(self) -> None:
         key = worker_key(self.settings.prefix, self.name)
         started = int(time.time() * 1000)
         host, _, pid = self.name.partition(":")
+        policies = orjson.dumps({t: asdict(h.policy)
+                                 for t, h in self.handlers.items() if t in self.keys})
         while True:
+            self._fetched = anyio.Event()
             now = int(time.time() * 1000)
             try:
                 async with self.redis.pipeline(transaction=False) as pipe:
@@ -559,6 +592,7 @@ class Worker:
                         Heartbeat.TYPES: ",".join(self.keys),
                         Heartbeat.CONCURRENCY: self.concurrency,
                         Heartbeat.IN_FLIGHT: len(self._outstanding),
+                        Heartbeat.RUNNING: self._running_now(), Heartbeat.POLICIES: policies,
                         Heartbeat.STARTED_AT: started, Heartbeat.LAST_HEARTBEAT: now,
                     })
                     pipe.pexpire(key, int(HEARTBEAT_S * 3000))
@@ -569,7 +603,9 @@ class Worker:
                 self.metrics.heartbeat()
             except SERVER_ERRORS as e:
                 log.warning("heartbeat failed: %s: %s", type(e).__name__, e)
-            await anyio.sleep(HEARTBEAT_S)
+            await anyio.sleep(HEARTBEAT_MIN_S)
+            with anyio.move_on_after(HEARTBEAT_S - HEARTBEAT_MIN_S):
+                await self._fetched.wait()
 
 
 def _client(redis: Redis | str, block_ms: int) -> Redis:

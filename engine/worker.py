@@ -142,8 +142,8 @@ class Worker:
         self.metrics = metrics or WorkerMetrics()
         self.name = name or consumer_name()
         self._outstanding: dict[str, Delivery] = {}
-        #: Set when jobs were fetched: the next heartbeat (>= HEARTBEAT_MIN_S after the
-        #: last) publishes them without waiting out HEARTBEAT_S.
+        #: Set when jobs were fetched or settled: the next heartbeat (>= HEARTBEAT_MIN_S
+        #: after the last) publishes the change without waiting out HEARTBEAT_S.
         self._fetched: anyio.Event | None = None
         self._stopping = False
         self._stop_requested = False
@@ -444,6 +444,7 @@ class Worker:
     def _settle(self, d: Delivery, outcome: Result) -> None:
         """Hand the outcome to the settler (no await: runners never wait on a script)."""
         self._outstanding.pop(d.entry_id, None)
+        self._beat_soon()
         _SETTLE[outcome.kind](self, d, outcome, not self._outstanding)
 
     def _on_ok(self, d: Delivery, outcome: Result, idle: bool) -> None:

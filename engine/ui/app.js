@@ -14,6 +14,8 @@ const PAGES = [
 let session = { auth: false, role: null, csrf: "" };
 let timer = null;
 let generation = 0;
+let onResize = null; // the current page's redraw on a window resize (the chart)
+window.addEventListener("resize", () => onResize && onResize());
 
 // ---- small helpers ------------------------------------------------------------------
 
@@ -34,6 +36,8 @@ export function h(tag, attrs = {}, ...children) {
 
 const enc = encodeURIComponent;
 const main = () => document.getElementById("main");
+// Replace the page's content (null and false children are left out).
+const show = (...nodes) => main().replaceChildren(...nodes.flat().filter((n) => n !== null && n !== undefined && n !== false));
 const canWrite = () => session.role === "admin";
 
 function flash(text, error = false) {
@@ -137,6 +141,7 @@ function renderWho() {
 async function render() {
   generation += 1;
   clearTimeout(timer);
+  onResize = null;
   const { parts, params } = route();
   renderNav(parts);
   if (session.auth && !session.role && parts[0] !== "login") {
@@ -148,12 +153,12 @@ async function render() {
   try {
     await page(parts.slice(1), params);
   } catch (e) {
-    main().replaceChildren(empty("Could not load this page", e.message));
+    show(empty("Could not load this page", e.message));
   }
 }
 
 function notFound() {
-  main().replaceChildren(empty("No such page", h("a", { href: "#/" }, "Back to the overview")));
+  show(empty("No such page", h("a", { href: "#/" }, "Back to the overview")));
 }
 
 // ---- login --------------------------------------------------------------------------
@@ -177,7 +182,7 @@ function loginPage() {
     }
   } }, h("label", { for: "key" }, "API key (one of STREAMJOBS_API_KEYS)"), input, error,
   h("button", { type: "submit" }, "Log in"));
-  main().replaceChildren(h("div", { class: "panel login" }, h("h1", {}, "Log in"), form));
+  show(h("div", { class: "panel login" }, h("h1", {}, "Log in"), form));
   input.focus();
 }
 
@@ -194,9 +199,11 @@ async function overview() {
     const series = last.types.filter((s) => !chosen || s.type === chosen);
     const sum = (k) => last.types.length ? series.reduce((acc, s) => acc.map((v, i) => v + s[k][i]),
       new Array(series[0]?.[k].length || 60).fill(0)) : [];
-    chartBox.replaceChildren(chart(sum("completed"), sum("failed"), last.start, last.minute_ms));
+    chartBox.replaceChildren(chart(sum("completed"), sum("failed"), last.start, last.minute_ms,
+      chartBox.clientWidth));
   };
-  main().replaceChildren(
+  onResize = draw;
+  show(
     h("div", { class: "row spread" }, h("h1", {}, "Overview"), h("span", { class: "muted", id: "updated" })),
     h("div", { class: "panel" },
       h("div", { class: "row spread" }, h("h2", { class: "flush" }, "Throughput, last hour"), pick),
@@ -267,7 +274,7 @@ async function typePage([type], params) {
   const searchMsg = h("span", { class: "muted", id: "search-msg" });
   const errorBox = h("input", { type: "search", id: "error-filter", placeholder: "error contains…",
     value: errorText, "aria-label": "error contains" });
-  main().replaceChildren(
+  show(
     h("div", { class: "row spread" }, h("h1", {}, type),
       h("form", { class: "inline", onsubmit: async (ev) => {
         ev.preventDefault();
@@ -344,7 +351,7 @@ function jobsTable(type, state, jobs, errorText) {
 
 async function jobPage([type, id]) {
   const box = h("div");
-  main().replaceChildren(h("p", {}, h("a", { href: `#/type/${enc(type)}` }, `← ${type}`)), box);
+  show(h("p", {}, h("a", { href: `#/type/${enc(type)}` }, `← ${type}`)), box);
   await poll(async () => {
     let job;
     try {
@@ -411,7 +418,7 @@ async function deadPage(_, params) {
   const type = params.get("type") || withDead[0]?.type || "";
   const errorText = params.get("error") || "";
   if (!types.length || !type) {
-    main().replaceChildren(h("h1", {}, "Dead letters"), empty("No dead letters", "Jobs that run out of attempts land here."));
+    show(h("h1", {}, "Dead letters"), empty("No dead letters", "Jobs that run out of attempts land here."));
     return;
   }
   const go = (t, e) => { location.hash = `#/dead?${new URLSearchParams({ type: t, ...(e ? { error: e } : {}) })}`; };
@@ -447,7 +454,7 @@ async function deadPage(_, params) {
     h("button", { class: "secondary", id: "purge-all", onclick: () => run(`Purge all ${matching}? This cannot be undone.`, async () =>
       `purged ${(await api("DELETE", `/dead/${enc(type)}?confirm=true${query}`)).count}`) }, "Purge all matching"))
     : h("p", { class: "muted" }, "Read-only key: actions are disabled.");
-  main().replaceChildren(
+  show(
     h("h1", {}, "Dead letters"),
     h("form", { class: "inline panel", onsubmit: (ev) => { ev.preventDefault(); go(pick.value, errorBox.value.trim()); } },
       pick, errorBox, h("button", { type: "submit", class: "secondary" }, "Filter")),
@@ -466,7 +473,7 @@ async function deadPage(_, params) {
 
 async function workersPage() {
   const box = h("div");
-  main().replaceChildren(h("div", { class: "row spread" }, h("h1", {}, "Workers"), h("span", { class: "muted", id: "updated" })), box);
+  show(h("div", { class: "row spread" }, h("h1", {}, "Workers"), h("span", { class: "muted", id: "updated" })), box);
   await poll(async () => {
     const { workers } = await api("GET", "/workers");
     document.getElementById("updated").textContent = `updated ${new Date().toLocaleTimeString()}`;

@@ -17,10 +17,11 @@ function niceMax(v) {
 
 const css = (name) => getComputedStyle(document.documentElement).getPropertyValue(name).trim();
 
-export function chart(completed, failed, startMs, minuteMs) {
-  const W = 1000, H = 220, L = 44, R = 40, T = 10, B = 24;
+// Drawn at the box's own width (no stretching: text keeps its shape on a narrow screen).
+export function chart(completed, failed, startMs, minuteMs, width) {
+  const W = Math.max(300, Math.round(width || 1000)), H = 220, L = 44, R = 40, T = 10, B = 24;
   const n = completed.length;
-  const svg = s("svg", { class: "chart", viewBox: `0 0 ${W} ${H}`, preserveAspectRatio: "none", role: "img",
+  const svg = s("svg", { class: "chart", viewBox: `0 0 ${W} ${H}`, role: "img",
     "aria-label": "jobs per minute over the last hour" });
   const totals = completed.map((c, i) => c + (failed[i] || 0));
   const max = niceMax(Math.max(0, ...totals));
@@ -43,7 +44,8 @@ export function chart(completed, failed, startMs, minuteMs) {
     if (c + f > 0) points.push(`${L + (i + 0.5) * bw},${T + ph - (f / (c + f)) * ph}`);
   });
   if (points.length > 1) svg.append(s("polyline", { points: points.join(" "), fill: "none", stroke: rate, "stroke-width": 2 }));
-  for (let i = 0; i < n; i += 15) {
+  const step = W < 600 ? 30 : 15;
+  for (let i = 0; i < n; i += step) {
     const t = new Date(startMs + i * minuteMs);
     svg.append(s("text", { x: L + i * bw, y: H - 6 }, t.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" })));
   }

@@ -127,6 +127,20 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("stats", help="per type: waiting, running, delayed, dead, completed, "
                                  "cancelled, expired")
 
+    sub.add_parser("workers", help="live workers and the jobs each runs now")
+
+    j = sub.add_parser("jobs", help="one page of a type's jobs in a state")
+    j.add_argument("type")
+    j.add_argument("--state", default="waiting",
+                   choices=["waiting", "running", "delayed", "completed", "dead"])
+    j.add_argument("--limit", type=int, default=20, help="jobs per page (1-1000)")
+    j.add_argument("--cursor", default=None, help="the cursor the previous page printed")
+
+    top = sub.add_parser("top", help="live overview of types and workers (refreshing)")
+    top.add_argument("--interval", type=float, default=2.0, help="seconds between refreshes")
+    top.add_argument("--iterations", type=int, default=0,
+                     help="stop after this many refreshes (0: until Ctrl-C)")
+
     d = sub.add_parser("dlq", help="dead letters")
     dsub = d.add_subparsers(dest="dlq_command", required=True)
     dl = dsub.add_parser("list", help="list dead jobs, oldest first")

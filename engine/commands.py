@@ -169,6 +169,82 @@ def cmd_stats(args: argparse.Namespace) -> int:
     return 0
 
 
+def _console() -> Any:
+    from rich.console import Console
+
+    return Console(highlight=False)
+
+
+def cmd_workers(args: argparse.Namespace) -> int:
+    """Live workers and the jobs each runs now."""
+    from streamjobs import terminal
+    from streamjobs.counts import server_ms
+    from streamjobs.presence import live_workers
+
+    url = resolve_url(args)
+    settings = _settings()
+
+    async def go() -> tuple[list[dict[str, Any]], int]:
+        r = client_from_url(url)
+        try:
+            return await live_workers(r, settings.prefix), server_ms(await r.time())
+        finally:
+            await r.aclose()
+
+    workers, now = _run(go)
+    _console().print(terminal.workers_table(workers, now))
+    return 0
+
+
+def cmd_jobs(args: argparse.Namespace) -> int:
+    """One page of a type's jobs in a state; the next page's cursor at the end."""
+    from streamjobs import terminal
+    from streamjobs.contract import JobState
+    from streamjobs.listing import list_jobs
+
+    check_type_name(args.type)
+    url = resolve_url(args)
+    settings = _settings()
+    state = JobState(args.state)
+
+    async def go() -> Any:
+        r = client_from_url(url)
+        try:
+            return await list_jobs(r, TypeKeys(settings.prefix, args.type), state,
+                                   cursor=args.cursor, limit=args.limit)
+        finally:
+            await r.aclose()
+
+    page = _run(go)
+    console = _console()
+    console.print(terminal.jobs_table(args.type, state, page))
+    if page.next_cursor:
+        console.print(f"# next page: streamjobs jobs {args.type} --state {state.value} "
+                      f"--cursor '{page.next_cursor}'", markup=False)
+    return 0
+
+
+def cmd_top(args: argparse.Namespace) -> int:
+    """A live view of every type and worker, refreshed every --interval seconds."""
+    from streamjobs import terminal
+
+    if args.interval <= 0 or args.iterations < 0:
+        raise InvalidArgument("--interval must be > 0 and --iterations >= 0")
+    url = resolve_url(args)
+    settings = _settings()
+
+    async def go() -> int:
+        r = client_from_url(url)
+        try:
+            return await terminal.run_top(r, settings.prefix, _console(), args.interval,
+                                          args.iterations)
+        finally:
+            await r.aclose()
+
+    _run(go)
+    return 0
+
+
 def cmd_dlq(args: argparse.Namespace) -> int:
     check_type_name(args.type)
     url = resolve_url(args)

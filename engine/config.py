@@ -60,6 +60,8 @@ class Settings:
     api_port: int = 8000
     #: API keys accepted as ``Authorization: Bearer <key>``; empty: no auth.
     api_keys: tuple[str, ...] = field(default=(), repr=False)
+    #: Keys that may only read (GET): the dashboard without its buttons, a status page.
+    api_read_keys: tuple[str, ...] = field(default=(), repr=False)
     #: Serve /metrics without an API key even when keys are configured.
     metrics_public: bool = False
     #: Largest accepted payload (JSON text) in bytes, at the API and in workers.

@@ -294,6 +294,15 @@ class Heartbeat(_Name):
     IN_FLIGHT = "in_flight"
     STARTED_AT = "started_at"
     LAST_HEARTBEAT = "last_heartbeat"
+    #: JSON list of the jobs running now: ``{"type", "id", "started_at", "attempt"}``
+    #: each (at most ``HEARTBEAT_RUNNING_MAX``; ``in_flight`` is the full count).
+    RUNNING = "running"
+    #: JSON object: each type's retry policy (``Policy`` fields) as this worker runs it.
+    POLICIES = "policies"
+
+
+#: Running jobs a heartbeat lists by id (a worker of high concurrency lists the oldest).
+HEARTBEAT_RUNNING_MAX = 100
 
 
 # ---- patterns and rules ------------------------------------------------------------------

@@ -13,9 +13,8 @@ from redis.exceptions import ResponseError
 
 from streamjobs import replies
 from streamjobs.contract import Stat
-from streamjobs.keys import GROUP, PARTITIONS_FIELD, TypeKeys, types_key
+from streamjobs.keys import GROUP, PARTITIONS_FIELD, TypeKeys, parse_partitions, types_key
 from streamjobs.records import Record
-from streamjobs.streams import parse_partitions
 
 if TYPE_CHECKING:
     from collections.abc import Sequence

@@ -11,18 +11,22 @@ from streamjobs.config import Settings
 from streamjobs.connection import client_from_url
 from streamjobs.contract import STASH_B, DeadField, JobState, job_id_of
 from streamjobs.errors import InvalidArgument, raise_for_code
-from streamjobs.keys import PARTITIONS_FIELD, TypeKeys
+from streamjobs.keys import PARTITIONS_FIELD, TypeKeys, parse_partitions
 from streamjobs.listing import check_stream_cursor
 from streamjobs.records import Record, opt_int, split_fields, text
 from streamjobs.scripts import Scripts
 from streamjobs.status import JobStatus, type_status
-from streamjobs.streams import parse_partitions, partition_keys
+from streamjobs.streams import partition_keys
 
 if TYPE_CHECKING:
+    import builtins
+
     from redis.asyncio import Redis
     from redis.asyncio.cluster import RedisCluster
 
 PAGE = 200
+#: Entries one filtered page reads at most before it hands back a cursor.
+SCAN_MAX = 5000
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,6 +101,27 @@ class DeadLetters:
         jobs = [_dead_job(type_, eid, fields) for eid, fields in rows[:end]]
         nxt = jobs[-1].dead_entry if len(rows) > end else None
         return jobs, nxt
+
+    async def find(
+        self, type_: str, *, error_contains: str, after: str | None = None, count: int = 50,
+        scan: int = SCAN_MAX,
+    ) -> tuple[builtins.list[DeadJob], str | None]:
+        """Like :meth:`list`, only the jobs whose error contains the text. Reads at most
+        ``scan`` entries per call: the cursor then resumes the search (a page can come
+        back short, even empty, with a cursor)."""
+        found: builtins.list[DeadJob] = []
+        read = 0
+        while True:
+            jobs, nxt = await self.list(type_, after=after, count=min(PAGE, scan - read))
+            for i, j in enumerate(jobs):
+                if error_contains in j.error:
+                    found.append(j)
+                    if len(found) == count:
+                        more = i < len(jobs) - 1 or nxt is not None
+                        return found, j.dead_entry if more else None
+            read += len(jobs)
+            if nxt is None or read >= scan:
+                return found, nxt
 
     async def count(self, type_: str) -> int:
         parts = await partition_keys(self.redis, self.keys(type_))

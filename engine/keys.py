@@ -35,6 +35,15 @@ PARTITIONS_FIELD = "partitions"
 MAX_PARTITIONS = 1024
 
 
+def parse_partitions(raw: object) -> int:
+    """A type's partition count from its config hash field (absent or unreadable: 1)."""
+    try:
+        n = int(raw)  # type: ignore[call-overload]
+    except (TypeError, ValueError):
+        return 1
+    return n if 1 <= n <= MAX_PARTITIONS else 1
+
+
 def partition_tag(type_: str, partition: int) -> str:
     """The hash tag of a type's partition: the type itself for partition 0 (so an
     unpartitioned type is partition 0 of 1), ``T#k`` for the others."""
@@ -156,6 +165,12 @@ class TypeKeys:
         """Hash: schedule name -> its last run (the tick's ms), written by
         schedule_tick.lua."""
         return self._own + "schedule_runs"
+
+    @property
+    def minutes(self) -> str:
+        """Hash of minute (epoch minutes) -> the stats counters as first seen in that
+        minute (the dashboard's throughput chart; see streamjobs.history)."""
+        return self.base + "minutes"
 
     @property
     def job_prefix(self) -> str:

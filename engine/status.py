@@ -23,10 +23,9 @@ from streamjobs.contract import (
     job_id_of,
 )
 from streamjobs.errors import CorruptData
-from streamjobs.keys import GROUP, PARTITIONS_FIELD
+from streamjobs.keys import GROUP, PARTITIONS_FIELD, parse_partitions
 from streamjobs.reconnect import lost_group
 from streamjobs.records import Record, json_or_text, opt_int, split_fields, text
-from streamjobs.streams import parse_partitions
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis

@@ -19,8 +19,18 @@ from redis.exceptions import OutOfMemoryError, RedisError, ResponseError
 
 from streamjobs.connection import is_cluster
 from streamjobs.contract import TYPE_NAME
+from streamjobs.counts import server_ms
 from streamjobs.errors import ConfigError
-from streamjobs.keys import GROUP, MAX_PARTITIONS, PARTITIONS_FIELD, TypeKeys, split_tag, types_key
+from streamjobs.history import sample
+from streamjobs.keys import (
+    GROUP,
+    MAX_PARTITIONS,
+    PARTITIONS_FIELD,
+    TypeKeys,
+    parse_partitions,
+    split_tag,
+    types_key,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -31,17 +41,21 @@ if TYPE_CHECKING:
 log = logging.getLogger("streamjobs")
 
 
-async def ensure_group(redis: Redis, tk: TypeKeys) -> None:
+async def ensure_group(redis: Redis, tk: TypeKeys) -> bool:
     """Create the consumer group at id 0 (MKSTREAM): earlier entries are delivered too.
-    A full server refuses XGROUP CREATE even when the group exists: then it is looked up."""
+    A full server refuses XGROUP CREATE even when the group exists: then it is looked up.
+    True if this call created it."""
     try:
         await redis.xgroup_create(tk.stream, GROUP, id="0", mkstream=True)
     except OutOfMemoryError:
         if not await group_exists(redis, tk):
             raise
+        return False
     except ResponseError as e:
         if "BUSYGROUP" not in str(e):
             raise
+        return False
+    return True
 
 
 def check_one_slot(redis: Redis, tks: Sequence[TypeKeys]) -> None:
@@ -65,9 +79,16 @@ async def group_exists(redis: Redis, tk: TypeKeys) -> bool:
 
 async def ensure_types(redis: Redis, tks: Sequence[TypeKeys]) -> None:
     """Each type's group exists, and the type is in the set of known types (best effort:
-    a failure there is logged, never raised)."""
-    for tk in tks:
-        await ensure_group(redis, tk)
+    a failure there is logged, never raised). A new type's counters are snapshotted
+    for the throughput chart (streamjobs.history): its first minute counts from here."""
+    created = [tk for tk in tks if await ensure_group(redis, tk)]
+    if created:
+        try:
+            await sample(redis, created, server_ms(await redis.time()))
+        except (RedisError, OSError) as e:
+            log.warning("could not snapshot the counters of new types %s (the throughput "
+                        "chart starts a minute later): %s",
+                        ",".join(tk.type for tk in created), e)
     if tks:
         try:
             await redis.sadd(types_key(tks[0].prefix), *(tk.type for tk in tks))
@@ -91,15 +112,6 @@ async def rescan_types(redis: Redis, prefix: str) -> list[str]:
     if found:
         await redis.sadd(types_key(prefix), *found)
     return sorted(found)
-
-
-def parse_partitions(raw: object) -> int:
-    """A type's partition count from its config hash field (absent or unreadable: 1)."""
-    try:
-        n = int(raw)  # type: ignore[call-overload]
-    except (TypeError, ValueError):
-        return 1
-    return n if 1 <= n <= MAX_PARTITIONS else 1
 
 
 async def partitions_of(redis: Redis, tk: TypeKeys) -> int:

@@ -17,10 +17,11 @@ import math
 import os
 import socket
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import anyio
+import orjson
 
 from streamjobs import logs, replies, schedules
 from streamjobs.codes import Code
@@ -32,6 +33,7 @@ from streamjobs.connection import (
     socket_timeout_of,
 )
 from streamjobs.contract import (
+    HEARTBEAT_RUNNING_MAX,
     Attempt,
     Failure,
     Heartbeat,
@@ -67,6 +69,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("streamjobs.worker")
 HEARTBEAT_S = 5.0
+#: Shortest gap between two heartbeats: a newly fetched job is published within it.
+HEARTBEAT_MIN_S = 1.0
 #: Consumers idle this long with nothing pending are removed from the group.
 PRUNE_IDLE_S = 3600.0
 PRUNE_EVERY_S = 300.0
@@ -151,6 +155,9 @@ class Worker:
         self.metrics = metrics or WorkerMetrics()
         self.name = name or consumer_name()
         self._outstanding: dict[str, Delivery] = {}
+        #: Set when jobs were fetched or settled: the next heartbeat (>= HEARTBEAT_MIN_S
+        #: after the last) publishes the change without waiting out HEARTBEAT_S.
+        self._fetched: anyio.Event | None = None
         self._stopping = False
         self._stop_requested = False
         self._order = list(self.keys)
@@ -368,6 +375,7 @@ class Worker:
             for d in await self._drop_duplicates(type_, fetched):
                 self._outstanding[d.entry_id] = d
                 await send.send(d)
+            self._beat_soon()
 
     async def _drop_duplicates(self, type_: str, fetched: list[Delivery]) -> list[Delivery]:
         """The deliveries that may run. An entry whose ``id`` has another entry's record
@@ -507,6 +515,7 @@ class Worker:
     def _settle(self, d: Delivery, outcome: Result) -> None:
         """Hand the outcome to the settler (no await: runners never wait on a script)."""
         self._outstanding.pop(d.entry_id, None)
+        self._beat_soon()
         _SETTLE[outcome.kind](self, d, outcome, not self._outstanding)
 
     def _on_ok(self, d: Delivery, outcome: Result, idle: bool) -> None:
@@ -690,6 +699,7 @@ class Worker:
             self._outstanding[entry_id] = d
             await send.send(d)
         if res.claimed:
+            self._beat_soon()
             log.info("reclaimed %d entries of %s", len(res.claimed), type_)
             self.metrics.reclaimed(type_, len(res.claimed))
 
@@ -726,20 +736,38 @@ class Worker:
                 if d.scope is not None:
                     d.scope.cancel()
 
+    def _beat_soon(self) -> None:
+        if self._fetched is not None:
+            self._fetched.set()
+
+    def _running_now(self) -> bytes:
+        """The heartbeat's ``running`` field: the oldest in-flight jobs, JSON."""
+        now_wall, now_mono = time.time(), time.monotonic()
+        rows = [{"type": self.keys[d.type].type, "id": d.job_id, "attempt": d.attempt,
+                 "started_at": int((now_wall - (now_mono - d.fetched_at)) * 1000)}
+                for d in sorted(self._outstanding.values(), key=lambda d: d.fetched_at)
+                [:HEARTBEAT_RUNNING_MAX]]
+        return orjson.dumps(rows)
+
     async def _heartbeat(self) -> None:
         key = worker_key(self.settings.prefix, self.name)
         started = int(time.time() * 1000)
         host, _, pid = self.name.partition(":")
+        # By type name: a partitioned type is one type to a reader (its tags are ours).
+        types = ",".join(dict.fromkeys(tk.type for tk in self.keys.values()))
+        policies = orjson.dumps({h.type: asdict(h.policy) for h in self.handlers.values()})
         while True:
+            self._fetched = anyio.Event()
             now = int(time.time() * 1000)
             try:
                 async with self.redis.pipeline(transaction=False) as pipe:
                     pipe.hset(key, mapping={
                         Heartbeat.NAME: self.name, Heartbeat.HOST: host,
                         Heartbeat.PID: pid.partition(":")[0],
-                        Heartbeat.TYPES: ",".join(self.keys),
+                        Heartbeat.TYPES: types,
                         Heartbeat.CONCURRENCY: self.concurrency,
                         Heartbeat.IN_FLIGHT: len(self._outstanding),
+                        Heartbeat.RUNNING: self._running_now(), Heartbeat.POLICIES: policies,
                         Heartbeat.STARTED_AT: started, Heartbeat.LAST_HEARTBEAT: now,
                     })
                     pipe.pexpire(key, int(HEARTBEAT_S * 3000))
@@ -750,7 +778,9 @@ class Worker:
                 self.metrics.heartbeat()
             except SERVER_ERRORS as e:
                 log.warning("heartbeat failed: %s: %s", type(e).__name__, e)
-            await anyio.sleep(HEARTBEAT_S)
+            await anyio.sleep(HEARTBEAT_MIN_S)
+            with anyio.move_on_after(HEARTBEAT_S - HEARTBEAT_MIN_S):
+                await self._fetched.wait()
 
 
 def _client(redis: Redis | str, block_ms: int) -> Redis:

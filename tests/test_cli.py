@@ -281,3 +281,59 @@ def test_api_workers_serve_one_port_from_several_processes(redis_url: str,
     assert err.count("Started server process") == 2, err
     r = redis.Redis.from_url(redis_url)
     assert r.xlen(TypeKeys("sj", type_name).stream) == 20
+
+
+# ---- terminal views (rich) ------------------------------------------------------------
+
+
+async def test_jobs_pages_through_a_type(redis_url: str, type_name: str) -> None:
+    async with Producer(redis_url) as p:
+        for i in range(25):
+            await p.enqueue(type_name, {"n": i}, job_id=f"job-{i:02d}")
+    first = cli("jobs", type_name, "--limit", "10", url=redis_url, COLUMNS="200")
+    assert first.returncode == 0, first.stderr
+    assert [f"job-{i:02d}" in first.stdout for i in range(12)] == [True] * 10 + [False] * 2
+    cursor = first.stdout.rsplit("--cursor '", 1)[1].split("'")[0]
+    second = cli("jobs", type_name, "--limit", "10", "--cursor", cursor, url=redis_url,
+                 COLUMNS="200")
+    assert "job-10" in second.stdout and "job-09" not in second.stdout
+    dead = cli("jobs", type_name, "--state", "dead", url=redis_url)
+    assert dead.returncode == 0 and f"no dead jobs of {type_name}" in dead.stdout
+    bad = cli("jobs", type_name, "--state", "lost", url=redis_url)
+    assert bad.returncode == 2 and "invalid choice" in bad.stderr
+
+
+async def test_workers_and_top_show_what_runs_now(redis_url: str, type_name: str) -> None:
+    import anyio
+
+    from streamjobs import Job, Registry, Worker
+    from tests.helpers import running, wait_for
+
+    reg = Registry()
+    release = anyio.Event()
+
+    @reg.handler(type_name)
+    async def slow(job: Job) -> None:
+        await release.wait()
+
+    async with Producer(redis_url) as p:
+        await p.enqueue(type_name, {}, job_id="busy-1")
+    async with running(Worker(redis_url, reg, name="box:77", concurrency=2)):
+
+        async def shown() -> bool:
+            res = await anyio.to_thread.run_sync(
+                lambda: cli("workers", url=redis_url, COLUMNS="250"))
+            return f"{type_name}/busy-1" in res.stdout
+
+        await wait_for(shown, timeout=10)
+        res = await anyio.to_thread.run_sync(
+            lambda: cli("top", "--iterations", "2", "--interval", "0.1", url=redis_url,
+                        COLUMNS="250"))
+        assert res.returncode == 0, res.stderr
+        assert res.stdout.count("streamjobs top") >= 1 and type_name in res.stdout
+        assert "box:77" in res.stdout and "1/2" in res.stdout
+        release.set()
+    none = cli("workers", url=redis_url)
+    assert none.returncode == 0 and "box:77" not in none.stdout
+    bad = cli("top", "--interval", "0", url=redis_url)
+    one_line_error(bad, "--interval")

@@ -353,3 +353,31 @@ async def test_dedup_ids_pause_and_schedules_span_the_partitions(
                 return s.completed
 
             await wait_equal(completed, 2 * N + 2, timeout=15)
+
+
+async def test_dashboard_shows_a_partitioned_type_as_one(r: Redis, redis_url: str,
+                                                         type_name: str) -> None:
+    """Workers publish the type's name (not its partitions' tags), its detail and
+    throughput add up every partition."""
+    settings = Settings(redis_url=redis_url)
+    app = create_app(redis_url, settings)
+    async with app.router.lifespan_context(app), httpx.AsyncClient(
+            transport=httpx.ASGITransport(app), base_url="http://api") as client:
+        reg = _registry(type_name)
+        async with running(Worker(r, reg, settings=settings, block_ms=50)):
+            res = await client.post(f"/jobs/{type_name}/bulk",
+                                    json={"jobs": [{"payload": i} for i in range(9)]})
+            assert res.status_code == 201, res.text
+
+            async def completed() -> int:
+                got = (await client.get(f"/types/{type_name}")).json()
+                return int(got["stats"]["completed"])
+
+            await wait_equal(completed, 9, timeout=15)
+            detail = (await client.get(f"/types/{type_name}")).json()
+            assert detail["workers"] == 1 and detail["policy"] is not None
+            workers = (await client.get("/workers")).json()["workers"]
+            assert [w["types"] for w in workers if type_name in w["types"]] == [[type_name]]
+        tp = (await client.get("/throughput?minutes=5")).json()
+        (mine,) = [s for s in tp["types"] if s["type"] == type_name]
+        assert sum(mine["completed"]) == pytest.approx(9)

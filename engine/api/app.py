@@ -6,10 +6,11 @@ import os
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
+import anyio
 from fastapi_offline import FastAPIOffline
 
 from streamjobs.about import version
-from streamjobs.api import errors
+from streamjobs.api import errors, ui
 from streamjobs.api.middleware import BearerAuth, BodyLimit
 from streamjobs.api.routes import router
 from streamjobs.api.state import make_state
@@ -34,7 +35,8 @@ DOCS_ASSETS = "/docs-assets"
 BODY_TIMEOUT = 30.0
 
 DESCRIPTION = """\
-Enqueue jobs, read their state, list them by state, and repair dead letters.
+Enqueue jobs, read their state, list them by state, and repair dead letters. The
+dashboard at `/ui` is built on these routes.
 
 Every body is JSON; every error is `{"error": "..."}` with a message saying what to do.
 With API keys configured (`STREAMJOBS_API_KEYS`), send `Authorization: Bearer <key>`
@@ -52,7 +54,10 @@ def create_app(url_or_client: str | Redis, settings: Settings | None = None, *,
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         try:
-            yield
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(ui.sampler, state)
+                yield
+                tg.cancel_scope.cancel()
         finally:
             await state.aclose()
 
@@ -61,12 +66,14 @@ def create_app(url_or_client: str | Redis, settings: Settings | None = None, *,
                          lifespan=lifespan, static_url=DOCS_ASSETS)
     app.state.sj = state
     app.include_router(router)
+    app.include_router(ui.router)
     errors.install(app)
     # Added last = outermost: auth first, then the body limit.
     app.add_middleware(BodyLimit, limit_for=_limits(settings), timeout=body_timeout)
     open_paths = {"/health", "/ready"} | ({"/metrics"} if settings.metrics_public else set())
-    app.add_middleware(BearerAuth, keys=settings.api_keys, open_paths=frozenset(open_paths))
-    if settings.api_keys:
+    app.add_middleware(BearerAuth, keys=settings.api_keys, open_paths=frozenset(open_paths),
+                       read_keys=settings.api_read_keys)
+    if settings.api_keys or settings.api_read_keys:
         _document_auth(app, open_paths)
     return app
 

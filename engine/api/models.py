@@ -223,6 +223,15 @@ class TypesOut(BaseModel):
     types: list[TypeStats]
 
 
+class RunningJob(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    type: str | None = None
+    id: str | None = None
+    attempt: int | None = None
+    started_at: int | None = Field(None, description="ms since the epoch (worker clock)")
+
+
 class WorkerOut(BaseModel):
     model_config = ConfigDict(extra="allow")
 
@@ -234,6 +243,10 @@ class WorkerOut(BaseModel):
     in_flight: int | None = None
     started_at: int | None = None
     last_heartbeat: int | None = None
+    running: list[RunningJob] = Field([], description="the jobs it runs now (oldest "
+                                                      "first, at most 100)")
+    policies: dict[str, dict[str, Any]] = Field({}, description="each type's retry policy "
+                                                               "as this worker runs it")
 
 
 class WorkersOut(BaseModel):
@@ -288,3 +301,22 @@ class TypePaused(BaseModel):
     paused: bool
     #: False when the type already was in that state.
     changed: bool
+
+
+class TypeDetail(BaseModel):
+    stats: TypeStats
+    policy: dict[str, Any] | None = Field(description="the type's retry policy, as its live "
+                                                      "workers run it; null: no live worker")
+    workers: int = Field(description="live workers that run the type")
+
+
+class ThroughputSeries(BaseModel):
+    type: str
+    completed: list[float] = Field(description="jobs completed per minute")
+    failed: list[float] = Field(description="failed attempts per minute (retried or dead)")
+
+
+class ThroughputOut(BaseModel):
+    start: int = Field(description="start of the first minute, ms since the epoch")
+    minute_ms: int = 60_000
+    types: list[ThroughputSeries]

@@ -38,6 +38,8 @@ from streamjobs.api.models import (
     SchedulesOut,
     Status,
     StrictJsonRequest,
+    ThroughputOut,
+    TypeDetail,
     TypePaused,
     TypesOut,
     WorkersOut,
@@ -45,12 +47,13 @@ from streamjobs.api.models import (
 from streamjobs.api.state import ApiState
 from streamjobs.codes import Code
 from streamjobs.contract import TYPE_NAME, JobState
-from streamjobs.counts import known_types, types_stats
+from streamjobs.counts import known_types, server_ms, type_stats, types_stats
 from streamjobs.errors import DecodeError, JobNotFound, PayloadTooLarge, WrongState
+from streamjobs.history import KEEP_MINUTES, throughput
 from streamjobs.job import check_job_id
 from streamjobs.keys import check_type_name, ready_probe_key
 from streamjobs.listing import LISTABLE, MAX_PAGE, list_type_jobs
-from streamjobs.presence import live_workers
+from streamjobs.presence import live_workers, policies_of
 from streamjobs.producer import CancelOutcome, JobSpec
 from streamjobs.schedules import Schedule
 from streamjobs.scripts import SPECS, EnqueueResult, source
@@ -226,9 +229,17 @@ async def dead_list(
     type_: TypeName, api: Api, limit: Limit = 50,
     cursor: Annotated[str | None, Query(json_schema_extra={"pattern": STREAM_ID_PATTERN},
                                         description="next_cursor of the previous page")] = None,
+    error_contains: Annotated[str | None, Query(
+        max_length=1000, description="only jobs whose error contains this text (a page "
+                                     "reads at most 5,000 entries: it may come back short, "
+                                     "with a cursor to go on)")] = None,
 ) -> dict[str, Any]:
     """Dead jobs of the type, oldest first, with reason, error and payload."""
-    jobs, nxt = await api.dead.list(type_, after=cursor, count=limit)
+    if error_contains:
+        jobs, nxt = await api.dead.find(type_, error_contains=error_contains, after=cursor,
+                                        count=limit)
+    else:
+        jobs, nxt = await api.dead.list(type_, after=cursor, count=limit)
     return {"jobs": [j.to_dict() for j in jobs], "next_cursor": nxt}
 
 
@@ -391,6 +402,34 @@ async def resume_schedule(name: ScheduleName, api: Api) -> dict[str, Any]:
 async def run_schedule_now(name: ScheduleName, api: Api) -> RanNow:
     """Enqueue the schedule's job once now; its ticks go on."""
     return RanNow(id=_found(await api.producer.run_schedule_now(name), name))
+
+
+@router.get("/types/{type}", response_model=TypeDetail, tags=["operations"],
+            responses=_errors(503))
+async def type_detail(type_: TypeName, api: Api) -> dict[str, Any]:
+    """One type's counts, and its retry policy as its live workers run it."""
+    stats = await type_stats(api.redis, api.producer.keys(type_))
+    workers = await live_workers(api.redis, api.settings.prefix)
+    serving = [w for w in workers if type_ in w.get("types", ())]
+    return {"stats": stats.to_dict(), "policy": policies_of(serving).get(type_),
+            "workers": len(serving)}
+
+
+@router.get("/throughput", response_model=ThroughputOut, tags=["operations"],
+            responses=_errors(503))
+async def throughput_per_minute(
+    api: Api,
+    minutes: Annotated[int, Query(ge=1, le=KEEP_MINUTES,
+                                  description="how many minutes, the current one last")] = 60,
+) -> dict[str, Any]:
+    """Jobs completed and attempts failed per minute, per type (the dashboard's chart).
+    The API samples the counters every 15 s; minutes it did not run share the
+    difference evenly."""
+    names = await known_types(api.redis, api.settings.prefix)
+    now = server_ms(await api.redis.time())
+    start, series = await throughput(api.redis, [api.producer.keys(t) for t in names], now,
+                                     minutes)
+    return {"start": start, "types": [s.to_dict() for s in series]}
 
 
 @router.get("/workers", response_model=WorkersOut, tags=["operations"],

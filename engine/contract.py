@@ -90,7 +90,7 @@ TRANSITIONS: dict[str, tuple[Move, ...]] = {
     "reclaim": (_m(_R, f"{_R} {JobState.DEAD}"),),
     "promote": (_m(_D, f"{_W} {JobState.EXPIRED}"),),
     "cancel": (_m(f"{_W} {_D}", JobState.CANCELLED),),
-    "stop": (_m(_R, f"{JobState.EXPIRED} {JobState.CANCELLED}"),),
+    "stop": (_m(_R, f"{JobState.EXPIRED} {JobState.CANCELLED} {_D}"),),
     "dead_retry": (_m(JobState.DEAD, _W),),
     "dead_purge": (_m(JobState.DEAD, GONE),),
     "touch": (),
@@ -194,6 +194,9 @@ class Wire(_Name):
     DEDUP_KEY = "dedup_key"
     DEDUP_MODE = "dedup_mode"
     DEDUP_TTL = "dedup_ttl"
+    #: The key of ``max_running_per_key`` (1-128 printable ASCII, no spaces): a job's
+    #: slot is its key's. ``Producer.enqueue(key=...)`` writes it.
+    LIMIT_KEY = "limit_key"
 
 
 RESERVED = frozenset(Wire)
@@ -226,6 +229,12 @@ class Rec(_Name):
     #: A cancel of the running job was asked (``requested``); ``uninterruptible`` once its
     #: worker found the attempt cannot be stopped (a sync handler in a thread).
     CANCEL = "cancel"
+    #: Concurrency slots the job holds (space-separated scopes: ``@`` the type's,
+    #: ``k:<limit_key>`` its key's); every final transition frees them.
+    SLOTS = "slots"
+    #: The scope a job parked over a limit waits for, and the lease it was parked with.
+    HELD = "held"
+    HELD_LEASE = "held_lease"
 
 
 class DedupMode(StrEnum):
@@ -279,6 +288,8 @@ class Stat(_Name):
     DEDUPLICATED = "deduplicated"
     #: Cron ticks enqueued (schedule_tick.lua).
     CRON_TICKS = "cron_ticks"
+    #: Starts held back by a concurrency limit (the job parked, no attempt spent).
+    HELD = "held"
     #: Not a count: the sequence of generated ids of delayed jobs.
     SEQ = "seq"
 

@@ -136,6 +136,8 @@ class Flow:
     #: A :class:`streamjobs.contract.DedupMode` value (default: unique).
     dedup_mode: str | None = None
     dedup_ttl_ms: int | None = None
+    #: The job's key for ``max_running_per_key`` (``Producer.enqueue(key=...)``).
+    limit_key: str | None = None
 
     def fields(self) -> list[bytes | str]:
         flat: list[bytes | str] = []
@@ -158,6 +160,8 @@ class Flow:
             if self.dedup_key is None:
                 raise InvalidArgument("dedup_mode needs a dedup_key")
             flat += [Wire.DEDUP_MODE, self.dedup_mode]
+        if self.limit_key is not None:
+            flat += [Wire.LIMIT_KEY, self.limit_key]
         return flat
 
 

@@ -38,6 +38,9 @@ class WorkerMetrics:
                                        registry=r)
         self.released_total = Counter("streamjobs_jobs_released",
                                       "Entries handed back at shutdown", ["type"], registry=r)
+        self.held_total = Counter("streamjobs_jobs_held",
+                                  "Starts held back by a concurrency limit (the job parked, "
+                                  "no attempt spent)", ["type"], registry=r)
         self._types: dict[str, tuple[Any, Any]] = {}
         self._durations: dict[tuple[str, str], Any] = {}
         self.last_heartbeat = Gauge("streamjobs_worker_heartbeat_timestamp_seconds",
@@ -88,6 +91,9 @@ class WorkerMetrics:
     def released(self, type_: str, n: int) -> None:
         if n:
             self.released_total.labels(_type(type_)).inc(n)
+
+    def held(self, type_: str) -> None:
+        self.held_total.labels(_type(type_)).inc()
 
     def heartbeat(self) -> None:
         self.last_heartbeat.set(time.time())

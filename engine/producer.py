@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, cast
@@ -73,8 +73,7 @@ class JobSpec:
     key: str | None = None
 
     def is_plain(self) -> bool:
-        """Payload only: no id, time, policy, header or flow option (``key`` only picks
-        the partition)."""
+        """Payload only: no id, time, policy, header, key or flow option."""
         return (self.job_id is None and self.delay is None and self.run_at is None
                 and self.max_attempts is None and self.timeout is None and not self.headers
                 and self.flow() is NO_FLOW)
@@ -87,7 +86,7 @@ class JobSpec:
 
     def flow(self) -> Flow:
         if (self.expires_in is None and self.expires_at is None and self.dedup_key is None
-                and self.dedup_mode is None and self.dedup_ttl is None):
+                and self.dedup_mode is None and self.dedup_ttl is None and self.key is None):
             return NO_FLOW  # the common case: nothing to check
         if self.expires_in is not None and self.expires_at is not None:
             raise InvalidArgument("give expires_in or expires_at, not both")
@@ -99,7 +98,7 @@ class JobSpec:
         return Flow(
             expires_in_ms=_ms(self.expires_in), expires_at_ms=_ms(at),
             dedup_key=self.dedup_key, dedup_mode=self.dedup_mode,
-            dedup_ttl_ms=_ms(self.dedup_ttl),
+            dedup_ttl_ms=_ms(self.dedup_ttl), limit_key=self.key,
         )
 
 
@@ -511,6 +510,8 @@ class Producer:
         ``key`` as in :meth:`enqueue`, for every job (else each spec's own). One job goes
         with the single enqueues issued meanwhile (one script call for them all).
         """
+        if key is not None:  # every job's key: its partition and its limit_key
+            specs = [replace(s, key=key) for s in specs]
         if len(specs) == 1:
             (tk,) = await self._spread(type_, [key if key is not None
                                                else specs[0].partition_key()])
@@ -529,7 +530,8 @@ class Producer:
         in :meth:`enqueue`."""
         limit = self.settings.max_payload_bytes
         bodies = [check_payload_size(dumps(p), limit) for p in payloads]
-        items = [EnqueueItem((Wire.PAYLOAD, body), job_id)
+        head = (Wire.PAYLOAD,) if key is None else (Wire.LIMIT_KEY, key, Wire.PAYLOAD)
+        items = [EnqueueItem((*head, body), job_id)
                  for body, job_id in zip(bodies, new_job_ids(len(bodies)), strict=True)]
         tks = await self._spread(type_, [key] * len(items))
         if len(set(tks)) > 1:

@@ -40,6 +40,12 @@ class Policy:
     #: With ``isolation="process"``: a child whose peak RSS went over this many MB is
     #: replaced after its attempt (0: no limit).
     max_child_memory_mb: int = 0
+    #: Concurrency limits, on the server across all workers (0: none): jobs of the type
+    #: running at once (per hash tag: each partition of a partitioned type has its own),
+    #: and per ``limit_key`` (a key's jobs live in one partition). A job over a limit
+    #: waits, parked, and starts when a slot frees (lua/includes/slots.lua).
+    max_running: int = 0
+    max_running_per_key: int = 0
 
     def __post_init__(self) -> None:
         checks = [
@@ -54,6 +60,8 @@ class Policy:
             (self.isolation in ISOLATIONS, f"isolation must be one of {ISOLATIONS}"),
             (self.max_tasks_per_child >= 0, "max_tasks_per_child must be >= 0"),
             (self.max_child_memory_mb >= 0, "max_child_memory_mb must be >= 0"),
+            (self.max_running >= 0, "max_running must be >= 0"),
+            (self.max_running_per_key >= 0, "max_running_per_key must be >= 0"),
         ]
         for ok, message in checks:
             if not ok:

@@ -173,7 +173,8 @@ SPECS: dict[str, Spec] = {
     ),
     "stop": Spec(
         keys=("stream", "stats", "expired", "cancels", "job_prefix"),
-        argv=("group", "consumer", "result_ttl_ms"),
+        argv=("group", "consumer", "result_ttl_ms", "max_running", "max_running_per_key",
+              "lease_ms"),
         tail=("entry_id", "job_id", "action"),
         reply=Reply(each=("code", "state")),
         codes=(Code.OK, Code.NOT_OWNER, Code.NOT_FOUND, Code.WRONG_STATE),
@@ -250,6 +251,18 @@ class StopAction(StrEnum):
     CANCEL = "cancel"
     #: Its cancel was asked and cannot be carried out: say so in the record.
     HOLD = "hold"
+
+
+class Limits(NamedTuple):
+    """A type's concurrency limits as stop.lua takes them (0: none)."""
+
+    max_running: int = 0
+    max_running_per_key: int = 0
+    #: A slot's lease (renewed at each start), and a parked job's fallback due time.
+    lease_ms: int = 60_000
+
+
+NO_LIMITS = Limits()
 
 
 class StopItem(NamedTuple):
@@ -393,9 +406,14 @@ class Scripts:
         return head["moved"], head["next_due_in_ms"], head["orphans"]
 
     async def stop(self, tk: TypeKeys, group: str, consumer: str, result_ttl_ms: int,
-                   items: Sequence[StopItem]) -> list[StopResult]:
+                   items: Sequence[StopItem], limits: Limits | None = None,
+                   ) -> list[StopResult]:
+        """``limits``: the type's concurrency limits, taken at START (none: not checked)."""
+        lim = limits or NO_LIMITS
         _, rows = await self._call("stop", tk, items, group=group, consumer=consumer,
-                                   result_ttl_ms=result_ttl_ms)
+                                   result_ttl_ms=result_ttl_ms, max_running=lim.max_running,
+                                   max_running_per_key=lim.max_running_per_key,
+                                   lease_ms=lim.lease_ms)
         return [StopResult(*r) for r in rows]
 
     async def reclaim(

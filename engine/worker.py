@@ -56,7 +56,15 @@ from streamjobs.outcomes import Result, error_outcome, ok
 from streamjobs.pause import REFRESH_S, paused_types
 from streamjobs.reconnect import NETWORK_ERRORS, SERVER_ERRORS, Backoff, lost_group, retrying
 from streamjobs.registry import Handler, Registry, default_registry
-from streamjobs.scripts import FailArgs, ReleaseItem, Scripts, StopAction, StopItem
+from streamjobs.scripts import (
+    FailArgs,
+    Limits,
+    ReleaseItem,
+    Scripts,
+    StopAction,
+    StopItem,
+    StopResult,
+)
 from streamjobs.settle import Settler
 from streamjobs.streams import check_one_slot, ensure_types, publish_partitions
 
@@ -168,6 +176,13 @@ class Worker:
             self.name, self.settings.result_ttl * 1000, self.metrics, self._regroup,
         )
         self._pruned_at = -PRUNE_EVERY_S
+        #: Types (hash tags) with concurrency limits: each start goes through stop.lua.
+        self._limits = {t: _limits_of(h) for t, h in self.handlers.items()
+                        if h.policy.max_running or h.policy.max_running_per_key}
+        #: One start at a time per limited type, in delivery order (anyio's Lock is
+        #: FIFO): concurrent calls on several connections could reach the server out of
+        #: order and a key's jobs would take its slot out of order.
+        self._start_order = {t: anyio.Lock() for t in self._limits}
         self._threads = Threads()
         self._processes = {
             t: Processes(h.policy.max_tasks_per_child, h.policy.max_child_memory_mb)
@@ -450,7 +465,8 @@ class Worker:
         timeout = job.timeout or h.policy.timeout
         d.attempt, d.max_attempts = job.attempt, job.max_attempts or h.policy.max_attempts
         f = d.fields
-        if d.cancel_requested or _EXPIRES_AT in f or _DEDUP_KEY in f:  # else no await at all
+        if (d.cancel_requested or _EXPIRES_AT in f or _DEDUP_KEY in f
+                or d.type in self._limits):  # else no await at all
             stopped = await self._before_start(d)
             if stopped is not None:
                 return stopped
@@ -539,9 +555,10 @@ class Worker:
     # ---- flow control: expiry and dedup at start, cancel of a running job ---------------
 
     async def _before_start(self, d: Delivery) -> Result | None:
-        """An entry that carries ``expires_at`` or ``dedup_key`` is checked by stop.lua
-        before it runs (one call; other entries none); a cancel asked before it started
-        ends it. The Result when it must not run, else None."""
+        """An entry that carries ``expires_at`` or ``dedup_key``, or of a type with
+        concurrency limits, is checked by stop.lua before it runs (one call; other
+        entries none); a cancel asked before it started ends it; over a limit it is
+        parked. The Result when it must not run, else None."""
         action = StopAction.CANCEL if d.cancel_requested else StopAction.START
         result = await self._stop_entry(d, action)
         return None if result.kind is Attempt.OK else result
@@ -551,13 +568,26 @@ class Worker:
         LOST: no longer this worker's."""
         tk, ttl = self.keys[d.type], self.settings.result_ttl * 1000
         item = StopItem(d.entry_id, d.job_id, action)
+        order = self._start_order.get(d.type)
+
+        async def call() -> list[StopResult]:
+            return await retrying(f"{action} {d.type}", lambda: self.scripts.stop(
+                tk, GROUP, self.name, ttl, [item], self._limits.get(d.type)), self._regroup)
+
         with anyio.CancelScope(shield=True):
-            (res,) = await retrying(f"{action} {d.type}", lambda: self.scripts.stop(
-                tk, GROUP, self.name, ttl, [item]), self._regroup)
+            if order is None:
+                (res,) = await call()
+            else:
+                async with order:
+                    (res,) = await call()
         if res.code in (Code.NOT_OWNER, Code.NOT_FOUND):
             return _LOST
         if res.code is not Code.OK or res.state == JobState.RUNNING:
             return Result(Attempt.OK)  # not ended here: runs (or ran) its normal course
+        if res.state == JobState.DELAYED:  # over a concurrency limit: parked, no attempt
+            self.metrics.held(d.type)
+            log.debug("%s %s: held back by a concurrency limit", d.type, d.job_id)
+            return Result(Attempt.STOPPED)
         counted = {JobState.EXPIRED: Outcome.EXPIRED, JobState.CANCELLED: Outcome.CANCELLED}
         outcome = counted[JobState(res.state)]
         if action is StopAction.START and outcome is Outcome.CANCELLED:
@@ -781,6 +811,15 @@ class Worker:
             await anyio.sleep(HEARTBEAT_MIN_S)
             with anyio.move_on_after(HEARTBEAT_S - HEARTBEAT_MIN_S):
                 await self._fetched.wait()
+
+
+def _limits_of(h: Handler) -> Limits:
+    """A handler's concurrency limits for stop.lua: a slot's lease outlasts an attempt
+    (its timeout) and the reclaim of a dead worker's job (visibility timeout), which
+    renews it at its next start."""
+    p = h.policy
+    return Limits(p.max_running, p.max_running_per_key,
+                  int((p.timeout + p.visibility_timeout) * 1000))
 
 
 def _client(redis: Redis | str, block_ms: int) -> Redis:

@@ -20,6 +20,7 @@
 --@include now_ms
 --@include held_entries
 --@include free_unique
+--@include slots
 local stream, stats, done, job_prefix = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local group, consumer, ttl = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local now = now_ms()
@@ -28,10 +29,10 @@ local held = held_entries(stream, group, consumer, ARGV, 4, 5)
 
 -- Every read first, then the writes: an error reply (a key that is no record) aborts the
 -- call before it has written anything.
-local out, entries, index, accepted, fresh, unique = {}, {}, {}, {}, {}, {}
+local out, entries, index, accepted, fresh, unique, slots = {}, {}, {}, {}, {}, {}, {}
 for i = 4, #ARGV, 5 do
   local entry, id = ARGV[i], ARGV[i + 1]
-  local rec = redis.call('HMGET', job_prefix .. id, 'state', 'entry', 'finished_by', 'unique')
+  local rec = redis.call('HMGET', job_prefix .. id, 'state', 'entry', 'finished_by', 'unique', 'slots')
   local state, mine = rec[1], rec[2] == entry and rec[3] == consumer
   if not held[entry] then
     -- A replay of this very ack (its reply was lost) finds the job completed by it.
@@ -45,6 +46,7 @@ for i = 4, #ARGV, 5 do
     accepted[#accepted + 1] = i
     fresh[i] = not state
     unique[i] = rec[4]
+    slots[i] = rec[5]
     out[#out + 1] = OK
   end
 end
@@ -54,6 +56,7 @@ for _, i in ipairs(accepted) do
   local key = job_prefix .. id
   entries[#entries + 1] = entry
   free_unique_key(unique[i], id)  -- read above: no command for a job without one
+  free_slots(job_prefix, key, id, slots[i], now)
   if ttl > 0 then
     if fresh[i] then  -- a plain XADD's first transition: its record starts here
       redis.call('HSET', key, 'enqueued_at', string.match(entry, '^(%d+)'))

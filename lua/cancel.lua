@@ -24,6 +24,7 @@
 --@include job_id_of
 --@include ensure_record
 --@include free_unique
+--@include slots
 local stream, delayed, stats, cancels, job_prefix = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local group, id, ttl, found = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4]
 -- Requests older than this are dropped from the cancels set (their job is long settled).
@@ -46,6 +47,7 @@ elseif state ~= DELAYED and state ~= RUNNING_RECORDED_AS then
   return {WRONG_STATE, state}
 end
 free_unique(key, id)
+free_slots(job_prefix, key, id, redis.call('HGET', key, 'slots'), now)  -- a reserved slot
 redis.call('HSET', key, 'state', CANCELLED, 'entry', '', 'finished_at', now,
   'updated_at', now)
 if state == DELAYED then

@@ -38,6 +38,7 @@
 --@include entry_problem
 --@include own_record
 --@include held_entries
+--@include slots
 local stream, delayed, dead, stats, job_prefix = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local group, consumer = ARGV[1], ARGV[2]
 local policy_max = tonumber(ARGV[3])
@@ -80,8 +81,9 @@ local function fail_one(entry, id, err, tb, mode, retry_after, rand)
     mode, err, tb, id = DUPLICATE_ID, 'job id ' .. id .. ' belongs to another job', '', entry
   end
   ensure_record(key, entry, flat)
-  local rec = redis.call('HMGET', key, 'state', 'attempts')
+  local rec = redis.call('HMGET', key, 'state', 'attempts', 'slots')
   if rec[1] ~= RUNNING_RECORDED_AS then return {WRONG_STATE, '', 0, 0} end
+  free_slots(job_prefix, key, id, rec[3], now)  -- no command for a job without slots
   local attempts = math.floor(tonumber(rec[2]) or 0) + 1
 
   if not ends_job[mode] then  -- a job that ends keeps its entry's fields as they came

@@ -23,6 +23,7 @@
 --@include own_record
 --@include job_id_of
 --@include dead_letter
+--@include slots
 local stream, dead, stats, job_prefix = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local group, consumer = ARGV[1], ARGV[2]
 local out = {}
@@ -40,6 +41,7 @@ local function release_one(entry, id)
   local key, duplicate = own_record(job_prefix, entry, id)
   if duplicate then id = entry end
   ensure_record(key, entry, flat)
+  if not duplicate then free_slots(job_prefix, key, id, redis.call('HGET', key, 'slots'), now_ms()) end
   if duplicate or problem then
     local reason = problem and MALFORMED or DUPLICATE_ID
     local err = problem and ('malformed entry: ' .. problem) or 'its job id belongs to another job'

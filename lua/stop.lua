@@ -5,12 +5,15 @@
 --     ends expired (never runs). A plain XADD entry (no record
 --     yet) with a `dedup_key` whose job is active (by its mode; debounce counts as
 --     unique here) ends cancelled, reason `deduplicated`; else it takes the key. Otherwise
---     the state is running: run it.
+--     the state is running: run it. When the type has concurrency limits (max_running,
+--     max_running_per_key > 0) it then takes a slot in each of its scopes
+--     (lua/includes/slots.lua); over a limit it is parked instead: state delayed, no
+--     attempt spent, its entry settled, queued for the next freed slot.
 --   'cancel': its cancel was asked (cancel.lua): it ends cancelled, never retried.
 --   'hold': its cancel was asked but the attempt cannot be stopped (a sync handler in a
 --     thread): the record's `cancel` field says so; the job stays running.
--- An ended entry leaves the pending list and the stream (XACK + XDEL), its dedup key is
--- freed and its record kept for result_ttl_ms.
+-- An ended entry leaves the pending list and the stream (XACK + XDEL), its dedup key and
+-- slots are freed and its record kept for result_ttl_ms.
 -- KEYS[1] stream
 -- KEYS[2] stats
 -- KEYS[3] expired
@@ -19,10 +22,14 @@
 -- ARGV[1] group
 -- ARGV[2] consumer
 -- ARGV[3] result_ttl_ms
--- ARGV[4...] entry_id, job_id, action  (repeated per entry)
--- moves: running -> expired, cancelled
+-- ARGV[4] max_running  (0: no limit)
+-- ARGV[5] max_running_per_key  (0: no limit; the key is the entry's limit_key)
+-- ARGV[6] lease_ms  (a slot's lease, and a parked job's fallback due time)
+-- ARGV[7...] entry_id, job_id, action  (repeated per entry)
+-- moves: running -> expired, cancelled, delayed
 -- returns: {code, state} per entry
--- state: expired, cancelled, or running (start it / still running); '' when refused
+-- state: expired, cancelled, delayed (parked by a limit), or running (start it / still
+-- running); '' when refused
 -- codes: OK NOT_OWNER NOT_FOUND WRONG_STATE
 --@include codes
 --@include states
@@ -36,8 +43,13 @@
 --@include deliveries
 --@include dedup
 --@include free_unique
+--@include slots
+--@include stash
 local stream, stats, expired, cancels, job_prefix = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local group, consumer, ttl = ARGV[1], ARGV[2], tonumber(ARGV[3])
+local max_running, max_per_key = tonumber(ARGV[4]), tonumber(ARGV[5])
+local lease = tonumber(ARGV[6])
+local base = string.sub(job_prefix, 1, -5)
 local now = now_ms()
 
 local function settle_entry(entry)
@@ -47,10 +59,62 @@ end
 
 local function end_cancelled(key, id, reason)
   free_unique(key, id)
+  free_slots(job_prefix, key, id, redis.call('HGET', key, 'slots'), now)
   redis.call('ZREM', cancels, id)
   redis.call('HSET', key, 'state', CANCELLED, 'entry', '', 'reason', reason,
     'finished_at', now, 'updated_at', now)
   if ttl > 0 then redis.call('PEXPIRE', key, ttl) else redis.call('DEL', key) end
+end
+
+-- Park a job over a limit of `scope`: its fields stashed in the record, delayed with a
+-- fallback due time (a lost hand-off cannot strand it), queued in the scope's held list.
+local function park(entry, key, id, flat, scope)
+  if get_field(flat, 'id') == nil then set_field(flat, 'id', id) end
+  stash_fields(key, flat)
+  local due = now + lease
+  redis.call('HSET', key, 'state', DELAYED, 'entry', '', 'due_at', due, 'held', scope,
+    'held_lease', lease, 'updated_at', now)
+  redis.call('ZADD', delayed_key(job_prefix), due, id)
+  redis.call('RPUSH', base .. 'held:' .. scope, id)
+  redis.call('HINCRBY', stats, 'held', 1)
+  settle_entry(entry)
+end
+
+-- Take a slot in each of the job's scopes (one it holds already, reserved by a hand-off
+-- or from an earlier delivery, is renewed). A scope with jobs parked before this one
+-- hands its free slots to them first. Returns the scope that refused it (its slots taken
+-- here given back), or nil when it holds them all.
+local function take_slots(key, id, flat)
+  local scopes = {}
+  if max_running > 0 then scopes[#scopes + 1] = {'@', max_running} end
+  local lk = get_field(flat, 'limit_key')
+  if max_per_key > 0 and lk then  -- the record lists scopes space-separated
+    scopes[#scopes + 1] = {'k:' .. string.gsub(lk, '%s', '_'), max_per_key}
+  end
+  local taken = {}
+  for _, s in ipairs(scopes) do
+    local scope, limit = s[1], s[2]
+    local slots = base .. 'slots:' .. scope
+    if not redis.call('ZSCORE', slots, id) then
+      redis.call('ZREMRANGEBYSCORE', slots, '-inf', now)  -- lost jobs' leases
+      local n = redis.call('ZCARD', slots)
+      local list = base .. 'held:' .. scope
+      while n < limit and redis.call('LLEN', list) > 0 do
+        if hand_off(job_prefix, scope, now) then n = n + 1 end
+      end
+      if n >= limit then
+        for _, t in ipairs(taken) do
+          if redis.call('ZREM', base .. 'slots:' .. t, id) == 1 then hand_off(job_prefix, t, now) end
+        end
+        redis.call('HDEL', key, 'slots')
+        return scope
+      end
+    end
+    redis.call('ZADD', slots, now + lease, id)
+    taken[#taken + 1] = scope
+  end
+  if #taken > 0 then redis.call('HSET', key, 'slots', table.concat(taken, ' ')) end
+  return nil
 end
 
 local function stop_one(entry, id, action)
@@ -96,11 +160,18 @@ local function stop_one(entry, id, action)
     end
     dd.take(dk, mode, tonumber(get_field(flat, 'dedup_ttl') or ''), key, id)
   end
+  if max_running > 0 or max_per_key > 0 then
+    local scope = take_slots(key, id, flat)
+    if scope then
+      park(entry, key, id, flat, scope)
+      return {OK, DELAYED}
+    end
+  end
   return {OK, RUNNING}
 end
 
 local out = {}
-for i = 4, #ARGV, 3 do
+for i = 7, #ARGV, 3 do
   local res = stop_one(ARGV[i], ARGV[i + 1], ARGV[i + 2])
   out[#out + 1] = res[1]; out[#out + 1] = res[2]
 end

@@ -1,7 +1,7 @@
 """Handlers for worker subprocesses in tests (`python -m streamjobs worker tests.workers`).
 
 The type and policy come from the environment so each test gets its own isolated type:
-SJ_TEST_TYPE, SJ_VT (visibility timeout), SJ_MAX_DELIVERIES. Every run of a job is
+SJ_TEST_TYPE, SJ_VT (visibility timeout), SJ_MAX_DELIVERIES, SJ_MAX_RUNNING. Every run of a job is
 counted in the hash `test:{TYPE}:runs` (job id -> runs), so tests can find duplicates.
 Payload modes: {"sleep": s} sleeps; {"sleep_first_delivery": s} sleeps only the first
 time the entry is delivered; {"die": true} kills its own process mid-job.
@@ -31,7 +31,8 @@ def client() -> Redis:
 
 
 @handler(TYPE, visibility_timeout=float(os.environ.get("SJ_VT", "30")),
-         max_deliveries=int(os.environ.get("SJ_MAX_DELIVERIES", "3")), timeout=120)
+         max_deliveries=int(os.environ.get("SJ_MAX_DELIVERIES", "3")), timeout=120,
+         max_running=int(os.environ.get("SJ_MAX_RUNNING", "0")))
 async def work(job: Job) -> None:
     await client().hincrby(RUNS, job.id, 1)
     if job.payload.get("die"):

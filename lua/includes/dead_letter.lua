@@ -2,6 +2,7 @@
 --@include stash_prefix
 --@include max_fields
 --@include free_unique
+--@include slots
 -- Move a job to the dead stream. `flat` is its fields; the record keeps the error. Written
 -- before the caller deletes the entry. An entry over MAX_FIELDS (malformed) keeps its first
 -- MAX_FIELDS fields: one XADD cannot carry more.
@@ -16,6 +17,7 @@ local function dead_letter(dead, stats, key, job_id, flat, reason, err, tb, atte
     'attempts', attempts, 'failed_at', now}, flat)
   local dead_id = redis.call('XADD', dead, '*', unpack(args))
   free_unique(key, job_id)
+  free_slots(string.sub(key, 1, #key - #job_id), key, job_id, redis.call('HGET', key, 'slots'), now)
   redis.call('HSET', key, 'state', DEAD, 'dead_entry', dead_id, 'entry', '',
     'reason', reason, 'error', err, 'traceback', tb, 'attempts', attempts,
     'finished_at', now, 'updated_at', now)

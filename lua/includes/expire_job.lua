@@ -1,6 +1,7 @@
 --@include states
 --@include fields
 --@include free_unique
+--@include slots
 -- Expiry before start: a job whose `expires_at` (ms, server clock) has come never runs.
 -- A job that already ran an attempt (its entry counts failed ones) is past its start:
 -- its retries are not expired.
@@ -15,6 +16,7 @@ end
 -- (ttl ms; 0 keeps no record), counted. The caller removes its entry or delayed member.
 local function expire_job(key, id, expired, stats, ttl, now)
   free_unique(key, id)
+  free_slots(string.sub(key, 1, #key - #id), key, id, redis.call('HGET', key, 'slots'), now)
   redis.call('HSET', key, 'state', EXPIRED, 'entry', '', 'finished_at', now, 'updated_at', now)
   if ttl > 0 then
     redis.call('PEXPIRE', key, ttl)

@@ -40,6 +40,8 @@ WORKLOAD_PEERS = {
     "enqueue_concurrent": ("streamjobs", "arq", "taskiq", "dramatiq", "huey", "bullmq"),
     "drain_io10ms": ("streamjobs", "arq", "saq", "streaq", "taskiq", "bullmq"),
 }
+#: many_types: fewer slots than types, where a fetch window once left types unread.
+MANY_TYPES_CONCURRENCY = 4
 #: Extra driver arguments per workload.
 WORKLOAD_ARGS = {"drain_io10ms": ["--concurrency", "200"]}
 DRIVER_TIMEOUT = 300.0
@@ -255,8 +257,8 @@ def run_peer(peer: str, plan: Plan) -> dict:
 def sj_extra_args(workload: str, plan: Plan) -> list[str]:
     if workload == "http_enqueue":
         return ["--duration", str(plan.http_seconds)]
-    if workload == "many_types":
-        return ["--pickups", str(plan.pickups)]
+    if workload == "many_types":  # the shape: 50 types, concurrency 4
+        return ["--pickups", str(plan.pickups), "--concurrency", str(MANY_TYPES_CONCURRENCY)]
     return []
 
 

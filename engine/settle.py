@@ -5,7 +5,8 @@ sends one ``ack``, one ``fail`` and one ``release`` call per type per flush. It 
 when nothing fetched is still running (a fetched batch is done), when a buffer is full,
 or ``DELAY`` after the first outcome, so batches grow with load and an idle worker
 settles at once. A crash before a flush loses nothing: the entries are still in the
-pending list and are reclaimed (at least once).
+pending list and are reclaimed (at least once). Each outcome holds its entry's slot of
+the worker's capacity (engine/fetch.py) until it is written: ``done(n)`` gives them back.
 
 A call is retried through network errors, a full server and a lost group
 (``reconnect.retrying``). Any other error reply is about the call's entries: the batch is
@@ -62,8 +63,10 @@ class Batch:
 class Settler:
     def __init__(self, scripts: Scripts, keys: dict[str, TypeKeys], policies: dict[str, Policy],
                  consumer: str, result_ttl_ms: int, metrics: WorkerMetrics,
-                 regroup: Callable[[], Awaitable[None]] | None = None) -> None:
+                 regroup: Callable[[], Awaitable[None]] | None = None,
+                 done: Callable[[int], None] | None = None) -> None:
         self.scripts, self.keys, self.policies = scripts, keys, policies
+        self.done = done if done is not None else _nothing
         self.consumer, self.result_ttl_ms, self.metrics = consumer, result_ttl_ms, metrics
         self.regroup = regroup
         self._batches: dict[str, Batch] = {}
@@ -159,12 +162,16 @@ class Settler:
                         refused, type_)
             self.metrics.outcome(type_, Outcome.ACK_REFUSED, refused)
         # WRONG_STATE: the job's record is another entry's (a foreign XADD reused its id):
-        # the entry must not stay pending; fail.lua dead-letters it as a duplicate id.
+        # the entry must not stay pending; fail.lua dead-letters it as a duplicate id
+        # (the fail holds the entry's slot from here).
+        carried = 0
         for item, code in zip(done, codes, strict=True):
             if code is Code.WRONG_STATE:
+                carried += 1
                 self.failed(type_, item.entry_id, item.job_id, FailArgs(
                     f"job id {item.job_id} belongs to another job", mode=Failure.DUPLICATE_ID,
                 ), idle=True)
+        self.done(len(done) - carried)
 
     async def _fail(self, type_: str, failed: list[FailItem]) -> None:
         tk, p = self.keys[type_], self.policies[type_]
@@ -187,6 +194,7 @@ class Settler:
                 logs.job_dead(type_, item.job_id, r.attempts, item.failure.error)
         for outcome, n in counts.items():
             self.metrics.outcome(type_, outcome, n)
+        self.done(len(failed))
 
     async def _release(self, type_: str, entries: list[ReleaseItem]) -> None:
         tk = self.keys[type_]
@@ -195,6 +203,11 @@ class Settler:
             lambda items: self.scripts.release(tk, GROUP, self.consumer, items),
         )
         self.metrics.released(type_, codes.count(Code.OK))
+        self.done(len(entries))
+
+
+def _nothing(n: int) -> None:
+    pass
 
 
 def _counted_as(mode: Failure, state: str) -> Outcome:

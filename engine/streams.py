@@ -14,10 +14,8 @@ import logging
 import re
 from typing import TYPE_CHECKING
 
-from redis.crc import key_slot
 from redis.exceptions import OutOfMemoryError, RedisError, ResponseError
 
-from streamjobs.connection import is_cluster
 from streamjobs.contract import TYPE_NAME
 from streamjobs.counts import server_ms
 from streamjobs.errors import ConfigError
@@ -56,16 +54,6 @@ async def ensure_group(redis: Redis, tk: TypeKeys) -> bool:
             raise
         return False
     return True
-
-
-def check_one_slot(redis: Redis, tks: Sequence[TypeKeys]) -> None:
-    """Until the fetcher reads each slot apart, a worker on a cluster reads all its types
-    in one XREADGROUP, which a cluster refuses across slots (CROSSSLOT)."""
-    if is_cluster(redis) and len({key_slot(tk.stream.encode()) for tk in tks}) > 1:
-        raise ConfigError(
-            "on a cluster, run one worker per type for now: types "
-            + ", ".join(tk.tag for tk in tks) + " live in different hash slots (a "
-            "partitioned type: one worker per partition, types=['T#0'], ['T#1'] …)")
 
 
 async def group_exists(redis: Redis, tk: TypeKeys) -> bool:

@@ -30,6 +30,7 @@ from streamjobs.connection import (
     BLOCK_MARGIN_S,
     SOCKET_TIMEOUT,
     client_from_url,
+    is_cluster,
     socket_timeout_of,
 )
 from streamjobs.contract import (
@@ -48,6 +49,7 @@ from streamjobs.errors import (
     DecodeError,
     InvalidArgument,
 )
+from streamjobs.fetch import Capacity, ReadState, fetch_groups
 from streamjobs.isolation import Processes, Threads
 from streamjobs.job import Job
 from streamjobs.keys import GROUP, PARTITION_SEP, TypeKeys, split_tag, worker_key, workers_key
@@ -58,7 +60,7 @@ from streamjobs.reconnect import NETWORK_ERRORS, SERVER_ERRORS, Backoff, lost_gr
 from streamjobs.registry import Handler, Registry, default_registry
 from streamjobs.scripts import FailArgs, ReleaseItem, Scripts, StopAction, StopItem
 from streamjobs.settle import Settler
-from streamjobs.streams import check_one_slot, ensure_types, publish_partitions
+from streamjobs.streams import ensure_types, publish_partitions
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
@@ -145,7 +147,6 @@ class Worker:
                 self.keys[tk.tag] = tk
         self._owns_client = isinstance(redis, str)
         self.redis: Redis = _client(redis, block_ms)
-        check_one_slot(self.redis, list(self.keys.values()))
         # Entries are read with repeated field names kept track of (they are malformed).
         self.redis.set_response_callback("XREADGROUP", replies.read_groups)
         self.scripts = Scripts(self.redis)
@@ -160,12 +161,13 @@ class Worker:
         self._fetched: anyio.Event | None = None
         self._stopping = False
         self._stop_requested = False
-        self._order = list(self.keys)
+        self._read_states: list[ReadState] = []
         #: Types paused on the server (refreshed by _pause_watch): not fetched.
         self._paused: set[str] = set()
         self.settler = Settler(
             self.scripts, self.keys, {t: h.policy for t, h in self.handlers.items()},
             self.name, self.settings.result_ttl * 1000, self.metrics, self._regroup,
+            self._settled,
         )
         self._pruned_at = -PRUNE_EVERY_S
         self._threads = Threads()
@@ -193,6 +195,7 @@ class Worker:
     def _open_runtime(self) -> None:
         """anyio primitives belong to a running event loop: made when run() starts."""
         self._slot_freed = anyio.Event()
+        self.capacity = Capacity(self.concurrency)
         self._stop = anyio.Event()
         self._fetch_scope = anyio.CancelScope()
         self.settler.open()
@@ -272,6 +275,8 @@ class Worker:
         log.error("the consumer group %r of %s is gone from the server (FLUSHALL, a restart "
                   "without persistence, a failover?): recreating it; jobs in flight may run "
                   "again, jobs whose stream was lost are gone", GROUP, ", ".join(self.keys))
+        for state in self._read_states:
+            state.reset()
         try:
             await ensure_types(self.redis, list(self.keys.values()))
         except SERVER_ERRORS as e:
@@ -337,36 +342,83 @@ class Worker:
     # ---- fetcher ---------------------------------------------------------------------
 
     async def _fetcher(self, send: MemoryObjectSendStream[Delivery]) -> None:
-        backoff = Backoff()
+        """One reader per fetch group (engine/fetch.py), all under one capacity."""
+        groups = fetch_groups(self.keys, is_cluster(self.redis))
+        self._read_states = [ReadState(tags) for tags in groups]
         async with send:
             with self._fetch_scope:
-                while not self._stopping:
-                    free = self.concurrency - len(self._outstanding)
-                    if free <= 0:
-                        self._slot_freed = anyio.Event()
-                        await self._slot_freed.wait()
-                        continue
-                    try:
-                        await self._fetch_once(send, free)
-                        backoff.reset()
-                    except SERVER_ERRORS as e:
-                        await self._recover("fetch failed", backoff, e)
+                async with anyio.create_task_group() as tg:
+                    for state in self._read_states:
+                        tg.start_soon(self._reader, state, len(groups) == 1, send.clone())
 
-    async def _fetch_once(self, send: MemoryObjectSendStream[Delivery], free: int) -> None:
-        # COUNT applies per stream: read at most `free` streams, free // n entries each,
-        # rotating which streams go first so no type starves.
-        self._order = self._order[1:] + self._order[:1]
-        order = [t for t in self._order if t not in self._paused]
-        if not order:
+    async def _reader(self, state: ReadState, alone: bool,
+                      send: MemoryObjectSendStream[Delivery]) -> None:
+        backoff = Backoff()
+        async with send:
+            while not self._stopping:
+                try:
+                    await self._read_once(state, alone, send)
+                    backoff.reset()
+                except SERVER_ERRORS as e:
+                    state.reset()  # a failover or a new group: what was delivered may not be
+                    await self._recover("fetch failed", backoff, e)
+
+    async def _read_once(self, state: ReadState, alone: bool,
+                         send: MemoryObjectSendStream[Delivery]) -> None:
+        active = [t for t in state.tags if t not in self._paused]
+        if not active:
             await anyio.sleep(REFRESH_S)
             return
-        chosen = order[: min(free, len(order))]
-        resp = await self.redis.xreadgroup(
-            GROUP, self.name, {self.keys[t].stream: ">" for t in chosen},
-            count=free // len(chosen), block=self.block_ms,
-        )
-        for stream, entries in replies.stream_reads(resp):
-            type_ = self._type_of_stream(stream)
+        if alone and self.capacity.free >= len(active):
+            # Every stream may deliver its share: block in XREADGROUP itself.
+            n = await self.capacity.take(self.concurrency)
+            if n >= len(active):
+                state.reset()
+                await self._claim(active, n, None, block=self.block_ms, send=send)
+                return
+            self.capacity.give(n)
+        ready = [t for t in active if t in state.ready]
+        if not ready:
+            # Wait for news in any stream of the group, claiming nothing.
+            resp = await self.redis.xread({self.keys[t].stream: state.after[t] for t in active},
+                                          count=1, block=self.block_ms)
+            state.woke(self._type_of_stream(s) for s in replies.read_stream_names(resp))
+            return
+        n = await self.capacity.take(self.concurrency)
+        chosen = ready[:n]
+        state.rotate(len(chosen))
+        await self._claim(chosen, n, state, block=None, send=send)
+
+    async def _claim(self, tags: list[str], n: int, state: ReadState | None, *,
+                     block: int | None, send: MemoryObjectSendStream[Delivery]) -> None:
+        """One XREADGROUP over ``tags`` (one slot), at most ``n`` entries (the slots taken
+        for it): COUNT applies per stream, ``n // len(tags)`` each. With ``state``, each
+        stream's last id is read just before (same round trip) to learn how far it is
+        delivered when it gives fewer entries than asked."""
+        count = n // len(tags)
+        streams: dict[Any, Any] = {self.keys[t].stream: ">" for t in tags}
+        got = 0
+        try:
+            if state is None:
+                resp = await self.redis.xreadgroup(GROUP, self.name, streams, count=count,
+                                                   block=block)
+                tops: list[Any] = []
+            else:
+                async with self.redis.pipeline(transaction=False) as pipe:
+                    for t in tags:
+                        pipe.xrevrange(self.keys[t].stream, count=1)
+                    pipe.xreadgroup(GROUP, self.name, streams, count=count)
+                    *tops, resp = await pipe.execute()
+            reads = {self._type_of_stream(s): entries for s, entries in replies.stream_reads(resp)}
+            got = sum(len(e) for e in reads.values())
+        finally:
+            self.capacity.give(n - got)  # each entry read keeps its slot until it settles
+        if state is not None:
+            for t, top in zip(tags, tops, strict=True):
+                entries = reads.get(t, [])
+                state.read(t, top[0][0].decode() if top else None,
+                           entries[-1][0].decode() if entries else None, len(entries) >= count)
+        for type_, entries in reads.items():
             fetched = [Delivery(type_, e.decode(), fields) for e, fields in entries]
             if type_ in self._paused:  # paused while the read blocked: hand them back
                 for d in fetched:
@@ -513,10 +565,17 @@ class Worker:
     # ---- outcomes: one small function each --------------------------------------------
 
     def _settle(self, d: Delivery, outcome: Result) -> None:
-        """Hand the outcome to the settler (no await: runners never wait on a script)."""
+        """Hand the outcome to the settler (no await: runners never wait on a script): the
+        entry's slot is free once the settler wrote it (or now, if nothing is to write)."""
         self._outstanding.pop(d.entry_id, None)
         self._beat_soon()
         _SETTLE[outcome.kind](self, d, outcome, not self._outstanding)
+        if outcome.kind in (Attempt.LOST, Attempt.STOPPED):
+            self.capacity.give()
+
+    def _settled(self, n: int) -> None:
+        """The settler wrote ``n`` outcomes: their entries left the pending list."""
+        self.capacity.give(n)
 
     def _on_ok(self, d: Delivery, outcome: Result, idle: bool) -> None:
         self.settler.ok(d.type, d.entry_id, d.job_id, outcome.result, idle=idle,
@@ -682,14 +741,21 @@ class Worker:
                 log.info("pruned %d idle consumers of %s", n, tk.type)
 
     async def _reclaim(self, type_: str, send: MemoryObjectSendStream[Delivery]) -> None:
-        free = self.concurrency - len(self._outstanding)
-        if free <= 0 or self._stopping:
+        """Claim entries idle past the visibility timeout, with slots taken from the one
+        capacity (waiting for one if the worker is full)."""
+        if self._stopping:
             return
         p = self.handlers[type_].policy
-        res = await self.scripts.reclaim(
-            self.keys[type_], GROUP, self.name, int(p.visibility_timeout * 1000),
-            min(free, 100), p.max_deliveries,
-        )
+        n = await self.capacity.take(100)
+        try:
+            res = await self.scripts.reclaim(
+                self.keys[type_], GROUP, self.name, int(p.visibility_timeout * 1000),
+                n, p.max_deliveries,
+            )
+        except BaseException:
+            self.capacity.give(n)
+            raise
+        self.capacity.give(n - len(res.claimed))
         if res.dead_count:
             log.warning("%d poison, malformed or duplicate-id entries of %s dead-lettered",
                         res.dead_count, type_)

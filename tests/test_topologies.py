@@ -32,7 +32,7 @@ from streamjobs.logs import redact
 from streamjobs.registry import Registry
 from streamjobs.streams import rescan_types
 from tests import servers
-from tests.helpers import ROOT, poll, running, wait_equal, wait_state
+from tests.helpers import ROOT, job_state, pending, poll, running, wait_equal, wait_state
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -233,13 +233,34 @@ async def _echo(job: Job) -> Any:
     return job.payload
 
 
-async def test_cluster_worker_over_several_slots_is_refused_clearly(cluster: str) -> None:
-    a, b, *_ = spread_types(cluster, per_primary=1)
+async def test_cluster_one_worker_serves_types_and_partitions_on_every_primary(
+        cluster: str, cr: Redis) -> None:
+    """One worker, fewer slots than streams: 6 types on 3 primaries and a type of 4
+    partitions (each in its own slot), all drained, never more pending than its slots."""
+    types = spread_types(cluster, per_primary=2)
+    hot = f"h{uuid.uuid4().hex[:10]}"
     reg = Registry()
-    reg.handler(a)(_echo)
-    reg.handler(b)(_echo)
-    with pytest.raises(ConfigError, match="one worker per type"):
-        Worker(cluster, reg, settings=Settings(redis_url=cluster))
+    for t in types:
+        reg.handler(t)(_echo)
+    reg.handler(hot, partitions=4)(_echo)
+    settings = Settings(redis_url=cluster)
+    worker = Worker(cluster, reg, settings=settings, concurrency=3, block_ms=200)
+    tks = list(worker.keys.values())
+    assert len({cr.keyslot(tk.stream) for tk in tks}) >= 7
+    async with Producer(cr, settings=settings) as p, running(worker):
+        last = {}
+        for t in [*types, hot]:
+            *_, last[t] = await p.enqueue_many(t, [{"n": i} for i in range(30)])
+        most = 0
+        for t in [*types, hot]:
+            while (await job_state(p, t, last[t])) is not JobState.COMPLETED:
+                most = max(most, sum([await pending(cr, tk, worker.name) for tk in tks]))
+                await anyio.sleep(0.01)
+    stats = await types_stats(cr, [TypeKeys("sj", t) for t in types])
+    assert [(s.completed, s.waiting) for s in stats] == [(30, 0)] * len(types)
+    (h,) = await types_stats(cr, [TypeKeys("sj", hot)])
+    assert (h.completed, h.waiting) == (30, 0)
+    assert most <= 3
 
 
 async def test_cluster_api_types_workers_metrics(cluster: str) -> None:

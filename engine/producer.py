@@ -26,7 +26,7 @@ from streamjobs.contract import (
     check_payload_size,
 )
 from streamjobs.errors import DuplicateJob, InvalidArgument, NotDurable, raise_for_code
-from streamjobs.failover import until_deadline
+from streamjobs.failover import is_transient, until_deadline
 from streamjobs.job import NO_FLOW, Flow, check_job_id, dumps, encode_fields, new_job_ids, new_token
 from streamjobs.keys import GROUP, TypeKeys, partition_of_key
 from streamjobs.pause import pause_type, resume_type
@@ -355,12 +355,23 @@ class Producer:
             nonlocal attempts
             attempts += 1
             if attempts > 1 and is_cluster(self.redis):
-                await cluster_of(self.redis).initialize()  # the node map after a failover
+                await self._refresh_map(tk)
             return await self._write(tk, chunks, level)
 
         results = await until_deadline(f"enqueue {tk.type}", attempt,
                                        self.settings.enqueue_deadline)
         return _replays_are_ours([it for chunk in chunks for it in chunk], results)
+
+    async def _refresh_map(self, tk: TypeKeys) -> None:
+        """After a failed write to a node: one read of the type's key through the cluster
+        client, which refreshes its node map when the node is gone or answers MOVED (the
+        write itself went through a node client, which the cluster client never hears
+        of). Its own error is the failover's: the write that follows tells."""
+        try:
+            await self.redis.exists(tk.stream)
+        except Exception as e:
+            if not is_transient(e):
+                raise
 
     def keys(self, type_: str) -> TypeKeys:
         tk = self._type_keys.get(type_)

@@ -56,7 +56,14 @@ from streamjobs.keys import GROUP, PARTITION_SEP, TypeKeys, split_tag, worker_ke
 from streamjobs.metrics import WorkerMetrics
 from streamjobs.outcomes import Result, error_outcome, ok
 from streamjobs.pause import REFRESH_S, paused_types
-from streamjobs.reconnect import NETWORK_ERRORS, SERVER_ERRORS, Backoff, lost_group, retrying
+from streamjobs.reconnect import (
+    NETWORK_ERRORS,
+    SERVER_ERRORS,
+    Backoff,
+    lost_group,
+    ours,
+    retrying,
+)
 from streamjobs.registry import Handler, Registry, default_registry
 from streamjobs.scripts import FailArgs, ReleaseItem, Scripts, StopAction, StopItem
 from streamjobs.settle import Settler
@@ -280,6 +287,8 @@ class Worker:
         try:
             await ensure_types(self.redis, list(self.keys.values()))
         except SERVER_ERRORS as e:
+            if ours(e):
+                raise
             log.warning("recreating the consumer groups failed: %s (tried again)", e)
 
     async def _recover(self, what: str, backoff: Backoff, e: BaseException) -> None:
@@ -322,6 +331,8 @@ class Worker:
                 codes = await self.scripts.release(tk, GROUP, self.name, entries)
                 self.metrics.released(type_, codes.count(Code.OK))
             except SERVER_ERRORS as e:
+                if ours(e):
+                    raise
                 log.warning("could not release leftovers of %s: %s", type_, e)
 
     async def _drained(self) -> None:
@@ -334,8 +345,9 @@ class Worker:
             with anyio.move_on_after(2):
                 await self.redis.delete(worker_key(self.settings.prefix, self.name))
                 await self.redis.zrem(workers_key(self.settings.prefix), self.name)
-        except SERVER_ERRORS:
-            pass
+        except SERVER_ERRORS as e:
+            if ours(e):
+                raise
         if self._owns_client:
             await self.redis.aclose()
 
@@ -445,6 +457,8 @@ class Worker:
                     pipe.hmget(tk.job(d.job_id), Rec.STATE, Rec.ENTRY)
                 records = await pipe.execute(raise_on_error=False)
         except SERVER_ERRORS as e:
+            if ours(e):
+                raise
             # They are delivered: run them (a duplicate is still caught when it settles).
             log.warning("duplicate-id check of %s failed: %s", type_, e)
             return fetched
@@ -682,6 +696,8 @@ class Worker:
             try:
                 paused = await paused_types(self.redis, tks)
             except SERVER_ERRORS as e:
+                if ours(e):
+                    raise
                 log.debug("reading the paused types failed: %s", e)
             else:
                 if paused != self._paused:
@@ -843,6 +859,8 @@ class Worker:
                     await pipe.execute()
                 self.metrics.heartbeat()
             except SERVER_ERRORS as e:
+                if ours(e):
+                    raise
                 log.warning("heartbeat failed: %s: %s", type(e).__name__, e)
             await anyio.sleep(HEARTBEAT_MIN_S)
             with anyio.move_on_after(HEARTBEAT_S - HEARTBEAT_MIN_S):

@@ -1,4 +1,4 @@
-"""Failover is a pause, never a crash: a primary killed (SIGKILL) under load, on a cluster
+"""Failover is a pause, never a crash: a cluster primary killed (SIGKILL) under load,
 on a cluster of its own (the shared fixture stays whole).
 
 A producer enqueues without pause (durable to a replica while one exists: an enqueue

@@ -167,6 +167,12 @@ class TypeKeys:
         return self._own + "schedule_runs"
 
     @property
+    def webhooks(self) -> str:
+        """Hash: webhook name -> its definition (JSON: url, secret, events), called when
+        a job of this type completes or ends dead (engine/webhooks.py)."""
+        return self._own + "webhooks"
+
+    @property
     def minutes(self) -> str:
         """Hash of minute (epoch minutes) -> the stats counters as first seen in that
         minute (the dashboard's throughput chart; see streamjobs.history)."""

@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     from streamjobs.metrics import WorkerMetrics
     from streamjobs.retry import Policy
     from streamjobs.scripts import Scripts
+    from streamjobs.webhooks import Notifier
 
 log = logging.getLogger("streamjobs.worker")
 
@@ -67,6 +68,8 @@ class Settler:
         self.consumer, self.result_ttl_ms, self.metrics = consumer, result_ttl_ms, metrics
         self.regroup = regroup
         self._batches: dict[str, Batch] = {}
+        #: Told of every settled ack and fail when a webhook may want them (webhooks.py).
+        self.notifier: Notifier | None = None
 
     def open(self) -> None:
         """anyio events belong to the running loop: made when the worker starts."""
@@ -150,6 +153,9 @@ class Settler:
         codes = await self._settled(
             "ack", type_, done, lambda items: self.scripts.ack(tk, GROUP, self.consumer, ttl, items)
         )
+        notifier = self.notifier
+        if notifier is not None and notifier.active:
+            notifier.completed(type_, done, codes)
         # ALREADY: this very ack ran before and its reply was lost (a replay): completed.
         ok = codes.count(Code.OK) + codes.count(Code.ALREADY)
         self.metrics.outcome(type_, Outcome.COMPLETED, ok)
@@ -174,6 +180,9 @@ class Settler:
             backoff_base_ms=int(p.backoff_base * 1000),
             backoff_cap_ms=int(p.backoff_cap * 1000), jitter=p.jitter,
         ))
+        notifier = self.notifier
+        if notifier is not None and notifier.active:
+            notifier.failed(type_, failed, results)
         refused = [r for r in results if r is not None and r.code is not Code.OK]
         if refused:
             log.warning("%d failures of %s refused (%s)", len(refused), type_,

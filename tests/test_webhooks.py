@@ -1,0 +1,263 @@
+"""Webhooks: a local HTTP receiver on loopback, real workers delivering to it."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import orjson
+import pytest
+
+from streamjobs import JobState, PermanentError, Policy, Producer, Registry, Settings, Worker
+from streamjobs.errors import ConfigError, InvalidArgument
+from streamjobs.webhooks import (
+    DELIVERY_HEADER,
+    SIGNATURE_HEADER,
+    TIMESTAMP_HEADER,
+    WEBHOOK_TYPE,
+    Webhook,
+    sign,
+    verify,
+)
+from tests.helpers import running, wait_for, wait_state
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+
+    from streamjobs.job import Job
+
+pytestmark = [pytest.mark.anyio, pytest.mark.xdist_group("webhooks")]
+
+#: Retries in milliseconds: a failing receiver is retried at once, dead after 3 calls.
+QUICK = Policy(max_attempts=3, immediate_retries=0, backoff_base=0.02, backoff_cap=0.05,
+               jitter=0, timeout=5)
+
+
+@dataclass
+class Call:
+    headers: dict[str, str]
+    body: bytes
+
+    @property
+    def json(self) -> Any:
+        return orjson.loads(self.body)
+
+
+@dataclass
+class Receiver:
+    """A minimal HTTP/1.1 server: records each POST, answers ``statuses`` in turn (the
+    last one from then on); while ``hold`` is set, waits for it before answering."""
+
+    statuses: list[int] = field(default_factory=lambda: [200])
+    calls: list[Call] = field(default_factory=list)
+    hold: asyncio.Event | None = None
+    url: str = ""
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            head = await reader.readuntil(b"\r\n\r\n")
+            lines = head.decode().split("\r\n")[1:]
+            headers = {k.strip().lower(): v.strip()
+                       for k, _, v in (line.partition(":") for line in lines if line)}
+            body = await reader.readexactly(int(headers.get("content-length", "0")))
+            self.calls.append(Call(headers, body))
+            if self.hold is not None:
+                await self.hold.wait()
+            status = self.statuses[min(len(self.calls), len(self.statuses)) - 1]
+            writer.write(f"HTTP/1.1 {status} X\r\ncontent-length: 0\r\nconnection: close"
+                         "\r\n\r\n".encode())
+            await writer.drain()
+        finally:
+            writer.close()
+
+
+@pytest.fixture
+async def receiver() -> AsyncIterator[Receiver]:
+    rec = Receiver()
+    server = await asyncio.start_server(rec.handle, "127.0.0.1", 0)
+    rec.url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/hook"
+    async with server:
+        yield rec
+
+
+@pytest.fixture
+def settings(redis_url: str) -> Settings:
+    """A prefix of the test's own: the delivery type's keys are the test's alone."""
+    return Settings(redis_url=redis_url, prefix=f"wh{uuid.uuid4().hex[:8]}",
+                    webhook_secret="job-secret")
+
+
+def worker(settings: Settings, registry: Registry, **kw: Any) -> Worker:
+    return Worker(settings.redis_url or "", registry, settings=settings, block_ms=100,
+                  webhooks=True, webhook_policy=QUICK, **kw)
+
+
+def registry_of(type_name: str, fn: Any = None) -> Registry:
+    reg = Registry()
+
+    async def ok(job: Job) -> Any:
+        return {"echo": job.payload}
+
+    reg.handler(type_name)(fn or ok)
+    return reg
+
+
+async def test_type_webhook_is_called_once_signed(settings: Settings, type_name: str,
+                                                  receiver: Receiver) -> None:
+    w = worker(settings, registry_of(type_name))
+    async with Producer(settings.redis_url or "", settings=settings) as p:
+        await p.set_webhook(type_name, receiver.url, secret="s3cret")
+        async with running(w):
+            job_id = await p.enqueue(type_name, {"n": 1})
+            await wait_for(lambda: len(receiver.calls) == 1)
+            await anyio.sleep(0.3)  # no second call
+            assert len(receiver.calls) == 1
+            call = receiver.calls[0]
+            assert call.json["event"] == "completed"
+            assert call.json["id"] == job_id and call.json["type"] == type_name
+            assert call.json["result"] == {"echo": {"n": 1}} and call.json["attempts"] == 1
+            assert call.headers[SIGNATURE_HEADER.lower()] == sign(
+                "s3cret", int(call.headers[TIMESTAMP_HEADER.lower()]), call.body)
+            assert verify("s3cret", call.headers, call.body)
+            assert not verify("other", call.headers, call.body)
+            assert not verify("s3cret", call.headers, call.body + b" ")
+            delivery = call.headers[DELIVERY_HEADER.lower()]
+            await wait_state(p, WEBHOOK_TYPE, delivery, JobState.COMPLETED)
+        assert w.metrics.webhooks.labels("ok")._value.get() == 1
+
+
+async def test_a_failing_receiver_is_retried_then_succeeds(
+        settings: Settings, type_name: str, receiver: Receiver) -> None:
+    receiver.statuses = [500, 503, 200]
+    w = worker(settings, registry_of(type_name))
+    async with Producer(settings.redis_url or "", settings=settings) as p:
+        await p.set_webhook(type_name, receiver.url, secret="k")
+        async with running(w):
+            await p.enqueue(type_name, 1)
+            await wait_for(lambda: len(receiver.calls) == 3)
+            ids = {c.headers[DELIVERY_HEADER.lower()] for c in receiver.calls}
+            assert len(ids) == 1  # one delivery, called three times
+            await wait_state(p, WEBHOOK_TYPE, ids.pop(), JobState.COMPLETED)
+            await anyio.sleep(0.2)
+            assert len(receiver.calls) == 3
+            assert all(verify("k", c.headers, c.body) for c in receiver.calls)
+        assert w.metrics.webhooks.labels("failed")._value.get() == 2
+        assert w.metrics.webhooks.labels("ok")._value.get() == 1
+
+
+async def test_a_receiver_that_keeps_failing_ends_dead_lettered(
+        settings: Settings, type_name: str, receiver: Receiver) -> None:
+    receiver.statuses = [500]
+    async with Producer(settings.redis_url or "", settings=settings) as p:
+        await p.set_webhook(type_name, receiver.url)
+        async with running(worker(settings, registry_of(type_name))):
+            job_id = await p.enqueue(type_name, 1)
+            await wait_for(lambda: len(receiver.calls) == QUICK.max_attempts)
+            delivery = receiver.calls[0].headers[DELIVERY_HEADER.lower()]
+            await wait_state(p, WEBHOOK_TYPE, delivery, JobState.DEAD)
+            st = await p.status(type_name, job_id)
+            assert st is not None and st.state == JobState.COMPLETED  # the job is not
+        # Unsigned without a secret.
+        assert SIGNATURE_HEADER.lower() not in receiver.calls[0].headers
+
+
+async def test_a_per_job_webhook_reports_a_dead_job(settings: Settings, type_name: str,
+                                                    receiver: Receiver) -> None:
+    async def boom(job: Job) -> None:
+        raise PermanentError("no such user")
+
+    async with Producer(settings.redis_url or "", settings=settings) as p:
+        async with running(worker(settings, registry_of(type_name, boom))):
+            plain = await p.enqueue(type_name, 0)  # no webhook: no call
+            job_id = await p.enqueue(type_name, 1, webhook=receiver.url)
+            await wait_for(lambda: len(receiver.calls) == 1)
+            await wait_state(p, type_name, plain, JobState.DEAD)
+            await anyio.sleep(0.3)
+            assert len(receiver.calls) == 1
+        call = receiver.calls[0]
+        assert call.json["event"] == "dead" and call.json["id"] == job_id
+        assert "no such user" in call.json["error"] and call.json["reason"] == "permanent"
+        assert verify("job-secret", call.headers, call.body)  # Settings.webhook_secret
+
+
+async def test_events_filter_and_removal(settings: Settings, type_name: str,
+                                         receiver: Receiver) -> None:
+    async with Producer(settings.redis_url or "", settings=settings) as p:
+        await p.set_webhook(type_name, receiver.url, name="deaths", events=["dead"])
+        assert [h.public() for h in await p.webhooks(type_name)] == [
+            {"type": type_name, "name": "deaths", "url": receiver.url, "events": ["dead"],
+             "signed": False}]
+        assert any(h.name == "deaths" for h in await p.webhooks())
+        async with running(worker(settings, registry_of(type_name))):
+            done = await p.enqueue(type_name, 1)
+            await wait_state(p, type_name, done, JobState.COMPLETED)
+            await anyio.sleep(0.5)
+            assert receiver.calls == []  # completed: not an event of this webhook
+        assert await p.remove_webhook(type_name, "deaths")
+        assert not await p.remove_webhook(type_name, "deaths")
+        assert await p.webhooks(type_name) == []
+
+
+async def test_the_worker_is_not_held_by_a_slow_receiver(
+        settings: Settings, type_name: str, receiver: Receiver) -> None:
+    receiver.hold = asyncio.Event()
+    async with Producer(settings.redis_url or "", settings=settings) as p:
+        await p.set_webhook(type_name, receiver.url)
+        async with running(worker(settings, registry_of(type_name), concurrency=4)):
+            first = await p.enqueue(type_name, 1)
+            await wait_for(lambda: len(receiver.calls) == 1)
+            # The delivery hangs in the receiver: the job it reports is completed, and
+            # later jobs run and complete meanwhile.
+            assert (await p.status(type_name, first)).state == JobState.COMPLETED  # type: ignore[union-attr]
+            second = await p.enqueue(type_name, 2)
+            await wait_state(p, type_name, second, JobState.COMPLETED, timeout=5)
+            assert len(receiver.calls) >= 1 and not receiver.hold.is_set()
+            receiver.hold.set()
+            await wait_for(lambda: len(receiver.calls) == 2)
+
+
+async def test_declared_webhook_is_set_by_the_worker(settings: Settings, type_name: str,
+                                                     receiver: Receiver) -> None:
+    reg = Registry()
+
+    @reg.handler(type_name, webhook=receiver.url)
+    async def ok(job: Job) -> int:
+        return 7
+
+    async with Producer(settings.redis_url or "", settings=settings) as p:
+        async with running(worker(settings, reg)):
+            (hook,) = await p.webhooks(type_name)
+            assert hook.name == "default" and hook.secret == "job-secret"
+            await p.enqueue(type_name, 1)
+            await wait_for(lambda: len(receiver.calls) == 1)
+        assert receiver.calls[0].json["result"] == 7
+        assert verify("job-secret", receiver.calls[0].headers, receiver.calls[0].body)
+
+
+def test_invalid_webhooks_are_refused() -> None:
+    with pytest.raises(InvalidArgument, match="URL"):
+        Webhook("t", "ftp://x").check()
+    with pytest.raises(InvalidArgument, match="events"):
+        Webhook("t", "http://x", events=("started",)).check()
+    with pytest.raises(InvalidArgument, match="name"):
+        Webhook("t", "http://x", name="a b").check()
+    with pytest.raises(InvalidArgument, match="cannot have webhooks"):
+        Webhook(WEBHOOK_TYPE, "http://x").check()
+    with pytest.raises(ConfigError, match="URL"):
+        Registry().handler("t", webhook="nope")
+    with pytest.raises(InvalidArgument, match="URL"):
+        from streamjobs.job import encode_fields
+        encode_fields(1, webhook="x y")
+
+
+def test_signatures_refuse_stale_and_malformed_timestamps() -> None:
+    body = b'{"a":1}'
+    headers = {TIMESTAMP_HEADER: "1000", SIGNATURE_HEADER: sign("k", 1000, body)}
+    assert verify("k", headers, body, now=1100)
+    assert not verify("k", headers, body, now=1000 + 301)
+    assert not verify("k", {**headers, TIMESTAMP_HEADER: "x"}, body, now=1000)
+    # The timestamp is signed: changing it breaks the signature.
+    assert not verify("k", {**headers, TIMESTAMP_HEADER: "1001"}, body, now=1001)

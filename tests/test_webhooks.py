@@ -261,3 +261,58 @@ def test_signatures_refuse_stale_and_malformed_timestamps() -> None:
     assert not verify("k", {**headers, TIMESTAMP_HEADER: "x"}, body, now=1000)
     # The timestamp is signed: changing it breaks the signature.
     assert not verify("k", {**headers, TIMESTAMP_HEADER: "1001"}, body, now=1001)
+
+
+async def test_http_webhook_routes(redis_url: str, type_name: str) -> None:
+    import httpx
+
+    from streamjobs.api.app import create_app
+
+    settings = Settings(redis_url=redis_url)
+    app = create_app(redis_url, settings)
+    async with app.router.lifespan_context(app), httpx.AsyncClient(
+            transport=httpx.ASGITransport(app), base_url="http://api") as client:
+        r = await client.put(f"/webhooks/{type_name}/ops", json={
+            "url": "https://example.com/h", "events": ["dead"], "secret": "k"})
+        assert r.status_code == 200, r.text
+        want = {"type": type_name, "name": "ops", "url": "https://example.com/h",
+                "events": ["dead"], "signed": True}
+        assert r.json() == want
+        assert (await client.get(f"/webhooks/{type_name}")).json() == {"webhooks": [want]}
+        assert want in (await client.get("/webhooks")).json()["webhooks"]
+        bad = await client.put(f"/webhooks/{type_name}/ops", json={"url": "ftp://x/y/z"})
+        assert bad.status_code == 422
+        bad = await client.put(f"/webhooks/{type_name}/a%20b", json={"url": "http://x.y"})
+        assert bad.status_code == 422
+        r = await client.post(f"/jobs/{type_name}", json={"payload": 1,
+                                                          "webhook": "http://127.0.0.1:9/x"})
+        assert r.status_code == 201
+        job = (await client.get(f"/jobs/{type_name}/{r.json()['id']}")).json()
+        assert "webhook" not in job.get("headers", {})  # a wire field, not a header
+        assert (await client.delete(f"/webhooks/{type_name}/ops")).status_code == 200
+        assert (await client.delete(f"/webhooks/{type_name}/ops")).status_code == 404
+        assert (await client.get(f"/webhooks/{type_name}")).json() == {"webhooks": []}
+    p = Producer(redis_url, settings=settings)
+    try:
+        raw = await p.redis.xrange(p.keys(type_name).stream)
+        assert raw[-1][1][b"webhook"] == b"http://127.0.0.1:9/x"
+    finally:
+        await p.aclose()
+
+
+def test_cli_webhooks(redis_url: str, type_name: str) -> None:
+    from tests.test_cli import cli
+
+    res = cli("webhooks", "set", type_name, "https://example.com/x", "--events", "completed",
+              "--secret", "k", url=redis_url)
+    assert res.returncode == 0, res.stderr
+    assert orjson.loads(res.stdout)["signed"] is True
+    res = cli("webhooks", "list", type_name, url=redis_url)
+    assert [orjson.loads(line) for line in res.stdout.splitlines()] == [
+        {"type": type_name, "name": "default", "url": "https://example.com/x",
+         "events": ["completed"], "signed": True}]
+    assert cli("webhooks", "remove", type_name, url=redis_url).returncode == 0
+    res = cli("webhooks", "remove", type_name, url=redis_url)
+    assert res.returncode == 1 and "no webhook" in res.stderr
+    res = cli("webhooks", "set", type_name, "nope", url=redis_url)
+    assert res.returncode != 0 and "invalid webhook URL" in res.stderr

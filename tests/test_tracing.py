@@ -145,3 +145,28 @@ def test_without_opentelemetry_installed() -> None:
                          text=True, timeout=60, env={"PATH": ""})
     assert out.returncode == 0, out.stderr
     assert "pip install 'streamjobs[otel]'" in out.stdout
+
+
+def test_tracing_example_runs(redis_url: str) -> None:
+    import os
+
+    import redis
+
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("STREAMJOBS_")},
+           "STREAMJOBS_REDIS_URL": redis_url}
+    r = redis.Redis.from_url(redis_url)
+    try:
+        res = subprocess.run([sys.executable, str(ROOT / "docs/examples/tracing.py")],
+                             cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+        assert res.returncode == 0, res.stderr
+        rows = [line.split() for line in res.stdout.splitlines()]
+        names = [" ".join(row[4:]) for row in rows]
+        assert names == ["http request", "enqueue render_pdf", "process render_pdf",
+                         "draw pages"], res.stdout
+        assert len({row[0] for row in rows}) == 1  # one trace
+        for child, parent in zip(rows[1:], rows, strict=False):
+            assert child[3] == parent[1]  # each the child of the one before
+    finally:
+        r.delete(*(r.keys("sj:{render_pdf}:*") or ["-"]))
+        r.srem("sj:types", "render_pdf")
+        r.close()

@@ -316,3 +316,31 @@ def test_cli_webhooks(redis_url: str, type_name: str) -> None:
     assert res.returncode == 1 and "no webhook" in res.stderr
     res = cli("webhooks", "set", type_name, "nope", url=redis_url)
     assert res.returncode != 0 and "invalid webhook URL" in res.stderr
+
+
+def test_webhooks_example_runs(redis_url: str) -> None:
+    import os
+    import subprocess
+    import sys
+
+    import redis
+
+    from tests.helpers import ROOT
+
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("STREAMJOBS_")},
+           "STREAMJOBS_REDIS_URL": redis_url}
+    r = redis.Redis.from_url(redis_url)
+    try:
+        res = subprocess.run([sys.executable, str(ROOT / "docs/examples/webhooks.py")],
+                             cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+        assert res.returncode == 0, res.stderr
+        lines = res.stdout.splitlines()
+        assert len(lines) == 2 and all(line.startswith("signed: True {") for line in lines)
+        events = [orjson.loads(line.partition(" True ")[2]) for line in lines]
+        assert [(e["event"], e.get("result")) for e in events] == [
+            ("completed", {"w": 320}), ("dead", None)]
+    finally:
+        for t in ("resize_image", WEBHOOK_TYPE):
+            r.delete(*(r.keys(f"sj:{{{t}}}:*") or ["-"]))
+        r.srem("sj:types", "resize_image", WEBHOOK_TYPE)
+        r.close()

@@ -344,3 +344,26 @@ def test_webhooks_example_runs(redis_url: str) -> None:
             r.delete(*(r.keys(f"sj:{{{t}}}:*") or ["-"]))
         r.srem("sj:types", "resize_image", WEBHOOK_TYPE)
         r.close()
+
+
+async def test_a_dedicated_delivery_worker_process(settings: Settings, type_name: str,
+                                                   receiver: Receiver,
+                                                   procs: list[Any]) -> None:
+    """The deployment of a cluster: job workers without webhooks, one process serving
+    ``streamjobs.webhook`` alone (`streamjobs worker streamjobs.webhooks --types ...`)."""
+    from tests.helpers import spawn_worker
+
+    proc = spawn_worker(settings.redis_url or "", "streamjobs.webhooks", "--types",
+                        WEBHOOK_TYPE, env={"STREAMJOBS_PREFIX": settings.prefix,
+                                           "STREAMJOBS_WEBHOOK_SECRET": "proc-secret"})
+    procs.append(proc)
+    w = Worker(settings.redis_url or "", registry_of(type_name), settings=settings,
+               block_ms=100)
+    assert WEBHOOK_TYPE not in w.handlers  # off by default
+    async with Producer(settings.redis_url or "", settings=settings) as p:
+        async with running(w):
+            await p.enqueue(type_name, 5, webhook=receiver.url)
+            await wait_for(lambda: len(receiver.calls) == 1, timeout=20)
+    call = receiver.calls[0]
+    assert call.json["result"] == {"echo": 5}
+    assert verify("proc-secret", call.headers, call.body)

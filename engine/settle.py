@@ -150,6 +150,7 @@ class Settler:
 
     async def _ack(self, type_: str, done: list[AckItem]) -> None:
         tk, ttl = self.keys[type_], self.result_ttl_ms
+        await self._record(type_, [(i.entry_id, i.job_id) for i in done])
         codes = await self._settled(
             "ack", type_, done, lambda items: self.scripts.ack(tk, GROUP, self.consumer, ttl, items)
         )
@@ -174,6 +175,7 @@ class Settler:
 
     async def _fail(self, type_: str, failed: list[FailItem]) -> None:
         tk, p = self.keys[type_], self.policies[type_]
+        await self._record(type_, [(i.entry_id, i.job_id) for i in failed])
         results = await self._settled("fail", type_, failed, lambda items: self.scripts.fail(
             tk, GROUP, self.consumer, items, max_attempts=p.max_attempts,
             immediate_retries=p.immediate_retries,
@@ -196,6 +198,14 @@ class Settler:
                 logs.job_dead(type_, item.job_id, r.attempts, item.failure.error)
         for outcome, n in counts.items():
             self.metrics.outcome(type_, outcome, n)
+
+    async def _record(self, type_: str, entries: list[tuple[str, str]]) -> None:
+        """Entries whose settle may call webhooks go into their outbox first (no call
+        when no webhook can apply: the plain path)."""
+        notifier = self.notifier
+        if notifier is not None and notifier.active:
+            await retrying("webhook outbox", lambda: notifier.record(type_, entries),
+                           self.regroup)
 
     async def _release(self, type_: str, entries: list[ReleaseItem]) -> None:
         tk = self.keys[type_]

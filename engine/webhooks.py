@@ -18,11 +18,18 @@ one runs a worker for it: ``--types streamjobs.webhook``) POSTs the body with ht
 retried with backoff while the receiver fails (:data:`DEFAULT_POLICY`), dead-lettered when
 it keeps failing (``streamjobs dlq list streamjobs.webhook``; ``dlq retry`` sends again).
 
-Guarantee: at least once, not exactly once. The delivery job's id is derived from the
-job's final entry, so a replayed settle enqueues it once; but the ack and the delivery's
-enqueue are two calls (on a cluster they are on different slots): a worker that dies
-between them (one round trip) loses that webhook. Receivers dedupe on the
-``X-Streamjobs-Delivery`` header (one id per event of a job, stable across retries).
+Guarantee: at least once. The ack (in the job's slot) and the delivery's enqueue (in
+:data:`WEBHOOK_TYPE`'s slot) cannot be one script on a cluster, so the settler first
+writes the entries whose settle may notify into their type's outbox
+(``TypeKeys.webhook_outbox``, the job's slot), then acks or fails them; the notifier
+deletes a field once its deliveries are enqueued. A worker that dies in between leaves the
+field: any worker of the type takes it over after :data:`OUTBOX_AGE_S`, reading the job's
+record (completed by that entry, or dead: notify; still running on it: wait). The
+delivery's id is derived from the job's final entry, event and webhook, so a second
+enqueue of one event is refused as a duplicate while its delivery record lives.
+Receivers dedupe on ``X-Streamjobs-Delivery`` (stable across retries) all the same: a
+take-over after a delivery record expired, or of a retried attempt's field for a job that
+later died, can call twice.
 
 Signature: ``X-Streamjobs-Signature: sha256=<hex>``, the HMAC-SHA256 with the webhook's
 secret of ``<timestamp>.<body>``, where ``X-Streamjobs-Timestamp`` is the call's Unix
@@ -44,7 +51,7 @@ import orjson
 
 from streamjobs.about import version
 from streamjobs.codes import Code
-from streamjobs.contract import TYPE_NAME
+from streamjobs.contract import RUNNING_RECORDED_AS, TYPE_NAME, JobState, Rec
 from streamjobs.counts import known_types
 from streamjobs.errors import InvalidArgument, PermanentError
 from streamjobs.job import check_url, encode_fields
@@ -81,8 +88,10 @@ JOB_HOOK = "@job"
 REFRESH_S = 1.0
 #: :func:`verify` refuses a timestamp further than this from now (seconds).
 TOLERANCE_S = 300
-#: Notices a worker holds at most while the server is unreachable (oldest dropped).
-MAX_PENDING = 10_000
+#: A field of a type's webhook outbox this old (its worker died before sending its
+#: deliveries) is taken over by any worker of the type; how often they look.
+OUTBOX_AGE_S = 30.0
+SWEEP_S = 10.0
 #: The retry policy of delivery jobs: ~8 minutes of retries, then dead.
 DEFAULT_POLICY = Policy(max_attempts=8, immediate_retries=0, backoff_base=2.0,
                         backoff_cap=300.0, timeout=30.0)
@@ -209,17 +218,30 @@ def delivery_id(tag: str, entry_id: str, job_id: str, event: str, hook: str) -> 
 
 
 class Notifier:
-    """Turns a worker's settled jobs into delivery jobs, off the settler's path: the
-    settler calls :meth:`completed` / :meth:`failed` (no await), :meth:`run` enqueues."""
+    """Turns a worker's settled jobs into delivery jobs, off the runners' path.
+
+    Before an ack or fail call of entries that may notify, the settler awaits
+    :meth:`record`: each entry goes into its type's outbox (``TypeKeys.webhook_outbox``,
+    the job's own slot) *before* the transition. After the call, :meth:`completed` /
+    :meth:`failed` queue the deliveries (no await) and :meth:`run` enqueues them, then
+    deletes the outbox fields. A worker that died in between leaves its fields behind:
+    any worker of the type takes them over after :data:`OUTBOX_AGE_S` (:meth:`sweep`),
+    reading the job's record to see what became of it; the derived delivery ids make a
+    second enqueue of one event a no-op."""
 
     def __init__(self, redis: Redis, scripts: Scripts, prefix: str,
-                 tags: Sequence[str]) -> None:
+                 keys: Mapping[str, TypeKeys]) -> None:
         self.redis, self.scripts, self.prefix = redis, scripts, prefix
+        self.keys = {tag: tk for tag, tk in keys.items() if tk.type != WEBHOOK_TYPE}
         #: The type names whose webhooks are read (a partition's tag maps to its type).
-        self.types = sorted({split_tag(t)[0] for t in tags} - {WEBHOOK_TYPE})
+        self.types = sorted({tk.type for tk in self.keys.values()})
         self.hooks: dict[str, tuple[Webhook, ...]] = {}
         self._job_urls: dict[str, str] = {}
         self._pending: list[EnqueueItem] = []
+        #: Entries in an outbox whose settle this worker is seeing through.
+        self._in_outbox: set[tuple[str, str]] = set()
+        #: Outbox fields to delete once the pending deliveries are enqueued, per tag.
+        self._cleared: dict[str, list[str]] = {}
         self._target = TypeKeys(prefix, WEBHOOK_TYPE)
         self._ensured = False
 
@@ -229,32 +251,56 @@ class Notifier:
     @property
     def active(self) -> bool:
         """Anything to notify about (the settler's one check per call)."""
-        return bool(self.hooks) or bool(self._job_urls)
+        return bool(self.hooks) or bool(self._job_urls) or bool(self._in_outbox)
 
     def job_hook(self, entry_id: str, url: bytes) -> None:
         """The entry being settled carries a per-job ``webhook``."""
         self._job_urls[entry_id] = url.decode("utf-8", "replace")
 
+    async def record(self, tag: str, entries: Sequence[tuple[str, str]]) -> None:
+        """Before the settle call of these (entry id, job id): the outbox fields of those
+        that may notify (their type has webhooks, or they carry their own)."""
+        tk = self.keys.get(tag)
+        if tk is None:
+            return
+        typed = tk.type in self.hooks
+        now = int(time.time() * 1000)
+        mapping = {entry: orjson.dumps({"job": job, "url": self._job_urls.get(entry),
+                                        "at": now})
+                   for entry, job in entries if typed or entry in self._job_urls}
+        if mapping:
+            await self.redis.hset(tk.webhook_outbox, mapping=mapping)  # type: ignore[arg-type]
+            self._in_outbox.update((tag, entry) for entry in mapping)
+
+    def _settled(self, tag: str, entry_id: str) -> str | None:
+        """The entry's settle is known: its outbox field goes with the next flush."""
+        if (tag, entry_id) in self._in_outbox:
+            self._in_outbox.discard((tag, entry_id))
+            self._cleared.setdefault(tag, []).append(entry_id)
+        return self._job_urls.pop(entry_id, None)
+
     def completed(self, tag: str, items: Sequence[AckItem], codes: Sequence[Code | None]
                   ) -> None:
         for item, code in zip(items, codes, strict=True):
-            url = self._job_urls.pop(item.entry_id, None)
+            url = self._settled(tag, item.entry_id)
             # ALREADY: this very ack ran before (its reply lost): notify (at least once).
             if code is not Code.OK and code is not Code.ALREADY:
                 continue
             result = orjson.loads(item.result) if item.result else None
             body = {"result": result, "attempts": item.attempt}
             self._notice(tag, item.entry_id, item.job_id, HookEvent.COMPLETED, body, url)
+        self._wake.set()
 
     def failed(self, tag: str, items: Sequence[FailItem],
                results: Sequence[FailResult | None]) -> None:
         for item, r in zip(items, results, strict=True):
-            url = self._job_urls.pop(item.entry_id, None)
-            if r is None or r.state != "dead":
+            url = self._settled(tag, item.entry_id)
+            if r is None or r.state != JobState.DEAD:
                 continue
             body = {"error": item.failure.error, "reason": str(item.mode),
                     "attempts": r.attempts}
             self._notice(tag, item.entry_id, item.job_id, HookEvent.DEAD, body, url)
+        self._wake.set()
 
     def _notice(self, tag: str, entry_id: str, job_id: str, event: HookEvent,
                 body: dict[str, Any], job_url: str | None) -> None:
@@ -271,12 +317,6 @@ class Notifier:
             payload = {**target, "event": event_body}
             self._pending.append(EnqueueItem(encode_fields(payload, job_id=job_id_),
                                              job_id_))
-        if len(self._pending) > MAX_PENDING:
-            log.error("%d webhook deliveries could not be enqueued: dropping the oldest",
-                      len(self._pending) - MAX_PENDING)
-            del self._pending[: len(self._pending) - MAX_PENDING]
-        if targets:
-            self._wake.set()
 
     async def refresh(self) -> None:
         """Read the webhooks of this worker's types (one pipeline)."""
@@ -294,21 +334,72 @@ class Notifier:
         self.hooks = hooks
 
     async def flush(self) -> None:
-        """Enqueue the pending deliveries (a duplicate id: already enqueued)."""
-        while self._pending:
-            items, self._pending = self._pending[:500], self._pending[500:]
-            try:
+        """Enqueue the pending deliveries (a duplicate id: already enqueued), then delete
+        the outbox fields they came from."""
+        items, cleared = self._pending, self._cleared
+        self._pending, self._cleared = [], {}
+        try:
+            for i in range(0, len(items), 500):
                 if not self._ensured:
                     await ensure_types(self.redis, [self._target])
                     self._ensured = True
-                await self.scripts.enqueue(self._target, items)
-            except BaseException:
-                self._pending[:0] = items
-                raise
+                await self.scripts.enqueue(self._target, items[i : i + 500])
+            for tag, entries in cleared.items():
+                await self.redis.hdel(self.keys[tag].webhook_outbox, *entries)
+        except BaseException:
+            self._pending[:0] = items  # sent again: enqueued ones answer DUPLICATE
+            for tag, entries in cleared.items():
+                self._cleared.setdefault(tag, [])[:0] = entries
+            raise
+
+    async def sweep(self) -> int:
+        """Take over the outbox fields left by a worker that died between a settle and
+        its deliveries' enqueue (older than :data:`OUTBOX_AGE_S`); how many were."""
+        now, taken = time.time() * 1000, 0
+        for tag, tk in self.keys.items():
+            for raw_entry, raw in (await self.redis.hgetall(tk.webhook_outbox)).items():
+                entry = raw_entry.decode() if isinstance(raw_entry, bytes) else raw_entry
+                if (tag, entry) in self._in_outbox:
+                    continue
+                try:
+                    left = orjson.loads(raw)
+                    at, job, url = int(left["at"]), str(left["job"]), left.get("url")
+                except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+                    self._cleared.setdefault(tag, []).append(entry)
+                    continue
+                if now - at >= OUTBOX_AGE_S * 1000:
+                    taken += await self._take_over(tag, tk, entry, job, url)
+        if taken:
+            log.warning("%d webhook notices left by a worker that stopped before sending "
+                        "them were taken over", taken)
+        return taken
+
+    async def _take_over(self, tag: str, tk: TypeKeys, entry: str, job: str,
+                         url: str | None) -> int:
+        """What became of the job of a left outbox field: completed by that entry, or
+        dead, notifies; still running on that entry waits (its settle writes the field
+        again); anything else clears it."""
+        state, rec_entry, result, attempts, error, reason = (
+            v.decode("utf-8", "replace") if isinstance(v, bytes) else v
+            for v in await self.redis.hmget(tk.job(job), Rec.STATE, Rec.ENTRY, Rec.RESULT,
+                                            Rec.ATTEMPTS, Rec.ERROR, Rec.REASON))
+        if state == RUNNING_RECORDED_AS and rec_entry == entry:
+            return 0
+        self._cleared.setdefault(tag, []).append(entry)
+        count = int(attempts) if attempts and attempts.isdigit() else 0
+        if state == JobState.COMPLETED and rec_entry == entry:
+            body = {"result": orjson.loads(result) if result else None, "attempts": count}
+            self._notice(tag, entry, job, HookEvent.COMPLETED, body, url)
+        elif state == JobState.DEAD:
+            body = {"error": error or "", "reason": reason or "", "attempts": count}
+            self._notice(tag, entry, job, HookEvent.DEAD, body, url)
+        else:
+            return 0
+        return 1
 
     async def run(self) -> None:
         backoff = Backoff()
-        refreshed = -REFRESH_S
+        refreshed = swept = time.monotonic() - REFRESH_S
         while True:
             with anyio.move_on_after(REFRESH_S):
                 await self._wake.wait()
@@ -317,6 +408,9 @@ class Notifier:
                 if time.monotonic() - refreshed >= REFRESH_S:
                     await self.refresh()
                     refreshed = time.monotonic()
+                if time.monotonic() - swept >= SWEEP_S:
+                    swept = time.monotonic()
+                    await self.sweep()
                 with anyio.CancelScope(shield=True):
                     await self.flush()
                 backoff.reset()

@@ -185,8 +185,7 @@ class Worker:
             self.scripts, self.keys, {t: h.policy for t, h in self.handlers.items()},
             self.name, self.settings.result_ttl * 1000, self.metrics, self._regroup,
         )
-        self.notifier = Notifier(self.redis, self.scripts, self.settings.prefix,
-                                 list(self.keys))
+        self.notifier = Notifier(self.redis, self.scripts, self.settings.prefix, self.keys)
         self.settler.notifier = self.notifier
         self._tracing = Tracing() if self.settings.tracing else None
         self._pruned_at = -PRUNE_EVERY_S

@@ -126,6 +126,8 @@ async def test_type_webhook_is_called_once_signed(settings: Settings, type_name:
             assert not verify("s3cret", call.headers, call.body + b" ")
             delivery = call.headers[DELIVERY_HEADER.lower()]
             await wait_state(p, WEBHOOK_TYPE, delivery, JobState.COMPLETED)
+            # The outbox field written before the ack is gone once the delivery is in.
+            assert await p.redis.hlen(p.keys(type_name).webhook_outbox) == 0
         assert w.metrics.webhooks.labels("ok")._value.get() == 1
 
 
@@ -367,3 +369,79 @@ async def test_a_dedicated_delivery_worker_process(settings: Settings, type_name
     call = receiver.calls[0]
     assert call.json["result"] == {"echo": 5}
     assert verify("proc-secret", call.headers, call.body)
+
+
+async def test_a_worker_dead_before_enqueueing_a_delivery_leaves_it_to_another(
+        settings: Settings, type_name: str, receiver: Receiver,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The ack landed, the delivery was never enqueued (the worker died in between): the
+    outbox field written before the ack lets another worker send it, once."""
+    from streamjobs import webhooks
+
+    monkeypatch.setattr(webhooks, "OUTBOX_AGE_S", 0.3)
+    monkeypatch.setattr(webhooks, "SWEEP_S", 0.1)
+    dying = worker(settings, registry_of(type_name))
+
+    async def lost() -> None:  # its deliveries never reach the server
+        pass
+
+    monkeypatch.setattr(dying.notifier, "flush", lost)
+    async with Producer(settings.redis_url or "", settings=settings) as p:
+        await p.set_webhook(type_name, receiver.url, secret="k")
+        outbox = p.keys(type_name).webhook_outbox
+        async with running(dying):
+            job_id = await p.enqueue(type_name, {"n": 3})
+            await wait_state(p, type_name, job_id, JobState.COMPLETED)
+            await anyio.sleep(0.3)
+        assert receiver.calls == [] and await p.redis.hlen(outbox) == 1
+        async with running(worker(settings, registry_of(type_name))):
+            await wait_for(lambda: len(receiver.calls) == 1)
+
+
+            async def emptied() -> bool:
+                return await p.redis.hlen(outbox) == 0
+
+            await wait_for(emptied)
+            await anyio.sleep(0.5)  # later sweeps find nothing more
+        assert len(receiver.calls) == 1
+        call = receiver.calls[0]
+        assert call.json["id"] == job_id and call.json["result"] == {"echo": {"n": 3}}
+        assert verify("k", call.headers, call.body)
+
+
+async def test_the_sweep_reads_what_became_of_each_left_job(
+        settings: Settings, type_name: str, receiver: Receiver) -> None:
+    from streamjobs.contract import Rec
+    from streamjobs.keys import TypeKeys
+    from streamjobs.scripts import Scripts
+    from streamjobs.webhooks import Notifier
+
+    async with Producer(settings.redis_url or "", settings=settings) as p:
+        r = p.redis
+        await p.set_webhook(type_name, receiver.url, events=["dead"])
+        tk = TypeKeys(settings.prefix, type_name)
+        n = Notifier(r, Scripts(r), settings.prefix, {type_name: tk})
+        n.open()
+        await n.refresh()
+        old = orjson.dumps({"job": "x", "url": None, "at": 0})
+        await r.hset(tk.job("dead-1"), mapping={Rec.STATE: "dead", Rec.ENTRY: "",
+                                                 Rec.ERROR: "E: boom", Rec.REASON: "permanent",
+                                                 Rec.ATTEMPTS: "2"})
+        await r.hset(tk.job("run-1"), mapping={Rec.STATE: "waiting", Rec.ENTRY: "2-0"})
+        await r.hset(tk.job("done-1"), mapping={Rec.STATE: "completed", Rec.ENTRY: "9-0"})
+        await r.hset(tk.webhook_outbox, mapping={
+            "1-0": old.replace(b'"x"', b'"dead-1"'),
+            "2-0": old.replace(b'"x"', b'"run-1"'),  # still running on that entry: waits
+            "3-0": old.replace(b'"x"', b'"done-1"'),  # completed by another entry: cleared
+            "4-0": old.replace(b'"x"', b'"gone"'),    # no record: cleared
+            "5-0": b"not json",
+            "6-0": orjson.dumps({"job": "young", "url": None, "at": 2 * 10**13}),  # too new
+        })
+        assert await n.sweep() == 1
+        await n.flush()
+        assert sorted(await r.hkeys(tk.webhook_outbox)) == [b"2-0", b"6-0"]
+        async with running(worker(settings, Registry(), types=[WEBHOOK_TYPE])):
+            await wait_for(lambda: len(receiver.calls) == 1)
+        body = receiver.calls[0].json
+        assert (body["event"], body["id"], body["error"], body["reason"], body["attempts"]) == (
+            "dead", "dead-1", "E: boom", "permanent", 2)

@@ -22,7 +22,7 @@ from streamjobs.webhooks import (
     sign,
     verify,
 )
-from tests.helpers import running, wait_for, wait_state
+from tests.helpers import running, wait_equal, wait_for, wait_state
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -127,7 +127,7 @@ async def test_type_webhook_is_called_once_signed(settings: Settings, type_name:
             delivery = call.headers[DELIVERY_HEADER.lower()]
             await wait_state(p, WEBHOOK_TYPE, delivery, JobState.COMPLETED)
             # The outbox field written before the ack is gone once the delivery is in.
-            assert await p.redis.hlen(p.keys(type_name).webhook_outbox) == 0
+            await wait_equal(lambda: p.redis.hlen(p.keys(type_name).webhook_outbox), 0)
         assert w.metrics.webhooks.labels("ok")._value.get() == 1
 
 
@@ -445,3 +445,48 @@ async def test_the_sweep_reads_what_became_of_each_left_job(
         body = receiver.calls[0].json
         assert (body["event"], body["id"], body["error"], body["reason"], body["attempts"]) == (
             "dead", "dead-1", "E: boom", "permanent", 2)
+
+
+@pytest.mark.slow
+@pytest.mark.xdist_group("topologies")  # the session's cluster belongs to that group
+async def test_webhooks_on_a_cluster_cross_slots(cluster: str, receiver: Receiver) -> None:
+    """The job's type and streamjobs.webhook on different primaries: the outbox and the
+    ack in the job's slot, the delivery in its own; one worker each (a cluster worker
+    reads one slot)."""
+    from contextlib import AsyncExitStack
+
+    from redis.cluster import key_slot
+
+    from streamjobs.connection import client_from_url
+
+    def slot(tag: str) -> int:
+        return key_slot(f"x:{{{tag}}}:stream".encode())
+
+    type_name = next(t for t in (f"c{uuid.uuid4().hex[:10]}" for _ in range(1000))
+                     if slot(t) // 5462 != slot(WEBHOOK_TYPE) // 5462)
+    settings = Settings(redis_url=cluster, prefix=f"wh{uuid.uuid4().hex[:8]}")
+
+    async def work(job: Job) -> Any:
+        if job.payload == "die":
+            raise PermanentError("gone")
+        return job.payload
+
+    reg = registry_of(type_name, work)
+    cr = client_from_url(cluster)
+    try:
+        async with Producer(cr, settings=settings) as p, AsyncExitStack() as stack:
+            await p.set_webhook(type_name, receiver.url, secret="k")
+            for types in ([type_name], [WEBHOOK_TYPE]):
+                await stack.enter_async_context(running(Worker(
+                    cr, reg, types=types, settings=settings, block_ms=100,
+                    webhook_policy=QUICK)))
+            ok = await p.enqueue(type_name, "fine")
+            dead = await p.enqueue(type_name, "die", webhook=receiver.url)
+            await wait_for(lambda: len(receiver.calls) == 3, timeout=20)
+            got = sorted((c.json["id"], c.json["event"], c.headers.get(
+                "x-streamjobs-signature", "")[:7]) for c in receiver.calls)
+            assert got == sorted([(ok, "completed", "sha256="), (dead, "dead", "sha256="),
+                                  (dead, "dead", "")])  # the type's (signed), the job's
+            await wait_equal(lambda: cr.hlen(p.keys(type_name).webhook_outbox), 0)
+    finally:
+        await cr.aclose()

@@ -279,12 +279,15 @@ class Notifier:
             self._cleared.setdefault(tag, []).append(entry_id)
         return self._job_urls.pop(entry_id, None)
 
+    def _wanted(self, tag: str, url: str | None) -> bool:
+        return url is not None or split_tag(tag)[0] in self.hooks
+
     def completed(self, tag: str, items: Sequence[AckItem], codes: Sequence[Code | None]
                   ) -> None:
         for item, code in zip(items, codes, strict=True):
             url = self._settled(tag, item.entry_id)
             # ALREADY: this very ack ran before (its reply lost): notify (at least once).
-            if code is not Code.OK and code is not Code.ALREADY:
+            if (code is not Code.OK and code is not Code.ALREADY) or not self._wanted(tag, url):
                 continue
             result = orjson.loads(item.result) if item.result else None
             body = {"result": result, "attempts": item.attempt}
@@ -295,7 +298,7 @@ class Notifier:
                results: Sequence[FailResult | None]) -> None:
         for item, r in zip(items, results, strict=True):
             url = self._settled(tag, item.entry_id)
-            if r is None or r.state != JobState.DEAD:
+            if r is None or r.state != JobState.DEAD or not self._wanted(tag, url):
                 continue
             body = {"error": item.failure.error, "reason": str(item.mode),
                     "attempts": r.attempts}

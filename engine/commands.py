@@ -24,7 +24,7 @@ from streamjobs.keys import TypeKeys, check_type_name
 from streamjobs.listing import Page, list_jobs
 from streamjobs.logs import LogConfig, redact
 from streamjobs.producer import Cancelled, CancelOutcome, Enqueued, Producer
-from streamjobs.streams import partitions_of, publish_partitions
+from streamjobs.streams import keep_types_indexed, partitions_of, publish_partitions
 
 if TYPE_CHECKING:
     import argparse
@@ -155,6 +155,7 @@ def cmd_stats(args: argparse.Namespace) -> int:
     async def go() -> list[Any]:
         r = client_from_url(url)
         try:
+            await keep_types_indexed(r, settings.prefix, 0)  # plain-XADD types too
             types = await known_types(r, settings.prefix)
             return await types_stats(r, [TypeKeys(settings.prefix, t) for t in types])
         finally:

@@ -14,6 +14,8 @@ import logging
 import re
 from typing import TYPE_CHECKING
 
+import anyio
+from anyio import TASK_STATUS_IGNORED
 from redis.crc import key_slot
 from redis.exceptions import OutOfMemoryError, RedisError, ResponseError
 
@@ -35,6 +37,7 @@ from streamjobs.keys import (
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
+    from anyio.abc import TaskStatus
     from redis.asyncio import Redis
 
 
@@ -112,6 +115,31 @@ async def rescan_types(redis: Redis, prefix: str) -> list[str]:
     if found:
         await redis.sadd(types_key(prefix), *found)
     return sorted(found)
+
+
+#: The first scan of an API's start waits at most this long (the rest runs on).
+FIRST_SCAN_S = 5.0
+
+
+async def keep_types_indexed(redis: Redis, prefix: str, every_s: float,
+                             task_status: TaskStatus[None] = TASK_STATUS_IGNORED) -> None:
+    """Find the types written only by plain XADD (no producer or worker of ours ever
+    registered them): one scan at once (``task_status`` reports after it, or after
+    FIRST_SCAN_S), then one every ``every_s`` seconds (0: none). A failed scan is logged
+    and tried again next time."""
+    started = False
+    while True:
+        with anyio.move_on_after(None if started else FIRST_SCAN_S):
+            try:
+                await rescan_types(redis, prefix)
+            except (RedisError, OSError) as e:
+                log.warning("scanning for job types failed (retried in %gs): %s", every_s, e)
+        if not started:
+            started = True
+            task_status.started()
+        if every_s <= 0:
+            return
+        await anyio.sleep(every_s)
 
 
 async def partitions_of(redis: Redis, tk: TypeKeys) -> int:

@@ -490,3 +490,39 @@ async def test_webhooks_on_a_cluster_cross_slots(cluster: str, receiver: Receive
             await wait_equal(lambda: cr.hlen(p.keys(type_name).webhook_outbox), 0)
     finally:
         await cr.aclose()
+
+
+async def test_refusals_unreachable_receivers_and_removed_webhooks(
+        settings: Settings, type_name: str, receiver: Receiver) -> None:
+    import socket
+
+    from streamjobs.job import Job as JobCls
+    from streamjobs.metrics import WorkerMetrics
+    from streamjobs.webhooks import Deliverer
+
+    receiver.statuses = [410]  # Gone: the receiver refuses, no retry
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        closed = f"http://127.0.0.1:{s.getsockname()[1]}/x"  # nothing listens there
+    async with Producer(settings.redis_url or "", settings=settings) as p:
+        await p.set_webhook(type_name, receiver.url)
+        w = worker(settings, registry_of(type_name))
+        async with running(w):
+            await p.enqueue(type_name, 1, webhook=closed)
+            await wait_for(lambda: len(receiver.calls) == 1)
+            dead = receiver.calls[0].headers[DELIVERY_HEADER.lower()]
+            await wait_state(p, WEBHOOK_TYPE, dead, JobState.DEAD)
+            st = await p.status(WEBHOOK_TYPE, dead)
+            assert st is not None and st.attempts == 1 and "410" in (st.error or "")
+            failed = w.metrics.webhooks.labels("failed")._value
+            await wait_for(lambda: failed.get() == 1 + QUICK.max_attempts)  # 410 once,
+            # the closed port every attempt
+        assert len(receiver.calls) == 1
+        d = Deliverer(p.redis, settings.prefix, "", 1.0, WorkerMetrics())
+        gone = {"type": type_name, "hook": "nope", "event": {"event": "completed"}}
+        assert await d(JobCls(WEBHOOK_TYPE, "x", gone)) == {"dropped": "webhook removed"}
+        with pytest.raises(PermanentError, match="no event"):
+            await d(JobCls(WEBHOOK_TYPE, "x", {"type": type_name}))
+        await d.aclose()
+    with pytest.raises(ConfigError, match="webhook_timeout"):
+        Settings(webhook_timeout=0)

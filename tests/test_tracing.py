@@ -170,3 +170,18 @@ def test_tracing_example_runs(redis_url: str) -> None:
         r.delete(*(r.keys("sj:{render_pdf}:*") or ["-"]))
         r.srem("sj:types", "render_pdf")
         r.close()
+
+
+def test_a_sync_producer_enqueues_under_the_callers_span(
+        redis_url: str, type_name: str, spans: InMemorySpanExporter) -> None:
+    from streamjobs import SyncProducer
+
+    with SyncProducer(redis_url, settings=Settings(redis_url=redis_url, tracing=True)) as p:
+        with trace.get_tracer("app").start_as_current_span("request") as request:
+            job_id = p.enqueue(type_name, 1)
+        st = p.status(type_name, job_id)
+    (enqueue,) = _of(spans, type_name)
+    assert enqueue.parent is not None
+    assert enqueue.parent.span_id == request.get_span_context().span_id
+    assert st is not None and st.headers[TRACEPARENT].split("-")[2] == (
+        f"{enqueue.context.span_id:016x}")

@@ -53,7 +53,7 @@ from streamjobs.about import version
 from streamjobs.codes import Code
 from streamjobs.contract import RUNNING_RECORDED_AS, TYPE_NAME, JobState, Rec
 from streamjobs.counts import known_types
-from streamjobs.errors import InvalidArgument, PermanentError
+from streamjobs.errors import InvalidArgument, PermanentError, RetryAfter
 from streamjobs.job import check_url, encode_fields
 from streamjobs.keys import TypeKeys, check_type_name, split_tag
 from streamjobs.reconnect import SERVER_ERRORS, Backoff
@@ -92,6 +92,8 @@ TOLERANCE_S = 300
 #: deliveries) is taken over by any worker of the type; how often they look.
 OUTBOX_AGE_S = 30.0
 SWEEP_S = 10.0
+#: Longest ``Retry-After`` of a receiver that is honoured (seconds).
+MAX_RETRY_AFTER_S = 3600
 #: The retry policy of delivery jobs: ~8 minutes of retries, then dead.
 DEFAULT_POLICY = Policy(max_attempts=8, immediate_retries=0, backoff_base=2.0,
                         backoff_cap=300.0, timeout=30.0)
@@ -475,6 +477,9 @@ class Deliverer:
         text = f"webhook {url} answered {resp.status_code}"
         if 400 <= resp.status_code < 500 and resp.status_code not in (408, 409, 425, 429):
             raise PermanentError(text)  # the receiver refuses it: retrying will not help
+        wait = resp.headers.get("retry-after", "")
+        if wait.isdigit():  # 429 or 503 with a delay in seconds: its own, capped
+            raise RetryAfter(min(int(wait), MAX_RETRY_AFTER_S), f"{text}, retry after {wait}s")
         raise RuntimeError(text)
 
     async def aclose(self) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -55,6 +56,9 @@ class Receiver:
     calls: list[Call] = field(default_factory=list)
     hold: asyncio.Event | None = None
     url: str = ""
+    #: Call number (1-based) -> the Retry-After header of its answer.
+    retry_after: dict[int, str] = field(default_factory=dict)
+    times: list[float] = field(default_factory=list)
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
@@ -64,11 +68,14 @@ class Receiver:
                        for k, _, v in (line.partition(":") for line in lines if line)}
             body = await reader.readexactly(int(headers.get("content-length", "0")))
             self.calls.append(Call(headers, body))
+            self.times.append(time.monotonic())
             if self.hold is not None:
                 await self.hold.wait()
             status = self.statuses[min(len(self.calls), len(self.statuses)) - 1]
-            writer.write(f"HTTP/1.1 {status} X\r\ncontent-length: 0\r\nconnection: close"
-                         "\r\n\r\n".encode())
+            wait = self.retry_after.get(len(self.calls))
+            extra = f"retry-after: {wait}\r\n" if wait else ""
+            writer.write(f"HTTP/1.1 {status} X\r\ncontent-length: 0\r\n{extra}"
+                         "connection: close\r\n\r\n".encode())
             await writer.drain()
         finally:
             writer.close()
@@ -133,13 +140,16 @@ async def test_type_webhook_is_called_once_signed(settings: Settings, type_name:
 
 async def test_a_failing_receiver_is_retried_then_succeeds(
         settings: Settings, type_name: str, receiver: Receiver) -> None:
-    receiver.statuses = [500, 503, 200]
+    receiver.statuses = [500, 429, 200]
+    receiver.retry_after = {2: "1"}  # the 429 asks for a second: waited
     w = worker(settings, registry_of(type_name))
     async with Producer(settings.redis_url or "", settings=settings) as p:
         await p.set_webhook(type_name, receiver.url, secret="k")
         async with running(w):
             await p.enqueue(type_name, 1)
             await wait_for(lambda: len(receiver.calls) == 3)
+            assert receiver.times[2] - receiver.times[1] >= 0.9
+            assert receiver.times[1] - receiver.times[0] < 0.9  # the policy's backoff
             ids = {c.headers[DELIVERY_HEADER.lower()] for c in receiver.calls}
             assert len(ids) == 1  # one delivery, called three times
             await wait_state(p, WEBHOOK_TYPE, ids.pop(), JobState.COMPLETED)

@@ -438,7 +438,10 @@ class Deliverer:
     async def _target(self, p: Mapping[str, Any]) -> tuple[str, str] | None:
         """(url, secret) of the delivery; None when its webhook was removed since."""
         if p.get("hook") == JOB_HOOK:
-            return str(p["url"]), self.secret
+            try:  # a plain XADD's field: not checked by any producer
+                return check_url(str(p.get("url"))), self.secret
+            except InvalidArgument as e:
+                raise PermanentError(str(e)) from None
         raw = await self.redis.hget(TypeKeys(self.prefix, str(p["type"])).webhooks,
                                     str(p["hook"]))
         hook = Webhook.from_json(str(p["type"]), str(p["hook"]), raw) if raw else None

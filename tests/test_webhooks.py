@@ -531,6 +531,9 @@ async def test_refusals_unreachable_receivers_and_removed_webhooks(
         d = Deliverer(p.redis, settings.prefix, "", 1.0, WorkerMetrics())
         gone = {"type": type_name, "hook": "nope", "event": {"event": "completed"}}
         assert await d(JobCls(WEBHOOK_TYPE, "x", gone)) == {"dropped": "webhook removed"}
+        bad = {"type": type_name, "hook": "@job", "url": "ftp://x", "event": {}}
+        with pytest.raises(PermanentError, match="invalid webhook URL"):
+            await d(JobCls(WEBHOOK_TYPE, "x", bad))
         with pytest.raises(PermanentError, match="no event"):
             await d(JobCls(WEBHOOK_TYPE, "x", {"type": type_name}))
         await d.aclose()

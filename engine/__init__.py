@@ -4,7 +4,7 @@ The public API is ``__all__``; every other module is internal and may change.
 """
 
 from streamjobs.config import Settings
-from streamjobs.contract import JobState
+from streamjobs.contract import Event, JobState
 from streamjobs.counts import TypeStats
 from streamjobs.dead import DeadJob, DeadLetters
 from streamjobs.errors import (
@@ -13,16 +13,20 @@ from streamjobs.errors import (
     DuplicateJob,
     InvalidArgument,
     InvalidTypeName,
+    JobCancelled,
+    JobFailed,
     JobNotFound,
     NotOwner,
     PayloadTooLarge,
     PermanentError,
+    ResultTimeout,
     RetryAfter,
     ServerError,
     StreamJobsError,
     TransitionError,
     WrongState,
 )
+from streamjobs.events import Events, JobEvent
 from streamjobs.job import Job
 from streamjobs.producer import JobSpec, Producer, SyncProducer
 from streamjobs.registry import Registry, handler
@@ -31,6 +35,12 @@ from streamjobs.status import JobStatus
 from streamjobs.worker import Worker
 
 __all__ = [
+    "ResultTimeout",
+    "JobFailed",
+    "JobCancelled",
+    "JobEvent",
+    "Events",
+    "Event",
     "ConfigError",
     "DeadJob",
     "DeadLetters",

@@ -92,6 +92,8 @@ TRANSITIONS: dict[str, tuple[Move, ...]] = {
     "dead_purge": (_m(JobState.DEAD, GONE),),
     "touch": (),
     "prune_consumers": (),
+    #: Writes the ``started`` events of a fetched batch (delivery itself is FETCH).
+    "started": (),
 }
 
 
@@ -244,6 +246,50 @@ class Heartbeat(_Name):
     STARTED_AT = "started_at"
     LAST_HEARTBEAT = "last_heartbeat"
 
+
+# ---- events ------------------------------------------------------------------------------
+
+
+class Event(StrEnum):
+    """The ``event`` field of an events-stream entry (``<prefix>:{type}:events``): written
+    by the script that makes the transition (``lua/includes/emit.lua``)."""
+
+    ENQUEUED = "enqueued"
+    #: Delivered to a worker: written by ``started.lua``, which the worker calls once per
+    #: fetched batch before any of its entries runs.
+    STARTED = "started"
+    COMPLETED = "completed"
+    #: An attempt failed (carries ``error``); ``retrying`` or ``dead`` follows.
+    FAILED = "failed"
+    RETRYING = "retrying"
+    DEAD = "dead"
+    CANCELLED = "cancelled"
+
+
+#: The events that end a job: a waiter for its result stops at one of them.
+FINAL_EVENTS = frozenset({Event.COMPLETED, Event.DEAD, Event.CANCELLED})
+
+
+class EventField(_Name):
+    """Fields of an events-stream entry."""
+
+    EVENT = "event"
+    ID = "id"
+    #: The attempt's number (1-based); 0 for a job that has not run.
+    ATTEMPT = "attempt"
+    #: Server time of the transition, ms since the epoch.
+    AT = "at"
+    #: ``failed``/``dead``: the error; ``dead``: also ``reason``.
+    ERROR = "error"
+    REASON = "reason"
+    #: ``retrying``: when the next attempt is due (ms); ``started``: the consumer.
+    DUE_AT = "due_at"
+    CONSUMER = "consumer"
+
+
+#: Approximate cap of a type's events stream (``XADD MAXLEN ~``): the Lua side is
+#: ``lua/includes/events_maxlen.lua``.
+EVENTS_MAXLEN = 10_000
 
 # ---- patterns and rules ------------------------------------------------------------------
 

@@ -61,6 +61,12 @@ class TypeKeys:
         return self.base + "done"
 
     @property
+    def events(self) -> str:
+        """Stream of the type's transitions (``contract.Event``), capped near
+        ``contract.EVENTS_MAXLEN``."""
+        return self.base + "events"
+
+    @property
     def job_prefix(self) -> str:
         return self.base + "job:"
 

@@ -17,6 +17,7 @@ from streamjobs.errors import DuplicateJob, InvalidArgument, NotDurable, raise_f
 from streamjobs.failover import until_deadline
 from streamjobs.job import check_job_id, dumps, encode_fields, new_job_ids, new_token
 from streamjobs.keys import GROUP, TypeKeys
+from streamjobs.results import await_result
 from streamjobs.scripts import EnqueueItem, EnqueueResult, Scripts, parse_enqueue
 from streamjobs.status import JobStatus, find_entry, job_status
 from streamjobs.streams import ensure_types
@@ -252,6 +253,12 @@ class Producer:
         """The job's state and record, or None when unknown (or expired)."""
         return await job_status(self.redis, self.keys(type_), job_id)
 
+    async def result(self, type_: str, job_id: str,
+                     timeout: float = 30.0) -> Any:  # noqa: ASYNC109 - the wait's limit
+        """The job's result once it completes (a blocking read on the type's events, no
+        polling). Raises JobFailed for a dead job, JobCancelled, ResultTimeout."""
+        return await await_result(self.redis, self.keys(type_), job_id, timeout)
+
     async def cancel(self, type_: str, job_id: str) -> str:
         """Cancel a waiting or delayed job; returns the state it had."""
         tk, ttl = self.keys(type_), self.settings.result_ttl * 1000
@@ -299,6 +306,9 @@ class SyncProducer:
 
     def status(self, type_: str, job_id: str) -> JobStatus | None:
         return self._portal.call(self._producer.status, type_, job_id)
+
+    def result(self, type_: str, job_id: str, timeout: float = 30.0) -> Any:
+        return self._portal.call(self._producer.result, type_, job_id, timeout)
 
     def close(self) -> None:
         self._portal.call(self._producer.aclose)

@@ -115,19 +115,19 @@ _EACH_CODE = Reply(each=("code",))
 
 SPECS: dict[str, Spec] = {
     "enqueue": Spec(
-        keys=("stream", "delayed", "stats", "job_prefix"),
+        keys=("stream", "delayed", "stats", "job_prefix", "events"),
         tail=("job_id", "token", "delay_ms", "run_at_ms", *FLAT_FIELDS),
         reply=Reply(each=("code", "job_id", "state")),
         codes=(Code.OK, Code.DUPLICATE),
     ),
     "ack": Spec(
-        keys=("stream", "stats", "done", "job_prefix"),
+        keys=("stream", "stats", "done", "job_prefix", "events"),
         argv=("group", "consumer", "result_ttl_ms"),
         tail=("entry_id", "job_id", "result", "attempt", "max_attempts"),
         reply=_EACH_CODE, codes=(Code.OK, Code.NOT_OWNER, Code.WRONG_STATE, Code.ALREADY),
     ),
     "fail": Spec(
-        keys=("stream", "delayed", "dead", "stats", "job_prefix"),
+        keys=("stream", "delayed", "dead", "stats", "job_prefix", "events"),
         argv=("group", "consumer", "max_attempts", "immediate_retries", "backoff_base_ms",
               "backoff_cap_ms", "jitter"),
         tail=("entry_id", "job_id", "error", "traceback", "mode", "retry_after_ms", "rand"),
@@ -139,7 +139,7 @@ SPECS: dict[str, Spec] = {
         reply=Reply(("code", "moved", "next_due_in_ms", "orphans")),
     ),
     "reclaim": Spec(
-        keys=("stream", "dead", "stats", "job_prefix"),
+        keys=("stream", "dead", "stats", "job_prefix", "events"),
         argv=("group", "consumer", "min_idle_ms", "count", "max_deliveries"),
         reply=Reply(("code", "dead_count"), ("entry_id", "fields", "deliveries")),
     ),
@@ -163,8 +163,9 @@ SPECS: dict[str, Spec] = {
     "prune_consumers": Spec(
         keys=("stream",), argv=("group", "min_idle_ms"), reply=Reply(("code", "pruned")),
     ),
+    "started": Spec(keys=("events",), argv=("consumer",), tail=("job_id", "attempt")),
     "cancel": Spec(
-        keys=("stream", "delayed", "stats", "job_prefix"),
+        keys=("stream", "delayed", "stats", "job_prefix", "events"),
         argv=("group", "job_id", "result_ttl_ms", "entry_id"),
         reply=Reply(("code", "previous_state")),
         codes=(Code.OK, Code.NOT_FOUND, Code.WRONG_STATE),
@@ -256,6 +257,12 @@ class AckItem(NamedTuple):
     #: record shows how many attempts the job took.
     attempt: int = 1
     max_attempts: int = 0
+
+
+class StartedItem(NamedTuple):
+    job_id: str
+    #: The attempt's number, 1-based.
+    attempt: int
 
 
 class ReleaseItem(NamedTuple):
@@ -387,6 +394,10 @@ class Scripts:
         """Delete consumers holding no entries and idle at least ``min_idle_ms``."""
         head, _ = await self._call("prune_consumers", tk, group=group, min_idle_ms=min_idle_ms)
         return int(head["pruned"])
+
+    async def started(self, tk: TypeKeys, consumer: str, jobs: Sequence[StartedItem]) -> None:
+        """Write the ``started`` events of a fetched batch."""
+        await self._call("started", tk, jobs, consumer=consumer)
 
     async def cancel(
         self, tk: TypeKeys, group: str, job_id: str, result_ttl_ms: int, entry_id: str = ""

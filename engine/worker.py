@@ -37,6 +37,7 @@ from streamjobs.errors import (
     DecodeError,
     InvalidArgument,
 )
+from streamjobs.events import attempt_of
 from streamjobs.isolation import Processes, Threads
 from streamjobs.job import Job
 from streamjobs.keys import GROUP, TypeKeys, worker_key, workers_key
@@ -44,7 +45,7 @@ from streamjobs.metrics import WorkerMetrics
 from streamjobs.outcomes import Result, error_outcome, ok
 from streamjobs.reconnect import NETWORK_ERRORS, SERVER_ERRORS, Backoff, lost_group
 from streamjobs.registry import Handler, Registry, default_registry
-from streamjobs.scripts import FailArgs, ReleaseItem, Scripts
+from streamjobs.scripts import FailArgs, ReleaseItem, Scripts, StartedItem
 from streamjobs.settle import Settler
 from streamjobs.streams import check_one_slot, ensure_types
 
@@ -299,7 +300,9 @@ class Worker:
         for stream, entries in replies.stream_reads(resp):
             type_ = self._type_of_stream(stream)
             fetched = [Delivery(type_, e.decode(), fields) for e, fields in entries]
-            for d in await self._drop_duplicates(type_, fetched):
+            runnable = await self._drop_duplicates(type_, fetched)
+            await self._started(type_, runnable)
+            for d in runnable:
                 self._outstanding[d.entry_id] = d
                 await send.send(d)
 
@@ -333,6 +336,17 @@ class Worker:
                                    mode=Failure.DUPLICATE_ID)
                 self.settler.failed(type_, d.entry_id, d.job_id, failure, idle=True)
         return [d for d in fetched if d.entry_id not in duplicate]
+
+    async def _started(self, type_: str, fetched: list[Delivery]) -> None:
+        """The batch's ``started`` events, one script call before any of it runs (so they
+        precede its progress and settle events). A failure costs the events, not the jobs."""
+        if not fetched:
+            return
+        try:
+            items = [StartedItem(d.job_id, attempt_of(d.fields)) for d in fetched]
+            await self.scripts.started(self.keys[type_], self.name, items)
+        except SERVER_ERRORS as e:
+            log.warning("started events of %s not written: %s", type_, e)
 
     def _type_of_stream(self, stream: bytes) -> str:
         # sj:{TYPE}:stream

@@ -3,6 +3,7 @@
 -- KEYS[2] stats
 -- KEYS[3] done
 -- KEYS[4] job_prefix
+-- KEYS[5] events
 -- ARGV[1] group
 -- ARGV[2] consumer
 -- ARGV[3] result_ttl_ms
@@ -19,7 +20,8 @@
 --@include states
 --@include now_ms
 --@include held_entries
-local stream, stats, done, job_prefix = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+--@include emit
+local stream, stats, done, job_prefix, events = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local group, consumer, ttl = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local now = now_ms()
 
@@ -51,6 +53,7 @@ for _, i in ipairs(accepted) do
   local attempt, max_attempts = ARGV[i + 3], ARGV[i + 4]
   local key = job_prefix .. id
   entries[#entries + 1] = entry
+  emit(events, 'completed', id, attempt, now)
   if ttl > 0 then
     if fresh[i] then  -- a plain XADD's first transition: its record starts here
       redis.call('HSET', key, 'enqueued_at', string.match(entry, '^(%d+)'))

@@ -4,6 +4,7 @@
 -- KEYS[2] delayed
 -- KEYS[3] stats
 -- KEYS[4] job_prefix
+-- KEYS[5] events
 -- ARGV[1] group
 -- ARGV[2] job_id
 -- ARGV[3] result_ttl_ms
@@ -20,6 +21,7 @@
 --@include read_entry
 --@include job_id_of
 --@include ensure_record
+--@include emit
 local stream, delayed, stats, job_prefix = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local group, id, ttl, found = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4]
 local key = job_prefix .. id
@@ -46,4 +48,5 @@ else
 end
 if ttl > 0 then redis.call('PEXPIRE', key, ttl) else redis.call('DEL', key) end
 redis.call('HINCRBY', stats, 'cancelled', 1)
+emit(KEYS[5], 'cancelled', id, 0, now)
 return {OK, state}

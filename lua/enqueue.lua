@@ -3,6 +3,7 @@
 -- KEYS[2] delayed
 -- KEYS[3] stats
 -- KEYS[4] job_prefix
+-- KEYS[5] events
 -- ARGV[1...] job_id, token, delay_ms, run_at_ms, nfields, field, value, ...  (repeated per job)
 -- job_id '' takes the entry id (or a generated id for a delayed job); run_at_ms 0 means none.
 -- An id given is written into the entry as its `id` field, with `id_claimed 1` (the id is
@@ -21,7 +22,9 @@
 --@include stash
 --@include max_fields
 --@include valid_job_id
+--@include emit
 local stream, delayed, stats, job_prefix = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local events = KEYS[5]
 
 local function refuse(why)
   return redis.error_reply('ERR enqueue: ' .. why .. ' (nothing was enqueued)')
@@ -86,6 +89,7 @@ while i <= #ARGV do
     end
     if token ~= '' then redis.call('HSET', job_prefix .. id, 'token', token) end
     added = added + 1
+    emit(events, 'enqueued', id, 0, now)
     out[#out + 1] = OK; out[#out + 1] = id; out[#out + 1] = state
   end
 end

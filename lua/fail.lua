@@ -5,6 +5,7 @@
 -- KEYS[3] dead
 -- KEYS[4] stats
 -- KEYS[5] job_prefix
+-- KEYS[6] events
 -- ARGV[1] group
 -- ARGV[2] consumer
 -- ARGV[3] max_attempts
@@ -38,7 +39,9 @@
 --@include entry_problem
 --@include own_record
 --@include held_entries
+--@include emit
 local stream, delayed, dead, stats, job_prefix = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local events = KEYS[6]
 local group, consumer = ARGV[1], ARGV[2]
 local policy_max = tonumber(ARGV[3])
 local immediate = tonumber(ARGV[4])
@@ -89,9 +92,11 @@ local function fail_one(entry, id, err, tb, mode, retry_after, rand)
     set_field(flat, 'attempts', tostring(attempts))
   end
   local max_attempts = tonumber(get_field(flat, 'max_attempts') or '') or policy_max
+  emit(events, 'failed', id, attempts, now, 'error', err)
   if ends_job[mode] or attempts >= max_attempts then
     local reason = ends_job[mode] and mode or EXHAUSTED
     dead_letter(dead, stats, key, id, flat, reason, err, tb, attempts, now)
+    emit(events, 'dead', id, attempts, now, 'reason', reason, 'error', err)
     settle_entry(entry)
     return {OK, DEAD, attempts, 0}
   end
@@ -103,6 +108,7 @@ local function fail_one(entry, id, err, tb, mode, retry_after, rand)
     redis.call('HSET', key, 'entry', new_entry, 'attempts', attempts, 'error', err,
       'traceback', tb, 'updated_at', now)
     settle_entry(entry)
+    emit(events, 'retrying', id, attempts, now, 'due_at', now)
     return {OK, WAITING, attempts, now}
   end
   local due = now + delay
@@ -111,6 +117,7 @@ local function fail_one(entry, id, err, tb, mode, retry_after, rand)
     'error', err, 'traceback', tb, 'updated_at', now)
   redis.call('ZADD', delayed, due, id)
   settle_entry(entry)
+  emit(events, 'retrying', id, attempts, now, 'due_at', due)
   return {OK, DELAYED, attempts, due}
 end
 

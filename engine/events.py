@@ -1,0 +1,181 @@
+"""The events streams: one per type (``<prefix>:{type}:events``), written by the scripts
+that make the transitions (``lua/includes/emit.lua``), read here.
+
+``Events(url).watch(types=[...])`` follows them (XREAD BLOCK: one read of every stream on
+one server, one read per type on a cluster, where each type is its own slot);
+:func:`wait_final` blocks until one job's final event, which ``Producer.result`` uses.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import anyio
+
+from streamjobs import replies
+from streamjobs.config import Settings
+from streamjobs.connection import (
+    BLOCK_MARGIN_S,
+    client_from_url,
+    is_cluster,
+    socket_timeout_of,
+)
+from streamjobs.contract import FINAL_EVENTS, INTEGER, EventField, Wire
+from streamjobs.keys import TypeKeys
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Mapping, Sequence
+
+    from redis.asyncio import Redis
+    from redis.asyncio.cluster import RedisCluster
+
+#: Every event has these; the rest of an event's fields are its ``data``.
+_COMMON = frozenset(f.b for f in (EventField.EVENT, EventField.ID, EventField.ATTEMPT,
+                                  EventField.AT))
+
+
+def attempt_of(fields: Mapping[bytes, bytes]) -> int:
+    """The number of the attempt an entry's delivery starts (``attempts`` + 1)."""
+    raw = fields.get(Wire.ATTEMPTS.b)
+    return int(raw) + 1 if raw is not None and INTEGER.fullmatch(raw) else 1
+
+
+@dataclass(frozen=True, slots=True)
+class JobEvent:
+    """One transition of one job, as its events stream holds it."""
+
+    type: str
+    #: The events-stream entry id: a position to read after.
+    stream_id: str
+    event: str
+    id: str
+    attempt: int
+    #: Server time of the transition, ms since the epoch.
+    at: int
+    #: The event's other fields (``error``, ``reason``, ``due_at``, ``consumer``, ...).
+    data: dict[str, str]
+
+    @classmethod
+    def parse(cls, type_: str, stream_id: bytes | str, fields: Mapping[bytes, bytes]) -> JobEvent:
+        def get(f: EventField) -> str:
+            return fields.get(f.b, b"").decode("utf-8", "replace")
+
+        return cls(
+            type=type_,
+            stream_id=stream_id.decode() if isinstance(stream_id, bytes) else stream_id,
+            event=get(EventField.EVENT), id=get(EventField.ID),
+            attempt=int(get(EventField.ATTEMPT) or 0), at=int(get(EventField.AT) or 0),
+            data={k.decode("utf-8", "replace"): v.decode("utf-8", "replace")
+                  for k, v in fields.items() if k not in _COMMON},
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"type": self.type, "stream_id": self.stream_id, "event": self.event,
+                "id": self.id, "attempt": self.attempt, "at": self.at, **self.data}
+
+
+def block_slice_ms(redis: Redis) -> int:
+    """The longest one blocking read may wait on this client: below its read timeout."""
+    timeout = socket_timeout_of(redis)
+    if timeout is None:
+        return 60_000
+    return max(10, int((timeout - BLOCK_MARGIN_S) * 1000))
+
+
+async def last_id(redis: Redis, tk: TypeKeys) -> str:
+    """The events stream's last entry id ("0-0" when empty): a position to read after."""
+    rows = replies.entries(await redis.xrevrange(tk.events, count=1))
+    return rows[0][0].decode() if rows else "0-0"
+
+
+async def wait_final(redis: Redis, tk: TypeKeys, job_id: str, after: str,
+                     timeout_s: float) -> JobEvent | None:
+    """Block until the job's final event (completed, dead, cancelled) after ``after``;
+    None when ``timeout_s`` seconds pass first. One blocking read at a time, no polling."""
+    deadline = time.monotonic() + timeout_s
+    slice_ms = block_slice_ms(redis)
+    position = after
+    while True:
+        left_ms = math.ceil((deadline - time.monotonic()) * 1000)
+        if left_ms <= 0:
+            return None
+        reply = await redis.xread({tk.events: position}, count=1000,
+                                  block=min(left_ms, slice_ms))
+        for _, entries in replies.stream_reads(reply):
+            for entry_id, fields in entries:
+                position = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+                if (fields.get(EventField.ID.b) == job_id.encode()
+                        and fields.get(EventField.EVENT.b, b"").decode() in FINAL_EVENTS):
+                    return JobEvent.parse(tk.type, entry_id, fields)
+
+
+class Events:
+    """Follows the events streams of some types. ``redis`` is a client or a URL."""
+
+    def __init__(self, redis: Redis | RedisCluster | str, *,
+                 settings: Settings | None = None) -> None:
+        self.settings = settings if settings is not None else Settings.from_env()
+        self._owns_client = isinstance(redis, str)
+        self.redis: Redis = (client_from_url(redis) if isinstance(redis, str)
+                             else redis)  # type: ignore[assignment]
+
+    async def watch(self, types: Sequence[str], *, since: str = "$",
+                    block_ms: int = 1000) -> AsyncIterator[JobEvent]:
+        """Every event of ``types`` after ``since`` (``$``: from now on; ``0``: all the
+        streams hold), in each type's order, forever. On a cluster each type is read by
+        its own task (one slot each); break out of the loop to stop."""
+        keys = {TypeKeys(self.settings.prefix, t).events: t for t in types}
+        block = min(block_ms, block_slice_ms(self.redis))
+        if not is_cluster(self.redis) or len(keys) == 1:
+            async for event in self._follow(keys, since, block):
+                yield event
+            return
+        send, recv = anyio.create_memory_object_stream[JobEvent](1000)
+        async with anyio.create_task_group() as tg:
+            for key, type_ in keys.items():
+                tg.start_soon(self._pump, {key: type_}, since, block, send.clone())
+            send.close()
+            try:
+                async with recv:
+                    async for event in recv:
+                        yield event
+            finally:
+                tg.cancel_scope.cancel()
+
+    async def _pump(self, keys: dict[str, str], since: str, block: int,
+                    send: anyio.abc.ObjectSendStream[JobEvent]) -> None:
+        async with send:
+            async for event in self._follow(keys, since, block):
+                await send.send(event)
+
+    async def _follow(self, keys: dict[str, str], since: str,
+                      block: int) -> AsyncIterator[JobEvent]:
+        positions = dict.fromkeys(keys, since)
+        if since == "$":  # "$" re-read each time would skip what came between two reads
+            for key, type_ in keys.items():
+                positions[key] = await last_id(self.redis, TypeKeys(self.settings.prefix,
+                                                                    type_))
+        while True:
+            reply = await self.redis.xread(positions, count=1000, block=block)  # type: ignore[arg-type]
+            for stream, entries in replies.stream_reads(reply):
+                key = stream.decode() if isinstance(stream, bytes) else stream
+                for entry_id, fields in entries:
+                    event = JobEvent.parse(keys[key], entry_id, fields)
+                    positions[key] = event.stream_id
+                    yield event
+
+    async def aclose(self) -> None:
+        if self._owns_client:
+            await self.redis.aclose()
+
+    async def __aenter__(self) -> Events:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+
+__all__ = ["Events", "JobEvent", "attempt_of", "last_id", "wait_final"]

@@ -1,0 +1,164 @@
+"""The events streams, results awaited without polling (real server)."""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import pytest
+
+from streamjobs import (
+    Event,
+    Events,
+    Job,
+    JobCancelled,
+    JobEvent,
+    JobFailed,
+    PermanentError,
+    Producer,
+    Registry,
+    ResultTimeout,
+    SyncProducer,
+    Worker,
+)
+from streamjobs.contract import EVENTS_MAXLEN
+from streamjobs.keys import TypeKeys
+from tests.helpers import FAST, running
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+async def producer(redis_url: str) -> Any:
+    async with Producer(redis_url) as p:
+        yield p
+
+
+async def events_of(r: Redis, type_name: str, job_id: str) -> list[JobEvent]:
+    tk = TypeKeys("sj", type_name)
+    rows = await r.xrange(tk.events)
+    return [e for e in (JobEvent.parse(type_name, i, f) for i, f in rows) if e.id == job_id]
+
+
+async def test_every_transition_in_order(redis_url: str, r: Redis, producer: Producer,
+                                         type_name: str) -> None:
+    reg = Registry()
+
+    @reg.handler(type_name, max_attempts=3, immediate_retries=1, **FAST)
+    async def h(job: Job) -> int:
+        if job.attempt == 1:
+            raise ValueError("first try fails")
+        return job.attempt
+
+    job_id = await producer.enqueue(type_name, {})
+    async with running(Worker(redis_url, reg)):
+        assert await producer.result(type_name, job_id, timeout=10) == 2
+    events = await events_of(r, type_name, job_id)
+    assert [(e.event, e.attempt) for e in events] == [
+        ("enqueued", 0), ("started", 1), ("failed", 1), ("retrying", 1), ("started", 2),
+        ("completed", 2)]
+    assert events[2].data["error"].startswith("ValueError: first try fails")
+    assert events[1].data["consumer"]
+    ats = [e.at for e in events]
+    assert ats == sorted(ats) and ats[0] > 1_700_000_000_000
+
+
+async def test_result_returns_within_ms_of_completion(redis_url: str, producer: Producer,
+                                                      type_name: str) -> None:
+    reg = Registry()
+    finished: dict[str, float] = {}
+
+    @reg.handler(type_name)
+    async def h(job: Job) -> dict[str, int]:
+        await anyio.sleep(0.3)
+        finished[job.id] = time.perf_counter()
+        return {"n": job.payload["n"] * 2}
+
+    job_id = await producer.enqueue(type_name, {"n": 21})
+    async with running(Worker(redis_url, reg)):
+        assert await producer.result(type_name, job_id, timeout=10) == {"n": 42}
+        returned = time.perf_counter()
+    latency_ms = (returned - finished[job_id]) * 1000
+    print(f"result() returned {latency_ms:.1f} ms after the handler returned")
+    assert latency_ms < 200
+    # A finished job: answered from its record at once.
+    assert await producer.result(type_name, job_id, timeout=0.01) == {"n": 42}
+
+
+async def test_dead_job_raises_its_error_and_timeout_raises(
+        redis_url: str, r: Redis, producer: Producer, type_name: str) -> None:
+    reg = Registry()
+
+    @reg.handler(type_name)
+    async def h(job: Job) -> None:
+        if job.payload.get("slow"):
+            await anyio.sleep(5)
+        raise PermanentError("no such account")
+
+    slow = await producer.enqueue(type_name, {"slow": True})
+    job_id = await producer.enqueue(type_name, {})
+    async with running(Worker(redis_url, reg)):
+        with pytest.raises(JobFailed) as info:
+            await producer.result(type_name, job_id, timeout=10)
+        assert info.value.reason == "permanent" and "no such account" in (info.value.error or "")
+        t0 = time.monotonic()
+        with pytest.raises(ResultTimeout):
+            await producer.result(type_name, slow, timeout=0.3)
+        assert 0.25 < time.monotonic() - t0 < 2
+    dead = [e for e in await events_of(r, type_name, job_id) if e.event == Event.DEAD]
+    assert dead and dead[0].data["reason"] == "permanent"
+
+
+async def test_cancelled_raises(producer: Producer, type_name: str) -> None:
+    job_id = await producer.enqueue(type_name, {}, delay=60)
+
+    async def cancel_soon() -> None:
+        await anyio.sleep(0.2)
+        await producer.cancel(type_name, job_id)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(cancel_soon)
+        with pytest.raises(JobCancelled):
+            await producer.result(type_name, job_id, timeout=5)
+
+
+def test_sync_result(redis_url: str, type_name: str) -> None:
+    with SyncProducer(redis_url) as p:
+        job_id = p.enqueue(type_name, {})
+        with pytest.raises(ResultTimeout):
+            p.result(type_name, job_id, timeout=0.1)
+
+
+async def test_watch_follows_several_types(redis_url: str, producer: Producer,
+                                           type_name: str) -> None:
+    other = type_name + "-b"
+    got: list[JobEvent] = []
+    async with Events(redis_url) as ev:
+        two = anyio.Event()
+
+        async def watch() -> None:
+            async for e in ev.watch([type_name, other], block_ms=100):
+                got.append(e)
+                if len(got) == 2:
+                    two.set()
+                    return
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(watch)
+            await anyio.sleep(0.3)  # the watch starts from now: these come after
+            a = await producer.enqueue(type_name, {})
+            b = await producer.enqueue(other, {})
+            with anyio.fail_after(5):
+                await two.wait()
+    assert {(e.type, e.id, e.event) for e in got} == {(type_name, a, "enqueued"),
+                                                      (other, b, "enqueued")}
+
+
+async def test_events_stream_is_capped(r: Redis, producer: Producer, type_name: str) -> None:
+    await producer.enqueue_many(type_name, [{}] * (EVENTS_MAXLEN + 500))
+    length = await r.xlen(TypeKeys("sj", type_name).events)
+    assert EVENTS_MAXLEN <= length < EVENTS_MAXLEN + 500

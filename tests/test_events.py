@@ -6,6 +6,8 @@ import time
 from typing import TYPE_CHECKING, Any
 
 import anyio
+import httpx
+import orjson
 import pytest
 
 from streamjobs import (
@@ -19,12 +21,16 @@ from streamjobs import (
     Producer,
     Registry,
     ResultTimeout,
+    Settings,
     SyncProducer,
     Worker,
 )
+from streamjobs.api import create_app
+from streamjobs.api.server import server_config
 from streamjobs.contract import EVENTS_MAXLEN
+from streamjobs.embedded import free_port
 from streamjobs.keys import TypeKeys
-from tests.helpers import FAST, running
+from tests.helpers import FAST, running, serving
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -162,3 +168,44 @@ async def test_events_stream_is_capped(r: Redis, producer: Producer, type_name: 
     await producer.enqueue_many(type_name, [{}] * (EVENTS_MAXLEN + 500))
     length = await r.xlen(TypeKeys("sj", type_name).events)
     assert EVENTS_MAXLEN <= length < EVENTS_MAXLEN + 500
+
+
+async def test_api_long_poll_and_sse(redis_url: str, producer: Producer,
+                                     type_name: str) -> None:
+    reg = Registry()
+
+    @reg.handler(type_name)
+    async def h(job: Job) -> int:
+        await anyio.sleep(0.2)
+        return 7
+
+    app = create_app(redis_url, Settings(redis_url=redis_url))
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    with serving(server_config(app, Settings(), "127.0.0.1", port, "warning")):
+        async with httpx.AsyncClient(base_url=base, timeout=10) as client:
+            job_id = await producer.enqueue(type_name, {})
+            # Not finished within the wait: its state as it stands.
+            t0 = time.monotonic()
+            r = await client.get(f"/jobs/{type_name}/{job_id}", params={"wait": 0.3})
+            assert r.status_code == 200 and r.json()["state"] == "waiting"
+            assert time.monotonic() - t0 >= 0.25
+            seen: list[tuple[str, dict[str, Any]]] = []
+            async with running(Worker(redis_url, reg)):
+                r = await client.get(f"/jobs/{type_name}/{job_id}", params={"wait": 10})
+                assert r.json()["state"] == "completed" and r.json()["result"] == 7
+                async with client.stream("GET", "/events",
+                                         params={"types": type_name, "since": "0"}) as sse:
+                    assert sse.headers["content-type"].startswith("text/event-stream")
+                    name = ""
+                    with anyio.fail_after(5):
+                        async for line in sse.aiter_lines():
+                            if line.startswith("event: "):
+                                name = line[7:]
+                            elif line.startswith("data: "):
+                                seen.append((name, orjson.loads(line[6:])))
+                                if name == "completed":
+                                    break
+    assert [n for n, _ in seen] == ["enqueued", "started", "completed"]
+    assert all(d["id"] == job_id and d["type"] == type_name for _, d in seen)
+    assert seen[2][1]["attempt"] == 1

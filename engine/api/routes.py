@@ -3,13 +3,15 @@ where a route adds what the caller should do next."""
 
 import hashlib
 import time
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from contextlib import contextmanager
 from typing import Annotated, Any
 
 import anyio
+import orjson
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
+from fastapi.responses import StreamingResponse
 from fastapi.routing import APIRoute
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from redis.exceptions import RedisError, ResponseError
@@ -39,14 +41,16 @@ from streamjobs.api.models import (
 )
 from streamjobs.api.state import ApiState
 from streamjobs.codes import Code
-from streamjobs.contract import JobState
+from streamjobs.contract import STREAM_ID, JobState
 from streamjobs.counts import known_types, types_stats
 from streamjobs.errors import DecodeError, JobNotFound, PayloadTooLarge, WrongState
+from streamjobs.events import Events
 from streamjobs.job import check_job_id
 from streamjobs.keys import check_type_name, ready_probe_key
 from streamjobs.listing import LISTABLE, MAX_PAGE, list_jobs
 from streamjobs.presence import live_workers
 from streamjobs.producer import JobSpec
+from streamjobs.results import wait_status
 from streamjobs.scripts import SPECS, EnqueueResult, source
 from streamjobs.status import JobStatus, job_status
 
@@ -70,6 +74,8 @@ class ApiRoute(APIRoute):
 
 
 router = APIRouter(route_class=ApiRoute)
+#: Longest long poll of GET /jobs/{type}/{id}?wait=.
+MAX_WAIT_S = 60.0
 #: Lifetime of the key /ready writes.
 READY_PROBE_MS = 5000
 
@@ -173,9 +179,18 @@ async def list_by_state(
 
 @router.get("/jobs/{type}/{id:path}", response_model=JobStatus, tags=["jobs"],
             responses=_errors(404, 503))
-async def get_job(type_: TypeName, job_id: JobId, api: Api) -> dict[str, Any]:
+async def get_job(
+    type_: TypeName, job_id: JobId, api: Api,
+    wait: Annotated[float, Query(ge=0, le=MAX_WAIT_S, description=(
+        "seconds to wait for the job to end (completed, dead or cancelled): a long poll "
+        "that answers as soon as it ends, else with its state then"))] = 0,
+) -> dict[str, Any]:
     """A job's state, attempts, timestamps, last error, payload, and result if kept."""
-    status = await job_status(api.redis, api.producer.keys(type_), job_id)
+    tk = api.producer.keys(type_)
+    if wait > 0:
+        status, _ = await wait_status(api.redis, tk, job_id, wait)
+    else:
+        status = await job_status(api.redis, tk, job_id)
     if status is None:
         raise ApiError(404, f"no job {job_id!r} of type {type_!r} (never enqueued, or its "
                             "record expired after result_ttl)", id=job_id)
@@ -190,6 +205,34 @@ async def cancel(type_: TypeName, job_id: JobId, api: Api) -> Cancelled:
                    wrong_state=lambda e: f"{e}: only waiting or delayed jobs can be cancelled"):
         prev = await api.producer.cancel(type_, job_id)
     return Cancelled(id=job_id, previous_state=prev)
+
+
+@router.get("/events", tags=["jobs"], response_class=StreamingResponse,
+            responses={200: {"content": {"text/event-stream": {}},
+                             "description": "Server-Sent Events, one per transition"},
+                       **_errors()})
+async def events(
+    api: Api,
+    types: Annotated[str, Query(max_length=4000, description=(
+        "comma-separated job types whose events to follow"))],
+    since: Annotated[str, Query(pattern=f"^({STREAM_ID.pattern}|0|\\$)$", description=(
+        "'$' (default): events from now on; '0': every event the streams still hold"))] = "$",
+) -> StreamingResponse:
+    """The types' transitions as Server-Sent Events: `event:` is the transition
+    (enqueued, started, completed, failed, retrying, dead, cancelled), `data:` a JSON
+    object (type, id, attempt, at, stream_id and the event's own fields), `id:`
+    `type/stream_id`."""
+    names = [check_type_name(t) for t in types.split(",") if t]
+    if not names:
+        raise ApiError(422, "types: name at least one job type")
+
+    async def stream() -> AsyncIterator[bytes]:
+        async for e in Events(api.redis, settings=api.settings).watch(names, since=since):
+            yield (f"id: {e.type}/{e.stream_id}\nevent: {e.event}\n".encode()
+                   + b"data: " + orjson.dumps(e.to_dict()) + b"\n\n")
+
+    return StreamingResponse(stream(), media_type="text/event-stream",
+                             headers={"Cache-Control": "no-cache"})
 
 
 # ---- dead letters ---------------------------------------------------------------------

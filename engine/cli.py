@@ -100,6 +100,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("type")
     s.add_argument("id")
 
+    wa = sub.add_parser("watch", help="print the types' events (one JSON line each) as "
+                                      "they happen")
+    wa.add_argument("types", nargs="+", metavar="TYPE")
+    wa.add_argument("--since", default="$", help="'$' (default): from now on; '0': every "
+                                                 "event the streams still hold; or an id")
+    wa.add_argument("--count", type=int, default=None, help="stop after this many events")
+
     sub.add_parser("stats", help="per type: waiting, running, delayed, dead, completed")
 
     d = sub.add_parser("dlq", help="dead letters")

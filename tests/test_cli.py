@@ -188,3 +188,13 @@ async def test_delete_type_python_api_in_batches(r: Any, type_name: str) -> None
     await r.sadd("sj:types", type_name)
     assert await delete_type(r, type_name) == 1_200
     assert await r.exists(f"sj:{{{type_name}}}:job:7") == 0
+
+
+def test_watch_prints_the_events(redis_url: str, type_name: str) -> None:
+    cli("enqueue", type_name, "{}", "--id", "w-1", url=redis_url)
+    cli("enqueue", type_name, "{}", "--id", "w-2", url=redis_url)
+    res = cli("watch", type_name, "--since", "0", "--count", "2", url=redis_url)
+    assert res.returncode == 0, res.stderr
+    lines = [orjson.loads(x) for x in res.stdout.splitlines()]
+    assert [(e["event"], e["id"], e["type"]) for e in lines] == [
+        ("enqueued", "w-1", type_name), ("enqueued", "w-2", type_name)]

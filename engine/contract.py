@@ -94,6 +94,8 @@ TRANSITIONS: dict[str, tuple[Move, ...]] = {
     "prune_consumers": (),
     #: Writes the ``started`` events of a fetched batch (delivery itself is FETCH).
     "started": (),
+    #: A running attempt's progress and log lines.
+    "progress": (),
 }
 
 
@@ -201,6 +203,17 @@ class Rec(_Name):
     DEAD_ENTRY = "dead_entry"
     #: The mark of the enqueue call that made the job (a replay of it is no duplicate).
     TOKEN = "token"
+    #: The running (or last) attempt's start (server ms) and consumer (``started.lua``).
+    STARTED_AT = "started_at"
+    WORKER = "worker"
+    #: The last progress a handler reported (0..1) and its message (``progress.lua``).
+    PROGRESS = "progress"
+    PROGRESS_MESSAGE = "progress_message"
+    #: The handler's log lines, newline-separated, the last :data:`LOG_LINES` kept.
+    LOGS = "logs"
+    #: One JSON object per attempt, newline-separated, the last :data:`HISTORY_LENGTH`:
+    #: attempt, started_at, duration_ms, worker, outcome (an Event) and error.
+    HISTORY = "history"
 
 
 #: A delayed or dead job's own fields are kept under this prefix (record or dead entry).
@@ -258,6 +271,8 @@ class Event(StrEnum):
     #: Delivered to a worker: written by ``started.lua``, which the worker calls once per
     #: fetched batch before any of its entries runs.
     STARTED = "started"
+    #: A handler's ``job.progress()`` (carries ``progress`` and ``message``).
+    PROGRESS = "progress"
     COMPLETED = "completed"
     #: An attempt failed (carries ``error``); ``retrying`` or ``dead`` follows.
     FAILED = "failed"
@@ -285,11 +300,18 @@ class EventField(_Name):
     #: ``retrying``: when the next attempt is due (ms); ``started``: the consumer.
     DUE_AT = "due_at"
     CONSUMER = "consumer"
+    PROGRESS = "progress"
+    MESSAGE = "message"
 
 
 #: Approximate cap of a type's events stream (``XADD MAXLEN ~``): the Lua side is
 #: ``lua/includes/events_maxlen.lua``.
 EVENTS_MAXLEN = 10_000
+#: A job keeps its handler's last LOG_LINES log lines, each cut to LOG_LINE_CHARS.
+LOG_LINES = 100
+LOG_LINE_CHARS = 1000
+#: Attempts a record's history keeps (``lua/includes/history.lua``).
+HISTORY_LENGTH = 25
 
 # ---- patterns and rules ------------------------------------------------------------------
 

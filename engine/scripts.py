@@ -163,7 +163,11 @@ SPECS: dict[str, Spec] = {
     "prune_consumers": Spec(
         keys=("stream",), argv=("group", "min_idle_ms"), reply=Reply(("code", "pruned")),
     ),
-    "started": Spec(keys=("events",), argv=("consumer",), tail=("job_id", "attempt")),
+    "started": Spec(keys=("events", "job_prefix"), argv=("consumer",),
+                    tail=("job_id", "attempt")),
+    "progress": Spec(keys=("job_prefix", "events"),
+                     argv=("job_id", "attempt", "progress", "message", "max_lines"),
+                     tail=("line",)),
     "cancel": Spec(
         keys=("stream", "delayed", "stats", "job_prefix", "events"),
         argv=("group", "job_id", "result_ttl_ms", "entry_id"),
@@ -398,6 +402,12 @@ class Scripts:
     async def started(self, tk: TypeKeys, consumer: str, jobs: Sequence[StartedItem]) -> None:
         """Write the ``started`` events of a fetched batch."""
         await self._call("started", tk, jobs, consumer=consumer)
+
+    async def progress(self, tk: TypeKeys, job_id: str, attempt: int, progress: str,
+                       message: str, max_lines: int, lines: Sequence[str]) -> None:
+        """Record a running attempt's progress ('' for none) and log lines."""
+        await self._call("progress", tk, lines, job_id=job_id, attempt=attempt,
+                         progress=progress, message=message, max_lines=max_lines)
 
     async def cancel(
         self, tk: TypeKeys, group: str, job_id: str, result_ttl_ms: int, entry_id: str = ""

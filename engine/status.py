@@ -7,9 +7,10 @@ says ``waiting`` and whose entry is pending is reported as running.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+import orjson
 from redis.exceptions import ResponseError
 
 from streamjobs import replies
@@ -55,6 +56,14 @@ class JobStatus(Record):
     entry_id: str | None
     consumer: str | None = None
     deliveries: int = 0
+    #: The last progress its handler reported (0 to 1) and its message.
+    progress: float | None = None
+    progress_message: str | None = None
+    #: Its handler's log lines, oldest first (the last ``contract.LOG_LINES``).
+    logs: list[str] = field(default_factory=list)
+    #: One dict per attempt, oldest first (the last ``contract.HISTORY_LENGTH``): attempt,
+    #: started_at, duration_ms, worker, outcome (completed, retrying, dead), error.
+    history: list[dict[str, Any]] = field(default_factory=list)
 
 
 async def _entry_fields(redis: Redis, stream: str, entry_id: str) -> dict[bytes, bytes]:
@@ -120,8 +129,20 @@ async def job_status(redis: Redis, tk: TypeKeys, job_id: str) -> JobStatus | Non
         error=text(rec.get(Rec.ERROR.b)), traceback=text(rec.get(Rec.TRACEBACK.b)),
         reason=text(rec.get(Rec.REASON.b)), result=json_or_text(rec.get(Rec.RESULT.b)),
         payload=payload, headers=headers, entry_id=entry_id,
-        consumer=consumer, deliveries=deliveries,
+        consumer=consumer, deliveries=deliveries, **extras(rec),
     )
+
+
+def extras(rec: dict[bytes, bytes]) -> dict[str, Any]:
+    """A record's progress, log lines and attempt history (``JobStatus`` fields)."""
+    raw_progress = rec.get(Rec.PROGRESS.b)
+    logs, history = rec.get(Rec.LOGS.b), rec.get(Rec.HISTORY.b)
+    return {
+        "progress": float(raw_progress) if raw_progress else None,
+        "progress_message": text(rec.get(Rec.PROGRESS_MESSAGE.b)),
+        "logs": logs.decode("utf-8", "replace").split("\n") if logs else [],
+        "history": [orjson.loads(line) for line in history.split(b"\n")] if history else [],
+    }
 
 
 #: A job with no record (a plain XADD not moved yet) is looked for among this many entries

@@ -43,6 +43,7 @@ from streamjobs.job import Job
 from streamjobs.keys import GROUP, TypeKeys, worker_key, workers_key
 from streamjobs.metrics import WorkerMetrics
 from streamjobs.outcomes import Result, error_outcome, ok
+from streamjobs.progress import JobContext
 from streamjobs.reconnect import NETWORK_ERRORS, SERVER_ERRORS, Backoff, lost_group
 from streamjobs.registry import Handler, Registry, default_registry
 from streamjobs.scripts import FailArgs, ReleaseItem, Scripts, StartedItem
@@ -381,9 +382,12 @@ class Worker:
             return Result(Attempt.RELEASED)
         h = self.handlers[d.type]
         try:
+            context = JobContext(self.scripts, self.keys[d.type], d.job_id,
+                                 attempt_of(d.fields))
             job = Job.from_fields(
                 d.type, d.entry_id, d.fields,
                 max_payload_bytes=self.settings.max_payload_bytes, deliveries=d.deliveries,
+                context=context,
             )
         except DecodeError as e:
             return Result(Attempt.MALFORMED, error=f"malformed entry: {e}")
@@ -393,10 +397,17 @@ class Worker:
         logs.job_started(d.type, job.id, job.attempt)
         t0 = time.perf_counter()
         outcome = await self._call(h, job, d, timeout)
+        await self._flush_logs(context)
         elapsed = time.perf_counter() - t0
         self.metrics.finished(d.type, outcome.kind, elapsed)
         logs.job_finished(d.type, job.id, job.attempt, outcome.kind, outcome.error, elapsed)
         return outcome
+
+    async def _flush_logs(self, context: JobContext) -> None:
+        try:
+            await context.flush()
+        except SERVER_ERRORS as e:
+            log.warning("log lines of %s %s not written: %s", context.tk.type, context.job_id, e)
 
     async def _call(self, h: Handler, job: Job, d: Delivery, limit_s: float) -> Result:
         # One cancel scope per attempt: its deadline is the timeout; shutdown (after the
@@ -518,9 +529,10 @@ class Worker:
             log.warning("%d poison, malformed or duplicate-id entries of %s dead-lettered",
                         res.dead_count, type_)
             self.metrics.outcome(type_, Outcome.DEAD, res.dead_count)
-        for entry_id, fields, deliveries in res.claimed:
-            d = Delivery(type_, entry_id, fields, deliveries)
-            self._outstanding[entry_id] = d
+        claimed = [Delivery(type_, e, fields, n) for e, fields, n in res.claimed]
+        await self._started(type_, claimed)
+        for d in claimed:
+            self._outstanding[d.entry_id] = d
             await send.send(d)
         if res.claimed:
             log.info("reclaimed %d entries of %s", len(res.claimed), type_)

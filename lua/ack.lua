@@ -21,6 +21,7 @@
 --@include now_ms
 --@include held_entries
 --@include emit
+--@include history
 local stream, stats, done, job_prefix, events = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local group, consumer, ttl = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local now = now_ms()
@@ -29,10 +30,11 @@ local held = held_entries(stream, group, consumer, ARGV, 4, 5)
 
 -- Every read first, then the writes: an error reply (a key that is no record) aborts the
 -- call before it has written anything.
-local out, entries, index, accepted, fresh = {}, {}, {}, {}, {}
+local out, entries, index, accepted, recs = {}, {}, {}, {}, {}
 for i = 4, #ARGV, 5 do
   local entry, id = ARGV[i], ARGV[i + 1]
-  local rec = redis.call('HMGET', job_prefix .. id, 'state', 'entry', 'finished_by')
+  local rec = redis.call('HMGET', job_prefix .. id, 'state', 'entry', 'finished_by',
+    'started_at', 'history')
   local state, mine = rec[1], rec[2] == entry and rec[3] == consumer
   if not held[entry] then
     -- A replay of this very ack (its reply was lost) finds the job completed by it.
@@ -44,7 +46,7 @@ for i = 4, #ARGV, 5 do
   else
     held[entry] = nil  -- the same entry twice in one batch counts once
     accepted[#accepted + 1] = i
-    fresh[i] = not state
+    recs[i] = rec
     out[#out + 1] = OK
   end
 end
@@ -55,16 +57,19 @@ for _, i in ipairs(accepted) do
   entries[#entries + 1] = entry
   emit(events, 'completed', id, attempt, now)
   if ttl > 0 then
-    if fresh[i] then  -- a plain XADD's first transition: its record starts here
+    local rec = recs[i]
+    local history = history_with(rec[5], attempt, rec[4], consumer, now, COMPLETED, '')
+    if not rec[1] then  -- a plain XADD's first transition: its record starts here
       redis.call('HSET', key, 'enqueued_at', string.match(entry, '^(%d+)'))
     end
     if result == '' then
       redis.call('HSET', key, 'state', COMPLETED, 'entry', entry, 'finished_at', now,
-        'finished_by', consumer, 'attempts', attempt, 'max_attempts', max_attempts)
+        'finished_by', consumer, 'attempts', attempt, 'max_attempts', max_attempts,
+        'history', history)
     else
       redis.call('HSET', key, 'state', COMPLETED, 'entry', entry, 'finished_at', now,
         'finished_by', consumer, 'attempts', attempt, 'max_attempts', max_attempts,
-        'result', result)
+        'result', result, 'history', history)
     end
     redis.call('PEXPIRE', key, ttl)
     index[#index + 1] = now

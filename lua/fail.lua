@@ -40,6 +40,7 @@
 --@include own_record
 --@include held_entries
 --@include emit
+--@include history
 local stream, delayed, dead, stats, job_prefix = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local events = KEYS[6]
 local group, consumer = ARGV[1], ARGV[2]
@@ -83,7 +84,7 @@ local function fail_one(entry, id, err, tb, mode, retry_after, rand)
     mode, err, tb, id = DUPLICATE_ID, 'job id ' .. id .. ' belongs to another job', '', entry
   end
   ensure_record(key, entry, flat)
-  local rec = redis.call('HMGET', key, 'state', 'attempts')
+  local rec = redis.call('HMGET', key, 'state', 'attempts', 'started_at', 'history')
   if rec[1] ~= RUNNING_RECORDED_AS then return {WRONG_STATE, '', 0, 0} end
   local attempts = math.floor(tonumber(rec[2]) or 0) + 1
 
@@ -96,12 +97,16 @@ local function fail_one(entry, id, err, tb, mode, retry_after, rand)
   if ends_job[mode] or attempts >= max_attempts then
     local reason = ends_job[mode] and mode or EXHAUSTED
     dead_letter(dead, stats, key, id, flat, reason, err, tb, attempts, now)
+    redis.call('HSET', key, 'history',
+      history_with(rec[4], attempts, rec[3], consumer, now, DEAD, err))
     emit(events, 'dead', id, attempts, now, 'reason', reason, 'error', err)
     settle_entry(entry)
     return {OK, DEAD, attempts, 0}
   end
 
   local delay = next_delay(mode, attempts, retry_after, rand)
+  redis.call('HSET', key, 'history',
+    history_with(rec[4], attempts, rec[3], consumer, now, 'retrying', err))
   retried = retried + 1
   if delay <= 0 then
     local new_entry = redis.call('XADD', stream, '*', unpack(flat))

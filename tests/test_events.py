@@ -27,7 +27,7 @@ from streamjobs import (
 )
 from streamjobs.api import create_app
 from streamjobs.api.server import server_config
-from streamjobs.contract import EVENTS_MAXLEN
+from streamjobs.contract import EVENTS_MAXLEN, LOG_LINES
 from streamjobs.embedded import free_port
 from streamjobs.keys import TypeKeys
 from tests.helpers import FAST, running, serving
@@ -209,3 +209,53 @@ async def test_api_long_poll_and_sse(redis_url: str, producer: Producer,
     assert [n for n, _ in seen] == ["enqueued", "started", "completed"]
     assert all(d["id"] == job_id and d["type"] == type_name for _, d in seen)
     assert seen[2][1]["attempt"] == 1
+
+
+async def test_progress_logs_and_history(redis_url: str, r: Redis, producer: Producer,
+                                         type_name: str) -> None:
+    reg = Registry()
+
+    @reg.handler(type_name, max_attempts=3, immediate_retries=1, **FAST)
+    async def h(job: Job) -> str:
+        job.log(f"attempt {job.attempt}\nstarts")
+        if job.attempt == 1:
+            raise ValueError("disk full")
+        for i in range(1, 3):
+            await job.progress(i / 4, f"resized {i} of 4")
+        for i in range(150):
+            job.log(f"line {i}")
+        return "ok"
+
+    @reg.handler(type_name + "-dead", max_attempts=2, immediate_retries=1, **FAST)
+    async def dies(job: Job) -> None:
+        raise RuntimeError(f"boom {job.attempt}")
+
+    job_id = await producer.enqueue(type_name, {})
+    dead_id = await producer.enqueue(type_name + "-dead", {})
+    async with running(Worker(redis_url, reg)):
+        assert await producer.result(type_name, job_id, timeout=10) == "ok"
+        with pytest.raises(JobFailed):
+            await producer.result(type_name + "-dead", dead_id, timeout=10)
+    st = await producer.status(type_name, job_id)
+    assert st is not None
+    assert (st.progress, st.progress_message) == (0.5, "resized 2 of 4")
+    assert len(st.logs) == LOG_LINES and st.logs[-1].endswith("#2 line 149")
+    assert [(x["attempt"], x["outcome"], x.get("error", "")[:27]) for x in st.history] == [
+        (1, "retrying", "ValueError: disk full"), (2, "completed", "")]
+    assert all(x["duration_ms"] >= 0 and x["worker"] and x["started_at"] > 0
+               for x in st.history)
+    progress = [(e.event, e.data) for e in await events_of(r, type_name, job_id)
+                if e.event == "progress"]
+    assert progress == [("progress", {"progress": "0.25", "message": "resized 1 of 4"}),
+                        ("progress", {"progress": "0.5", "message": "resized 2 of 4"})]
+    app = create_app(redis_url, Settings(redis_url=redis_url))
+    async with (app.router.lifespan_context(app),
+                httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://api")
+                as client):
+        body = (await client.get(f"/jobs/{type_name}/{job_id}")).json()
+    assert body["progress"] == 0.5 and body["logs"] == st.logs
+    assert [x["outcome"] for x in body["history"]] == ["retrying", "completed"]
+    dead = await producer.status(type_name + "-dead", dead_id)
+    assert dead is not None
+    assert [(x["outcome"], x["error"][:20]) for x in dead.history] == [
+        ("retrying", "RuntimeError: boom 1"), ("dead", "RuntimeError: boom 2")]

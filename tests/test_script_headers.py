@@ -14,6 +14,7 @@ from streamjobs.contract import (
     EVENTS_MAXLEN,
     FETCH,
     GONE,
+    HISTORY_LENGTH,
     MAX_FIELDS,
     MAX_JOB_FIELDS,
     NEW,
@@ -361,6 +362,7 @@ def test_events_emitted_are_the_contracts() -> None:
     emitted = {n for name in SPECS for n in EMIT.findall(body(name))}
     assert emitted == {e.value for e in Event}
     assert constants("events_maxlen") == {"EVENTS_MAXLEN": str(EVENTS_MAXLEN)}
+    assert constants("history_length") == {"HISTORY_LENGTH": str(HISTORY_LENGTH)}
     for name in SPECS:
         if EMIT.search(body(name)):
             assert "events" in SPECS[name].keys, f"{name} emits without the events key"

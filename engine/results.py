@@ -25,11 +25,11 @@ FINAL_STATES = frozenset({JobState.COMPLETED, JobState.DEAD, JobState.CANCELLED}
 async def wait_status(redis: Redis, tk: TypeKeys, job_id: str,
                       timeout_s: float) -> tuple[JobStatus | None, JobEvent | None]:
     """The job's status once it has ended (or as it stands when ``timeout_s`` seconds pass
-    first), and its final event when one was awaited."""
+    first), and its final event when one was awaited; None at once for a job unknown."""
     position = await last_id(redis, tk)
     status = await job_status(redis, tk, job_id)
-    if status is not None and status.state in FINAL_STATES:
-        return status, None
+    if status is None or status.state in FINAL_STATES:
+        return status, None  # unknown (or expired) jobs do not end: no wait
     event = await wait_final(redis, tk, job_id, position, timeout_s)
     return await job_status(redis, tk, job_id), event
 

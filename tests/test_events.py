@@ -17,6 +17,7 @@ from streamjobs import (
     JobCancelled,
     JobEvent,
     JobFailed,
+    JobNotFound,
     PermanentError,
     Producer,
     Registry,
@@ -259,3 +260,10 @@ async def test_progress_logs_and_history(redis_url: str, r: Redis, producer: Pro
     assert dead is not None
     assert [(x["outcome"], x["error"][:20]) for x in dead.history] == [
         ("retrying", "RuntimeError: boom 1"), ("dead", "RuntimeError: boom 2")]
+
+
+async def test_unknown_job_answers_at_once(producer: Producer, type_name: str) -> None:
+    t0 = time.monotonic()
+    with pytest.raises(JobNotFound):
+        await producer.result(type_name, "no-such-job", timeout=5)
+    assert time.monotonic() - t0 < 1

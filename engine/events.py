@@ -8,12 +8,11 @@ one server, one read per type on a cluster, where each type is its own slot);
 
 from __future__ import annotations
 
+import asyncio
 import math
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
-
-import anyio
 
 from streamjobs import replies
 from streamjobs.config import Settings
@@ -133,23 +132,28 @@ class Events:
             async for event in self._follow(keys, since, block):
                 yield event
             return
-        send, recv = anyio.create_memory_object_stream[JobEvent](1000)
-        async with anyio.create_task_group() as tg:
-            for key, type_ in keys.items():
-                tg.start_soon(self._pump, {key: type_}, since, block, send.clone())
-            send.close()
-            try:
-                async with recv:
-                    async for event in recv:
-                        yield event
-            finally:
-                tg.cancel_scope.cancel()
+        # Plain asyncio tasks, not a task group: a generator left unfinished is closed
+        # later, from whatever task collects it, which a cancel scope refuses.
+        queue: asyncio.Queue[JobEvent | BaseException] = asyncio.Queue(1000)
+        tasks = [asyncio.create_task(self._pump({key: type_}, since, block, queue))
+                 for key, type_ in keys.items()]
+        try:
+            while True:
+                item = await queue.get()
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            for task in tasks:
+                task.cancel()
 
     async def _pump(self, keys: dict[str, str], since: str, block: int,
-                    send: anyio.abc.ObjectSendStream[JobEvent]) -> None:
-        async with send:
+                    queue: asyncio.Queue[JobEvent | BaseException]) -> None:
+        try:
             async for event in self._follow(keys, since, block):
-                await send.send(event)
+                await queue.put(event)
+        except Exception as e:  # the reader sees it
+            await queue.put(e)
 
     async def _follow(self, keys: dict[str, str], since: str,
                       block: int) -> AsyncIterator[JobEvent]:

@@ -107,6 +107,11 @@ def build_parser() -> argparse.ArgumentParser:
                                                  "event the streams still hold; or an id")
     wa.add_argument("--count", type=int, default=None, help="stop after this many events")
 
+    ev = sub.add_parser("events", help="switch a type's events stream on or off (off: no "
+                                       "events, results or watching; saves ~3 writes a job)")
+    ev.add_argument("type")
+    ev.add_argument("switch", choices=["on", "off", "show"])
+
     sub.add_parser("stats", help="per type: waiting, running, delayed, dead, completed")
 
     d = sub.add_parser("dlq", help="dead letters")

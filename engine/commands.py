@@ -18,7 +18,7 @@ from streamjobs.counts import known_types, types_stats
 from streamjobs.dead import DeadLetters
 from streamjobs.embedded import find_data_dir
 from streamjobs.errors import ConfigError, InvalidArgument, ServerError
-from streamjobs.events import Events
+from streamjobs.events import Events, events_on, switch_events
 from streamjobs.keys import TypeKeys, check_type_name
 from streamjobs.logs import LogConfig, redact
 from streamjobs.producer import Producer
@@ -113,6 +113,23 @@ def cmd_watch(args: argparse.Namespace) -> int:
                     return
 
     _run(go)
+    return 0
+
+
+def cmd_events(args: argparse.Namespace) -> int:
+    tk = TypeKeys(_settings().prefix, check_type_name(args.type))
+    url = resolve_url(args)
+
+    async def go() -> bool:
+        redis = client_from_url(url)
+        try:
+            if args.switch != "show":
+                await switch_events(redis, tk, args.switch == "on")
+            return await events_on(redis, tk)
+        finally:
+            await redis.aclose()
+
+    print("on" if _run(go) else "off")
     return 0
 
 

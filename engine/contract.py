@@ -307,6 +307,9 @@ class EventField(_Name):
 #: Approximate cap of a type's events stream (``XADD MAXLEN ~``): the Lua side is
 #: ``lua/includes/events_maxlen.lua``.
 EVENTS_MAXLEN = 10_000
+#: A type's events are switched off by a string in place of its events stream (the
+#: scripts see it with one TYPE per call): ``streamjobs events TYPE off``.
+EVENTS_OFF = "off"
 #: A job keeps its handler's last LOG_LINES log lines, each cut to LOG_LINE_CHARS.
 LOG_LINES = 100
 LOG_LINE_CHARS = 1000

@@ -22,7 +22,8 @@ from streamjobs.connection import (
     is_cluster,
     socket_timeout_of,
 )
-from streamjobs.contract import FINAL_EVENTS, INTEGER, EventField, Wire
+from streamjobs.contract import EVENTS_OFF, FINAL_EVENTS, INTEGER, EventField, Wire
+from streamjobs.errors import ConfigError
 from streamjobs.keys import TypeKeys
 
 if TYPE_CHECKING:
@@ -84,6 +85,27 @@ def block_slice_ms(redis: Redis) -> int:
     return max(10, int((timeout - BLOCK_MARGIN_S) * 1000))
 
 
+async def events_on(redis: Redis, tk: TypeKeys) -> bool:
+    """Whether the type's transitions are written to its events stream (the default)."""
+    return bool(await redis.type(tk.events) != b"string")
+
+
+async def switch_events(redis: Redis, tk: TypeKeys, on: bool) -> None:
+    """Switch a type's events on or off (off drops the stream). Producers and workers
+    see it at once: the scripts read it. ``result()`` and ``watch()`` need events on."""
+    if on:
+        if not await events_on(redis, tk):
+            await redis.delete(tk.events)
+    else:
+        await redis.set(tk.events, EVENTS_OFF)
+
+
+async def check_events_on(redis: Redis, tk: TypeKeys) -> None:
+    if not await events_on(redis, tk):
+        raise ConfigError(f"events are switched off for type {tk.type!r}: results and "
+                          f"watching need them (streamjobs events {tk.type} on)")
+
+
 async def last_id(redis: Redis, tk: TypeKeys) -> str:
     """The events stream's last entry id ("0-0" when empty): a position to read after."""
     rows = replies.entries(await redis.xrevrange(tk.events, count=1))
@@ -127,6 +149,8 @@ class Events:
         streams hold), in each type's order, forever. On a cluster each type is read by
         its own task (one slot each); break out of the loop to stop."""
         keys = {TypeKeys(self.settings.prefix, t).events: t for t in types}
+        for t in types:
+            await check_events_on(self.redis, TypeKeys(self.settings.prefix, t))
         block = min(block_ms, block_slice_ms(self.redis))
         if not is_cluster(self.redis) or len(keys) == 1:
             async for event in self._follow(keys, since, block):
@@ -182,4 +206,5 @@ class Events:
         await self.aclose()
 
 
-__all__ = ["Events", "JobEvent", "attempt_of", "last_id", "wait_final"]
+__all__ = ["Events", "JobEvent", "attempt_of", "events_on", "last_id", "switch_events",
+           "wait_final"]

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 from streamjobs.codes import Code
 from streamjobs.contract import JobState
 from streamjobs.errors import JobCancelled, JobFailed, JobNotFound, ResultTimeout
-from streamjobs.events import last_id, wait_final
+from streamjobs.events import check_events_on, last_id, wait_final
 from streamjobs.status import job_status
 
 if TYPE_CHECKING:
@@ -26,6 +26,7 @@ async def wait_status(redis: Redis, tk: TypeKeys, job_id: str,
                       timeout_s: float) -> tuple[JobStatus | None, JobEvent | None]:
     """The job's status once it has ended (or as it stands when ``timeout_s`` seconds pass
     first), and its final event when one was awaited; None at once for a job unknown."""
+    await check_events_on(redis, tk)
     position = await last_id(redis, tk)
     status = await job_status(redis, tk, job_id)
     if status is None or status.state in FINAL_STATES:

@@ -11,6 +11,7 @@ import orjson
 import pytest
 
 from streamjobs import (
+    ConfigError,
     Event,
     Events,
     Job,
@@ -32,6 +33,7 @@ from streamjobs.contract import EVENTS_MAXLEN, LOG_LINES
 from streamjobs.embedded import free_port
 from streamjobs.keys import TypeKeys
 from tests.helpers import FAST, running, serving
+from tests.test_cli import cli
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -267,3 +269,22 @@ async def test_unknown_job_answers_at_once(producer: Producer, type_name: str) -
     with pytest.raises(JobNotFound):
         await producer.result(type_name, "no-such-job", timeout=5)
     assert time.monotonic() - t0 < 1
+
+
+async def test_events_switched_off_per_type(redis_url: str, r: Redis, producer: Producer,
+                                            type_name: str) -> None:
+    tk = TypeKeys("sj", type_name)
+    off = cli("events", type_name, "off", url=redis_url)
+    assert off.returncode == 0 and off.stdout.strip() == "off"
+    job_id = await producer.enqueue(type_name, {})
+    await producer.cancel(type_name, job_id)
+    assert await r.type(tk.events) == b"string"  # nothing was written
+    with pytest.raises(ConfigError, match="switched off"):
+        await producer.result(type_name, job_id, timeout=1)
+    with pytest.raises(ConfigError):
+        async for _ in Events(r).watch([type_name]):
+            pass
+    assert cli("events", type_name, "on", url=redis_url).stdout.strip() == "on"
+    await producer.enqueue(type_name, {})
+    assert await r.xlen(tk.events) == 1
+    assert cli("events", type_name, "show", url=redis_url).stdout.strip() == "on"

@@ -12,6 +12,7 @@ import pytest
 from streamjobs.codes import Code
 from streamjobs.contract import (
     EVENTS_MAXLEN,
+    EVENTS_OFF,
     FETCH,
     GONE,
     HISTORY_LENGTH,
@@ -363,6 +364,7 @@ def test_events_emitted_are_the_contracts() -> None:
     assert emitted == {e.value for e in Event}
     assert constants("events_maxlen") == {"EVENTS_MAXLEN": str(EVENTS_MAXLEN)}
     assert constants("history_length") == {"HISTORY_LENGTH": str(HISTORY_LENGTH)}
+    assert EVENTS_OFF  # the switch is a string in the key: emit.lua tests its TYPE
     for name in SPECS:
         if EMIT.search(body(name)):
             assert "events" in SPECS[name].keys, f"{name} emits without the events key"

@@ -3,7 +3,7 @@
 -- KEYS[2] delayed
 -- KEYS[3] stats
 -- KEYS[4] job_prefix
--- KEYS[5] events
+-- KEYS[5] events  (may be left out: no enqueued events then)
 -- ARGV[1...] job_id, token, delay_ms, run_at_ms, nfields, field, value, ...  (repeated per job)
 -- job_id '' takes the entry id (or a generated id for a delayed job); run_at_ms 0 means none.
 -- An id given is written into the entry as its `id` field, with `id_claimed 1` (the id is

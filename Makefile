@@ -8,7 +8,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 RUNTIME := $(VENV)/.runtime
 
-.PHONY: up test bench lint clean
+.PHONY: up test bench lint clean chromium screenshots
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -25,9 +25,21 @@ $(STAMP): pyproject.toml | $(BIN)/python
 up: $(RUNTIME)
 	$(BIN)/streamjobs up
 
-test: lint
+# The browser tests drive Debian's Chromium (Playwright's own browser download does not
+# work on these machines): installed with apt when missing, as on a fresh CI machine.
+chromium:
+	@test -x /usr/bin/chromium || { \
+	  echo "installing chromium (apt) for the dashboard's browser tests"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq chromium; }
+
+test: lint chromium
 	$(BIN)/python -m pytest -n 2 --dist loadgroup --cov --cov-report=term
 	$(BIN)/python -m bench --quick
+
+# Retake the dashboard screenshots the README shows (docs/img/*.png).
+screenshots: $(STAMP) chromium
+	STREAMJOBS_SCREENSHOTS=1 $(BIN)/python -m pytest tests/test_ui_browser.py -q -p no:randomly
 
 bench: $(STAMP)
 	$(BIN)/python -m bench

@@ -4,7 +4,7 @@ The public API is ``__all__``; every other module is internal and may change.
 """
 
 from streamjobs.config import Settings
-from streamjobs.contract import Event, JobState
+from streamjobs.contract import DedupMode, Event, JobState
 from streamjobs.counts import TypeStats
 from streamjobs.dead import DeadJob, DeadLetters
 from streamjobs.errors import (
@@ -28,9 +28,17 @@ from streamjobs.errors import (
 )
 from streamjobs.events import Events, JobEvent
 from streamjobs.job import Job
-from streamjobs.producer import JobSpec, Producer, SyncProducer
+from streamjobs.producer import (
+    Cancelled,
+    CancelOutcome,
+    Enqueued,
+    JobSpec,
+    Producer,
+    SyncProducer,
+)
 from streamjobs.registry import Registry, handler
 from streamjobs.retry import Policy
+from streamjobs.schedules import Schedule
 from streamjobs.status import JobStatus
 from streamjobs.worker import Worker
 
@@ -41,11 +49,15 @@ __all__ = [
     "JobEvent",
     "Events",
     "Event",
+    "CancelOutcome",
+    "Cancelled",
     "ConfigError",
     "DeadJob",
     "DeadLetters",
     "DecodeError",
+    "DedupMode",
     "DuplicateJob",
+    "Enqueued",
     "InvalidArgument",
     "InvalidTypeName",
     "Job",
@@ -60,6 +72,7 @@ __all__ = [
     "Producer",
     "Registry",
     "RetryAfter",
+    "Schedule",
     "ServerError",
     "Settings",
     "StreamJobsError",

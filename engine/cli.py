@@ -18,7 +18,9 @@ from redis.exceptions import RedisError
 
 from streamjobs import commands as runner
 from streamjobs import logs
+from streamjobs.contract import DedupMode
 from streamjobs.errors import StreamJobsError
+from streamjobs.listing import LISTABLE
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
@@ -84,6 +86,10 @@ def build_parser() -> argparse.ArgumentParser:
     api = sub.add_parser("api", help="serve the HTTP API")
     api.add_argument("--host", default=None)
     api.add_argument("--port", type=int, default=None)
+    api.add_argument("--workers", type=int, default=1,
+                     help="API processes on one port (e.g. the number of cores)")
+    api.add_argument("--access-log", action="store_true",
+                     help="log a line per request (off: it costs ~9%% of a request)")
 
     sub.add_parser("server", help="run only the embedded server (foreground)")
 
@@ -95,6 +101,24 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--id", dest="job_id", default=None, help="job id (idempotent)")
     e.add_argument("--max-attempts", type=int, default=None)
     e.add_argument("--timeout", type=float, default=None)
+    e.add_argument("--expires-in", type=float, default=None,
+                   help="seconds: not started by then, the job never runs (expired)")
+    e.add_argument("--dedup-key", default=None,
+                   help="deduplication key: a job of this key may answer for this one")
+    e.add_argument("--dedup-mode", choices=[m.value for m in DedupMode], default=None,
+                   help="unique (default), throttle or debounce")
+    e.add_argument("--dedup-ttl", type=float, default=None, help="the key's window, seconds")
+
+    c = sub.add_parser("cancel", help="cancel a job (waiting, delayed, or running: its "
+                                      "worker stops the attempt)")
+    c.add_argument("type")
+    c.add_argument("id")
+
+    ls = sub.add_parser("list", help="list a type's jobs in one state, oldest first")
+    ls.add_argument("type")
+    ls.add_argument("--state", choices=[s.value for s in LISTABLE], default="waiting")
+    ls.add_argument("--count", type=int, default=20)
+    ls.add_argument("--cursor", default=None, help="next_cursor of the previous page")
 
     s = sub.add_parser("status", help="show one job")
     s.add_argument("type")
@@ -112,7 +136,22 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("type")
     ev.add_argument("switch", choices=["on", "off", "show"])
 
-    sub.add_parser("stats", help="per type: waiting, running, delayed, dead, completed")
+    sub.add_parser("stats", help="per type: waiting, running, delayed, dead, completed, "
+                                 "cancelled, expired")
+
+    sub.add_parser("workers", help="live workers and the jobs each runs now")
+
+    j = sub.add_parser("jobs", help="one page of a type's jobs in a state")
+    j.add_argument("type")
+    j.add_argument("--state", default="waiting",
+                   choices=["waiting", "running", "delayed", "completed", "dead"])
+    j.add_argument("--limit", type=int, default=20, help="jobs per page (1-1000)")
+    j.add_argument("--cursor", default=None, help="the cursor the previous page printed")
+
+    top = sub.add_parser("top", help="live overview of types and workers (refreshing)")
+    top.add_argument("--interval", type=float, default=2.0, help="seconds between refreshes")
+    top.add_argument("--iterations", type=int, default=0,
+                     help="stop after this many refreshes (0: until Ctrl-C)")
 
     d = sub.add_parser("dlq", help="dead letters")
     dsub = d.add_subparsers(dest="dlq_command", required=True)
@@ -140,6 +179,39 @@ def build_parser() -> argparse.ArgumentParser:
                                         "letters and stats (stop its workers first)")
     td.add_argument("type")
     td.add_argument("--yes", action="store_true", help="confirm")
+    tp = tsub.add_parser("partitions", help="show (or set) how many partitions a type's "
+                                            "jobs are spread over; its workers set it too")
+    tp.add_argument("type")
+    tp.add_argument("n", nargs="?", type=int, help="the new count (1 to unpartition)")
+
+    for verb, what in (("pause", "workers start no job of TYPE until resumed (jobs still "
+                                 "enqueue; running ones finish)"),
+                       ("resume", "resume a paused type")):
+        pr = sub.add_parser(verb, help=what)
+        pr.add_argument("type")
+
+    sc = sub.add_parser("schedule", help="cron and interval schedules (each tick enqueued "
+                                         "once by the workers of its type)")
+    ssub = sc.add_subparsers(dest="schedule_command", required=True)
+    sa = ssub.add_parser("add", help="create or replace a schedule")
+    sa.add_argument("name")
+    sa.add_argument("type")
+    sa.add_argument("payload", type=_json_arg, nargs="?", default=None,
+                    help="JSON payload of each tick's job")
+    when = sa.add_mutually_exclusive_group(required=True)
+    when.add_argument("--cron", help="5 fields, or 6 with the seconds first")
+    when.add_argument("--every", type=float, help="interval in seconds (>= 1)")
+    sa.add_argument("--tz", default="UTC", help="IANA time zone of the cron expression")
+    sa.add_argument("--max-attempts", type=int, default=None)
+    sa.add_argument("--timeout", type=float, default=None)
+    sa.add_argument("--paused", action="store_true", help="create it paused")
+    ssub.add_parser("list", help="every schedule, as JSON lines")
+    for verb, what in (("remove", "delete a schedule (its jobs stay)"),
+                       ("pause", "stop a schedule's ticks"),
+                       ("resume", "resume a schedule (next tick: the first after now)"),
+                       ("run-now", "enqueue the schedule's job once now")):
+        one = ssub.add_parser(verb, help=what)
+        one.add_argument("name")
 
     sub.add_parser("bench", help="run the benchmark suite (bench/); every argument after "
                                  "`bench` is the suite's own (try `bench --help`)",

@@ -23,3 +23,7 @@ class Code(IntEnum):
     NOT_OWNER = -4
     #: The transition had already run for this entry (a replay after a lost reply).
     ALREADY = -5
+    #: Enqueue: a job of the same ``dedup_key`` answers for this one (its id is returned).
+    DEDUPLICATED = -6
+    #: Cancel of a running job: the request is recorded; its worker stops the attempt.
+    REQUESTED = -7

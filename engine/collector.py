@@ -13,7 +13,8 @@ Per type (label ``type``):
 - ``streamjobs_queue_delayed``: scheduled or waiting out a backoff
 - ``streamjobs_queue_dead``: in the dead stream
 - ``streamjobs_queue_oldest_waiting_age_seconds``: age of the oldest undelivered entry
-- ``streamjobs_queue_{enqueued,completed,retried,dead_lettered}_total``: the type's counters
+- ``streamjobs_queue_{enqueued,completed,retried,dead_lettered,cancelled,expired,
+  deduplicated}_total``: the type's counters
 """
 
 from __future__ import annotations
@@ -34,10 +35,13 @@ from streamjobs.counts import (
     COUNT_REPLIES,
     Counts,
     checked,
+    fold,
+    more_partitions,
     oldest_age,
     parse_counts,
     queue_counts,
     server_ms,
+    type_names,
 )
 from streamjobs.keys import TypeKeys, types_key
 
@@ -64,6 +68,10 @@ _COUNTERS = {
     "completed": (Stat.COMPLETED, "Jobs completed"),
     "retried": (Stat.RETRIED, "Failed attempts that were retried"),
     "dead_lettered": (Stat.DEAD, "Jobs moved to the dead stream"),
+    "cancelled": (Stat.CANCELLED, "Jobs cancelled (waiting, delayed or running)"),
+    "expired": (Stat.EXPIRED, "Jobs not started by their expires_at"),
+    "deduplicated": (Stat.DEDUPLICATED, "Enqueues answered by a job of the same dedup_key"),
+    "cron_ticks": (Stat.CRON_TICKS, "Cron ticks enqueued (each exactly once)"),
 }
 
 
@@ -112,19 +120,26 @@ class QueueCollector(Collector):
     # ---- reading -----------------------------------------------------------------------
 
     def _read(self) -> list[Metric]:
-        members = replies.member_set(self.client.smembers(types_key(self.prefix)))
-        types = sorted(t.decode() for t in members)
+        index = types_key(self.prefix)
+        types = type_names(replies.member_set(self.client.smembers(index)), index)
         keys = [TypeKeys(self.prefix, t) for t in types]
         # One pipeline; a cluster client splits it per node. TIME is not allowed in a
         # cluster pipeline: read apart.
+        rows = self._counts(keys)
+        extra = more_partitions(keys, rows)  # partitioned types: the other partitions
+        if extra:
+            keys, rows = [*keys, *extra], rows + self._counts(extra)
+        ages = self._ages(keys, rows, server_ms(self.client.time()))
+        keys, rows, ages = fold(keys, rows, ages)
+        return _families([tk.type for tk in keys], rows, ages)
+
+    def _counts(self, keys: Sequence[TypeKeys]) -> list[Counts]:
         pipe = self.client.pipeline(transaction=False)
         for tk in keys:
             queue_counts(pipe, tk)
         res = pipe.execute(raise_on_error=False)
-        rows = [parse_counts(res[i * COUNT_REPLIES : (i + 1) * COUNT_REPLIES])
+        return [parse_counts(res[i * COUNT_REPLIES : (i + 1) * COUNT_REPLIES])
                 for i in range(len(keys))]
-        ages = self._ages(keys, rows, server_ms(self.client.time()))
-        return _families(types, rows, ages)
 
     def _ages(self, keys: Sequence[TypeKeys], rows: Sequence[Counts], now_ms: int) -> list[float]:
         """Oldest waiting age of each type: one pipelined XRANGE after the last delivered."""
@@ -155,6 +170,12 @@ def _families(types: Sequence[str], rows: Sequence[Counts],
     for t, a in zip(types, ages, strict=True):
         age.add_metric([t], a)
     out.append(age)
+    paused = GaugeMetricFamily("streamjobs_type_paused",
+                               "1 while the type is paused (workers start none of its jobs)",
+                               labels=["type"])
+    for t, row in zip(types, rows, strict=True):
+        paused.add_metric([t], 1.0 if row.paused else 0.0)
+    out.append(paused)
     for name, (field, doc) in _COUNTERS.items():
         c = CounterMetricFamily(f"streamjobs_queue_{name}", doc, labels=["type"])
         for t, row in zip(types, rows, strict=True):

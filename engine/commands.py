@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import runpy
 import sys
+import time
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio
@@ -14,14 +15,17 @@ from streamjobs import supervisor
 from streamjobs.admin import delete_type
 from streamjobs.config import Settings
 from streamjobs.connection import client_from_url
+from streamjobs.contract import JobState
 from streamjobs.counts import known_types, types_stats
 from streamjobs.dead import DeadLetters
 from streamjobs.embedded import find_data_dir
 from streamjobs.errors import ConfigError, InvalidArgument, ServerError
 from streamjobs.events import Events, events_on, switch_events
 from streamjobs.keys import TypeKeys, check_type_name
+from streamjobs.listing import Page, list_jobs
 from streamjobs.logs import LogConfig, redact
-from streamjobs.producer import Producer
+from streamjobs.producer import Cancelled, CancelOutcome, Enqueued, Producer
+from streamjobs.streams import keep_types_indexed, partitions_of, publish_partitions
 
 if TYPE_CHECKING:
     import argparse
@@ -72,13 +76,60 @@ def cmd_enqueue(args: argparse.Namespace) -> int:
     check_type_name(args.type)
     url = resolve_url(args)
 
-    async def go() -> str:
+    async def go() -> Enqueued:
         async with Producer(url, settings=_settings()) as p:
             return await p.enqueue(args.type, args.payload, job_id=args.job_id,
                                    delay=args.delay, max_attempts=args.max_attempts,
-                                   timeout=args.timeout)
+                                   timeout=args.timeout, expires_in=args.expires_in,
+                                   dedup_key=args.dedup_key, dedup_mode=args.dedup_mode,
+                                   dedup_ttl=args.dedup_ttl)
 
-    print(_run(go))
+    job_id = _run(go)
+    if job_id.deduplicated:
+        print(f"{job_id} deduplicated: that job ({job_id.state}) answers for dedup key "
+              f"{args.dedup_key!r}; nothing new enqueued")
+    else:
+        print(job_id)
+    return 0
+
+
+def cmd_cancel(args: argparse.Namespace) -> int:
+    check_type_name(args.type)
+    url = resolve_url(args)
+
+    async def go() -> Cancelled:
+        async with Producer(url, settings=_settings()) as p:
+            return await p.cancel(args.type, args.id)
+
+    answer = _run(go)
+    said = {
+        CancelOutcome.CANCELLED: "cancelled",
+        CancelOutcome.UNINTERRUPTIBLE: "cancel recorded, but the attempt cannot be "
+        "interrupted (a sync handler in a thread): it runs on; a failure is not retried",
+        CancelOutcome.REQUESTED: "cancel requested; its worker has not answered yet",
+        CancelOutcome.FINISHED: "it finished before the cancel reached it",
+    }[answer.outcome]
+    print(f"{args.id} ({answer}): {said}")
+    return 0 if answer.outcome is not CancelOutcome.FINISHED else 1
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    check_type_name(args.type)
+    url = resolve_url(args)
+    settings = _settings()
+
+    async def go() -> Page:
+        r = client_from_url(url)
+        try:
+            since = int(time.time() * 1000) - settings.result_ttl * 1000
+            return await list_jobs(r, TypeKeys(settings.prefix, args.type),
+                                   JobState(args.state), cursor=args.cursor,
+                                   limit=args.count, since_ms=since)
+        finally:
+            await r.aclose()
+
+    page = _run(go)
+    _print_json({"jobs": [j.to_dict() for j in page.jobs], "next_cursor": page.next_cursor})
     return 0
 
 
@@ -140,16 +191,94 @@ def cmd_stats(args: argparse.Namespace) -> int:
     async def go() -> list[Any]:
         r = client_from_url(url)
         try:
+            await keep_types_indexed(r, settings.prefix, 0)  # plain-XADD types too
             types = await known_types(r, settings.prefix)
             return await types_stats(r, [TypeKeys(settings.prefix, t) for t in types])
         finally:
             await r.aclose()
 
     rows = _run(go)
-    cols = ["type", "waiting", "running", "delayed", "dead", "completed"]
+    cols = ["type", "waiting", "running", "delayed", "dead", "completed", "cancelled",
+            "expired", "paused"]
     print("  ".join(f"{c:>12}" for c in cols))
     for s in rows:
         print("  ".join(f"{getattr(s, c)!s:>12}" for c in cols))
+    return 0
+
+
+def _console() -> Any:
+    from rich.console import Console
+
+    return Console(highlight=False)
+
+
+def cmd_workers(args: argparse.Namespace) -> int:
+    """Live workers and the jobs each runs now."""
+    from streamjobs import terminal
+    from streamjobs.counts import server_ms
+    from streamjobs.presence import live_workers
+
+    url = resolve_url(args)
+    settings = _settings()
+
+    async def go() -> tuple[list[dict[str, Any]], int]:
+        r = client_from_url(url)
+        try:
+            return await live_workers(r, settings.prefix), server_ms(await r.time())
+        finally:
+            await r.aclose()
+
+    workers, now = _run(go)
+    _console().print(terminal.workers_table(workers, now))
+    return 0
+
+
+def cmd_jobs(args: argparse.Namespace) -> int:
+    """One page of a type's jobs in a state; the next page's cursor at the end."""
+    from streamjobs import terminal
+    from streamjobs.contract import JobState
+    from streamjobs.listing import list_jobs
+
+    check_type_name(args.type)
+    url = resolve_url(args)
+    settings = _settings()
+    state = JobState(args.state)
+
+    async def go() -> Any:
+        r = client_from_url(url)
+        try:
+            return await list_jobs(r, TypeKeys(settings.prefix, args.type), state,
+                                   cursor=args.cursor, limit=args.limit)
+        finally:
+            await r.aclose()
+
+    page = _run(go)
+    console = _console()
+    console.print(terminal.jobs_table(args.type, state, page))
+    if page.next_cursor:
+        console.print(f"# next page: streamjobs jobs {args.type} --state {state.value} "
+                      f"--cursor '{page.next_cursor}'", markup=False)
+    return 0
+
+
+def cmd_top(args: argparse.Namespace) -> int:
+    """A live view of every type and worker, refreshed every --interval seconds."""
+    from streamjobs import terminal
+
+    if args.interval <= 0 or args.iterations < 0:
+        raise InvalidArgument("--interval must be > 0 and --iterations >= 0")
+    url = resolve_url(args)
+    settings = _settings()
+
+    async def go() -> int:
+        r = client_from_url(url)
+        try:
+            return await terminal.run_top(r, settings.prefix, _console(), args.interval,
+                                          args.iterations)
+        finally:
+            await r.aclose()
+
+    _run(go)
     return 0
 
 
@@ -212,8 +341,11 @@ _DLQ = {"list": _dlq_list, "show": _dlq_show, "retry": _dlq_retry, "purge": _dlq
 
 
 def cmd_types(args: argparse.Namespace) -> int:
-    """`types delete TYPE --yes`: every key of the type, and the type itself."""
+    """`types delete TYPE --yes`: every key of the type, and the type itself.
+    `types partitions TYPE [N]`: its partition count (set when N is given)."""
     check_type_name(args.type)
+    if args.types_command == "partitions":
+        return _partitions(args)
     if not args.yes:
         raise InvalidArgument(f"deleting type {args.type!r} removes all its jobs, records and "
                          "dead letters: add --yes to confirm")
@@ -228,6 +360,81 @@ def cmd_types(args: argparse.Namespace) -> int:
             await r.aclose()
 
     print(f"deleted type {args.type} ({_run(go)} keys)")
+    return 0
+
+
+def _with_producer(url: str, fn: Callable[[Producer], Awaitable[T]]) -> T:
+    async def go() -> T:
+        async with Producer(url, settings=_settings()) as p:
+            return await fn(p)
+
+    return _run(go)
+
+
+def cmd_pause(args: argparse.Namespace) -> int:
+    check_type_name(args.type)
+    changed = _with_producer(resolve_url(args), lambda p: p.pause(args.type))
+    print(f"paused {args.type}" if changed else f"{args.type} was already paused")
+    return 0
+
+
+def cmd_resume(args: argparse.Namespace) -> int:
+    check_type_name(args.type)
+    changed = _with_producer(resolve_url(args), lambda p: p.resume(args.type))
+    print(f"resumed {args.type}" if changed else f"{args.type} was not paused")
+    return 0
+
+
+def cmd_schedule(args: argparse.Namespace) -> int:
+    """`schedule add|list|remove|pause|resume|run-now`."""
+    url, verb = resolve_url(args), args.schedule_command
+    if verb == "add":
+        s = _with_producer(url, lambda p: p.schedule(
+            args.name, args.type, args.payload, cron=args.cron, every=args.every, tz=args.tz,
+            max_attempts=args.max_attempts, timeout=args.timeout, paused=args.paused))
+        _print_json(s.to_dict())
+    elif verb == "list":
+        for s in _with_producer(url, lambda p: p.schedules()):
+            print(orjson.dumps(s.to_dict()).decode())
+    else:
+        act: dict[str, Callable[[Producer], Awaitable[Any]]] = {
+            "remove": lambda p: p.unschedule(args.name),
+            "pause": lambda p: p.pause_schedule(args.name),
+            "resume": lambda p: p.resume_schedule(args.name),
+            "run-now": lambda p: p.run_schedule_now(args.name),
+        }
+        out = _with_producer(url, act[verb])
+        if out is None or out is False:
+            print(f"error: no schedule {args.name!r}", file=sys.stderr)
+            return 1
+        if verb == "remove":
+            print(f"removed {args.name}")
+        elif verb == "run-now":
+            print(out)
+        else:
+            _print_json(out.to_dict())
+    return 0
+
+
+def _partitions(args: argparse.Namespace) -> int:
+    url, settings = resolve_url(args), _settings()
+    tk = TypeKeys(settings.prefix, args.type)
+
+    async def go() -> tuple[int, int]:
+        r = client_from_url(url)
+        try:
+            if args.n is None:
+                n = await partitions_of(r, tk)
+                return n, n
+            return await publish_partitions(r, tk, args.n), args.n
+        finally:
+            await r.aclose()
+
+    before, now = _run(go)
+    print(f"{args.type}: {now} partitions" + (f" (was {before})" if before != now else ""))
+    if now < before:
+        print(f"warning: jobs left in partitions {now}-{before - 1} are served only by a "
+              f"worker that names them (--types {args.type}#k)", file=sys.stderr)
     return 0
 
 
@@ -265,7 +472,8 @@ def cmd_api(args: argparse.Namespace) -> int:
     from streamjobs.api import serve
 
     settings = _settings()
-    serve(resolve_url(args), settings, host=args.host, port=args.port)
+    serve(resolve_url(args), settings, host=args.host, port=args.port, workers=args.workers,
+          access_log=args.access_log)
     return 0
 
 

@@ -60,6 +60,8 @@ class Settings:
     api_port: int = 8000
     #: API keys accepted as ``Authorization: Bearer <key>``; empty: no auth.
     api_keys: tuple[str, ...] = field(default=(), repr=False)
+    #: Keys that may only read (GET): the dashboard without its buttons, a status page.
+    api_read_keys: tuple[str, ...] = field(default=(), repr=False)
     #: Serve /metrics without an API key even when keys are configured.
     metrics_public: bool = False
     #: Largest accepted payload (JSON text) in bytes, at the API and in workers.
@@ -73,6 +75,9 @@ class Settings:
     durability_timeout: float = 2.0
     #: Seconds an enqueue keeps retrying through a failover or a lost connection.
     enqueue_deadline: float = 30.0
+    #: Seconds between two scans (SCAN per primary) by which the API finds types no
+    #: producer or worker of ours registered (plain XADD only); 0: only at start.
+    types_rescan_s: float = 60.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -100,6 +105,8 @@ class Settings:
         if self.durability not in DURABILITY:
             raise ConfigError(f"durability must be one of {', '.join(DURABILITY)}, "
                               f"not {self.durability!r}")
+        if self.types_rescan_s < 0:
+            raise ConfigError("types_rescan_s must be >= 0")
         if self.durability_timeout <= 0 or self.enqueue_deadline < 0:
             raise ConfigError("durability_timeout must be > 0 and enqueue_deadline >= 0")
         if not self.prefix or any(c in self.prefix for c in "{} "):

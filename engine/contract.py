@@ -45,8 +45,10 @@ class JobState(StrEnum):
     COMPLETED = "completed"
     #: In the dead stream: attempts exhausted, permanent error, poison or malformed.
     DEAD = "dead"
-    #: Cancelled before it ran.
+    #: Cancelled before it ran, or while it ran (``Producer.cancel`` of a running job).
     CANCELLED = "cancelled"
+    #: Not started by its ``expires_at``: never runs.
+    EXPIRED = "expired"
 
 
 #: Delivery (XREADGROUP) is the move to running and no script sees it, so a running job's
@@ -86,8 +88,9 @@ TRANSITIONS: dict[str, tuple[Move, ...]] = {
     "fail": (_m(_R, f"{_W} {_D} {JobState.DEAD}"),),
     "release": (_m(_R, f"{_W} {JobState.DEAD}"),),
     "reclaim": (_m(_R, f"{_R} {JobState.DEAD}"),),
-    "promote": (_m(_D, _W),),
+    "promote": (_m(_D, f"{_W} {JobState.EXPIRED}"),),
     "cancel": (_m(f"{_W} {_D}", JobState.CANCELLED),),
+    "stop": (_m(_R, f"{JobState.EXPIRED} {JobState.CANCELLED}"),),
     "dead_retry": (_m(JobState.DEAD, _W),),
     "dead_purge": (_m(JobState.DEAD, GONE),),
     "touch": (),
@@ -96,6 +99,7 @@ TRANSITIONS: dict[str, tuple[Move, ...]] = {
     "started": (),
     #: A running attempt's progress and log lines.
     "progress": (),
+    "schedule_tick": (_m(NEW, _W),),
 }
 
 
@@ -143,6 +147,9 @@ class Attempt(StrEnum):
     RELEASED = "released"
     #: Cancelled because the entry was reclaimed by another worker: settles nothing.
     LOST = "lost"
+    #: Settled by ``stop.lua`` before or instead of running: its ``expires_at`` passed,
+    #: it was a plain XADD duplicate of an active ``dedup_key``, or it was cancelled.
+    STOPPED = "stopped"
 
 
 class Outcome(StrEnum):
@@ -157,6 +164,12 @@ class Outcome(StrEnum):
     TIMEOUT = "timeout"
     #: The worker no longer owned the entry when it finished (reclaimed elsewhere).
     ACK_REFUSED = "ack_refused"
+    #: Not started by its ``expires_at`` (found so at start; promote's are not counted here).
+    EXPIRED = "expired"
+    #: Cancelled while running.
+    CANCELLED = "cancelled"
+    #: A plain XADD entry dropped at start as a duplicate of an active ``dedup_key``.
+    DEDUPLICATED = "deduplicated"
 
 
 # ---- field names -------------------------------------------------------------------------
@@ -176,6 +189,15 @@ class Wire(_Name):
     #: per fetch a plain XADD's ``id`` costs. A producer that writes it itself vouches for
     #: its id; a duplicate that does so is still dead-lettered when it settles, after a run.
     ID_CLAIMED = "id_claimed"
+    #: Ms since the epoch (server clock): a job not started by then ends ``expired``.
+    EXPIRES_AT = "expires_at"
+    #: Ms from the enqueue (enqueue.lua turns it into ``expires_at``; a plain XADD
+    #: gives ``expires_at``).
+    EXPIRES_IN = "expires_in"
+    #: Deduplication: the key, the mode (:class:`DedupMode`) and the window in ms.
+    DEDUP_KEY = "dedup_key"
+    DEDUP_MODE = "dedup_mode"
+    DEDUP_TTL = "dedup_ttl"
 
 
 RESERVED = frozenset(Wire)
@@ -214,6 +236,29 @@ class Rec(_Name):
     #: One JSON object per attempt, newline-separated, the last :data:`HISTORY_LENGTH`:
     #: attempt, started_at, duration_ms, worker, outcome (an Event) and error.
     HISTORY = "history"
+    #: The ``dedup_key`` a unique-while-active job holds; every final transition frees it.
+    UNIQUE = "unique"
+    #: A cancel of the running job was asked (``requested``); ``uninterruptible`` once its
+    #: worker found the attempt cannot be stopped (a sync handler in a thread).
+    CANCEL = "cancel"
+
+
+class DedupMode(StrEnum):
+    """How an enqueue with a ``dedup_key`` treats an existing job of that key."""
+
+    #: While the key's job exists (or for ``dedup_ttl``): return that job's id.
+    THROTTLE = "throttle"
+    #: The key's job not started yet: replace its payload and push its start back.
+    DEBOUNCE = "debounce"
+    #: While the key's job is waiting, delayed or running: return that job's id.
+    UNIQUE = "unique"
+
+
+class CancelMark(StrEnum):
+    """Values of a record's ``cancel`` field."""
+
+    REQUESTED = "requested"
+    UNINTERRUPTIBLE = "uninterruptible"
 
 
 #: A delayed or dead job's own fields are kept under this prefix (record or dead entry).
@@ -243,6 +288,12 @@ class Stat(_Name):
     RECLAIMED = "reclaimed"
     DEAD_RETRIED = "dead_retried"
     PURGED = "purged"
+    EXPIRED = "expired"
+    #: Enqueues answered with an existing job of their ``dedup_key`` (and plain XADD
+    #: duplicates dropped at start).
+    DEDUPLICATED = "deduplicated"
+    #: Cron ticks enqueued (schedule_tick.lua).
+    CRON_TICKS = "cron_ticks"
     #: Not a count: the sequence of generated ids of delayed jobs.
     SEQ = "seq"
 
@@ -258,6 +309,15 @@ class Heartbeat(_Name):
     IN_FLIGHT = "in_flight"
     STARTED_AT = "started_at"
     LAST_HEARTBEAT = "last_heartbeat"
+    #: JSON list of the jobs running now: ``{"type", "id", "started_at", "attempt"}``
+    #: each (at most ``HEARTBEAT_RUNNING_MAX``; ``in_flight`` is the full count).
+    RUNNING = "running"
+    #: JSON object: each type's retry policy (``Policy`` fields) as this worker runs it.
+    POLICIES = "policies"
+
+
+#: Running jobs a heartbeat lists by id (a worker of high concurrency lists the oldest).
+HEARTBEAT_RUNNING_MAX = 100
 
 
 # ---- events ------------------------------------------------------------------------------
@@ -341,7 +401,8 @@ MAX_JOB_FIELDS = MAX_FIELDS - 3
 #: Integer fields: decimal digits only, at most 15 (exact in Lua's doubles, no sign,
 #: point or exponent); with their minimum.
 INTEGER_FIELDS: dict[bytes, int] = {Wire.ATTEMPTS.b: 0, Wire.MAX_ATTEMPTS.b: 1,
-                                    Wire.ENQUEUED_AT.b: 0}
+                                    Wire.ENQUEUED_AT.b: 0, Wire.EXPIRES_AT.b: 0,
+                                    Wire.EXPIRES_IN.b: 0, Wire.DEDUP_TTL.b: 0}
 INTEGER = re.compile(rb"[0-9]{1,15}")
 #: ``timeout``: a positive decimal, at most 9 digits either side of the point.
 DECIMAL = re.compile(rb"[0-9]{1,9}(?:\.[0-9]{1,9})?")
@@ -383,6 +444,9 @@ def job_id_of(entry_id: str, fields: Mapping[bytes, bytes]) -> str:
     return raw.decode()
 
 
+DEDUP_MODES = frozenset(DedupMode)
+
+
 def entry_problem(fields: Mapping[bytes, bytes]) -> str | None:
     """Why an entry breaks the wire format (``docs/protocol.md``), or None. The payload's
     JSON and size are the decoder's to check; everything a script reads is checked here."""
@@ -401,6 +465,9 @@ def entry_problem(fields: Mapping[bytes, bytes]) -> str | None:
         if raw is not None and (not INTEGER.fullmatch(raw) or int(raw) < minimum):
             return (f"{name.decode()} {raw[:40]!r} is not an integer >= {minimum} "
                     "of at most 15 digits")
+    raw = fields.get(Wire.DEDUP_MODE.b)
+    if raw is not None and raw.decode("latin-1") not in DEDUP_MODES:
+        return f"dedup_mode {raw[:40]!r} is not throttle, debounce or unique"
     raw = fields.get(Wire.TIMEOUT.b)
     if raw is not None and (not DECIMAL.fullmatch(raw) or not float(raw) > 0):
         return f"timeout {raw[:40]!r} is not a positive decimal (at most 9 digits each side)"

@@ -6,22 +6,23 @@ raises: a node that cannot be read is an error, never a zero."""
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from redis.exceptions import ResponseError
 
 from streamjobs import replies
-from streamjobs.contract import Stat
-from streamjobs.keys import GROUP, types_key
+from streamjobs.contract import TYPE_NAME, Stat
+from streamjobs.keys import GROUP, PARTITIONS_FIELD, TypeKeys, parse_partitions, types_key
 from streamjobs.records import Record
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Iterable, Sequence
 
     from redis.asyncio import Redis
 
-    from streamjobs.keys import TypeKeys
+log = logging.getLogger("streamjobs")
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +39,13 @@ class TypeStats(Record):
     enqueued: int
     #: Age in seconds of the oldest entry not yet delivered (0 when none).
     oldest_waiting_age: float
+    cancelled: int = 0
+    #: Not started by their ``expires_at``.
+    expired: int = 0
+    #: Enqueues answered by a job of the same ``dedup_key``.
+    deduplicated: int = 0
+    #: Paused: workers start none of its jobs (``streamjobs pause``).
+    paused: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,13 +59,16 @@ class Counts:
     counters: dict[bytes, bytes]
     #: The group's last delivered id: the oldest waiting entry comes after it.
     last_delivered: str | None
+    paused: bool = False
+    #: Partitions the type is spread over (its config; read with partition 0's counts).
+    partitions: int = 1
 
     def counter(self, name: Stat) -> int:
         return int(self.counters.get(name.b, 0))
 
 
 #: Replies :func:`queue_counts` adds to a pipeline per type.
-COUNT_REPLIES = 6
+COUNT_REPLIES = 8
 
 
 def queue_counts(pipe: Any, tk: TypeKeys) -> None:
@@ -72,6 +83,8 @@ def queue_counts(pipe: Any, tk: TypeKeys) -> None:
     pipe.xlen(tk.dead)
     pipe.hgetall(tk.stats)
     pipe.xinfo_groups(tk.stream)
+    pipe.exists(tk.paused)
+    pipe.hget(tk.config, PARTITIONS_FIELD)
 
 
 def checked(reply: Any) -> Any:
@@ -86,7 +99,7 @@ def checked(reply: Any) -> Any:
 
 def parse_counts(res: Sequence[Any]) -> Counts:
     """Read the replies of :func:`queue_counts` (a missing stream or group counts as 0)."""
-    length, pend, delayed, dead, counters, groups = (checked(r) for r in res)
+    length, pend, delayed, dead, counters, groups, paused, parts = (checked(r) for r in res)
     length = length if isinstance(length, int) else 0
     running = int(pend["pending"]) if isinstance(pend, dict) else 0
     last = None
@@ -99,7 +112,40 @@ def parse_counts(res: Sequence[Any]) -> Counts:
         delayed=delayed if isinstance(delayed, int) else 0,
         dead=dead if isinstance(dead, int) else 0,
         counters=counters if isinstance(counters, dict) else {}, last_delivered=last,
+        paused=bool(paused),
+        partitions=parse_partitions(parts),
     )
+
+
+def more_partitions(tks: Sequence[TypeKeys], rows: Sequence[Counts]) -> list[TypeKeys]:
+    """The partitions (after the first) of the types whose counts say they have some:
+    their counts are read next, and :func:`fold` adds them up."""
+    return [p for tk, c in zip(tks, rows, strict=True) if tk.partition == 0
+            for p in tk.partitions(c.partitions)[1:]]
+
+
+def fold(tks: Sequence[TypeKeys], rows: Sequence[Counts], ages: Sequence[float]
+         ) -> tuple[list[TypeKeys], list[Counts], list[float]]:
+    """One row per type: its partitions' counts summed, their oldest waiting age the
+    largest (a type shows as one, however many partitions it has)."""
+    out: dict[str, tuple[TypeKeys, Counts, float]] = {}
+    for tk, c, a in zip(tks, rows, ages, strict=True):
+        seen = out.get(tk.type)
+        if seen is None:
+            out[tk.type] = (TypeKeys(tk.prefix, tk.type), c, a)
+            continue
+        s = seen[1]
+        counters = dict(s.counters)
+        for name, v in c.counters.items():
+            if name != Stat.SEQ.b:
+                counters[name] = str(int(counters.get(name, 0)) + int(v)).encode()
+        out[tk.type] = (seen[0], Counts(
+            s.waiting + c.waiting, s.running + c.running, s.delayed + c.delayed,
+            s.dead + c.dead, counters, s.last_delivered, s.paused or c.paused,
+            max(s.partitions, c.partitions),
+        ), max(seen[2], a))
+    return ([v[0] for v in out.values()], [v[1] for v in out.values()],
+            [v[2] for v in out.values()])
 
 
 def oldest_age(found: Any, now_ms: int) -> float:
@@ -120,19 +166,29 @@ def _stats(tk: TypeKeys, c: Counts, age: float) -> TypeStats:
         type=tk.type, waiting=c.waiting, running=c.running, delayed=c.delayed, dead=c.dead,
         completed=c.counter(Stat.COMPLETED), retried=c.counter(Stat.RETRIED),
         enqueued=c.counter(Stat.ENQUEUED), oldest_waiting_age=age,
+        cancelled=c.counter(Stat.CANCELLED), expired=c.counter(Stat.EXPIRED),
+        deduplicated=c.counter(Stat.DEDUPLICATED), paused=c.paused,
     )
 
 
-async def types_stats(redis: Redis, tks: Sequence[TypeKeys]) -> list[TypeStats]:
-    """Counts of many types: one pipeline (+1 for the oldest waiting ages, +1 TIME)."""
-    if not tks:
-        return []
+async def _counts(redis: Redis, tks: Sequence[TypeKeys]) -> list[Counts]:
     async with redis.pipeline(transaction=False) as pipe:
         for tk in tks:
             queue_counts(pipe, tk)
         res = await pipe.execute(raise_on_error=False)
-    rows = [parse_counts(res[i * COUNT_REPLIES : (i + 1) * COUNT_REPLIES])
+    return [parse_counts(res[i * COUNT_REPLIES : (i + 1) * COUNT_REPLIES])
             for i in range(len(tks))]
+
+
+async def types_stats(redis: Redis, tks: Sequence[TypeKeys]) -> list[TypeStats]:
+    """Counts of many types: one pipeline (+1 for the oldest waiting ages, +1 TIME, +1
+    for the other partitions of partitioned types), each type's partitions summed."""
+    if not tks:
+        return []
+    rows = await _counts(redis, tks)
+    extra = more_partitions(tks, rows)
+    if extra:
+        tks, rows = [*tks, *extra], rows + await _counts(redis, extra)
     now_ms = server_ms(await redis.time())
     todo = [(i, r.last_delivered) for i, r in enumerate(rows) if r.waiting and r.last_delivered]
     ages = [0.0] * len(rows)
@@ -143,7 +199,7 @@ async def types_stats(redis: Redis, tks: Sequence[TypeKeys]) -> list[TypeStats]:
             found = await pipe.execute(raise_on_error=False)
         for (i, _), f in zip(todo, found, strict=True):
             ages[i] = oldest_age(checked(f), now_ms)
-    return [_stats(tk, c, a) for tk, c, a in zip(tks, rows, ages, strict=True)]
+    return [_stats(tk, c, a) for tk, c, a in zip(*fold(tks, rows, ages), strict=True)]
 
 
 async def type_stats(redis: Redis, tk: TypeKeys) -> TypeStats:
@@ -152,4 +208,25 @@ async def type_stats(redis: Redis, tk: TypeKeys) -> TypeStats:
 
 
 async def known_types(redis: Redis, prefix: str) -> list[str]:
-    return sorted(m.decode() for m in replies.member_set(await redis.smembers(types_key(prefix))))
+    """The type names in the types index (sj:types), sorted."""
+    key = types_key(prefix)
+    return type_names(replies.member_set(await redis.smembers(key)), key)
+
+
+_SKIPPED: set[bytes] = set()
+
+
+def type_names(members: Iterable[bytes], index: str) -> list[str]:
+    """The members of the types index that are type names, sorted. Anyone may write the
+    index (a producer in another language, an operator): a member that is no type name
+    is left out, logged once per process, so it breaks no listing."""
+    names = []
+    for m in members:
+        t = m.decode("utf-8", "replace")
+        if TYPE_NAME.fullmatch(t):
+            names.append(t)
+        elif m not in _SKIPPED and len(_SKIPPED) < 1000:
+            _SKIPPED.add(m)
+            log.warning("the types index %s holds %r, which is no type name: left out of "
+                        "every listing (SREM it)", index, m[:100])
+    return sorted(names)

@@ -15,6 +15,7 @@ import orjson
 
 from streamjobs.contract import (
     DECIMAL,
+    DEDUP_MODES,
     INTEGER,
     JOB_ID,
     MAX_JOB_FIELDS,
@@ -142,10 +143,50 @@ class Job:
         )
 
 
+@dataclass(frozen=True, slots=True)
+class Flow:
+    """Flow-control options of one job (wire fields, ``docs/protocol.md``)."""
+
+    #: Ms from the enqueue (server clock) or ms since the epoch: not started by then, the
+    #: job ends ``expired``.
+    expires_in_ms: int | None = None
+    expires_at_ms: int | None = None
+    dedup_key: str | None = None
+    #: A :class:`streamjobs.contract.DedupMode` value (default: unique).
+    dedup_mode: str | None = None
+    dedup_ttl_ms: int | None = None
+
+    def fields(self) -> list[bytes | str]:
+        flat: list[bytes | str] = []
+        for name, ms in ((Wire.EXPIRES_IN, self.expires_in_ms),
+                         (Wire.EXPIRES_AT, self.expires_at_ms),
+                         (Wire.DEDUP_TTL, self.dedup_ttl_ms)):
+            if ms is not None:
+                if not 0 <= ms < 10**15:
+                    raise InvalidArgument(f"{name} must be from 0 to 10**15 - 1 ms")
+                flat += [name, str(int(ms))]
+        if self.dedup_key is not None:
+            if not JOB_ID.fullmatch(self.dedup_key):
+                raise InvalidArgument(f"invalid dedup_key {self.dedup_key!r}: 1-128 printable "
+                                      "ASCII characters, no spaces")
+            flat += [Wire.DEDUP_KEY, self.dedup_key]
+        if self.dedup_mode is not None:
+            if self.dedup_mode not in DEDUP_MODES:
+                raise InvalidArgument(f"dedup_mode must be one of {sorted(DEDUP_MODES)}, "
+                                      f"not {self.dedup_mode!r}")
+            if self.dedup_key is None:
+                raise InvalidArgument("dedup_mode needs a dedup_key")
+            flat += [Wire.DEDUP_MODE, self.dedup_mode]
+        return flat
+
+
+NO_FLOW = Flow()
+
+
 def encode_fields(
     payload: Any, *, job_id: str = "", max_attempts: int | None = None,
     timeout: float | None = None, headers: Mapping[str, str] | None = None,
-    payload_json: bytes | None = None,
+    payload_json: bytes | None = None, flow: Flow = NO_FLOW,
 ) -> list[bytes | str]:
     """Build the flat XADD field list of one job (the producer side of the contract)."""
     body = payload_json if payload_json is not None else dumps(payload)
@@ -159,6 +200,8 @@ def encode_fields(
         flat += [Wire.MAX_ATTEMPTS, text]
     if timeout is not None:
         flat += [Wire.TIMEOUT, _decimal(timeout)]
+    if flow is not NO_FLOW:
+        flat += flow.fields()
     for k, v in (headers or {}).items():
         if k in RESERVED:
             raise InvalidArgument(f"header name {k!r} is reserved by the wire format")

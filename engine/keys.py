@@ -7,6 +7,7 @@ itself passed in KEYS.
 
 from __future__ import annotations
 
+import zlib
 from dataclasses import dataclass
 
 from streamjobs.contract import TYPE_NAME
@@ -25,19 +26,86 @@ def check_type_name(name: str) -> str:
     return name
 
 
+#: Separates a type from its partition number in a hash tag (``T#1``): no type name has
+#: it (``contract.TYPE_NAME``), so a partition's tag is never another type's.
+PARTITION_SEP = "#"
+#: Field of a type's config hash: how many partitions its jobs are spread over.
+PARTITIONS_FIELD = "partitions"
+#: Upper bound of ``partitions``.
+MAX_PARTITIONS = 1024
+
+
+def parse_partitions(raw: object) -> int:
+    """A type's partition count from its config hash field (absent or unreadable: 1)."""
+    try:
+        n = int(raw)  # type: ignore[call-overload]
+    except (TypeError, ValueError):
+        return 1
+    return n if 1 <= n <= MAX_PARTITIONS else 1
+
+
+def partition_tag(type_: str, partition: int) -> str:
+    """The hash tag of a type's partition: the type itself for partition 0 (so an
+    unpartitioned type is partition 0 of 1), ``T#k`` for the others."""
+    return type_ if partition == 0 else f"{type_}{PARTITION_SEP}{partition}"
+
+
+def split_tag(tag: str) -> tuple[str, int]:
+    """(type, partition) of a hash tag made by :func:`partition_tag`."""
+    type_, sep, k = tag.partition(PARTITION_SEP)
+    if not sep:
+        return tag, 0
+    if not (k.isascii() and k.isdigit() and 0 < int(k) < MAX_PARTITIONS and k[0] != "0"):
+        return tag, 0  # not a partition's tag (and no type name has a '#')
+    return type_, int(k)
+
+
+def partition_of_key(key: str, n: int) -> int:
+    """The partition of a job enqueued with ``key``: CRC-32 (zlib's, of its UTF-8
+    bytes) modulo ``n``, so a producer in any language puts one key's jobs in one
+    partition, in order."""
+    return zlib.crc32(key.encode()) % n if n > 1 else 0
+
+
 @dataclass(frozen=True, slots=True)
 class TypeKeys:
-    """All keys of one job type."""
+    """All keys of one job type, or of one partition of it (``partition`` > 0: the same
+    keys under the tag ``{type#partition}``). ``type`` is always the type's own name."""
 
     prefix: str
     type: str
+    partition: int = 0
 
     def __post_init__(self) -> None:
         check_type_name(self.type)
+        if not 0 <= self.partition < MAX_PARTITIONS:
+            raise InvalidTypeName(f"partition {self.partition} of {self.type!r} is out of "
+                                  f"range 0-{MAX_PARTITIONS - 1}")
+
+    @property
+    def tag(self) -> str:
+        """The hash tag: the type, or ``type#partition``."""
+        return partition_tag(self.type, self.partition)
 
     @property
     def base(self) -> str:
+        return f"{self.prefix}:{{{self.tag}}}:"
+
+    @property
+    def _own(self) -> str:
+        """The prefix of the keys a type has once, under its own tag (partition 0's),
+        whichever partition these keys are of."""
         return f"{self.prefix}:{{{self.type}}}:"
+
+    @property
+    def config(self) -> str:
+        """The type's config hash (``partitions``): read from partition 0's tag, so a
+        status or enqueue reads it with the type's own keys in one slot."""
+        return self._own + "config"
+
+    def partitions(self, n: int) -> list[TypeKeys]:
+        """The keys of each of the type's ``n`` partitions (partition 0 first)."""
+        return [TypeKeys(self.prefix, self.type, k) for k in range(max(1, n))]
 
     @property
     def stream(self) -> str:
@@ -65,6 +133,50 @@ class TypeKeys:
         """Stream of the type's transitions (``contract.Event``), capped near
         ``contract.EVENTS_MAXLEN``."""
         return self.base + "events"
+
+    @property
+    def expired(self) -> str:
+        """Sorted set of expired job ids by expiry time (bounded by retention)."""
+        return self.base + "expired"
+
+    @property
+    def cancels(self) -> str:
+        """Sorted set of running job ids whose cancel was asked, by request time: the
+        workers holding them poll it."""
+        return self.base + "cancels"
+
+    def dedup(self, key: str) -> str:
+        """The key a ``dedup_key`` holds its job's id under (``lua/includes/dedup.lua``)."""
+        return self.base + "dedup:" + key
+
+    @property
+    def paused(self) -> str:
+        """Present while the type is paused (its value: the server ms it was paused at);
+        workers start no job of a paused type (engine/pause.py)."""
+        return self._own + "paused"
+
+    @property
+    def schedules(self) -> str:
+        """Hash: schedule name -> its definition (JSON) for schedules of this type."""
+        return self._own + "schedules"
+
+    @property
+    def schedule_due(self) -> str:
+        """Sorted set: schedule name -> its next run (server ms); a paused schedule is
+        not in it."""
+        return self._own + "schedule_due"
+
+    @property
+    def schedule_runs(self) -> str:
+        """Hash: schedule name -> its last run (the tick's ms), written by
+        schedule_tick.lua."""
+        return self._own + "schedule_runs"
+
+    @property
+    def minutes(self) -> str:
+        """Hash of minute (epoch minutes) -> the stats counters as first seen in that
+        minute (the dashboard's throughput chart; see streamjobs.history)."""
+        return self.base + "minutes"
 
     @property
     def job_prefix(self) -> str:

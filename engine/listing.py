@@ -14,6 +14,7 @@ from streamjobs.counts import checked
 from streamjobs.errors import InvalidArgument
 from streamjobs.keys import GROUP
 from streamjobs.records import Record, opt_int, text
+from streamjobs.streams import partition_keys
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -186,6 +187,13 @@ async def _list_completed(redis: Redis, tk: TypeKeys, cursor: str | None, limit:
                 nxt)
 
 
+async def _list_expired(redis: Redis, tk: TypeKeys, cursor: str | None, limit: int,
+                        since_ms: int | None = None) -> Page:
+    page, nxt = await _zset_page(redis, tk.expired, cursor, limit, since_ms)
+    return Page([JobSummary(id=m, state=JobState.EXPIRED, finished_at=s) for m, s in page],
+                nxt)
+
+
 async def _list_dead(redis: Redis, tk: TypeKeys, cursor: str | None, limit: int) -> Page:
     rows = replies.entries(
         await redis.xrange(tk.dead, f"({cursor}" if cursor else "-", "+", count=limit + 1)
@@ -204,7 +212,7 @@ async def _list_dead(redis: Redis, tk: TypeKeys, cursor: str | None, limit: int)
 
 #: States a list can be filtered by (cancelled jobs are not indexed anywhere).
 LISTABLE = (JobState.WAITING, JobState.RUNNING, JobState.DELAYED, JobState.COMPLETED,
-            JobState.DEAD)
+            JobState.DEAD, JobState.EXPIRED)
 
 
 async def list_jobs(
@@ -217,7 +225,7 @@ async def list_jobs(
     to those finished since then (older ids may have outlived their record).
     Raises InvalidArgument for a bad limit or cursor, or a state that is not listable.
     """
-    stream = state is not JobState.DELAYED and state is not JobState.COMPLETED
+    stream = state not in (JobState.DELAYED, JobState.COMPLETED, JobState.EXPIRED)
     _check_page(cursor, limit, stream)
     if state is JobState.WAITING:
         return await _list_waiting(redis, tk, cursor, limit)
@@ -229,5 +237,44 @@ async def list_jobs(
         return await _list_completed(redis, tk, cursor, limit, since_ms)
     if state is JobState.DEAD:
         return await _list_dead(redis, tk, cursor, limit)
+    if state is JobState.EXPIRED:
+        return await _list_expired(redis, tk, cursor, limit, since_ms)
     raise InvalidArgument(f"cannot list {state.value} jobs; listable: "
                      + ", ".join(s.value for s in LISTABLE))
+
+
+def _order(state: JobState, job: JobSummary) -> tuple[int, int, str]:
+    if state is JobState.DELAYED:
+        return job.due_at or 0, 0, job.id
+    if state is JobState.COMPLETED:
+        return job.finished_at or 0, 0, job.id
+    ms, _, seq = (job.entry_id or "0-0").partition("-")
+    return int(ms), int(seq), ""
+
+
+def _cursor(state: JobState, job: JobSummary) -> str | None:
+    if state is JobState.DELAYED:
+        return f"{job.due_at}:{job.id}"
+    if state is JobState.COMPLETED:
+        return f"{job.finished_at}:{job.id}"
+    return job.entry_id
+
+
+async def list_type_jobs(
+    redis: Redis, tk: TypeKeys, state: JobState, *, cursor: str | None = None,
+    limit: int = 50, since_ms: int | None = None,
+) -> Page:
+    """:func:`list_jobs` of a type over all its partitions: each partition's page from
+    the same cursor, merged in order (an unpartitioned type: one page as before)."""
+    parts = await partition_keys(redis, tk)
+    if len(parts) == 1:
+        return await list_jobs(redis, tk, state, cursor=cursor, limit=limit,
+                               since_ms=since_ms)
+    pages = [await list_jobs(redis, part, state, cursor=cursor, limit=limit,
+                             since_ms=since_ms) for part in parts]
+    rows = sorted((j for p in pages for j in p.jobs), key=lambda j: _order(state, j))
+    end = min(limit, len(rows))
+    while 0 < end < len(rows) and _order(state, rows[end]) == _order(state, rows[end - 1]):
+        end += 1  # equal stream ids in two partitions stay on one page
+    more = len(rows) > end or any(p.next_cursor for p in pages)
+    return Page(rows[:end], _cursor(state, rows[end - 1]) if more and end else None)

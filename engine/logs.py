@@ -129,6 +129,9 @@ def job_finished(job_type: str, job_id: str, attempt: int, kind: str, error: str
     elif kind == "released":
         _jobs.log(level, "released %s %s attempt %d after %.1f ms (shutdown)", job_type,
                   job_id, attempt, ms, extra=fields)
+    elif kind == "stopped":
+        _jobs.log(level, "cancelled %s %s attempt %d after %.1f ms (cancel asked)", job_type,
+                  job_id, attempt, ms, extra=fields)
     else:
         _jobs.log(level, "failed %s %s attempt %d after %.1f ms (%s): %s", job_type, job_id,
                   attempt, ms, kind, error, extra=fields)
@@ -140,4 +143,4 @@ def job_dead(job_type: str, job_id: str, attempts: int, error: str) -> None:
                     extra={"job_type": job_type, "job_id": job_id, "attempt": attempts})
 
 
-_OUTCOME_LEVEL = {"ok": logging.INFO, "released": logging.DEBUG}
+_OUTCOME_LEVEL = {"ok": logging.INFO, "released": logging.DEBUG, "stopped": logging.INFO}

@@ -13,6 +13,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from streamjobs.about import version
+from streamjobs.keys import split_tag
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5,
                    5, 10, 30, 60, 300)
@@ -53,7 +54,7 @@ class WorkerMetrics:
         """Publish what this worker process is: version, and its slots per type."""
         self.info.labels(version()).set(1)
         for t in types:
-            self.slots.labels(t).set(concurrency)
+            self.slots.labels(_type(t)).set(concurrency)
 
     def started(self, type_: str, enqueued_at_ms: int | None) -> None:
         children = self._per_type(type_)
@@ -66,27 +67,32 @@ class WorkerMetrics:
         key = (type_, kind)
         child = self._durations.get(key)
         if child is None:
-            child = self._durations[key] = self.duration.labels(type_, kind)
+            child = self._durations[key] = self.duration.labels(_type(type_), kind)
         child.observe(seconds)
 
     def _per_type(self, type_: str) -> tuple[Any, Any]:
         # labels() costs a lock and a dict build per call: cache the children (hot path).
         children = self._types.get(type_)
         if children is None:
-            children = self._types[type_] = (self.in_flight.labels(type_),
-                                             self.wait.labels(type_))
+            children = self._types[type_] = (self.in_flight.labels(_type(type_)),
+                                             self.wait.labels(_type(type_)))
         return children
 
     def outcome(self, type_: str, outcome: str, n: int = 1) -> None:
         if n:
-            self.jobs.labels(type_, outcome).inc(n)
+            self.jobs.labels(_type(type_), outcome).inc(n)
 
     def reclaimed(self, type_: str, n: int) -> None:
-        self.reclaimed_total.labels(type_).inc(n)
+        self.reclaimed_total.labels(_type(type_)).inc(n)
 
     def released(self, type_: str, n: int) -> None:
         if n:
-            self.released_total.labels(type_).inc(n)
+            self.released_total.labels(_type(type_)).inc(n)
 
     def heartbeat(self) -> None:
         self.last_heartbeat.set(time.time())
+
+
+def _type(tag: str) -> str:
+    """The ``type`` label of a type or of one of its partitions (``T#1`` counts as T)."""
+    return split_tag(tag)[0]

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+import orjson
+
 from streamjobs import replies
 from streamjobs.contract import Heartbeat
 from streamjobs.counts import server_ms
@@ -39,5 +41,27 @@ async def live_workers(redis: Redis, prefix: str) -> list[dict[str, Any]]:
             d[k.value] = opt_int(rec.get(k.b))
         types = d.get(Heartbeat.TYPES, "")
         d[Heartbeat.TYPES.value] = [t for t in types.split(",") if t]
+        running = _json(rec.get(Heartbeat.RUNNING.b), list)
+        d[Heartbeat.RUNNING.value] = [r for r in running if isinstance(r, dict)]
+        d[Heartbeat.POLICIES.value] = _json(rec.get(Heartbeat.POLICIES.b), dict)
         out.append(d)
     return sorted(out, key=lambda w: str(w.get(Heartbeat.NAME)))
+
+
+def _json(raw: bytes | None, kind: type[list[Any]] | type[dict[str, Any]]) -> Any:
+    """A JSON field of a heartbeat; absent (an older worker) or unreadable is empty."""
+    try:
+        value = orjson.loads(raw) if raw else kind()
+    except orjson.JSONDecodeError:
+        return kind()
+    return value if isinstance(value, kind) else kind()
+
+
+def policies_of(workers: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Each type's policy as its live workers run it (the first worker's, by name)."""
+    out: dict[str, dict[str, Any]] = {}
+    for w in workers:
+        for type_, policy in (w.get(Heartbeat.POLICIES.value) or {}).items():
+            if isinstance(policy, dict):
+                out.setdefault(type_, policy)
+    return out

@@ -2,28 +2,42 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from dataclasses import dataclass, field
 from datetime import datetime
+from enum import StrEnum
 from typing import TYPE_CHECKING, Any, cast
 
 import anyio
 import anyio.from_thread
+from redis.exceptions import ResponseError
 
+from streamjobs import schedules
 from streamjobs.codes import Code
 from streamjobs.config import Settings
 from streamjobs.connection import client_from_url, cluster_of, is_cluster, node_client
-from streamjobs.contract import Wire, check_payload_size
+from streamjobs.contract import (
+    RUNNING_RECORDED_AS,
+    CancelMark,
+    JobState,
+    Rec,
+    Wire,
+    check_payload_size,
+)
 from streamjobs.errors import DuplicateJob, InvalidArgument, NotDurable, raise_for_code
 from streamjobs.failover import until_deadline
-from streamjobs.job import check_job_id, dumps, encode_fields, new_job_ids, new_token
-from streamjobs.keys import GROUP, TypeKeys
+from streamjobs.job import NO_FLOW, Flow, check_job_id, dumps, encode_fields, new_job_ids, new_token
+from streamjobs.keys import GROUP, TypeKeys, partition_of_key
+from streamjobs.pause import pause_type, resume_type
 from streamjobs.results import await_result
+from streamjobs.schedules import Schedule
 from streamjobs.scripts import EnqueueItem, EnqueueResult, Scripts, parse_enqueue
-from streamjobs.status import JobStatus, find_entry, job_status
-from streamjobs.streams import ensure_types
+from streamjobs.status import JobStatus, find_entry, type_status
+from streamjobs.streams import ensure_types, partition_keys, partitions_of
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Mapping, Sequence
+    from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
     from types import TracebackType
 
     from redis.asyncio import Redis
@@ -33,6 +47,8 @@ if TYPE_CHECKING:
 BULK_CHUNK = 500
 #: Script calls per pipeline in bulk enqueue.
 PIPELINE_CHUNKS = 10
+#: A producer reads a type's partition count again after this many seconds.
+PARTITIONS_REFRESH_S = 30.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +62,96 @@ class JobSpec:
     max_attempts: int | None = None
     timeout: float | None = None
     headers: Mapping[str, str] = field(default_factory=dict)
+    #: Not started within this many seconds (server clock) / by then: ends ``expired``.
+    expires_in: float | None = None
+    expires_at: datetime | float | None = None
+    #: Deduplication: jobs of one key, by ``dedup_mode`` (``DedupMode``; default
+    #: unique), within ``dedup_ttl`` seconds when given.
+    dedup_key: str | None = None
+    dedup_mode: str | None = None
+    dedup_ttl: float | None = None
+    #: A partitioned type's jobs of one key go to one partition, in order.
+    key: str | None = None
+
+    def is_plain(self) -> bool:
+        """Payload only: no id, time, policy, header or flow option (``key`` only picks
+        the partition)."""
+        return (self.job_id is None and self.delay is None and self.run_at is None
+                and self.max_attempts is None and self.timeout is None and not self.headers
+                and self.flow() is NO_FLOW)
+
+    def partition_key(self) -> str | None:
+        """What picks the job's partition on a partitioned type: ``key``, else its
+        ``dedup_key`` (one partition holds a key's dedup state), else its id (a retried
+        enqueue of one id meets its duplicate); None: round-robin."""
+        return self.key or self.dedup_key or self.job_id
+
+    def flow(self) -> Flow:
+        if (self.expires_in is None and self.expires_at is None and self.dedup_key is None
+                and self.dedup_mode is None and self.dedup_ttl is None):
+            return NO_FLOW  # the common case: nothing to check
+        if self.expires_in is not None and self.expires_at is not None:
+            raise InvalidArgument("give expires_in or expires_at, not both")
+        for name, value in (("expires_in", self.expires_in), ("dedup_ttl", self.dedup_ttl)):
+            if value is not None and not value >= 0:
+                raise InvalidArgument(f"{name} must be >= 0 seconds")
+        at = (self.expires_at.timestamp() if isinstance(self.expires_at, datetime)
+              else self.expires_at)
+        return Flow(
+            expires_in_ms=_ms(self.expires_in), expires_at_ms=_ms(at),
+            dedup_key=self.dedup_key, dedup_mode=self.dedup_mode,
+            dedup_ttl_ms=_ms(self.dedup_ttl),
+        )
+
+
+def _ms(seconds: float | None) -> int | None:
+    return None if seconds is None else round(seconds * 1000)
+
+
+class Enqueued(str):
+    """The id :meth:`Producer.enqueue` returns (a ``str``), and what became of the call:
+    ``deduplicated`` is True when a job of the same ``dedup_key`` answers for it (the
+    id is that job's), ``state`` the job's state."""
+
+    deduplicated: bool
+    state: str
+
+    def __new__(cls, job_id: str, state: str, deduplicated: bool = False) -> Enqueued:
+        self = super().__new__(cls, job_id)
+        self.state, self.deduplicated = state, deduplicated
+        return self
+
+
+class CancelOutcome(StrEnum):
+    """What :meth:`Producer.cancel` achieved."""
+
+    #: The job is cancelled (it was waiting or delayed, or its running attempt stopped).
+    CANCELLED = "cancelled"
+    #: Running a sync handler in a thread, which cannot be stopped: the request is
+    #: recorded; when the attempt ends a failure is not retried (the job ends
+    #: cancelled), a success completes the job.
+    UNINTERRUPTIBLE = "uninterruptible"
+    #: Running; the request is recorded but its worker did not answer within the wait
+    #: (it will when it next polls; a worker reclaiming the job sees it too).
+    REQUESTED = "requested"
+    #: Running, and it finished (completed or dead) before the request reached it.
+    FINISHED = "finished"
+
+
+class Cancelled(str):
+    """The state the job had (a ``str``: waiting, delayed or running) and ``outcome``."""
+
+    outcome: CancelOutcome
+
+    def __new__(cls, previous_state: str, outcome: CancelOutcome) -> Cancelled:
+        self = super().__new__(cls, previous_state)
+        self.outcome = outcome
+        return self
+
+
+#: How long cancel of a running job waits for its worker's answer, and how often it looks.
+CANCEL_WAIT_S = 2.0
+CANCEL_POLL_S = 0.05
 
 
 def wait_command(level: str, timeout_s: float) -> tuple[str | int, ...] | None:
@@ -73,6 +179,90 @@ def check_durable(level: str, reply: Any, timeout_s: float, ids: list[str]) -> N
                          f"jobs written but not {what} within {timeout_s:g}s", ids)
 
 
+class _Coalescer:
+    """Single enqueues of one type and durability level issued concurrently on one event
+    loop, sent as one script call (as the worker's settler batches acks).
+
+    A caller that finds no call in flight sends its job at once, alone (no timer: a lone
+    enqueue keeps its latency). Callers arriving while a call is in flight queue up and go
+    together in the next call, sent as soon as the one in flight returns. Each caller gets
+    its own result or exception. The server refuses a whole batch when one job in it is
+    malformed, so a refused batch is sent again job by job: only the bad job fails.
+    """
+
+    def __init__(self, send: Callable[[list[EnqueueItem]], Awaitable[list[EnqueueResult]]]
+                 ) -> None:
+        self._send = send
+        self._pending: list[tuple[EnqueueItem, asyncio.Future[EnqueueResult]]] = []
+        self._busy = False
+        self._drainer: asyncio.Task[None] | None = None
+
+    async def submit(self, item: EnqueueItem) -> EnqueueResult:
+        if self._busy:
+            fut: asyncio.Future[EnqueueResult] = asyncio.get_running_loop().create_future()
+            self._pending.append((item, fut))
+            return await fut
+        self._busy = True
+        try:
+            (res,) = await self._send([item])
+            return res
+        finally:
+            self._next()
+
+    def _next(self) -> None:
+        """After a call: start the next one for those who queued up meanwhile, or idle."""
+        if self._pending:
+            self._drainer = asyncio.get_running_loop().create_task(self._drain())
+        else:
+            self._busy = False
+
+    async def _drain(self) -> None:
+        try:
+            while self._pending:
+                batch = [(it, f) for it, f in self._pending if not f.done()]  # cancelled
+                self._pending = []
+                if batch:
+                    await self._settle(batch)
+        finally:
+            self._busy = False
+            self._drainer = None
+
+    async def _settle(self, batch: list[tuple[EnqueueItem, asyncio.Future[EnqueueResult]]]
+                      ) -> None:
+        try:
+            results = await self._send([it for it, _ in batch])
+        except ResponseError as e:
+            if len(batch) == 1:
+                _resolve(batch[0][1], exc=e)
+                return
+            for one in batch:  # the server refused the batch: find the job it refused
+                await self._settle([one])
+            return
+        except BaseException as e:
+            for _, fut in batch:
+                _resolve(fut, exc=e)
+            if not isinstance(e, Exception):
+                raise
+            return
+        for (_, fut), res in zip(batch, results, strict=True):
+            _resolve(fut, res)
+
+    async def aclose(self) -> None:
+        """Wait for the call in flight for queued callers (they get their answers)."""
+        if self._drainer is not None:
+            await asyncio.shield(self._drainer)
+
+
+def _resolve(fut: asyncio.Future[EnqueueResult], res: EnqueueResult | None = None, *,
+             exc: BaseException | None = None) -> None:
+    if fut.done():  # its caller was cancelled while the call was in flight
+        return
+    if exc is not None:
+        fut.set_exception(exc)
+    else:
+        fut.set_result(cast("EnqueueResult", res))
+
+
 class Producer:
     """Enqueues jobs and reads their status. ``redis`` is a client (a cluster client
     too) or a URL of any form (see streamjobs.connection).
@@ -91,9 +281,15 @@ class Producer:
             "Redis", redis)
         self.scripts = Scripts(self.redis)
         self._known_types: set[str] = set()
+        self._type_keys: dict[str, TypeKeys] = {}
+        #: Partition count of each type used (its config hash) and when it was read.
+        self._partitions: dict[str, tuple[int, float]] = {}
+        self._next_partition = 0
         #: A plain client per cluster node, for a script pipeline and its WAIT on one
         #: connection.
         self._nodes: dict[str, Redis] = {}
+        #: Concurrent single enqueues per (type, durability level), one call per batch.
+        self._coalescers: dict[tuple[TypeKeys, str], _Coalescer] = {}
 
     def _level(self, durable: bool | str | None) -> str:
         if durable is None or durable is False:
@@ -168,17 +364,69 @@ class Producer:
         return _replays_are_ours([it for chunk in chunks for it in chunk], results)
 
     def keys(self, type_: str) -> TypeKeys:
-        return TypeKeys(self.settings.prefix, type_)
+        tk = self._type_keys.get(type_)
+        if tk is None:  # checked once per name (a hot path: every enqueue)
+            tk = TypeKeys(self.settings.prefix, type_)
+            if len(self._type_keys) < 10_000:
+                self._type_keys[type_] = tk
+        return tk
 
     async def _ensure_type(self, tk: TypeKeys) -> None:
-        if tk.type in self._known_types:
+        if tk.tag in self._known_types:
             return
         await ensure_types(self.redis, [tk])
-        self._known_types.add(tk.type)
+        self._known_types.add(tk.tag)
+
+    async def partitions(self, type_: str) -> int:
+        """How many partitions ``type_`` is spread over: its config hash, read on first
+        use and again after ``PARTITIONS_REFRESH_S`` (a producer follows a change)."""
+        known = self._partitions.get(type_)
+        now = time.monotonic()
+        if known is None or now - known[1] > PARTITIONS_REFRESH_S:
+            n = await until_deadline(f"read the partitions of {type_}",
+                                     lambda: partitions_of(self.redis, self.keys(type_)),
+                                     self.settings.enqueue_deadline)
+            known = (n, now)
+            self._partitions[type_] = known
+        return known[0]
+
+    async def _spread(self, type_: str, keys: Sequence[str | None]) -> list[TypeKeys]:
+        """The partition of each job: its key's partition, else round-robin (a type
+        without partitions: its own keys)."""
+        n = await self.partitions(type_)
+        if n == 1:
+            return [self.keys(type_)] * len(keys)
+        parts = self.keys(type_).partitions(n)
+        out = []
+        for key in keys:
+            if key is not None:
+                out.append(parts[partition_of_key(key, len(parts))])
+            else:
+                out.append(parts[self._next_partition % len(parts)])
+                self._next_partition += 1
+        return out
+
+    async def _enqueue_spread(self, tks: Sequence[TypeKeys], items: Sequence[EnqueueItem],
+                              durable: bool | str | None) -> list[EnqueueResult]:
+        """Enqueue each item to its partition (pipelines per partition, in order within
+        each); results in the items' order."""
+        groups: dict[TypeKeys, list[int]] = {}
+        for i, tk in enumerate(tks):
+            groups.setdefault(tk, []).append(i)
+        out: list[EnqueueResult | None] = [None] * len(items)
+        for tk, idx in groups.items():
+            chunks = _chunks([items[i] for i in idx], BULK_CHUNK)
+            done: list[EnqueueResult] = []
+            for c in range(0, len(chunks), PIPELINE_CHUNKS):
+                done += await self._enqueue(tk, chunks[c : c + PIPELINE_CHUNKS], durable)
+            for i, r in zip(idx, done, strict=True):
+                out[i] = r
+        return [r for r in out if r is not None]
 
     def _item(self, spec: JobSpec, generated_id: str) -> EnqueueItem:
         """The job as the script takes it: with the caller's id and a token marking this
-        call (so a replay of it is recognised), else with ``generated_id``."""
+        call (so a replay of it is recognised), else with ``generated_id`` (``""`` for
+        :meth:`_enqueue_one`, which makes it)."""
         payload_json = check_payload_size(dumps(spec.payload), self.settings.max_payload_bytes)
         token = ""
         if spec.job_id is not None:
@@ -187,7 +435,7 @@ class Producer:
             job_id = generated_id
         fields = encode_fields(
             None, job_id=job_id, max_attempts=spec.max_attempts, timeout=spec.timeout,
-            headers=spec.headers, payload_json=payload_json,
+            headers=spec.headers, payload_json=payload_json, flow=spec.flow(),
         )
         if spec.delay is not None and spec.delay < 0:
             raise InvalidArgument("delay must be >= 0")
@@ -205,41 +453,90 @@ class Producer:
         timeout: float | None = None,  # noqa: ASYNC109 - the job's own time limit
         headers: Mapping[str, str] | None = None,
         durable: bool | str | None = None,
-    ) -> str:
+        expires_in: float | None = None, expires_at: datetime | float | None = None,
+        dedup_key: str | None = None, dedup_mode: str | None = None,
+        dedup_ttl: float | None = None, key: str | None = None,
+    ) -> Enqueued:
         """Enqueue one job; returns its id. Raises DuplicateJob if ``job_id`` exists.
 
         ``delay`` is seconds on the server clock; ``run_at`` a datetime or epoch seconds.
+        ``expires_in`` (seconds, server clock) / ``expires_at``: a job not started by then
+        never runs (it ends ``expired``). ``dedup_key`` with ``dedup_mode`` (``unique``:
+        one waiting, delayed or running job per key, the default; ``throttle``: while the
+        key's job exists or for ``dedup_ttl`` seconds; ``debounce``: replace the key's job
+        not started yet, payload and start time): when another job answers for the key,
+        its id is returned with ``deduplicated`` True.
         ``durable``: None follows ``settings.durability``; True waits for the configured
         level (``aof`` when none is); or name the level (``"aof"``, ``"replica"``).
         The id is made here when not given, before the call is sent, so a replay of the
-        call (its reply lost) is the same job, reported once.
+        call (its reply lost) is the same job, reported once. ``key``: on a partitioned
+        type, jobs of one key go to one partition (in order); without it, round-robin.
         """
-        spec = JobSpec(payload, job_id, delay, run_at, max_attempts, timeout, headers or {})
-        tk = self.keys(type_)
-        item = self._item(spec, new_job_ids(1)[0])
-        (res,) = await self._enqueue(tk, [[item]], durable)
+        spec = JobSpec(payload, job_id, delay, run_at, max_attempts, timeout, headers or {},
+                       expires_in, expires_at, dedup_key, dedup_mode, dedup_ttl, key)
+        (tk,) = await self._spread(type_, [spec.partition_key()])
+        if spec.is_plain():  # the common case, built directly
+            body = check_payload_size(dumps(payload), self.settings.max_payload_bytes)
+            item = EnqueueItem((Wire.PAYLOAD, body), "")
+        else:
+            item = self._item(spec, "")
+        res = await self._enqueue_one(tk, item, durable)
         if res.code is Code.DUPLICATE:
             raise DuplicateJob(res.code, res.job_id, f"it is {res.state}")
-        return res.job_id
+        return Enqueued(res.job_id, res.state, res.code is Code.DEDUPLICATED)
+
+    async def _enqueue_one(self, tk: TypeKeys, item: EnqueueItem,
+                           durable: bool | str | None) -> EnqueueResult:
+        """One job, in one script call with the single enqueues of its type and level
+        (partition) issued meanwhile on this event loop (see :class:`_Coalescer`). An item without a
+        job id gets one made when its call is sent (before its first try)."""
+        level = self._level(durable)
+        key = (tk, level)
+        co = self._coalescers.get(key)
+        if co is None:
+
+            async def send(items: list[EnqueueItem]) -> list[EnqueueResult]:
+                ids = iter(new_job_ids(sum(1 for it in items if not it.job_id)))
+                items = [EnqueueItem(f, j or next(ids), d, r, t) for f, j, d, r, t in items]
+                return await self._enqueue(tk, _chunks(items, BULK_CHUNK), level)
+            co = self._coalescers[key] = _Coalescer(send)
+        return await co.submit(item)
 
     async def enqueue_batch(self, type_: str, specs: Sequence[JobSpec], *,
-                            durable: bool | str | None = None) -> list[EnqueueResult]:
+                            durable: bool | str | None = None,
+                            key: str | None = None) -> list[EnqueueResult]:
         """Enqueue many jobs in pipelined script calls; one result per job, in order.
 
-        A duplicate id is not enqueued again: its result has ``Code.DUPLICATE``.
+        A duplicate id is not enqueued again: its result has ``Code.DUPLICATE``; a job
+        another of its ``dedup_key`` answers for has ``Code.DEDUPLICATED`` and that id.
+        ``key`` as in :meth:`enqueue`, for every job (else each spec's own). One job goes
+        with the single enqueues issued meanwhile (one script call for them all).
         """
-        tk = self.keys(type_)
+        if len(specs) == 1:
+            (tk,) = await self._spread(type_, [key if key is not None
+                                               else specs[0].partition_key()])
+            return [await self._enqueue_one(tk, self._item(specs[0], ""), durable)]
         items = [self._item(s, i) for s, i in zip(specs, new_job_ids(len(specs)), strict=True)]
-        return await self._enqueue(tk, _chunks(items, BULK_CHUNK), durable)
+        tks = await self._spread(type_, [key if key is not None else s.partition_key()
+                                          for s in specs])
+        if len(set(tks)) > 1:
+            return await self._enqueue_spread(tks, items, durable)
+        return await self._enqueue(tks[0], _chunks(items, BULK_CHUNK), durable)
 
     async def enqueue_many(self, type_: str, payloads: Iterable[Any], *,
-                           durable: bool | str | None = None) -> list[str]:
-        """Enqueue one job per payload (pipelined); returns their ids in order."""
-        tk = self.keys(type_)
+                           durable: bool | str | None = None,
+                           key: str | None = None) -> list[str]:
+        """Enqueue one job per payload (pipelined); returns their ids in order. ``key`` as
+        in :meth:`enqueue`."""
         limit = self.settings.max_payload_bytes
         bodies = [check_payload_size(dumps(p), limit) for p in payloads]
         items = [EnqueueItem((Wire.PAYLOAD, body), job_id)
                  for body, job_id in zip(bodies, new_job_ids(len(bodies)), strict=True)]
+        tks = await self._spread(type_, [key] * len(items))
+        if len(set(tks)) > 1:
+            done = await self._enqueue_spread(tks, items, durable)
+            return [r.job_id for r in done]
+        tk = tks[0]
         # Pipelines one after another (not concurrently): the stream keeps the jobs in
         # the order given. Each pipeline bounds the memory of one round trip.
         ids: list[str] = []
@@ -250,8 +547,9 @@ class Producer:
         return ids
 
     async def status(self, type_: str, job_id: str) -> JobStatus | None:
-        """The job's state and record, or None when unknown (or expired)."""
-        return await job_status(self.redis, self.keys(type_), job_id)
+        """The job's state and record, or None when unknown (or expired). A partitioned
+        type's job is looked for in each partition."""
+        return await type_status(self.redis, self.keys(type_), job_id)
 
     async def result(self, type_: str, job_id: str,
                      timeout: float = 30.0) -> Any:  # noqa: ASYNC109 - the wait's limit
@@ -259,18 +557,103 @@ class Producer:
         polling). Raises JobFailed for a dead job, JobCancelled, ResultTimeout."""
         return await await_result(self.redis, self.keys(type_), job_id, timeout)
 
-    async def cancel(self, type_: str, job_id: str) -> str:
-        """Cancel a waiting or delayed job; returns the state it had."""
+    async def cancel(self, type_: str, job_id: str, *,
+                     wait: float = CANCEL_WAIT_S) -> Cancelled:
+        """Cancel a job; returns the state it had, with ``outcome`` (:class:`CancelOutcome`).
+
+        A waiting or delayed job is cancelled at once. A running one: the request is
+        recorded and the worker holding it stops the attempt (an async handler is
+        cancelled, a handler in a process killed) and ends the job ``cancelled``, never
+        retried; this waits up to ``wait`` seconds for its answer.
+        """
         tk, ttl = self.keys(type_), self.settings.result_ttl * 1000
         code, prev = await self.scripts.cancel(tk, GROUP, job_id, ttl)
-        if code is Code.NOT_FOUND:  # a plain XADD's job has no record until it moves
-            found = await find_entry(self.redis, tk, job_id)
-            if found is not None:
-                code, prev = await self.scripts.cancel(tk, GROUP, job_id, ttl, found[0])
+        if code is Code.NOT_FOUND:  # in another partition, or a plain XADD's (no record)
+            parts = await partition_keys(self.redis, tk)
+            for part in parts[1:]:
+                code, prev = await self.scripts.cancel(part, GROUP, job_id, ttl)
+                if code is not Code.NOT_FOUND:
+                    tk = part
+                    break
+            for part in parts if code is Code.NOT_FOUND else ():
+                found = await find_entry(self.redis, part, job_id)
+                if found is not None:
+                    code, prev = await self.scripts.cancel(part, GROUP, job_id, ttl,
+                                                           found[0])
+                    tk = part
+                    break
+        if code is Code.REQUESTED:
+            return Cancelled(prev, await self._cancel_answer(tk, job_id, wait))
         raise_for_code(code, job_id, prev)
-        return prev
+        return Cancelled(prev, CancelOutcome.CANCELLED)
+
+    async def _cancel_answer(self, tk: TypeKeys, job_id: str, wait: float) -> CancelOutcome:
+        """Watch the record until the worker holding the job answers the request."""
+        with anyio.move_on_after(wait):
+            while True:
+                raw = await self.redis.hmget(tk.job(job_id), Rec.STATE, Rec.CANCEL)
+                state, mark = (v.decode() if isinstance(v, bytes) else v for v in raw)
+                if state == JobState.CANCELLED:
+                    return CancelOutcome.CANCELLED
+                if state != RUNNING_RECORDED_AS:
+                    return CancelOutcome.FINISHED
+                if mark == CancelMark.UNINTERRUPTIBLE:
+                    return CancelOutcome.UNINTERRUPTIBLE
+                await anyio.sleep(CANCEL_POLL_S)
+        return CancelOutcome.REQUESTED
+
+    # ---- pause a type, schedules (engine/pause.py, engine/schedules.py) -----------------
+
+    async def pause(self, type_: str) -> bool:
+        """Pause a type: workers start none of its jobs (within about a second) until
+        :meth:`resume`; enqueues still land, running jobs finish. False if it was.
+        The type becomes known (listed by stats) if it was not."""
+        tk = self.keys(type_)
+        await self._ensure_type(tk)
+        return await pause_type(self.redis, tk)
+
+    async def resume(self, type_: str) -> bool:
+        """Resume a paused type; False if it was not paused."""
+        return await resume_type(self.redis, self.keys(type_))
+
+    async def schedule(
+        self, name: str, type_: str, payload: Any = None, *, cron: str | None = None,
+        every: float | None = None, tz: str = "UTC", max_attempts: int | None = None,
+        timeout: float | None = None,  # noqa: ASYNC109 - the job's own time limit
+        headers: Mapping[str, str] | None = None, paused: bool = False,
+    ) -> Schedule:
+        """Create or replace the schedule ``name``: a job of ``type_`` with ``payload`` at
+        each tick of ``cron`` (5 fields, or 6 with seconds first) in ``tz``, or ``every``
+        seconds. Workers of the type enqueue each tick exactly once."""
+        s = Schedule(name, type_, cron=cron, every=every, tz=tz, payload=payload,
+                     max_attempts=max_attempts, timeout=timeout, headers=dict(headers or {}),
+                     paused=paused)
+        return await schedules.upsert(self.redis, self.settings.prefix, s)
+
+    async def unschedule(self, name: str) -> bool:
+        """Delete a schedule (the jobs it enqueued stay); False when there was none."""
+        return await schedules.remove(self.redis, self.settings.prefix, name)
+
+    async def schedules(self) -> list[Schedule]:
+        """Every schedule of every known type."""
+        return await schedules.all_schedules(self.redis, self.settings.prefix)
+
+    async def get_schedule(self, name: str) -> Schedule | None:
+        return await schedules.get(self.redis, self.settings.prefix, name)
+
+    async def pause_schedule(self, name: str) -> Schedule | None:
+        return await schedules.set_paused(self.redis, self.settings.prefix, name, True)
+
+    async def resume_schedule(self, name: str) -> Schedule | None:
+        return await schedules.set_paused(self.redis, self.settings.prefix, name, False)
+
+    async def run_schedule_now(self, name: str) -> str | None:
+        """Enqueue the schedule's job once now (its ticks go on); returns the job id."""
+        return await schedules.run_now(self.redis, self.scripts, self.settings.prefix, name)
 
     async def aclose(self) -> None:
+        for co in self._coalescers.values():
+            await co.aclose()
         for node in self._nodes.values():
             await node.aclose()
         if self._owns_client:
@@ -297,8 +680,11 @@ class SyncProducer:
         self._portal = self._cm.__enter__()
         self._producer: Producer = self._portal.call(_make_producer, url, settings)
 
-    def enqueue(self, type_: str, payload: Any, **options: Any) -> str:
+    def enqueue(self, type_: str, payload: Any, **options: Any) -> Enqueued:
         return self._portal.call(lambda: self._producer.enqueue(type_, payload, **options))
+
+    def cancel(self, type_: str, job_id: str) -> Cancelled:
+        return self._portal.call(self._producer.cancel, type_, job_id)
 
     def enqueue_many(self, type_: str, payloads: Iterable[Any]) -> list[str]:
         items = list(payloads)

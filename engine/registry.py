@@ -16,10 +16,11 @@ from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from streamjobs.errors import ConfigError
+from streamjobs.errors import ConfigError, InvalidArgument
 from streamjobs.job import Job
-from streamjobs.keys import check_type_name
+from streamjobs.keys import MAX_PARTITIONS, check_type_name
 from streamjobs.retry import Policy
+from streamjobs.schedules import Schedule
 
 HandlerFn = Callable[[Job], Any] | Callable[[Job], Awaitable[Any]]
 
@@ -30,6 +31,10 @@ class Handler:
     fn: HandlerFn
     policy: Policy
     is_async: bool
+    #: Declared with ``cron=``/``every=``: upserted by each worker at start.
+    schedule: Schedule | None = None
+    #: Hash tags its jobs are spread over (``T``, ``T#1`` … ``T#N-1``); see keys.py.
+    partitions: int = 1
 
 
 class Registry:
@@ -39,10 +44,30 @@ class Registry:
         self._handlers: dict[str, Handler] = {}
 
     def handler(
-        self, type_: str, *, policy: Policy | None = None, **policy_fields: Any
+        self, type_: str, *, policy: Policy | None = None, cron: str | None = None,
+        every: float | None = None, tz: str = "UTC", schedule_payload: Any = None,
+        partitions: int = 1, **policy_fields: Any,
     ) -> Callable[[HandlerFn], HandlerFn]:
-        """Decorator: register ``fn`` for ``type_`` with ``Policy(**policy_fields)``."""
+        """Decorator: register ``fn`` for ``type_`` with ``Policy(**policy_fields)``.
+
+        ``cron=`` (5 or 6 fields, seconds first) or ``every=`` (seconds) also declares a
+        schedule named after the type (payload ``schedule_payload``), upserted on the
+        server by every worker at start (engine/schedules.py).
+
+        ``partitions`` > 1 spreads the type's jobs over that many hash tags (cluster
+        slots): workers serving it read them all and publish the count for producers.
+        """
         check_type_name(type_)
+        if not isinstance(partitions, int) or not 1 <= partitions <= MAX_PARTITIONS:
+            raise ConfigError(f"handler {type_!r}: partitions must be an integer from 1 to "
+                              f"{MAX_PARTITIONS}")
+        schedule = None
+        if cron is not None or every is not None:
+            try:
+                schedule = Schedule(type_, type_, cron=cron, every=every, tz=tz,
+                                    payload=schedule_payload).check()
+            except InvalidArgument as e:
+                raise ConfigError(f"handler {type_!r}: {e}") from e
         if policy is not None and policy_fields:
             raise ConfigError("give either policy= or policy fields, not both")
         try:
@@ -56,7 +81,7 @@ class Registry:
             is_async = inspect.iscoroutinefunction(fn)
             if chosen.isolation == "process":
                 _check_isolatable(type_, fn, is_async)
-            self._handlers[type_] = Handler(type_, fn, chosen, is_async)
+            self._handlers[type_] = Handler(type_, fn, chosen, is_async, schedule, partitions)
             return fn
 
         return register

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from enum import StrEnum
 from functools import cache, lru_cache
 from operator import attrgetter
 from pathlib import Path
@@ -83,7 +84,7 @@ CONVERT: dict[str, Callable[[Any], Any]] = {
     "code": _code, "job_id": _s, "state": _s, "previous_state": _s, "entry_id": _s,
     "fields": fields_of, "attempts": int, "due_at_ms": int, "moved": int,
     "next_due_in_ms": int, "orphans": int, "dead_count": int, "deliveries": int,
-    "pruned": int,
+    "pruned": int, "expired_count": int,
 }
 
 #: A tail ending so carries a job's flat field list: its pair count, then the pairs
@@ -118,7 +119,7 @@ SPECS: dict[str, Spec] = {
         keys=("stream", "delayed", "stats", "job_prefix", "events"),
         tail=("job_id", "token", "delay_ms", "run_at_ms", *FLAT_FIELDS),
         reply=Reply(each=("code", "job_id", "state")),
-        codes=(Code.OK, Code.DUPLICATE),
+        codes=(Code.OK, Code.DUPLICATE, Code.DEDUPLICATED),
     ),
     "ack": Spec(
         keys=("stream", "stats", "done", "job_prefix", "events"),
@@ -135,8 +136,9 @@ SPECS: dict[str, Spec] = {
         codes=(Code.OK, Code.NOT_OWNER, Code.NOT_FOUND, Code.WRONG_STATE),
     ),
     "promote": Spec(
-        keys=("stream", "delayed", "job_prefix"), argv=("limit",),
-        reply=Reply(("code", "moved", "next_due_in_ms", "orphans")),
+        keys=("stream", "delayed", "stats", "expired", "job_prefix"),
+        argv=("limit", "result_ttl_ms"),
+        reply=Reply(("code", "moved", "next_due_in_ms", "orphans", "expired_count")),
     ),
     "reclaim": Spec(
         keys=("stream", "dead", "stats", "job_prefix", "events"),
@@ -169,10 +171,23 @@ SPECS: dict[str, Spec] = {
                      argv=("job_id", "attempt", "progress", "message", "max_lines"),
                      tail=("line",)),
     "cancel": Spec(
-        keys=("stream", "delayed", "stats", "job_prefix", "events"),
+        keys=("stream", "delayed", "stats", "cancels", "job_prefix", "events"),
         argv=("group", "job_id", "result_ttl_ms", "entry_id"),
         reply=Reply(("code", "previous_state")),
-        codes=(Code.OK, Code.NOT_FOUND, Code.WRONG_STATE),
+        codes=(Code.OK, Code.NOT_FOUND, Code.WRONG_STATE, Code.REQUESTED),
+    ),
+    "stop": Spec(
+        keys=("stream", "stats", "expired", "cancels", "job_prefix"),
+        argv=("group", "consumer", "result_ttl_ms"),
+        tail=("entry_id", "job_id", "action"),
+        reply=Reply(each=("code", "state")),
+        codes=(Code.OK, Code.NOT_OWNER, Code.NOT_FOUND, Code.WRONG_STATE),
+    ),
+    "schedule_tick": Spec(
+        keys=("stream", "delayed", "stats", "job_prefix", "schedule_due", "schedule_runs"),
+        argv=("schedule", "expected_ms", "tick_ms", "next_ms"), tail=("field",),
+        reply=Reply(("code", "job_id")),
+        codes=(Code.OK, Code.ALREADY, Code.WRONG_STATE, Code.DUPLICATE),
     ),
 }
 
@@ -228,6 +243,29 @@ class EnqueueItem(NamedTuple):
 class EnqueueResult(NamedTuple):
     code: Code
     job_id: str
+    state: str
+
+
+class StopAction(StrEnum):
+    """What ``stop.lua`` does with an entry (its ``action``)."""
+
+    #: Check before running: expired, or a plain XADD duplicate of an active dedup_key.
+    START = "start"
+    #: Its cancel was asked: end it cancelled.
+    CANCEL = "cancel"
+    #: Its cancel was asked and cannot be carried out: say so in the record.
+    HOLD = "hold"
+
+
+class StopItem(NamedTuple):
+    entry_id: str
+    job_id: str
+    action: StopAction
+
+
+class StopResult(NamedTuple):
+    code: Code
+    #: expired or cancelled (ended), running (run it / still running), '' when refused.
     state: str
 
 
@@ -358,10 +396,18 @@ class Scripts:
         )
         return [FailResult(*r) for r in rows]
 
-    async def promote(self, tk: TypeKeys, limit: int = 1000) -> tuple[int, int, int]:
-        """Returns (moved, next due in ms or -1, orphans)."""
-        head, _ = await self._call("promote", tk, limit=limit)
+    async def promote(self, tk: TypeKeys, limit: int = 1000,
+                      result_ttl_ms: int = 86_400_000) -> tuple[int, int, int]:
+        """Returns (moved, next due in ms or -1, orphans). Due jobs past their
+        ``expires_at`` end expired (records kept ``result_ttl_ms``)."""
+        head, _ = await self._call("promote", tk, limit=limit, result_ttl_ms=result_ttl_ms)
         return head["moved"], head["next_due_in_ms"], head["orphans"]
+
+    async def stop(self, tk: TypeKeys, group: str, consumer: str, result_ttl_ms: int,
+                   items: Sequence[StopItem]) -> list[StopResult]:
+        _, rows = await self._call("stop", tk, items, group=group, consumer=consumer,
+                                   result_ttl_ms=result_ttl_ms)
+        return [StopResult(*r) for r in rows]
 
     async def reclaim(
         self, tk: TypeKeys, group: str, consumer: str, min_idle_ms: int, count: int,
@@ -416,6 +462,16 @@ class Scripts:
         head, _ = await self._call("cancel", tk, group=group, job_id=job_id,
                                    result_ttl_ms=result_ttl_ms, entry_id=entry_id)
         return head["code"], head["previous_state"]
+
+    async def schedule_tick(
+        self, tk: TypeKeys, name: str, expected_ms: int, tick_ms: int, next_ms: int,
+        fields: Sequence[bytes | str],
+    ) -> tuple[Code, str]:
+        """Enqueue a schedule's tick if its next run is still ``expected_ms``; returns
+        the code and the tick's job id."""
+        head, _ = await self._call("schedule_tick", tk, fields, schedule=name,
+                                   expected_ms=expected_ms, tick_ms=tick_ms, next_ms=next_ms)
+        return head["code"], head["job_id"]
 
 
 def parse_enqueue(raw: Sequence[Any]) -> list[EnqueueResult]:

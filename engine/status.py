@@ -24,7 +24,7 @@ from streamjobs.contract import (
     job_id_of,
 )
 from streamjobs.errors import CorruptData
-from streamjobs.keys import GROUP
+from streamjobs.keys import GROUP, PARTITIONS_FIELD, parse_partitions
 from streamjobs.reconnect import lost_group
 from streamjobs.records import Record, json_or_text, opt_int, split_fields, text
 
@@ -97,8 +97,38 @@ def _state_of(tk: TypeKeys, job_id: str, raw: bytes | None) -> JobState:
         ) from None
 
 
-async def job_status(redis: Redis, tk: TypeKeys, job_id: str) -> JobStatus | None:
-    rec = replies.hash_fields(await redis.hgetall(tk.job(job_id)))
+async def type_status(redis: Redis, tk: TypeKeys, job_id: str) -> JobStatus | None:
+    """A job's status in whichever partition of its type holds it. The record and the
+    type's partition count are read in one round trip (one slot): an unpartitioned
+    type's lookup costs what it did before partitions existed."""
+    async with redis.pipeline(transaction=False) as pipe:
+        pipe.hgetall(tk.job(job_id))
+        pipe.hget(tk.config, PARTITIONS_FIELD)
+        raw, n = await pipe.execute()
+    rec = replies.hash_fields(raw)
+    parts = tk.partitions(parse_partitions(n))
+    if rec or len(parts) == 1:
+        return await job_status(redis, tk, job_id, rec)
+    async with redis.pipeline(transaction=False) as pipe:
+        for part in parts[1:]:
+            pipe.hgetall(part.job(job_id))
+        found = await pipe.execute()
+    for part, raw in zip(parts[1:], found, strict=True):
+        rec = replies.hash_fields(raw)
+        if rec:
+            return await job_status(redis, part, job_id, rec)
+    for part in parts:  # a plain XADD's job: no record until it moves
+        status = await _status_without_record(redis, part, job_id)
+        if status is not None:
+            return status
+    return None
+
+
+async def job_status(redis: Redis, tk: TypeKeys, job_id: str,
+                     rec: dict[bytes, bytes] | None = None) -> JobStatus | None:
+    """A job's status in one partition (``rec``: its record, when already read)."""
+    if rec is None:
+        rec = replies.hash_fields(await redis.hgetall(tk.job(job_id)))
     if not rec:
         return await _status_without_record(redis, tk, job_id)
     state = _state_of(tk, job_id, rec.get(Rec.STATE.b))

@@ -14,34 +14,51 @@ import logging
 import re
 from typing import TYPE_CHECKING
 
+import anyio
+from anyio import TASK_STATUS_IGNORED
 from redis.crc import key_slot
 from redis.exceptions import OutOfMemoryError, RedisError, ResponseError
 
 from streamjobs.connection import is_cluster
 from streamjobs.contract import TYPE_NAME
+from streamjobs.counts import server_ms
 from streamjobs.errors import ConfigError
-from streamjobs.keys import GROUP, TypeKeys, types_key
+from streamjobs.history import sample
+from streamjobs.keys import (
+    GROUP,
+    MAX_PARTITIONS,
+    PARTITIONS_FIELD,
+    TypeKeys,
+    parse_partitions,
+    split_tag,
+    types_key,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
+    from anyio.abc import TaskStatus
     from redis.asyncio import Redis
 
 
 log = logging.getLogger("streamjobs")
 
 
-async def ensure_group(redis: Redis, tk: TypeKeys) -> None:
+async def ensure_group(redis: Redis, tk: TypeKeys) -> bool:
     """Create the consumer group at id 0 (MKSTREAM): earlier entries are delivered too.
-    A full server refuses XGROUP CREATE even when the group exists: then it is looked up."""
+    A full server refuses XGROUP CREATE even when the group exists: then it is looked up.
+    True if this call created it."""
     try:
         await redis.xgroup_create(tk.stream, GROUP, id="0", mkstream=True)
     except OutOfMemoryError:
         if not await group_exists(redis, tk):
             raise
+        return False
     except ResponseError as e:
         if "BUSYGROUP" not in str(e):
             raise
+        return False
+    return True
 
 
 def check_one_slot(redis: Redis, tks: Sequence[TypeKeys]) -> None:
@@ -50,7 +67,8 @@ def check_one_slot(redis: Redis, tks: Sequence[TypeKeys]) -> None:
     if is_cluster(redis) and len({key_slot(tk.stream.encode()) for tk in tks}) > 1:
         raise ConfigError(
             "on a cluster, run one worker per type for now: types "
-            + ", ".join(tk.type for tk in tks) + " live in different hash slots")
+            + ", ".join(tk.tag for tk in tks) + " live in different hash slots (a "
+            "partitioned type: one worker per partition, types=['T#0'], ['T#1'] …)")
 
 
 async def group_exists(redis: Redis, tk: TypeKeys) -> bool:
@@ -64,9 +82,16 @@ async def group_exists(redis: Redis, tk: TypeKeys) -> bool:
 
 async def ensure_types(redis: Redis, tks: Sequence[TypeKeys]) -> None:
     """Each type's group exists, and the type is in the set of known types (best effort:
-    a failure there is logged, never raised)."""
-    for tk in tks:
-        await ensure_group(redis, tk)
+    a failure there is logged, never raised). A new type's counters are snapshotted
+    for the throughput chart (streamjobs.history): its first minute counts from here."""
+    created = [tk for tk in tks if await ensure_group(redis, tk)]
+    if created:
+        try:
+            await sample(redis, created, server_ms(await redis.time()))
+        except (RedisError, OSError) as e:
+            log.warning("could not snapshot the counters of new types %s (the throughput "
+                        "chart starts a minute later): %s",
+                        ",".join(tk.type for tk in created), e)
     if tks:
         try:
             await redis.sadd(types_key(tks[0].prefix), *(tk.type for tk in tks))
@@ -84,9 +109,61 @@ async def rescan_types(redis: Redis, prefix: str) -> list[str]:
     match = re.sub(r"([*?\[\]\\])", r"\\\1", prefix) + ":{*}:stream"
     async for key in redis.scan_iter(match=match, count=1000, _type="stream"):
         name = key.decode("utf-8", "replace")
-        t = name[len(prefix) + 2 : -len("}:stream")]
-        if TYPE_NAME.fullmatch(t) and TypeKeys(prefix, t).stream == name:
-            found.add(t)
+        t, k = split_tag(name[len(prefix) + 2 : -len("}:stream")])
+        if TYPE_NAME.fullmatch(t) and TypeKeys(prefix, t, k).stream == name:
+            found.add(t)  # a partition's stream names its type
     if found:
         await redis.sadd(types_key(prefix), *found)
     return sorted(found)
+
+
+#: The first scan of an API's start waits at most this long (the rest runs on).
+FIRST_SCAN_S = 5.0
+
+
+async def keep_types_indexed(redis: Redis, prefix: str, every_s: float,
+                             task_status: TaskStatus[None] = TASK_STATUS_IGNORED) -> None:
+    """Find the types written only by plain XADD (no producer or worker of ours ever
+    registered them): one scan at once (``task_status`` reports after it, or after
+    FIRST_SCAN_S), then one every ``every_s`` seconds (0: none). A failed scan is logged
+    and tried again next time."""
+    started = False
+    while True:
+        with anyio.move_on_after(None if started else FIRST_SCAN_S):
+            try:
+                await rescan_types(redis, prefix)
+            except (RedisError, OSError) as e:
+                log.warning("scanning for job types failed (retried in %gs): %s", every_s, e)
+        if not started:
+            started = True
+            task_status.started()
+        if every_s <= 0:
+            return
+        await anyio.sleep(every_s)
+
+
+async def partitions_of(redis: Redis, tk: TypeKeys) -> int:
+    """How many partitions the type's jobs are spread over (its config hash, in the
+    type's own slot; 1 when none was published)."""
+    return parse_partitions(await redis.hget(tk.config, PARTITIONS_FIELD))
+
+
+async def publish_partitions(redis: Redis, tk: TypeKeys, n: int) -> int:
+    """Record the type's partition count where producers, views and other workers read
+    it (1: the field is removed); return the count it had. Lowering it strands jobs left
+    in the dropped partitions: drain them first."""
+    if not 1 <= n <= MAX_PARTITIONS:
+        raise ConfigError(f"partitions must be from 1 to {MAX_PARTITIONS}, not {n}")
+    async with redis.pipeline(transaction=False) as pipe:
+        pipe.hget(tk.config, PARTITIONS_FIELD)
+        if n > 1:
+            pipe.hset(tk.config, PARTITIONS_FIELD, n)
+        else:
+            pipe.hdel(tk.config, PARTITIONS_FIELD)
+        before, _ = await pipe.execute()
+    return parse_partitions(before)
+
+
+async def partition_keys(redis: Redis, tk: TypeKeys) -> list[TypeKeys]:
+    """The keys of every partition of a type (one read of its config)."""
+    return tk.partitions(await partitions_of(redis, tk))

@@ -528,7 +528,8 @@ def _print_where(url: str, keeper: ServerKeeper | None, settings: Settings, api_
     ]
     if cfg.api:
         base = f"http://{settings.api_host}:{api_port}"
-        lines += [f"  api      {base}   docs {base}/docs   metrics {base}/metrics",
+        lines += [f"  ui       {base}/ui   (the dashboard)",
+                  f"  api      {base}   docs {base}/docs   metrics {base}/metrics",
                   f"           curl -X POST {base}/jobs/demo -d '{{\"payload\":{{\"n\":1}}}}'"]
     lines.append("  stop     Ctrl-C (a second Ctrl-C exits at once)")
     print("\n".join(lines), flush=True)

@@ -17,12 +17,13 @@ import math
 import os
 import socket
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import anyio
+import orjson
 
-from streamjobs import logs, replies
+from streamjobs import logs, replies, schedules
 from streamjobs.codes import Code
 from streamjobs.config import Settings
 from streamjobs.connection import (
@@ -31,7 +32,17 @@ from streamjobs.connection import (
     client_from_url,
     socket_timeout_of,
 )
-from streamjobs.contract import Attempt, Failure, Heartbeat, Outcome, Rec, Wire, job_id_of
+from streamjobs.contract import (
+    HEARTBEAT_RUNNING_MAX,
+    Attempt,
+    Failure,
+    Heartbeat,
+    JobState,
+    Outcome,
+    Rec,
+    Wire,
+    job_id_of,
+)
 from streamjobs.errors import (
     ConfigError,
     DecodeError,
@@ -40,15 +51,16 @@ from streamjobs.errors import (
 from streamjobs.events import attempt_of
 from streamjobs.isolation import Processes, Threads
 from streamjobs.job import Job
-from streamjobs.keys import GROUP, TypeKeys, worker_key, workers_key
+from streamjobs.keys import GROUP, PARTITION_SEP, TypeKeys, split_tag, worker_key, workers_key
 from streamjobs.metrics import WorkerMetrics
 from streamjobs.outcomes import Result, error_outcome, ok
+from streamjobs.pause import REFRESH_S, paused_types
 from streamjobs.progress import JobContext
-from streamjobs.reconnect import NETWORK_ERRORS, SERVER_ERRORS, Backoff, lost_group
+from streamjobs.reconnect import NETWORK_ERRORS, SERVER_ERRORS, Backoff, lost_group, retrying
 from streamjobs.registry import Handler, Registry, default_registry
-from streamjobs.scripts import FailArgs, ReleaseItem, Scripts, StartedItem
+from streamjobs.scripts import FailArgs, ReleaseItem, Scripts, StartedItem, StopAction, StopItem
 from streamjobs.settle import Settler
-from streamjobs.streams import check_one_slot, ensure_types
+from streamjobs.streams import check_one_slot, ensure_types, publish_partitions
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
@@ -59,9 +71,13 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("streamjobs.worker")
 HEARTBEAT_S = 5.0
+#: Shortest gap between two heartbeats: a newly fetched job is published within it.
+HEARTBEAT_MIN_S = 1.0
 #: Consumers idle this long with nothing pending are removed from the group.
 PRUNE_IDLE_S = 3600.0
 PRUNE_EVERY_S = 300.0
+#: How often a worker with jobs in flight looks for cancel requests of them.
+CANCEL_POLL_S = 0.25
 
 
 @dataclass(slots=True)
@@ -85,6 +101,9 @@ class Delivery:
     #: This attempt's number and the max_attempts it runs under (known once decoded).
     attempt: int = 1
     max_attempts: int = 0
+    #: Set when a cancel of this running job was asked (``Producer.cancel``): the attempt
+    #: is stopped where it can be and the job ends cancelled.
+    cancel_requested: bool = False
 
     @property
     def job_id(self) -> str:
@@ -118,8 +137,14 @@ class Worker:
         chosen = list(types) if types else self.registry.types()
         if not chosen:
             raise ConfigError("no job types to consume: register a handler first")
-        self.handlers: dict[str, Handler] = {t: self.registry.get(t) for t in chosen}
-        self.keys = {t: TypeKeys(self.settings.prefix, t) for t in chosen}
+        # Keyed by hash tag: a partitioned type is served as each of its partitions
+        # (``T``, ``T#1`` …), all mapped to its one handler.
+        self.handlers: dict[str, Handler] = {}
+        self.keys: dict[str, TypeKeys] = {}
+        for t in chosen:
+            for tk in self._partitions(t):
+                self.handlers[tk.tag] = self.registry.get(tk.type)
+                self.keys[tk.tag] = tk
         self._owns_client = isinstance(redis, str)
         self.redis: Redis = _client(redis, block_ms)
         check_one_slot(self.redis, list(self.keys.values()))
@@ -132,9 +157,14 @@ class Worker:
         self.metrics = metrics or WorkerMetrics()
         self.name = name or consumer_name()
         self._outstanding: dict[str, Delivery] = {}
+        #: Set when jobs were fetched or settled: the next heartbeat (>= HEARTBEAT_MIN_S
+        #: after the last) publishes the change without waiting out HEARTBEAT_S.
+        self._fetched: anyio.Event | None = None
         self._stopping = False
         self._stop_requested = False
         self._order = list(self.keys)
+        #: Types paused on the server (refreshed by _pause_watch): not fetched.
+        self._paused: set[str] = set()
         self.settler = Settler(
             self.scripts, self.keys, {t: h.policy for t, h in self.handlers.items()},
             self.name, self.settings.result_ttl * 1000, self.metrics, self._regroup,
@@ -146,6 +176,21 @@ class Worker:
             for t, h in self.handlers.items()
             if h.policy.isolation == "process" and not h.is_async
         }
+
+    def _partitions(self, name: str) -> list[TypeKeys]:
+        """The partitions a worker on ``name`` serves: every partition of a type, or the
+        one partition ``T#k`` names."""
+        if name.endswith(PARTITION_SEP + "0"):  # partition 0 alone (its tag is the type)
+            self.registry.get(name[:-2])
+            return [TypeKeys(self.settings.prefix, name[:-2])]
+        type_, k = split_tag(name)
+        h = self.registry.get(type_)
+        if name != type_ and k == 0:
+            raise ConfigError(f"{name!r} is neither a type nor a partition of one")
+        if k >= h.partitions:
+            raise ConfigError(f"type {type_!r} has {h.partitions} partitions: no {name!r}")
+        tk = TypeKeys(self.settings.prefix, type_)
+        return [TypeKeys(self.settings.prefix, type_, k)] if k else tk.partitions(h.partitions)
 
     def _open_runtime(self) -> None:
         """anyio primitives belong to a running event loop: made when run() starts."""
@@ -178,7 +223,8 @@ class Worker:
                     tg.start_soon(self._runner, recv.clone())
                 tg.start_soon(self._fetcher, send)
                 tg.start_soon(self._reclaimer, send.clone())
-                for role in (self.settler.run, self._promoter, self._toucher, self._heartbeat):
+                for role in (self.settler.run, self._promoter, self._toucher, self._heartbeat,
+                             self._cancel_watcher, self._pause_watch, self._scheduler):
                     tg.start_soon(role)
                 task_status.started()
                 await self._stop.wait()
@@ -197,10 +243,29 @@ class Worker:
         while True:
             try:
                 await ensure_types(self.redis, list(self.keys.values()))
+                await self._publish_partitions()
+                # Before the first fetch: a paused type stays paused across a restart.
+                self._paused = await paused_types(self.redis, list(self.keys.values()))
+                for h in {h.type: h for h in self.handlers.values()}.values():
+                    if h.schedule is not None:
+                        await schedules.upsert(self.redis, self.settings.prefix, h.schedule,
+                                               declared=True)
                 return
             except SERVER_ERRORS as e:
                 await backoff.wait("server unreachable at start" if isinstance(e, NETWORK_ERRORS)
                                    else "setting up the consumer groups failed", e)
+
+    async def _publish_partitions(self) -> None:
+        """Producers spread a type over the partitions its workers declare: each worker
+        records its handlers' count (at start, one write per type)."""
+        for h in {h.type: h for h in self.handlers.values()}.values():
+            before = await publish_partitions(self.redis, TypeKeys(self.settings.prefix,
+                                                                  h.type), h.partitions)
+            if before > h.partitions:
+                log.warning("type %s had %d partitions and now has %d: jobs left in "
+                            "partitions %d-%d are not served until a worker names them "
+                            "(types=%s#k)", h.type, before, h.partitions, h.partitions,
+                            before - 1, h.type)
 
     async def _regroup(self) -> None:
         """The server lost a stream or its consumer group (FLUSHALL, a restart without
@@ -293,7 +358,11 @@ class Worker:
         # COUNT applies per stream: read at most `free` streams, free // n entries each,
         # rotating which streams go first so no type starves.
         self._order = self._order[1:] + self._order[:1]
-        chosen = self._order[: min(free, len(self._order))]
+        order = [t for t in self._order if t not in self._paused]
+        if not order:
+            await anyio.sleep(REFRESH_S)
+            return
+        chosen = order[: min(free, len(order))]
         resp = await self.redis.xreadgroup(
             GROUP, self.name, {self.keys[t].stream: ">" for t in chosen},
             count=free // len(chosen), block=self.block_ms,
@@ -301,11 +370,16 @@ class Worker:
         for stream, entries in replies.stream_reads(resp):
             type_ = self._type_of_stream(stream)
             fetched = [Delivery(type_, e.decode(), fields) for e, fields in entries]
+            if type_ in self._paused:  # paused while the read blocked: hand them back
+                for d in fetched:
+                    self.settler.released(type_, d.entry_id, d.job_id, idle=True)
+                continue
             runnable = await self._drop_duplicates(type_, fetched)
             await self._started(type_, runnable)
             for d in runnable:
                 self._outstanding[d.entry_id] = d
                 await send.send(d)
+            self._beat_soon()
 
     async def _drop_duplicates(self, type_: str, fetched: list[Delivery]) -> list[Delivery]:
         """The deliveries that may run. An entry whose ``id`` has another entry's record
@@ -385,7 +459,7 @@ class Worker:
             context = JobContext(self.scripts, self.keys[d.type], d.job_id,
                                  attempt_of(d.fields))
             job = Job.from_fields(
-                d.type, d.entry_id, d.fields,
+                h.type, d.entry_id, d.fields,
                 max_payload_bytes=self.settings.max_payload_bytes, deliveries=d.deliveries,
                 context=context,
             )
@@ -393,10 +467,21 @@ class Worker:
             return Result(Attempt.MALFORMED, error=f"malformed entry: {e}")
         timeout = job.timeout or h.policy.timeout
         d.attempt, d.max_attempts = job.attempt, job.max_attempts or h.policy.max_attempts
+        f = d.fields
+        if d.cancel_requested or _EXPIRES_AT in f or _DEDUP_KEY in f:  # else no await at all
+            stopped = await self._before_start(d)
+            if stopped is not None:
+                return stopped
         self.metrics.started(d.type, job.enqueued_at)
         logs.job_started(d.type, job.id, job.attempt)
         t0 = time.perf_counter()
         outcome = await self._call(h, job, d, timeout)
+        if d.cancel_requested and outcome.kind not in _NOT_CANCELLED:
+            stopped = await self._stop_entry(d, StopAction.CANCEL)
+            if stopped.kind is not Attempt.OK:
+                outcome = stopped
+            elif outcome.kind is Attempt.STOPPED:  # not cancellable after all: a failure
+                outcome = Result(Attempt.RETRY, error="the attempt was stopped by a cancel")
         await self._flush_logs(context)
         elapsed = time.perf_counter() - t0
         self.metrics.finished(d.type, outcome.kind, elapsed)
@@ -427,6 +512,8 @@ class Worker:
             return _LOST
         if d.shutdown:
             return Result(Attempt.RELEASED)  # cancelled by shutdown after the grace period
+        if d.cancel_requested:
+            return Result(Attempt.STOPPED)  # _attempt ends the job cancelled
         return Result(Attempt.TIMEOUT, error=f"TimeoutError: attempt ran over {limit_s:g}s")
 
     async def _invoke(self, h: Handler, job: Job, d: Delivery, limit_s: float) -> Result:
@@ -453,6 +540,7 @@ class Worker:
     def _settle(self, d: Delivery, outcome: Result) -> None:
         """Hand the outcome to the settler (no await: runners never wait on a script)."""
         self._outstanding.pop(d.entry_id, None)
+        self._beat_soon()
         _SETTLE[outcome.kind](self, d, outcome, not self._outstanding)
 
     def _on_ok(self, d: Delivery, outcome: Result, idle: bool) -> None:
@@ -470,7 +558,108 @@ class Worker:
     def _on_lost(self, d: Delivery, outcome: Result, idle: bool) -> None:
         pass  # the entry is another worker's now: it settles the job
 
+    def _on_stopped(self, d: Delivery, outcome: Result, idle: bool) -> None:
+        pass  # stop.lua settled it (expired, cancelled or deduplicated)
+
+    # ---- flow control: expiry and dedup at start, cancel of a running job ---------------
+
+    async def _before_start(self, d: Delivery) -> Result | None:
+        """An entry that carries ``expires_at`` or ``dedup_key`` is checked by stop.lua
+        before it runs (one call; other entries none); a cancel asked before it started
+        ends it. The Result when it must not run, else None."""
+        action = StopAction.CANCEL if d.cancel_requested else StopAction.START
+        result = await self._stop_entry(d, action)
+        return None if result.kind is Attempt.OK else result
+
+    async def _stop_entry(self, d: Delivery, action: StopAction) -> Result:
+        """One entry through stop.lua. OK: it may run (START); STOPPED: it ended there;
+        LOST: no longer this worker's."""
+        tk, ttl = self.keys[d.type], self.settings.result_ttl * 1000
+        item = StopItem(d.entry_id, d.job_id, action)
+        with anyio.CancelScope(shield=True):
+            (res,) = await retrying(f"{action} {d.type}", lambda: self.scripts.stop(
+                tk, GROUP, self.name, ttl, [item]), self._regroup)
+        if res.code in (Code.NOT_OWNER, Code.NOT_FOUND):
+            return _LOST
+        if res.code is not Code.OK or res.state == JobState.RUNNING:
+            return Result(Attempt.OK)  # not ended here: runs (or ran) its normal course
+        counted = {JobState.EXPIRED: Outcome.EXPIRED, JobState.CANCELLED: Outcome.CANCELLED}
+        outcome = counted[JobState(res.state)]
+        if action is StopAction.START and outcome is Outcome.CANCELLED:
+            outcome = Outcome.DEDUPLICATED
+        self.metrics.outcome(d.type, outcome)
+        log.info("%s %s: %s", d.type, d.job_id, outcome.value)
+        return Result(Attempt.STOPPED)
+
+    async def _cancel_watcher(self) -> None:
+        """Polls the cancels set of each type with jobs in flight (one ZMSCORE per type
+        every CANCEL_POLL_S, none when idle) and stops the attempts asked to stop."""
+        backoff = Backoff()
+        while True:
+            await anyio.sleep(CANCEL_POLL_S)
+            by_type: dict[str, list[Delivery]] = {}
+            for d in self._outstanding.values():
+                if not d.cancel_requested:
+                    by_type.setdefault(d.type, []).append(d)
+            try:
+                for type_, ds in by_type.items():
+                    scores = await self.redis.zmscore(self.keys[type_].cancels,
+                                                      [d.job_id for d in ds])
+                    asked = [d for d, score in zip(ds, scores, strict=True) if score is not None]
+                    if asked:
+                        for d in await self._still_asked(type_, asked):
+                            await self._cancel_asked(d)
+                backoff.reset()
+            except SERVER_ERRORS as e:
+                await self._recover("cancel poll failed", backoff, e)
+
+    async def _still_asked(self, type_: str, asked: list[Delivery]) -> list[Delivery]:
+        """The deliveries whose record carries the cancel mark: a request left in the set
+        by a job that finished before its worker saw it must not cancel a later job that
+        reuses the id (its record is new). Stale members are dropped."""
+        tk = self.keys[type_]
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for d in asked:
+                pipe.hget(tk.job(d.job_id), Rec.CANCEL)
+            marks = await pipe.execute()
+        stale = [d.job_id for d, mark in zip(asked, marks, strict=True) if mark is None]
+        if stale:
+            await self.redis.zrem(tk.cancels, *stale)
+        return [d for d, mark in zip(asked, marks, strict=True) if mark is not None]
+
+    async def _cancel_asked(self, d: Delivery) -> None:
+        d.cancel_requested = True
+        if d.scope is None:
+            return  # not started: _before_start ends it
+        if self.handlers[d.type].is_async or d.type in self._processes:
+            log.info("%s %s: cancel asked, stopping the attempt", d.type, d.job_id)
+            d.scope.cancel()
+        else:
+            log.warning("%s %s: cancel asked, but a sync handler in a thread cannot be "
+                        "stopped: it runs on; a failure will not be retried", d.type, d.job_id)
+            await self._stop_entry(d, StopAction.HOLD)
+
     # ---- housekeeping ------------------------------------------------------------------
+
+    async def _pause_watch(self) -> None:
+        """Keep :attr:`_paused` current (engine/pause.py): the fetcher skips those types."""
+        tks = list(self.keys.values())
+        while True:
+            try:
+                paused = await paused_types(self.redis, tks)
+            except SERVER_ERRORS as e:
+                log.debug("reading the paused types failed: %s", e)
+            else:
+                if paused != self._paused:
+                    log.info("paused types: %s", ", ".join(sorted(paused)) or "none")
+                self._paused = paused
+            await anyio.sleep(REFRESH_S)
+
+    async def _scheduler(self) -> None:
+        """Enqueue the due cron ticks of this worker's types (engine/schedules.py): a
+        partitioned type's schedules live in, and tick into, partition 0."""
+        own = [tk for tk in self.keys.values() if tk.partition == 0]
+        await schedules.run_scheduler(self.redis, self.scripts, own)
 
     async def _promoter(self) -> None:
         backoff = Backoff()
@@ -478,7 +667,8 @@ class Worker:
             sleep = 0.25
             try:
                 for tk in self.keys.values():
-                    moved, next_in, orphans = await self.scripts.promote(tk)
+                    moved, next_in, orphans = await self.scripts.promote(
+                        tk, result_ttl_ms=self.settings.result_ttl * 1000)
                     if orphans:
                         log.error("%d delayed ids of %s had no record", orphans, tk.type)
                     if moved >= 1000:
@@ -535,6 +725,7 @@ class Worker:
             self._outstanding[d.entry_id] = d
             await send.send(d)
         if res.claimed:
+            self._beat_soon()
             log.info("reclaimed %d entries of %s", len(res.claimed), type_)
             self.metrics.reclaimed(type_, len(res.claimed))
 
@@ -571,20 +762,38 @@ class Worker:
                 if d.scope is not None:
                     d.scope.cancel()
 
+    def _beat_soon(self) -> None:
+        if self._fetched is not None:
+            self._fetched.set()
+
+    def _running_now(self) -> bytes:
+        """The heartbeat's ``running`` field: the oldest in-flight jobs, JSON."""
+        now_wall, now_mono = time.time(), time.monotonic()
+        rows = [{"type": self.keys[d.type].type, "id": d.job_id, "attempt": d.attempt,
+                 "started_at": int((now_wall - (now_mono - d.fetched_at)) * 1000)}
+                for d in sorted(self._outstanding.values(), key=lambda d: d.fetched_at)
+                [:HEARTBEAT_RUNNING_MAX]]
+        return orjson.dumps(rows)
+
     async def _heartbeat(self) -> None:
         key = worker_key(self.settings.prefix, self.name)
         started = int(time.time() * 1000)
         host, _, pid = self.name.partition(":")
+        # By type name: a partitioned type is one type to a reader (its tags are ours).
+        types = ",".join(dict.fromkeys(tk.type for tk in self.keys.values()))
+        policies = orjson.dumps({h.type: asdict(h.policy) for h in self.handlers.values()})
         while True:
+            self._fetched = anyio.Event()
             now = int(time.time() * 1000)
             try:
                 async with self.redis.pipeline(transaction=False) as pipe:
                     pipe.hset(key, mapping={
                         Heartbeat.NAME: self.name, Heartbeat.HOST: host,
                         Heartbeat.PID: pid.partition(":")[0],
-                        Heartbeat.TYPES: ",".join(self.keys),
+                        Heartbeat.TYPES: types,
                         Heartbeat.CONCURRENCY: self.concurrency,
                         Heartbeat.IN_FLIGHT: len(self._outstanding),
+                        Heartbeat.RUNNING: self._running_now(), Heartbeat.POLICIES: policies,
                         Heartbeat.STARTED_AT: started, Heartbeat.LAST_HEARTBEAT: now,
                     })
                     pipe.pexpire(key, int(HEARTBEAT_S * 3000))
@@ -595,7 +804,9 @@ class Worker:
                 self.metrics.heartbeat()
             except SERVER_ERRORS as e:
                 log.warning("heartbeat failed: %s: %s", type(e).__name__, e)
-            await anyio.sleep(HEARTBEAT_S)
+            await anyio.sleep(HEARTBEAT_MIN_S)
+            with anyio.move_on_after(HEARTBEAT_S - HEARTBEAT_MIN_S):
+                await self._fetched.wait()
 
 
 def _client(redis: Redis | str, block_ms: int) -> Redis:
@@ -621,4 +832,10 @@ _SETTLE: dict[Attempt, Callable[[Worker, Delivery, Result, bool], None]] = {
     Attempt.MALFORMED: Worker._on_failure,
     Attempt.RELEASED: Worker._on_released,
     Attempt.LOST: Worker._on_lost,
+    Attempt.STOPPED: Worker._on_stopped,
 }
+#: Entry fields that make an entry go through stop.lua before it runs.
+_EXPIRES_AT, _DEDUP_KEY = Wire.EXPIRES_AT.b, Wire.DEDUP_KEY.b
+#: Outcomes a cancel asked during the attempt leaves as they are: a completed job stays
+#: completed, a lost or released one is another worker's or another attempt's.
+_NOT_CANCELLED = frozenset({Attempt.OK, Attempt.LOST, Attempt.RELEASED})

@@ -22,6 +22,7 @@
 --@include held_entries
 --@include emit
 --@include history
+--@include free_unique
 local stream, stats, done, job_prefix, events = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local group, consumer, ttl = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local now = now_ms()
@@ -33,7 +34,7 @@ local held = held_entries(stream, group, consumer, ARGV, 4, 5)
 local out, entries, index, accepted, recs = {}, {}, {}, {}, {}
 for i = 4, #ARGV, 5 do
   local entry, id = ARGV[i], ARGV[i + 1]
-  local rec = redis.call('HMGET', job_prefix .. id, 'state', 'entry', 'finished_by',
+  local rec = redis.call('HMGET', job_prefix .. id, 'state', 'entry', 'finished_by', 'unique',
     'started_at', 'history')
   local state, mine = rec[1], rec[2] == entry and rec[3] == consumer
   if not held[entry] then
@@ -56,9 +57,10 @@ for _, i in ipairs(accepted) do
   local key = job_prefix .. id
   entries[#entries + 1] = entry
   emit(events, 'completed', id, attempt, now)
+  free_unique_key(recs[i][4], id)  -- read above: no command for a job without one
   if ttl > 0 then
     local rec = recs[i]
-    local history = history_with(rec[5], attempt, rec[4], consumer, now, COMPLETED, '')
+    local history = history_with(rec[6], attempt, rec[5], consumer, now, COMPLETED, '')
     if not rec[1] then  -- a plain XADD's first transition: its record starts here
       redis.call('HSET', key, 'enqueued_at', string.match(entry, '^(%d+)'))
     end

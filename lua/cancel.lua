@@ -1,10 +1,13 @@
--- cancel: cancel a waiting or delayed job. A running one (delivered, in the pending
--- list) is refused with WRONG_STATE: cancellation of running jobs does not exist yet.
+-- cancel: cancel a waiting or delayed job; for a running one (delivered, in the pending
+-- list) record the request: the record's `cancel` field says `requested` and the job id
+-- joins the type's cancels set, which the worker holding it polls; that worker stops the
+-- attempt and settles it through stop.lua (REQUESTED, previous state running).
 -- KEYS[1] stream
 -- KEYS[2] delayed
 -- KEYS[3] stats
--- KEYS[4] job_prefix
--- KEYS[5] events
+-- KEYS[4] cancels
+-- KEYS[5] job_prefix
+-- KEYS[6] events
 -- ARGV[1] group
 -- ARGV[2] job_id
 -- ARGV[3] result_ttl_ms
@@ -12,7 +15,7 @@
 -- no record yet gets it here, if that entry is still its own)
 -- moves: waiting, delayed -> cancelled
 -- returns: {code, previous_state}
--- codes: OK NOT_FOUND WRONG_STATE
+-- codes: OK NOT_FOUND WRONG_STATE REQUESTED
 --@include codes
 --@include states
 --@include now_ms
@@ -21,23 +24,30 @@
 --@include read_entry
 --@include job_id_of
 --@include ensure_record
+--@include free_unique
 --@include emit
-local stream, delayed, stats, job_prefix = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local stream, delayed, stats, cancels, job_prefix = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local group, id, ttl, found = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4]
+-- Requests older than this are dropped from the cancels set (their job is long settled).
+local REQUEST_KEPT_MS = 86400000
 local key = job_prefix .. id
 if found ~= '' and redis.call('EXISTS', key) == 0 then
   local flat = read_entry(stream, found)
   if flat and job_id_of(found, flat) == id then ensure_record(key, found, flat) end
 end
-local rec = redis.call('HMGET', key, 'state', 'entry')
+local rec = redis.call('HMGET', key, 'state', 'entry', 'cancel')
 local state, entry = rec[1], rec[2]
 if not state then return {NOT_FOUND, ''} end
+local now = now_ms()
 if state == RUNNING_RECORDED_AS and deliveries(stream, group, entry) > 0 then
-  return {WRONG_STATE, RUNNING}
+  if not rec[3] then redis.call('HSET', key, 'cancel', 'requested') end
+  redis.call('ZADD', cancels, now, id)
+  redis.call('ZREMRANGEBYSCORE', cancels, '-inf', now - REQUEST_KEPT_MS)
+  return {REQUESTED, RUNNING}
 elseif state ~= DELAYED and state ~= RUNNING_RECORDED_AS then
   return {WRONG_STATE, state}
 end
-local now = now_ms()
+free_unique(key, id)
 redis.call('HSET', key, 'state', CANCELLED, 'entry', '', 'finished_at', now,
   'updated_at', now)
 if state == DELAYED then
@@ -48,5 +58,5 @@ else
 end
 if ttl > 0 then redis.call('PEXPIRE', key, ttl) else redis.call('DEL', key) end
 redis.call('HINCRBY', stats, 'cancelled', 1)
-emit(KEYS[5], 'cancelled', id, 0, now)
+emit(KEYS[6], 'cancelled', id, 0, now)
 return {OK, state}

@@ -10,18 +10,24 @@
 -- this job's: the worker skips its duplicate-id read). token (or '') is the caller's
 -- mark for this one enqueue: a replay of the same call (its reply was lost) finds its own
 -- token in the record and is answered OK, not DUPLICATE.
+-- A job with a `dedup_key` field (mode `dedup_mode`: unique by default, throttle or
+-- debounce; window `dedup_ttl` ms) that another job answers for is not added: the reply
+-- is DEDUPLICATED with that job's id and state (debounce first gives that job this one's
+-- fields and start time). `expires_in` (ms) becomes `expires_at` on the server clock.
 -- The batch is checked before anything is written (an error reply, nothing enqueued): at
 -- most MAX_JOB_FIELDS fields per job, ids by the contract's rule, numbers that are numbers.
 -- moves: new -> waiting, delayed
 -- returns: {code, job_id, state} per job
--- codes: OK DUPLICATE
+-- codes: OK DUPLICATE DEDUPLICATED
 --@include codes
---@include states
 --@include now_ms
---@include fields
---@include stash
+--@include add_job
 --@include max_fields
 --@include valid_job_id
+--@include dedup
+--@include states
+--@include fields
+--@include stash
 --@include emit
 local stream, delayed, stats, job_prefix = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local events = KEYS[5]
@@ -48,7 +54,9 @@ end
 
 local now = now_ms()
 local out = {}
-local added = 0
+local added, deduplicated = 0, 0
+
+local dd  -- the dedup helpers, made for the first job that has a dedup_key
 i = 1
 while i <= #ARGV do
   local id, token = ARGV[i], ARGV[i + 1]
@@ -57,41 +65,64 @@ while i <= #ARGV do
   local flat = {}
   for j = i + 5, i + 4 + n * 2 do flat[#flat + 1] = ARGV[j] end
   i = i + 5 + n * 2
+  local dk, mode, dttl
+  if n > 1 then  -- options: a payload-only job skips the scans
+    for j = 1, #flat, 2 do  -- expires_in becomes expires_at, in place
+      if flat[j] == 'expires_in' and string.find(flat[j + 1], '^%d+$') then
+        flat[j], flat[j + 1] = 'expires_at', string.format('%d', now + tonumber(flat[j + 1]))
+      end
+    end
+    local dkey = get_field(flat, 'dedup_key')
+    if dkey then
+      dd = dd or dedup_helpers(stream, job_prefix)
+      dk = dd.key_of(dkey)
+      mode = get_field(flat, 'dedup_mode') or 'unique'
+      dttl = tonumber(get_field(flat, 'dedup_ttl') or '')
+    end
+  end
 
+  local other, ostate, oentry
   local rec = (id ~= '') and redis.call('HMGET', job_prefix .. id, 'state', 'token') or {}
+  if dk and not rec[1] then other, ostate, oentry = dd.holder(dk, mode) end
   if rec[1] and token ~= '' and rec[2] == token then
     out[#out + 1] = OK; out[#out + 1] = id; out[#out + 1] = rec[1]
   elseif rec[1] then
     out[#out + 1] = DUPLICATE; out[#out + 1] = id; out[#out + 1] = rec[1]
+  elseif other then
+    if mode == 'debounce' then  -- `other` (not started) takes these fields and start time
+      local key = job_prefix .. other
+      set_field(flat, 'id', other)
+      set_field(flat, 'id_claimed', '1')
+      if ostate == DELAYED then unstash_fields(key) else redis.call('XDEL', stream, oentry) end
+      if due > now then
+        redis.call('HSET', key, 'state', DELAYED, 'entry', '', 'due_at', due, 'updated_at', now)
+        stash_fields(key, flat)
+        redis.call('ZADD', delayed, due, other)
+        ostate = DELAYED
+      else
+        if ostate == DELAYED then
+          redis.call('ZREM', delayed, other)
+          redis.call('HDEL', key, 'due_at')
+        end
+        local new_entry = redis.call('XADD', stream, '*', unpack(flat))
+        redis.call('HSET', key, 'state', WAITING, 'entry', new_entry, 'updated_at', now)
+        ostate = WAITING
+      end
+      dd.take(dk, mode, dttl, key, other)
+    end
+    deduplicated = deduplicated + 1
+    out[#out + 1] = DEDUPLICATED; out[#out + 1] = other; out[#out + 1] = ostate
   else
     -- The record holds what no entry says: attempts appear with the first failure.
-    local state = WAITING
-    if due > now then
-      if id == '' then
-        id = now .. '-d' .. redis.call('HINCRBY', stats, 'seq', 1)
-      end
-      set_field(flat, 'id', id)
-      set_field(flat, 'id_claimed', '1')
-      local key = job_prefix .. id
-      redis.call('HSET', key, 'state', DELAYED, 'due_at', due, 'enqueued_at', now)
-      stash_fields(key, flat)
-      redis.call('ZADD', delayed, due, id)
-      state = DELAYED
-    else
-      if id ~= '' then
-        set_field(flat, 'id', id)
-        set_field(flat, 'id_claimed', '1')
-      end
-      local entry = redis.call('XADD', stream, '*', unpack(flat))
-      if id == '' then id = entry end
-      redis.call('HSET', job_prefix .. id, 'state', WAITING, 'entry', entry,
-        'enqueued_at', now)
-    end
+    local state
+    id, state = add_job(stream, delayed, stats, job_prefix, id, flat, due, now)
     if token ~= '' then redis.call('HSET', job_prefix .. id, 'token', token) end
+    if dk then dd.take(dk, mode, dttl, job_prefix .. id, id) end
     added = added + 1
     emit(events, 'enqueued', id, 0, now)
     out[#out + 1] = OK; out[#out + 1] = id; out[#out + 1] = state
   end
 end
 if added > 0 then redis.call('HINCRBY', stats, 'enqueued', added) end
+if deduplicated > 0 then redis.call('HINCRBY', stats, 'deduplicated', deduplicated) end
 return out

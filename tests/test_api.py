@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import socket
+import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import AsyncExitStack
@@ -16,7 +17,7 @@ import pytest
 from fastapi import WebSocket
 from redis._parsers.resp3 import _RESP3Parser
 from redis.exceptions import OutOfMemoryError
-from uvicorn.protocols.http.h11_impl import H11Protocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from streamjobs import Job, Registry, Settings, Worker
 from streamjobs.api import create_app
@@ -92,7 +93,8 @@ async def test_duplicate_id_is_409_with_existing_state(
 ) -> None:
     first = await client.post(f"/jobs/{type_name}", json={"payload": 1, "id": "order-1",
                                                            "delay": 60})
-    assert first.status_code == 201 and first.json() == {"id": "order-1", "state": "delayed"}
+    assert first.status_code == 201 and first.json() == {"id": "order-1", "state": "delayed",
+                                                      "deduplicated": False}
     again = await client.post(f"/jobs/{type_name}", json={"payload": 2, "id": "order-1"})
     assert again.status_code == 409
     body = again.json()
@@ -270,7 +272,8 @@ async def test_cancel(client: httpx.AsyncClient, type_name: str) -> None:
     for job_id, prev in (("c1", "waiting"), ("c2", "delayed")):
         r = await client.delete(f"/jobs/{type_name}/{job_id}")
         assert r.status_code == 200 and r.json() == {
-            "id": job_id, "state": "cancelled", "previous_state": prev}
+            "id": job_id, "state": "cancelled", "previous_state": prev,
+            "outcome": "cancelled"}
     assert (await client.get(f"/jobs/{type_name}/c1")).json()["state"] == "cancelled"
     r = await client.delete(f"/jobs/{type_name}/c1")
     assert r.status_code == 409
@@ -278,15 +281,52 @@ async def test_cancel(client: httpx.AsyncClient, type_name: str) -> None:
     assert r.status_code == 404
 
 
-async def test_running_job_cannot_be_cancelled_and_completes(
+async def test_a_running_async_job_is_cancelled_by_delete(
     client: httpx.AsyncClient, redis_url: str, type_name: str
 ) -> None:
     reg = Registry()
-    release = anyio.Event()
 
     @reg.handler(type_name)
-    async def h(job: Job) -> dict[str, Any]:
-        await release.wait()
+    async def h(job: Job) -> None:
+        await anyio.sleep(30)
+
+    await client.post(f"/jobs/{type_name}", json={"payload": 7, "id": "k1"})
+    async with running(Worker(redis_url, reg, block_ms=100)):
+        await wait_state(client, type_name, "k1", "running")
+        r = await client.delete(f"/jobs/{type_name}/k1")
+        assert r.status_code == 200 and r.json() == {
+            "id": "k1", "state": "cancelled", "previous_state": "running",
+            "outcome": "cancelled"}
+    assert (await client.get(f"/jobs/{type_name}/k1")).json()["state"] == "cancelled"
+    assert (await client.delete(f"/jobs/{type_name}/k1")).status_code == 409
+
+
+async def test_dedup_and_expiry_fields_of_enqueue(client: httpx.AsyncClient,
+                                                  type_name: str) -> None:
+    body = {"payload": 1, "dedup_key": "acct-1", "dedup_mode": "throttle", "dedup_ttl": 60,
+            "expires_in": 120}
+    first = await client.post(f"/jobs/{type_name}", json=body)
+    again = await client.post(f"/jobs/{type_name}", json=body)
+    assert first.status_code == 201 and not first.json()["deduplicated"]
+    assert again.status_code == 200 and again.json() == {
+        "id": first.json()["id"], "state": "waiting", "deduplicated": True}
+    bulk = await client.post(f"/jobs/{type_name}/bulk", json={"jobs": [body]})
+    assert bulk.json()["jobs"][0]["deduplicated"] is True
+    bad = await client.post(f"/jobs/{type_name}", json={**body, "dedup_mode": "often"})
+    assert bad.status_code == 422
+    page = await client.get(f"/jobs/{type_name}", params={"state": "expired"})
+    assert page.status_code == 200 and page.json()["jobs"] == []
+
+
+async def test_running_sync_job_cancel_says_uninterruptible_and_completes(
+    client: httpx.AsyncClient, redis_url: str, type_name: str
+) -> None:
+    reg = Registry()
+    release = threading.Event()
+
+    @reg.handler(type_name)
+    def h(job: Job) -> dict[str, Any]:
+        release.wait(10)
         return {"done": job.payload}
 
     r = await client.post(f"/jobs/{type_name}", json={"payload": 7, "id": "r1"})
@@ -295,7 +335,9 @@ async def test_running_job_cannot_be_cancelled_and_completes(
         page = (await client.get(f"/jobs/{type_name}", params={"state": "running"})).json()
         assert [j["id"] for j in page["jobs"]] == ["r1"] and page["jobs"][0]["consumer"]
         r = await client.delete(f"/jobs/{type_name}/r1")
-        assert r.status_code == 409 and "running" in r.json()["error"]
+        assert r.status_code == 200 and r.json() == {
+            "id": "r1", "state": "running", "previous_state": "running",
+            "outcome": "uninterruptible"}
         workers = (await client.get("/workers")).json()["workers"]
         mine = [w for w in workers if type_name in w["types"]]
         assert len(mine) == 1 and mine[0]["concurrency"] == 2 and mine[0]["pid"] > 0
@@ -784,8 +826,10 @@ def test_server_config_bounds_connections() -> None:
                            "127.0.0.1", 1)
     assert config.limit_concurrency == API_LIMIT_CONCURRENCY
     assert 0 < config.timeout_keep_alive <= 10
-    assert issubclass(config.http, H11Protocol)  # type: ignore[arg-type]
+    assert issubclass(config.http, HttpToolsProtocol)  # type: ignore[arg-type]
     assert config.server_header is False and config.proxy_headers is False
+    assert config.access_log is False  # a log line per request is opt-in (--access-log)
+    assert server_config("m:f", Settings(), access_log=True, workers=2).access_log is True
 
 
 def _subclasses(cls: type[Exception]) -> list[type[Exception]]:
@@ -819,3 +863,64 @@ async def test_docs_load_every_asset_from_the_api(client: httpx.AsyncClient, pag
         asset = await client.get(url)
         assert asset.status_code == 200, (url, asset.status_code)
         assert asset.content, url
+
+
+# ---- the types index: plain-XADD types and foreign names -------------------------------
+
+
+async def test_a_type_fed_only_by_plain_xadd_is_listed(
+        make_client: MakeClient, redis_url: str, type_name: str) -> None:
+    """No producer or worker of ours ever touched these types: the API finds them by
+    their streams at start, and again while it runs."""
+    from tests.test_cli import cli
+
+    prefix = "x" + type_name  # a keyspace of its own: /types lists only what the test made
+    r = client_from_url(redis_url)
+    try:
+        await r.xadd(TypeKeys(prefix, "before").stream, {"payload": "1"})
+        client = await make_client(prefix=prefix, types_rescan_s=0.2)
+        rows = {t["type"]: t for t in (await client.get("/types")).json()["types"]}
+        assert rows["before"]["waiting"] == 1
+        await r.xadd(TypeKeys(prefix, "later").stream, {"payload": "2"})
+
+        async def listed() -> list[str]:
+            return sorted(t["type"] for t in (await client.get("/types")).json()["types"])
+
+        await wait_equal(listed, ["before", "later"], timeout=5)
+        text = (await client.get("/metrics")).text
+        assert 'streamjobs_queue_waiting{type="later"} 1.0' in text
+        await r.xadd(TypeKeys(prefix, "cli_only").stream, {"payload": "3"})
+        res = await anyio.to_thread.run_sync(
+            lambda: cli("stats", url=redis_url, STREAMJOBS_PREFIX=prefix))
+        assert res.returncode == 0, res.stderr
+        assert "cli_only" in res.stdout
+    finally:
+        await r.aclose()
+
+
+async def test_a_foreign_name_in_the_types_index_breaks_no_listing(
+        make_client: MakeClient, redis_url: str, type_name: str) -> None:
+    """sj:types is written by anyone: a name that is no type is left out (and logged),
+    the other types are listed by /types, /metrics, stats and the dashboard's views."""
+    from streamjobs.keys import types_key
+    from tests.test_cli import cli
+
+    prefix = "y" + type_name
+    r = client_from_url(redis_url)
+    try:
+        await r.xadd(TypeKeys(prefix, "good").stream, {"payload": "1"})
+        await r.sadd(types_key(prefix), "good", "bad name!", "x" * 100, "{T}", "T#1")
+        client = await make_client(prefix=prefix)
+        res = await client.get("/types")
+        assert res.status_code == 200, res.text
+        assert [t["type"] for t in res.json()["types"]] == ["good"]
+        res = await client.get("/metrics")
+        assert res.status_code == 200 and 'streamjobs_queue_waiting{type="good"} 1.0' in res.text
+        assert (await client.get("/throughput?minutes=2")).status_code == 200
+        assert (await client.get("/schedules")).status_code == 200
+        out = await anyio.to_thread.run_sync(
+            lambda: cli("stats", url=redis_url, STREAMJOBS_PREFIX=prefix))
+        assert out.returncode == 0, out.stderr
+        assert [line.split()[0] for line in out.stdout.splitlines()[1:]] == ["good"]
+    finally:
+        await r.aclose()

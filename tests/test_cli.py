@@ -5,12 +5,15 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
+import anyio
 import orjson
 import pytest
 import redis
+from redis.asyncio import Redis as AsyncRedis
 
 from streamjobs import Producer
 from streamjobs.admin import delete_type
@@ -55,6 +58,34 @@ def test_enqueue_delay_shows_delayed(redis_url: str, type_name: str) -> None:
     job_id = cli("enqueue", type_name, "1", "--delay", "60", url=redis_url).stdout.strip()
     st = orjson.loads(cli("status", type_name, job_id, url=redis_url).stdout)
     assert st["state"] == "delayed" and st["due_at"] > st["enqueued_at"]
+
+
+def test_enqueue_dedup_cancel_and_list_expired(redis_url: str, type_name: str) -> None:
+    first = cli("enqueue", type_name, "1", "--dedup-key", "k", "--dedup-mode", "throttle",
+                "--dedup-ttl", "60", "--expires-in", "30", url=redis_url)
+    again = cli("enqueue", type_name, "2", "--dedup-key", "k", url=redis_url)
+    job_id = first.stdout.strip()
+    assert first.returncode == 0 and again.returncode == 0
+    assert again.stdout.startswith(f"{job_id} deduplicated")
+    later = cli("enqueue", type_name, "3", "--delay", "60", url=redis_url).stdout.strip()
+    res = cli("cancel", type_name, later, url=redis_url)
+    assert res.returncode == 0 and res.stdout.strip() == f"{later} (delayed): cancelled"
+    one_line_error(cli("cancel", type_name, later, url=redis_url), "cancelled")
+    # A delayed job past its expiry ends expired when promoted; list shows it.
+    expiring = cli("enqueue", type_name, "4", "--delay", "0.1", "--expires-in", "0.05",
+                   url=redis_url).stdout.strip()
+    time.sleep(0.2)
+    anyio.run(_promote, redis_url, type_name)
+    listed = orjson.loads(cli("list", type_name, "--state", "expired", url=redis_url).stdout)
+    assert [j["id"] for j in listed["jobs"]] == [expiring]
+
+
+async def _promote(url: str, type_name: str) -> None:
+    r = AsyncRedis.from_url(url)
+    try:
+        await Scripts(r).promote(TypeKeys("sj", type_name))
+    finally:
+        await r.aclose()
 
 
 @pytest.mark.parametrize(
@@ -111,7 +142,8 @@ async def test_dlq_list_show_retry_purge(redis_url: str, type_name: str) -> None
     assert res.stdout.strip() == "purged 1"
     stats = cli("stats", url=redis_url).stdout
     row = next(line for line in stats.splitlines() if type_name in line).split()
-    assert row[1:] == ["2", "0", "0", "0", "0"]  # waiting running delayed dead completed
+    assert row[1:] == ["2", "0", "0", "0", "0", "0", "0", "False"]
+    # waiting running delayed dead completed cancelled expired paused
 
 
 def test_version() -> None:
@@ -198,3 +230,120 @@ def test_watch_prints_the_events(redis_url: str, type_name: str) -> None:
     lines = [orjson.loads(x) for x in res.stdout.splitlines()]
     assert [(e["event"], e["id"], e["type"]) for e in lines] == [
         ("enqueued", "w-1", type_name), ("enqueued", "w-2", type_name)]
+
+
+def test_pause_resume_and_schedules(redis_url: str, type_name: str) -> None:
+    assert cli("pause", type_name, url=redis_url).stdout.strip() == f"paused {type_name}"
+    assert "already paused" in cli("pause", type_name, url=redis_url).stdout
+    stats = cli("stats", url=redis_url).stdout
+    row = next(line for line in stats.splitlines() if type_name in line)
+    assert row.split()[-1] == "True"
+    assert cli("resume", type_name, url=redis_url).stdout.strip() == f"resumed {type_name}"
+    name = "c-" + type_name
+    added = cli("schedule", "add", name, type_name, '{"k": 1}', "--cron", "*/10 * * * * *",
+                "--tz", "Europe/Paris", url=redis_url)
+    assert added.returncode == 0, added.stderr
+    assert orjson.loads(added.stdout)["next_run_ms"] % 10_000 == 0
+    listed = [orjson.loads(line) for line in
+              cli("schedule", "list", url=redis_url).stdout.splitlines()]
+    assert {"name": name, "cron": "*/10 * * * * *"}.items() <= next(
+        s for s in listed if s["name"] == name).items()
+    assert orjson.loads(cli("schedule", "pause", name, url=redis_url).stdout)["paused"]
+    assert orjson.loads(cli("schedule", "resume", name, url=redis_url).stdout)["next_run_ms"]
+    job_id = cli("schedule", "run-now", name, url=redis_url).stdout.strip()
+    st = orjson.loads(cli("status", type_name, job_id, url=redis_url).stdout)
+    assert st["payload"] == {"k": 1}
+    assert cli("schedule", "remove", name, url=redis_url).stdout.strip() == f"removed {name}"
+    one_line_error(cli("schedule", "remove", name, url=redis_url), "no schedule")
+    one_line_error(cli("schedule", "add", "x" + name, type_name, "--cron", "bad",
+                       url=redis_url), "invalid cron")
+
+
+def test_api_workers_serve_one_port_from_several_processes(redis_url: str,
+                                                           type_name: str) -> None:
+    import time
+
+    import httpx
+
+    from streamjobs.embedded import free_port
+
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMJOBS_")}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "streamjobs", "--url", redis_url, "api", "--host", "127.0.0.1",
+         "--port", str(port), "--workers", "2"],
+        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline, ids = time.monotonic() + 30, []
+        while time.monotonic() < deadline and len(ids) < 20:
+            try:
+                res = httpx.post(f"http://127.0.0.1:{port}/jobs/{type_name}",
+                                 json={"payload": {"n": len(ids)}}, timeout=5)
+            except httpx.TransportError:
+                time.sleep(0.2)
+                continue
+            assert res.status_code == 201, res.text
+            ids.append(res.json()["id"])
+    finally:
+        proc.terminate()
+        _, err = proc.communicate(timeout=30)
+    assert len(set(ids)) == 20
+    assert err.count("Started server process") == 2, err
+    r = redis.Redis.from_url(redis_url)
+    assert r.xlen(TypeKeys("sj", type_name).stream) == 20
+
+
+# ---- terminal views (rich) ------------------------------------------------------------
+
+
+async def test_jobs_pages_through_a_type(redis_url: str, type_name: str) -> None:
+    async with Producer(redis_url) as p:
+        for i in range(25):
+            await p.enqueue(type_name, {"n": i}, job_id=f"job-{i:02d}")
+    first = cli("jobs", type_name, "--limit", "10", url=redis_url, COLUMNS="200")
+    assert first.returncode == 0, first.stderr
+    assert [f"job-{i:02d}" in first.stdout for i in range(12)] == [True] * 10 + [False] * 2
+    cursor = first.stdout.rsplit("--cursor '", 1)[1].split("'")[0]
+    second = cli("jobs", type_name, "--limit", "10", "--cursor", cursor, url=redis_url,
+                 COLUMNS="200")
+    assert "job-10" in second.stdout and "job-09" not in second.stdout
+    dead = cli("jobs", type_name, "--state", "dead", url=redis_url)
+    assert dead.returncode == 0 and f"no dead jobs of {type_name}" in dead.stdout
+    bad = cli("jobs", type_name, "--state", "lost", url=redis_url)
+    assert bad.returncode == 2 and "invalid choice" in bad.stderr
+
+
+async def test_workers_and_top_show_what_runs_now(redis_url: str, type_name: str) -> None:
+    import anyio
+
+    from streamjobs import Job, Registry, Worker
+    from tests.helpers import running, wait_for
+
+    reg = Registry()
+    release = anyio.Event()
+
+    @reg.handler(type_name)
+    async def slow(job: Job) -> None:
+        await release.wait()
+
+    async with Producer(redis_url) as p:
+        await p.enqueue(type_name, {}, job_id="busy-1")
+    async with running(Worker(redis_url, reg, name="box:77", concurrency=2)):
+
+        async def shown() -> bool:
+            res = await anyio.to_thread.run_sync(
+                lambda: cli("workers", url=redis_url, COLUMNS="250"))
+            return f"{type_name}/busy-1" in res.stdout
+
+        await wait_for(shown, timeout=10)
+        res = await anyio.to_thread.run_sync(
+            lambda: cli("top", "--iterations", "2", "--interval", "0.1", url=redis_url,
+                        COLUMNS="250"))
+        assert res.returncode == 0, res.stderr
+        assert res.stdout.count("streamjobs top") >= 1 and type_name in res.stdout
+        assert "box:77" in res.stdout and "1/2" in res.stdout
+        release.set()
+    none = cli("workers", url=redis_url)
+    assert none.returncode == 0 and "box:77" not in none.stdout
+    bad = cli("top", "--interval", "0", url=redis_url)
+    one_line_error(bad, "--interval")

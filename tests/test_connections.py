@@ -159,3 +159,24 @@ async def test_worker_resumes_after_its_connections_go_half_open(
     print(f"\nhalf-open: first new job done after {resumed:.2f}s, all {len(late)} "
           f"after {everything:.2f}s")
     assert resumed < 8
+
+
+def test_commands_pack_through_hiredis_as_redis_py_packs_them() -> None:
+    import pytest as _pytest
+    from redis.asyncio.connection import Connection
+    from redis.exceptions import DataError
+
+    from streamjobs.connection import _HiredisPacker, client_from_url
+
+    client = client_from_url("redis://127.0.0.1:1/0")
+    conn = client.connection_pool.make_connection()
+    assert isinstance(conn._command_packer, _HiredisPacker)
+    plain = Connection()
+    for args in [("EVALSHA", "ab", 3, b"k\x00", "é", 0.1, -5, 2**70, 1e300),
+                 ("SCRIPT LOAD", "return 1"), ("SET", memoryview(b"k"), bytearray(b"v"))]:
+        assert b"".join(conn.pack_command(*args)) == b"".join(plain.pack_command(*args))
+    with _pytest.raises(DataError):
+        conn.pack_command("SET", "k", True)
+    latin = client_from_url("redis://127.0.0.1:1/0", encoding="latin-1")
+    assert not isinstance(latin.connection_pool.make_connection()._command_packer,
+                          _HiredisPacker)

@@ -27,7 +27,8 @@ def _readme_blocks() -> dict[str, str]:
 
 def test_readme_shows_the_example_files_as_they_are() -> None:
     blocks = _readme_blocks()
-    assert set(blocks) == {"docs/examples/jobs.py", "docs/examples/enqueue.py"}
+    assert set(blocks) == {"docs/examples/jobs.py", "docs/examples/enqueue.py",
+                           "docs/examples/flow.py"}
     for path, body in blocks.items():
         assert (ROOT / path).read_text() == body, path
 
@@ -40,6 +41,7 @@ def test_readme_types_are_not_the_bundled_ones() -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("examples")  # the examples share their types' keys
 def test_enqueue_example_runs_and_its_jobs_are_done_by_the_example_worker(
     redis_url: str,
 ) -> None:
@@ -64,6 +66,23 @@ def test_enqueue_example_runs_and_its_jobs_are_done_by_the_example_worker(
     finally:
         worker.terminate()
         assert worker.wait(timeout=30) == 0
+        for t in TYPES:
+            r.delete(*(r.keys(f"sj:{{{t}}}:*") or ["-"]))
+        r.srem("sj:types", *TYPES)
+        r.close()
+
+
+@pytest.mark.xdist_group("examples")
+def test_flow_example_runs(redis_url: str) -> None:
+    r = redis.Redis.from_url(redis_url)
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("STREAMJOBS_")},
+           "STREAMJOBS_REDIS_URL": redis_url}
+    try:
+        res = subprocess.run([sys.executable, str(EXAMPLES / "flow.py")], cwd=ROOT, env=env,
+                             capture_output=True, text=True, timeout=60)
+        assert res.returncode == 0, res.stderr
+        assert res.stdout.splitlines() == ["True True", "delayed True", "delayed cancelled"]
+    finally:
         for t in TYPES:
             r.delete(*(r.keys(f"sj:{{{t}}}:*") or ["-"]))
         r.srem("sj:types", *TYPES)

@@ -20,8 +20,11 @@ from prometheus_client.parser import text_string_to_metric_families
 from streamjobs import DeadLetters, Job, Producer, Registry, Settings, Worker
 from streamjobs.api import create_app
 from streamjobs.collector import QueueCollector, sync_client
+from streamjobs.connection import client_from_url
 from streamjobs.embedded import free_port
+from streamjobs.keys import TypeKeys
 from streamjobs.metrics import WorkerMetrics
+from streamjobs.scripts import Scripts
 from tests.helpers import FAST, ROOT, poll, running, wait_for
 
 if TYPE_CHECKING:
@@ -95,6 +98,30 @@ async def test_queue_figures_follow_the_jobs(
     assert sample(text, "streamjobs_queue_delayed", type=t) == 1
     assert sample(text, "streamjobs_queue_oldest_waiting_age_seconds", type=t) == 0
     assert sample(text, "streamjobs_queue_dead_lettered_total", type=t) == 1
+
+
+@pytest.mark.anyio
+async def test_cancelled_expired_and_deduplicated_are_counted(
+    api: httpx.AsyncClient, redis_url: str, type_name: str
+) -> None:
+    t = type_name
+    body = {"payload": 1, "dedup_key": "k", "delay": 60}
+    first = (await api.post(f"/jobs/{t}", json=body)).json()["id"]
+    await api.post(f"/jobs/{t}", json=body)                       # deduplicated
+    assert (await api.delete(f"/jobs/{t}/{first}")).status_code == 200  # cancelled
+    await api.post(f"/jobs/{t}", json={"payload": 2, "delay": 0.05, "expires_in": 0.01})
+    await anyio.sleep(0.1)
+    client = client_from_url(redis_url)
+    try:
+        await Scripts(client).promote(TypeKeys("sj", t))  # expires it
+    finally:
+        await client.aclose()
+    text = await scrape(api)
+    assert sample(text, "streamjobs_queue_deduplicated_total", type=t) == 1
+    assert sample(text, "streamjobs_queue_cancelled_total", type=t) == 1
+    assert sample(text, "streamjobs_queue_expired_total", type=t) == 1
+    types = {x["type"]: x for x in (await api.get("/types")).json()["types"]}
+    assert (types[t]["cancelled"], types[t]["expired"], types[t]["deduplicated"]) == (1, 1, 1)
 
 
 @pytest.mark.anyio

@@ -87,4 +87,5 @@ def test_public_api_is_all() -> None:
         assert getattr(streamjobs, name).__module__.startswith("streamjobs.")
 
 
-_SUBMODULES = {p.stem for p in PACKAGE.glob("*.py")} | {"api"}
+_SUBMODULES = {p.stem for p in PACKAGE.glob("*.py")} | {
+    p.name for p in PACKAGE.iterdir() if (p / "__init__.py").is_file()}  # api, ui

@@ -1,4 +1,5 @@
-"""The built wheel carries every Lua script (the engine cannot run without them)."""
+"""The built wheel carries every Lua script (the engine cannot run without them) and the
+dashboard's files."""
 
 from __future__ import annotations
 
@@ -26,6 +27,11 @@ def test_wheel_ships_every_lua_script(tmp_path: Path) -> None:
         assert f"streamjobs/lua/{script}.lua" in names
     for include in (ROOT / "lua" / "includes").glob("*.lua"):
         assert f"streamjobs/lua/includes/{include.name}" in names
+    # The dashboard's page, modules and styles: served from the package (offline).
+    ui = [p for p in (ROOT / "engine" / "ui").iterdir() if p.is_file() and p.suffix != ".py"]
+    assert len(ui) >= 5
+    for asset in ui:
+        assert f"streamjobs/ui/{asset.name}" in names
 
 
 @pytest.mark.slow

@@ -6,9 +6,11 @@ import pytest
 from redis.asyncio import Redis
 
 from streamjobs import Producer, SyncProducer
+from streamjobs.codes import Code
 from streamjobs.contract import JobState
 from streamjobs.errors import DuplicateJob, PayloadTooLarge
 from streamjobs.keys import TypeKeys
+from streamjobs.producer import JobSpec
 
 
 def test_sync_producer_enqueues_and_reads_status(redis_url: str, type_name: str) -> None:
@@ -18,6 +20,10 @@ def test_sync_producer_enqueues_and_reads_status(redis_url: str, type_name: str)
         st = p.status(type_name, job_id)
         with pytest.raises(DuplicateJob):
             p.enqueue(type_name, {}, job_id="sync-1")
+        again = p.enqueue(type_name, {}, dedup_key="once")
+        assert p.enqueue(type_name, {}, dedup_key="once").deduplicated
+        assert p.cancel(type_name, again) == JobState.WAITING
+        assert p.status(type_name, again).state is JobState.CANCELLED  # type: ignore[union-attr]
     assert job_id == "sync-1" and len(ids) == 3
     assert st is not None and st.state is JobState.WAITING
     assert st.payload == {"a": 1} and st.headers == {"h": "v"}
@@ -49,3 +55,93 @@ async def test_bad_input_writes_nothing(redis_url: str, r: Redis, type_name: str
         with pytest.raises(ValueError, match="invalid job type"):
             await p.enqueue("bad type", 1)
     assert await r.xlen(tk.stream) == 0
+
+
+@pytest.mark.anyio
+async def test_concurrent_enqueues_share_script_calls_and_all_land(
+        redis_url: str, r: Redis, type_name: str) -> None:
+    import asyncio
+
+    async with Producer(redis_url) as p:
+        await p.enqueue(type_name, {"warm": 1})
+        before = await r.info("commandstats")
+        ids = await asyncio.gather(*(p.enqueue(type_name, {"i": i}) for i in range(300)))
+        after = await r.info("commandstats")
+    calls = sum(after[k]["calls"] - before.get(k, {"calls": 0})["calls"]
+                for k in after if k.startswith("cmdstat_evalsha"))
+    assert len(set(ids)) == 300
+    assert 1 <= calls < 100  # coalesced: far fewer script calls than jobs
+    rows = await r.xrange(TypeKeys("sj", type_name).stream)
+    by_id = {row[1][b"id"].decode(): row[1][b"payload"] for row in rows}
+    assert len(rows) == 301
+    assert [by_id[i] for i in ids] == [b'{"i":%d}' % i for i in range(300)]
+
+
+@pytest.mark.anyio
+async def test_one_bad_job_among_concurrent_ones_fails_alone(
+        redis_url: str, r: Redis, type_name: str) -> None:
+    import asyncio
+
+    from redis.exceptions import ResponseError
+
+    tk = TypeKeys("sj", type_name)
+    await r.set(f"{tk.job_prefix}bad", "not a hash")  # the server refuses this job's write
+    async with Producer(redis_url) as p:
+        await p.enqueue(type_name, 0)
+        outs = await asyncio.gather(
+            *(p.enqueue(type_name, i, job_id="bad" if i == 20 else
+                        ("has space" if i == 30 else f"ok-{i}")) for i in range(60)),
+            return_exceptions=True)
+    assert isinstance(outs[20], ResponseError) and "WRONGTYPE" in str(outs[20])
+    assert isinstance(outs[30], ValueError)
+    good = [o for i, o in enumerate(outs) if i not in (20, 30)]
+    assert good == [f"ok-{i}" for i in range(60) if i not in (20, 30)]
+    assert await r.xlen(tk.stream) == 59  # each good job once, though its batch was refused
+
+
+@pytest.mark.anyio
+async def test_concurrent_duplicates_are_reported_to_each_caller(
+        redis_url: str, r: Redis, type_name: str) -> None:
+    import asyncio
+
+    async with Producer(redis_url) as p:
+        await p.enqueue(type_name, 0, job_id="first")
+        outs = await asyncio.gather(
+            *(p.enqueue(type_name, i, job_id="first" if i % 10 == 0 else f"j{i}")
+              for i in range(50)),
+            p.enqueue(type_name, "a", job_id="twice"), p.enqueue(type_name, "b", job_id="twice"),
+            return_exceptions=True)
+        api_style = await asyncio.gather(
+            *(p.enqueue_batch(type_name, [JobSpec(i, job_id="first" if i == 3 else None)])
+              for i in range(6)))
+    for i, out in enumerate(outs[:50]):
+        if i % 10 == 0:
+            assert isinstance(out, DuplicateJob) and out.job_id == "first"
+        else:
+            assert out == f"j{i}"
+    assert sorted(type(o).__name__ for o in outs[50:]) == ["DuplicateJob", "Enqueued"]
+    assert "twice" in outs[50:]
+    assert [res[0].code for res in api_style] == [
+        Code.DUPLICATE if i == 3 else Code.OK for i in range(6)]
+    assert await r.xlen(TypeKeys("sj", type_name).stream) == 1 + 45 + 1 + 5
+
+
+@pytest.mark.anyio
+async def test_a_caller_cancelled_while_queued_enqueues_nothing(
+        redis_url: str, r: Redis, type_name: str) -> None:
+    import asyncio
+
+    async with Producer(redis_url) as p:
+        await p.enqueue(type_name, 0)
+        await r.execute_command("CLIENT", "PAUSE", 300, "WRITE")  # the first call waits
+        first = asyncio.create_task(p.enqueue(type_name, 1, job_id="first"))
+        await asyncio.sleep(0.05)
+        queued = [asyncio.create_task(p.enqueue(type_name, i, job_id=f"q{i}"))
+                  for i in range(2, 5)]
+        await asyncio.sleep(0.05)
+        queued[1].cancel()
+        done = await asyncio.gather(first, *queued, return_exceptions=True)
+    assert done[0] == "first" and done[1] == "q2" and done[3] == "q4"
+    assert isinstance(done[2], asyncio.CancelledError)
+    rows = await r.xrange(TypeKeys("sj", type_name).stream)
+    assert [row[1].get(b"id") for row in rows[1:]] == [b"first", b"q2", b"q4"]

@@ -43,6 +43,9 @@ from streamjobs.scripts import (
     Reply,
     ReplyShapeError,
     StartedItem,
+    StopAction,
+    StopItem,
+    StopResult,
     build_argv,
     lua_dir,
     parse_reply,
@@ -169,6 +172,7 @@ def test_reply_shape_matches_header(name: str) -> None:
 
 @pytest.mark.parametrize(("name", "type_"), [
     ("enqueue", EnqueueResult), ("fail", FailResult), ("reclaim", Claimed),
+    ("stop", StopResult),
 ])
 def test_result_types_follow_the_reply_shape(name: str, type_: type) -> None:
     assert type_._fields == SPECS[name].reply.each  # type: ignore[attr-defined]
@@ -178,12 +182,13 @@ def test_result_types_follow_the_reply_shape(name: str, type_: type) -> None:
     ("ack", AckItem("1-1", "j", b"")), ("release", ReleaseItem("1-1", "j")),
     ("fail", FailItem("1-1", "j", FailArgs("e"))), ("started", StartedItem("j", 1)),
     ("enqueue", EnqueueItem(("payload", "1"))),
+    ("stop", StopItem("1-1", "j", StopAction.START)),
 ])
 def test_argv_items_carry_every_tail_name(name: str, item: object) -> None:
     names = [n for n in SPECS[name].tail if n not in FLAT_FIELDS]
     for n in names:
         assert hasattr(item, n), f"{type(item).__name__} has no {n} for {name}'s ARGV"
-    if name in ("ack", "release", "started"):  # their NamedTuple items follow the header's order
+    if name in ("ack", "release", "started", "stop"):  # their NamedTuple items follow the header's order
         assert item._fields == SPECS[name].tail  # type: ignore[attr-defined]
 
 
@@ -339,8 +344,9 @@ def test_a_reply_of_another_shape_is_refused() -> None:
         parse_reply("fail", [0, b"waiting", 1])  # 3 values: the shape has 4 per job
     with pytest.raises(ReplyShapeError):
         parse_reply("promote", [0, 1, 2])
-    assert parse_reply("promote", [0, 1, -1, 0]) == (
-        {"code": Code.OK, "moved": 1, "next_due_in_ms": -1, "orphans": 0}, [])
+    assert parse_reply("promote", [0, 1, -1, 0, 2]) == (
+        {"code": Code.OK, "moved": 1, "next_due_in_ms": -1, "orphans": 0, "expired_count": 2},
+        [])
 
 
 def test_argv_is_built_by_name_in_the_header_order() -> None:

@@ -370,7 +370,10 @@ async def test_cancel_by_state(env: Env) -> None:
     assert (await env.record(waiting))["state"] == "cancelled"
     running = await env.enqueue()
     await env.deliver()
-    assert await env.s.cancel(env.tk, GROUP, running, 60_000) == (Code.WRONG_STATE, "running")
+    # A running job: the request is recorded for the worker holding it (stop.lua).
+    assert await env.s.cancel(env.tk, GROUP, running, 60_000) == (Code.REQUESTED, "running")
+    assert (await env.record(running))["cancel"] == "requested"
+    assert await env.r.zscore(env.tk.cancels, running) is not None
     assert await env.s.cancel(env.tk, GROUP, waiting, 60_000) == (Code.WRONG_STATE, "cancelled")
     assert (await env.s.cancel(env.tk, GROUP, "nope", 60_000))[0] is Code.NOT_FOUND
 

@@ -130,7 +130,12 @@ def test_up_restarts_a_killed_worker_while_the_others_and_the_api_serve(
             text=True, start_new_session=True)
     up_proc.append(proc)
     url = read_until(proc, r"server\s+(redis://\S+)", 60).group(1)
+    ui = read_until(proc, r"ui\s+(http://\S+/ui)\s", 10).group(1)
+    assert ui.endswith(f":{api_port}/ui")
     read_until(proc, r"stop\s+Ctrl-C", 10)
+    # The banner's dashboard answers; / leads there.
+    with urllib.request.urlopen(f"http://127.0.0.1:{api_port}/", timeout=5) as resp:
+        assert resp.url.endswith("/ui") and b"/ui/static/app.js" in resp.read()
     workers = [p for p in children_of(proc.pid) if " worker " in cmdline(p)]
     api = [p for p in children_of(proc.pid) if " api " in cmdline(p)]
     assert len(workers) == 2 and len(api) == 1

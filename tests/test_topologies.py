@@ -19,7 +19,7 @@ import redis
 import redis.cluster
 from redis.exceptions import ResponseError
 
-from streamjobs import Events, Producer, Worker
+from streamjobs import Events, Job, Producer, Worker
 from streamjobs.api import create_app
 from streamjobs.collector import QueueCollector, sync_client
 from streamjobs.config import Settings
@@ -166,6 +166,41 @@ async def test_cluster_enqueue_status_cancel_dlq_stats_on_every_primary(
                                       block_ms=100)):
                 await wait_equal(lambda t=t: dl.count(t), 1201, timeout=60)
             assert await dl.purge(t) == 1201
+
+
+async def test_cluster_dedup_expiry_and_cancel_of_a_running_job(
+        cluster: str, cr: Redis) -> None:
+    """Dedup keys, the expired index and the cancels set live in each type's slot: on
+    every primary, a unique key answers, an expired job never runs, a running job is
+    cancelled by its worker."""
+    types = spread_types(cluster, per_primary=1)
+    settings = Settings(redis_url=cluster)
+    started: dict[str, anyio.Event] = {t: anyio.Event() for t in types}
+    reg = Registry()
+    for t in types:
+        async def work(job: Job, t: str = t) -> None:
+            if job.payload == "stale":
+                raise AssertionError("an expired job ran")
+            if job.payload == "run":
+                started[t].set()
+                await anyio.sleep(30)
+        reg.handler(t)(work)
+    async with Producer(cr, settings=settings) as p:
+        stale = {t: await p.enqueue(t, "stale", expires_in=0.05) for t in types}
+        await anyio.sleep(0.1)
+        async with AsyncExitStack() as stack:
+            for t in types:  # one worker per type on a cluster
+                await stack.enter_async_context(running(Worker(
+                    cr, reg, types=[t], settings=settings, block_ms=100)))
+            for t in types:
+                job_id = await p.enqueue(t, "run", dedup_key="one")
+                assert (await p.enqueue(t, "again", dedup_key="one")).deduplicated
+                await started[t].wait()
+                answer = await p.cancel(t, job_id)
+                assert answer == JobState.RUNNING, t
+                assert answer.outcome.value == "cancelled", t
+                await wait_state(p, t, stale[t], JobState.EXPIRED)
+                assert not (await p.enqueue(t, "new", dedup_key="one")).deduplicated
 
 
 async def test_rescan_finds_types_on_every_primary(cluster: str, cr: Redis) -> None:
@@ -414,3 +449,35 @@ async def test_cluster_events_and_results_on_every_primary(cluster: str, cr: Red
     for t in types:
         assert [s[2] for s in seen if s[:2] == (t, ids[t])] == [
             "enqueued", "started", "completed"]
+
+
+async def test_cluster_schedules_tick_once_on_every_primary_and_pause(
+        cluster: str, cr: Redis) -> None:
+    types = spread_types(cluster, per_primary=1)
+    settings = Settings(redis_url=cluster)
+    ran: dict[str, list[str]] = {t: [] for t in types}
+    async with Producer(cr, settings=settings) as p, anyio.create_task_group() as tg:
+        workers = []
+        for t in types:
+            reg = Registry()
+
+            async def record(job: Job, t: str = t) -> None:
+                ran[t].append(job.id)
+
+            reg.handler(t)(record)
+            await p.schedule(f"s-{t}", t, {}, every=1)
+            for _ in range(2):  # two schedulers race for each tick
+                w = Worker(cr, reg, settings=settings, block_ms=100)
+                workers.append(w)
+                await tg.start(w.run)
+        assert {s.name for s in await p.schedules()} >= {f"s-{t}" for t in types}
+        await anyio.sleep(3.5)
+        await p.pause(types[0])
+        for w in workers:
+            w.stop()
+    for t in types:
+        ticks = sorted(int(i.rsplit(":", 1)[1]) for i in ran[t])
+        assert len(ticks) >= 2 and len(set(ticks)) == len(ticks)
+        assert ticks == list(range(ticks[0], ticks[-1] + 1000, 1000))
+    paused = {s.type: s.paused for s in await types_stats(cr, [TypeKeys("sj", t) for t in types])}
+    assert paused == {types[0]: True, types[1]: False, types[2]: False}

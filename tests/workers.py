@@ -40,3 +40,10 @@ async def work(job: Job) -> None:
         await anyio.sleep(float(job.payload["sleep_first_delivery"]))
     if job.payload.get("sleep"):
         await anyio.sleep(float(job.payload["sleep"]))
+
+
+if os.environ.get("SJ_EVERY"):
+    # A second type with a schedule declared in code: one tick every SJ_EVERY seconds.
+    @handler(f"{TYPE}-cron", every=float(os.environ["SJ_EVERY"]), schedule_payload={})
+    async def tick(job: Job) -> None:
+        await client().hincrby(RUNS, job.id, 1)

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import os
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
+import anyio
 from fastapi_offline import FastAPIOffline
 
 from streamjobs.about import version
-from streamjobs.api import errors
+from streamjobs.api import errors, ui
 from streamjobs.api.middleware import BearerAuth, BodyLimit
 from streamjobs.api.routes import router
 from streamjobs.api.state import make_state
-from streamjobs.config import Settings
+from streamjobs.config import ENV_PREFIX, Settings
+from streamjobs.connection import resolve_url
+from streamjobs.streams import keep_types_indexed
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -32,7 +36,8 @@ DOCS_ASSETS = "/docs-assets"
 BODY_TIMEOUT = 30.0
 
 DESCRIPTION = """\
-Enqueue jobs, read their state, list them by state, and repair dead letters.
+Enqueue jobs, read their state, list them by state, and repair dead letters. The
+dashboard at `/ui` is built on these routes.
 
 Every body is JSON; every error is `{"error": "..."}` with a message saying what to do.
 With API keys configured (`STREAMJOBS_API_KEYS`), send `Authorization: Bearer <key>`
@@ -50,7 +55,12 @@ def create_app(url_or_client: str | Redis, settings: Settings | None = None, *,
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         try:
-            yield
+            async with anyio.create_task_group() as tg:
+                await tg.start(keep_types_indexed, state.redis, settings.prefix,
+                               settings.types_rescan_s)
+                tg.start_soon(ui.sampler, state)
+                yield
+                tg.cancel_scope.cancel()
         finally:
             await state.aclose()
 
@@ -59,12 +69,14 @@ def create_app(url_or_client: str | Redis, settings: Settings | None = None, *,
                          lifespan=lifespan, static_url=DOCS_ASSETS)
     app.state.sj = state
     app.include_router(router)
+    app.include_router(ui.router)
     errors.install(app)
     # Added last = outermost: auth first, then the body limit.
     app.add_middleware(BodyLimit, limit_for=_limits(settings), timeout=body_timeout)
     open_paths = {"/health", "/ready"} | ({"/metrics"} if settings.metrics_public else set())
-    app.add_middleware(BearerAuth, keys=settings.api_keys, open_paths=frozenset(open_paths))
-    if settings.api_keys:
+    app.add_middleware(BearerAuth, keys=settings.api_keys, open_paths=frozenset(open_paths),
+                       read_keys=settings.api_read_keys)
+    if settings.api_keys or settings.api_read_keys:
         _document_auth(app, open_paths)
     return app
 
@@ -105,12 +117,31 @@ def _document_auth(app: FastAPI, open_paths: set[str]) -> None:
     app.openapi = openapi  # type: ignore[method-assign]
 
 
+def app_from_env() -> FastAPI:
+    """The app of one ``streamjobs api --workers N`` process: settings and server URL from
+    the ``STREAMJOBS_*`` environment, which ``serve`` sets for its workers."""
+    settings = Settings.from_env()
+    return create_app(resolve_url(settings), settings)
+
+
 def serve(url: str, settings: Settings, host: str | None = None,
-          port: int | None = None) -> None:
-    """Serve the API with uvicorn until SIGINT/SIGTERM (``streamjobs api``)."""
+          port: int | None = None, *, workers: int = 1, access_log: bool = False) -> None:
+    """Serve the API with uvicorn until SIGINT/SIGTERM (``streamjobs api``). ``workers``
+    > 1 runs that many processes on one listening socket (uvicorn's supervisor; each
+    process has its own client and producer), for more than one core."""
     # Only the API process loads the server.
     from uvicorn import Server
 
     from streamjobs.api.server import server_config
 
-    Server(server_config(create_app(url, settings), settings, host, port)).run()
+    if workers <= 1:
+        Server(server_config(create_app(url, settings), settings, host, port,
+                             access_log=access_log)).run()
+        return
+    from uvicorn.supervisors import Multiprocess
+
+    os.environ[f"{ENV_PREFIX}REDIS_URL"] = url  # read by app_from_env in each worker
+    config = server_config(f"{__name__}:app_from_env", settings, host, port,
+                           workers=workers, access_log=access_log)
+    sock = config.bind_socket()
+    Multiprocess(config, sockets=[sock]).run()

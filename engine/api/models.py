@@ -18,11 +18,12 @@ from pydantic import (
 )
 
 from streamjobs import contract
-from streamjobs.contract import JobState
+from streamjobs.contract import DedupMode, JobState
 from streamjobs.counts import TypeStats
 from streamjobs.dead import DeadJob
 from streamjobs.listing import SCORE_CURSOR, JobSummary
-from streamjobs.producer import JobSpec
+from streamjobs.producer import CancelOutcome, JobSpec
+from streamjobs.schedules import Schedule
 
 # The engine's patterns, anchored for JSON Schema (which searches rather than matches).
 JOB_ID_PATTERN = f"^{contract.JOB_ID_PATTERN}$"
@@ -122,13 +123,38 @@ class EnqueueRequest(BaseModel):
     headers: dict[HeaderName, str] = Field(
         default_factory=dict, max_length=64,
         description="string headers handed to the handler (e.g. traceparent)")
+    expires_in: float | None = Field(
+        None, ge=0, le=MAX_DELAY_S, allow_inf_nan=False, strict=True,
+        description="seconds from now (server clock): a job not started by then never runs "
+                    "and ends `expired`")
+    expires_at: RunAt | None = Field(
+        None, description="like expires_in, as a time: ISO 8601 datetime or epoch seconds")
+    dedup_key: str | None = Field(
+        None, pattern=JOB_ID_PATTERN,
+        description="deduplication key: while another job of this key answers for it (by "
+                    "dedup_mode), that job's id is returned with `deduplicated: true`")
+    dedup_mode: DedupMode | None = Field(
+        None, description="unique (default): one waiting, delayed or running job per key; "
+                          "throttle: while the key's job exists or for dedup_ttl; debounce: "
+                          "replace the key's job not started yet (payload and start time)")
+    dedup_ttl: float | None = Field(None, ge=0, le=MAX_DELAY_S, allow_inf_nan=False,
+                                    strict=True, description="the key's window in seconds")
+    key: str | None = Field(None, min_length=1, max_length=256,
+                            description="a partitioned type's jobs of one key go to one "
+                                        "partition, in order; default: round-robin")
 
     def spec(self) -> JobSpec:
-        run_at = self.run_at
-        if isinstance(run_at, datetime) and run_at.tzinfo is None:
-            run_at = run_at.replace(tzinfo=UTC)
+        run_at, expires_at = _utc(self.run_at), _utc(self.expires_at)
         return JobSpec(self.payload, self.id, self.delay, run_at, self.max_attempts,
-                       self.timeout, self.headers)
+                       self.timeout, self.headers, self.expires_in, expires_at,
+                       self.dedup_key, self.dedup_mode, self.dedup_ttl, self.key)
+
+
+def _utc(value: datetime | None) -> datetime | None:
+    """A naive datetime is UTC."""
+    if isinstance(value, datetime) and value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value
 
 
 class BulkRequest(BaseModel):
@@ -139,7 +165,10 @@ class BulkRequest(BaseModel):
 
 class Enqueued(BaseModel):
     id: str
-    state: str = Field(description="waiting or delayed")
+    state: str = Field(description="waiting or delayed (a deduplicated answer: that "
+                                   "job's state)")
+    deduplicated: bool = Field(default=False, description="true: a job of the same dedup_key "
+                                                  "answers for this one (its id is given)")
 
 
 class BulkItem(Enqueued):
@@ -165,8 +194,15 @@ class JobPage(BaseModel):
 
 class Cancelled(BaseModel):
     id: str
-    state: str = JobState.CANCELLED
+    state: str = Field(default=JobState.CANCELLED, description="cancelled, or running when the "
+                                                       "attempt runs on (see outcome)")
     previous_state: str
+    outcome: CancelOutcome = Field(
+        default=CancelOutcome.CANCELLED,
+        description="cancelled; uninterruptible: a sync handler in a thread cannot be "
+                    "stopped (the request is recorded: a failure is not retried); "
+                    "requested: recorded, its worker has not answered yet; finished: it "
+                    "ended before the request reached it")
 
 
 class DeadPage(BaseModel):
@@ -187,6 +223,15 @@ class TypesOut(BaseModel):
     types: list[TypeStats]
 
 
+class RunningJob(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    type: str | None = None
+    id: str | None = None
+    attempt: int | None = None
+    started_at: int | None = Field(None, description="ms since the epoch (worker clock)")
+
+
 class WorkerOut(BaseModel):
     model_config = ConfigDict(extra="allow")
 
@@ -198,6 +243,10 @@ class WorkerOut(BaseModel):
     in_flight: int | None = None
     started_at: int | None = None
     last_heartbeat: int | None = None
+    running: list[RunningJob] = Field([], description="the jobs it runs now (oldest "
+                                                      "first, at most 100)")
+    policies: dict[str, dict[str, Any]] = Field({}, description="each type's retry policy "
+                                                               "as this worker runs it")
 
 
 class WorkersOut(BaseModel):
@@ -206,3 +255,68 @@ class WorkersOut(BaseModel):
 
 class Status(BaseModel):
     status: str
+
+
+# ---- schedules and paused types -----------------------------------------------------------
+
+
+class ScheduleRequest(BaseModel):
+    """A schedule: ``type`` and either ``cron`` or ``every``."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={
+        "examples": [{"type": "report", "cron": "0 3 * * *", "tz": "Europe/Paris",
+                      "payload": {"kind": "daily"}},
+                     {"type": "ping", "every": 30, "payload": {}}],
+    })
+
+    type: str = Field(max_length=64, json_schema_extra={"pattern": TYPE_PATTERN},
+                      description="job type each tick enqueues")
+    cron: str | None = Field(None, max_length=200,
+                             description="5 fields, or 6 with the seconds first")
+    every: float | None = Field(None, ge=1, le=MAX_DELAY_S, allow_inf_nan=False,
+                                description="interval in seconds (instead of cron)")
+    tz: str = Field("UTC", max_length=64, description="IANA time zone of the cron expression")
+    payload: Any = Field(None, description="each tick's job payload")
+    max_attempts: int | None = Field(None, ge=1, le=10_000, strict=True)
+    timeout: float | None = Field(None, gt=0, le=7 * 86400, allow_inf_nan=False, strict=True)
+    headers: dict[HeaderName, str] = Field(default_factory=dict, max_length=64)
+    paused: bool = False
+
+    def schedule(self, name: str) -> Schedule:
+        return Schedule(name, self.type, cron=self.cron, every=self.every, tz=self.tz,
+                        payload=self.payload, max_attempts=self.max_attempts,
+                        timeout=self.timeout, headers=dict(self.headers), paused=self.paused)
+
+
+class SchedulesOut(BaseModel):
+    schedules: list[Schedule]
+
+
+class RanNow(BaseModel):
+    id: str
+
+
+class TypePaused(BaseModel):
+    type: str
+    paused: bool
+    #: False when the type already was in that state.
+    changed: bool
+
+
+class TypeDetail(BaseModel):
+    stats: TypeStats
+    policy: dict[str, Any] | None = Field(description="the type's retry policy, as its live "
+                                                      "workers run it; null: no live worker")
+    workers: int = Field(description="live workers that run the type")
+
+
+class ThroughputSeries(BaseModel):
+    type: str
+    completed: list[float] = Field(description="jobs completed per minute")
+    failed: list[float] = Field(description="failed attempts per minute (retried or dead)")
+
+
+class ThroughputOut(BaseModel):
+    start: int = Field(description="start of the first minute, ms since the epoch")
+    minute_ms: int = 60_000
+    types: list[ThroughputSeries]

@@ -17,6 +17,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from redis.exceptions import RedisError, ResponseError
 from starlette.exceptions import HTTPException
 
+from streamjobs import schedules
 from streamjobs.api.errors import ApiError, error_response, respond
 from streamjobs.api.models import (
     JOB_ID_PATTERN,
@@ -33,26 +34,34 @@ from streamjobs.api.models import (
     EnqueueRequest,
     ErrorBody,
     JobPage,
+    RanNow,
     Retried,
+    ScheduleRequest,
+    SchedulesOut,
     Status,
     StrictJsonRequest,
+    ThroughputOut,
+    TypeDetail,
+    TypePaused,
     TypesOut,
     WorkersOut,
 )
 from streamjobs.api.state import ApiState
 from streamjobs.codes import Code
-from streamjobs.contract import STREAM_ID, JobState
-from streamjobs.counts import known_types, types_stats
+from streamjobs.contract import STREAM_ID, TYPE_NAME, JobState
+from streamjobs.counts import known_types, server_ms, type_stats, types_stats
 from streamjobs.errors import DecodeError, JobNotFound, PayloadTooLarge, WrongState
 from streamjobs.events import Events
+from streamjobs.history import KEEP_MINUTES, throughput
 from streamjobs.job import check_job_id
 from streamjobs.keys import check_type_name, ready_probe_key
-from streamjobs.listing import LISTABLE, MAX_PAGE, list_jobs
-from streamjobs.presence import live_workers
-from streamjobs.producer import JobSpec
+from streamjobs.listing import LISTABLE, MAX_PAGE, list_type_jobs
+from streamjobs.presence import live_workers, policies_of
+from streamjobs.producer import CancelOutcome, JobSpec
 from streamjobs.results import wait_status
+from streamjobs.schedules import Schedule
 from streamjobs.scripts import SPECS, EnqueueResult, source
-from streamjobs.status import JobStatus, job_status
+from streamjobs.status import JobStatus, type_status
 
 
 class ApiRoute(APIRoute):
@@ -103,19 +112,23 @@ async def _enqueue(api: ApiState, type_: str, specs: list[JobSpec]) -> list[Enqu
         raise ApiError(422, f"payload: {e}") from e
 
 
-def _api(request: Request) -> ApiState:
+# Dependencies are ``async def``: FastAPI runs a plain ``def`` one in a thread pool, a
+# thread hop per dependency per request (12 % of an enqueue request's CPU, py-spy).
+
+
+async def _api(request: Request) -> ApiState:
     state: ApiState = request.app.state.sj
     return state
 
 
-def _type(
+async def _type(
     type_: Annotated[str, Path(alias="type", description="job type, e.g. email",
                                json_schema_extra={"pattern": TYPE_PATTERN})],
 ) -> str:
     return check_type_name(type_)
 
 
-def _job_id(
+async def _job_id(
     job_id: Annotated[str, Path(alias="id", description="job id (URL-encoded)",
                                 json_schema_extra={"pattern": JOB_ID_PATTERN})],
 ) -> str:
@@ -137,13 +150,19 @@ def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
 
 @router.post("/jobs/{type}", status_code=201, response_model=Enqueued, tags=["jobs"],
              responses=_errors(409, 413, 503))
-async def enqueue(type_: TypeName, body: EnqueueRequest, api: Api) -> Enqueued:
-    """Enqueue one job. An existing `id` is refused with 409 and that job's id and state."""
+async def enqueue(type_: TypeName, body: EnqueueRequest, api: Api,
+                  response: Response) -> Enqueued:
+    """Enqueue one job. An existing `id` is refused with 409 and that job's id and state.
+    A job of the same `dedup_key` that answers for this one is returned with 200 and
+    `deduplicated: true` (nothing new enqueued)."""
     (res,) = await _enqueue(api, type_, [body.spec()])
     if res.code is Code.DUPLICATE:
         raise ApiError(409, f"job {res.job_id!r} already exists ({res.state}): enqueue under "
                             f"another id, or read it at GET /jobs/{type_}/{res.job_id}",
                        id=res.job_id, state=res.state)
+    if res.code is Code.DEDUPLICATED:
+        response.status_code = 200
+        return Enqueued(id=res.job_id, state=res.state, deduplicated=True)
     return Enqueued(id=res.job_id, state=res.state)
 
 
@@ -154,7 +173,8 @@ async def enqueue_bulk(type_: TypeName, body: BulkRequest, api: Api) -> BulkEnqu
     whose id already exists is left as is and flagged `duplicate`."""
     results = await _enqueue(api, type_, [j.spec() for j in body.jobs])
     return BulkEnqueued(jobs=[
-        BulkItem(id=r.job_id, state=r.state, duplicate=r.code is Code.DUPLICATE)
+        BulkItem(id=r.job_id, state=r.state, duplicate=r.code is Code.DUPLICATE,
+                 deduplicated=r.code is Code.DEDUPLICATED)
         for r in results
     ])
 
@@ -172,7 +192,7 @@ async def list_by_state(
     """One page of the type's jobs in `state`, oldest first (delayed: soonest due first).
     Rows are summaries; GET the job for its payload and result."""
     since = int(time.time() * 1000) - api.settings.result_ttl * 1000
-    page = await list_jobs(api.redis, api.producer.keys(type_), JobState(state),
+    page = await list_type_jobs(api.redis, api.producer.keys(type_), JobState(state),
                            cursor=cursor, limit=limit, since_ms=since)
     return {"jobs": [j.to_dict() for j in page.jobs], "next_cursor": page.next_cursor}
 
@@ -190,7 +210,7 @@ async def get_job(
     if wait > 0:
         status, _ = await wait_status(api.redis, tk, job_id, wait)
     else:
-        status = await job_status(api.redis, tk, job_id)
+        status = await type_status(api.redis, tk, job_id)
     if status is None:
         raise ApiError(404, f"no job {job_id!r} of type {type_!r} (never enqueued, or its "
                             "record expired after result_ttl)", id=job_id)
@@ -200,11 +220,19 @@ async def get_job(
 @router.delete("/jobs/{type}/{id:path}", response_model=Cancelled, tags=["jobs"],
                responses=_errors(404, 409, 503))
 async def cancel(type_: TypeName, job_id: JobId, api: Api) -> Cancelled:
-    """Cancel a waiting or delayed job. A running one answers 409."""
+    """Cancel a job. Waiting or delayed: cancelled at once. Running: the worker holding it
+    stops the attempt within about a second (an async handler is cancelled, a handler in
+    a process killed) and the job ends cancelled, never retried; a sync handler in a thread
+    cannot be stopped (`outcome: uninterruptible`). A finished job answers 409."""
     with _refusals(job_id, missing=f"no job {job_id!r} of type {type_!r}",
-                   wrong_state=lambda e: f"{e}: only waiting or delayed jobs can be cancelled"):
-        prev = await api.producer.cancel(type_, job_id)
-    return Cancelled(id=job_id, previous_state=prev)
+                   wrong_state=lambda e: f"{e}: only waiting, delayed or running jobs can be "
+                                         "cancelled"):
+        answer = await api.producer.cancel(type_, job_id)
+    state: str = JobState.CANCELLED
+    if answer.outcome is not CancelOutcome.CANCELLED:
+        status = await api.producer.status(type_, job_id)
+        state = status.state if status is not None else JobState.RUNNING
+    return Cancelled(id=job_id, state=state, previous_state=answer, outcome=answer.outcome)
 
 
 @router.get("/events", tags=["jobs"], response_class=StreamingResponse,
@@ -244,9 +272,17 @@ async def dead_list(
     type_: TypeName, api: Api, limit: Limit = 50,
     cursor: Annotated[str | None, Query(json_schema_extra={"pattern": STREAM_ID_PATTERN},
                                         description="next_cursor of the previous page")] = None,
+    error_contains: Annotated[str | None, Query(
+        max_length=1000, description="only jobs whose error contains this text (a page "
+                                     "reads at most 5,000 entries: it may come back short, "
+                                     "with a cursor to go on)")] = None,
 ) -> dict[str, Any]:
     """Dead jobs of the type, oldest first, with reason, error and payload."""
-    jobs, nxt = await api.dead.list(type_, after=cursor, count=limit)
+    if error_contains:
+        jobs, nxt = await api.dead.find(type_, error_contains=error_contains, after=cursor,
+                                        count=limit)
+    else:
+        jobs, nxt = await api.dead.list(type_, after=cursor, count=limit)
     return {"jobs": [j.to_dict() for j in jobs], "next_cursor": nxt}
 
 
@@ -320,6 +356,123 @@ async def types(api: Api) -> dict[str, Any]:
     names = await known_types(api.redis, api.settings.prefix)
     stats = await types_stats(api.redis, [api.producer.keys(t) for t in names])
     return {"types": [s.to_dict() for s in stats]}
+
+
+@router.post("/types/{type}/pause", response_model=TypePaused, tags=["operations"],
+             responses=_errors(503))
+async def pause_type(type_: TypeName, api: Api) -> TypePaused:
+    """Pause a type: workers start none of its jobs within about a second; enqueues still
+    land and running jobs finish. The state is on the server (survives worker restarts)."""
+    return TypePaused(type=type_, paused=True, changed=await api.producer.pause(type_))
+
+
+@router.post("/types/{type}/resume", response_model=TypePaused, tags=["operations"],
+             responses=_errors(503))
+async def resume_type(type_: TypeName, api: Api) -> TypePaused:
+    """Resume a paused type."""
+    return TypePaused(type=type_, paused=False, changed=await api.producer.resume(type_))
+
+
+# ---- schedules ------------------------------------------------------------------------
+
+
+def _schedule_name(
+    name: Annotated[str, Path(description="schedule name",
+                              json_schema_extra={"pattern": TYPE_PATTERN})],
+) -> str:
+    if not TYPE_NAME.fullmatch(name):
+        raise ApiError(422, f"invalid schedule name {name!r}: use 1-64 characters from "
+                            "A-Z a-z 0-9 _ . -")
+    return name
+
+
+ScheduleName = Annotated[str, Depends(_schedule_name)]
+
+
+def _found(s: Any, name: str) -> Any:
+    if s is None or s is False:
+        raise ApiError(404, f"no schedule {name!r}", name=name)
+    return s
+
+
+@router.get("/schedules", response_model=SchedulesOut, tags=["schedules"],
+            responses=_errors(503))
+async def list_schedules(api: Api) -> dict[str, Any]:
+    """Every schedule of every known type, by name."""
+    return {"schedules": [s.to_dict() for s in await api.producer.schedules()]}
+
+
+@router.get("/schedules/{name}", response_model=Schedule, tags=["schedules"],
+            responses=_errors(404, 503))
+async def get_schedule(name: ScheduleName, api: Api) -> dict[str, Any]:
+    """One schedule with its last and next run (server ms; next is null while paused)."""
+    return dict(_found(await api.producer.get_schedule(name), name).to_dict())
+
+
+@router.put("/schedules/{name}", response_model=Schedule, tags=["schedules"],
+            responses=_errors(503))
+async def put_schedule(name: ScheduleName, body: ScheduleRequest, api: Api) -> dict[str, Any]:
+    """Create or replace a schedule. Workers of its type pick it up within a second; an
+    unchanged definition keeps its next run."""
+    s = await schedules.upsert(api.redis, api.settings.prefix, body.schedule(name))
+    return s.to_dict()
+
+
+@router.delete("/schedules/{name}", response_model=Status, tags=["schedules"],
+               responses=_errors(404, 503))
+async def delete_schedule(name: ScheduleName, api: Api) -> Status:
+    """Delete a schedule (the jobs it enqueued stay)."""
+    _found(await api.producer.unschedule(name), name)
+    return Status(status="deleted")
+
+
+@router.post("/schedules/{name}/pause", response_model=Schedule, tags=["schedules"],
+             responses=_errors(404, 503))
+async def pause_schedule(name: ScheduleName, api: Api) -> dict[str, Any]:
+    """Stop a schedule's ticks."""
+    return dict(_found(await api.producer.pause_schedule(name), name).to_dict())
+
+
+@router.post("/schedules/{name}/resume", response_model=Schedule, tags=["schedules"],
+             responses=_errors(404, 503))
+async def resume_schedule(name: ScheduleName, api: Api) -> dict[str, Any]:
+    """Resume a schedule: its next run is its first tick after now."""
+    return dict(_found(await api.producer.resume_schedule(name), name).to_dict())
+
+
+@router.post("/schedules/{name}/run-now", response_model=RanNow, status_code=201,
+             tags=["schedules"], responses=_errors(404, 503))
+async def run_schedule_now(name: ScheduleName, api: Api) -> RanNow:
+    """Enqueue the schedule's job once now; its ticks go on."""
+    return RanNow(id=_found(await api.producer.run_schedule_now(name), name))
+
+
+@router.get("/types/{type}", response_model=TypeDetail, tags=["operations"],
+            responses=_errors(503))
+async def type_detail(type_: TypeName, api: Api) -> dict[str, Any]:
+    """One type's counts, and its retry policy as its live workers run it."""
+    stats = await type_stats(api.redis, api.producer.keys(type_))
+    workers = await live_workers(api.redis, api.settings.prefix)
+    serving = [w for w in workers if type_ in w.get("types", ())]
+    return {"stats": stats.to_dict(), "policy": policies_of(serving).get(type_),
+            "workers": len(serving)}
+
+
+@router.get("/throughput", response_model=ThroughputOut, tags=["operations"],
+            responses=_errors(503))
+async def throughput_per_minute(
+    api: Api,
+    minutes: Annotated[int, Query(ge=1, le=KEEP_MINUTES,
+                                  description="how many minutes, the current one last")] = 60,
+) -> dict[str, Any]:
+    """Jobs completed and attempts failed per minute, per type (the dashboard's chart).
+    The API samples the counters every 15 s; minutes it did not run share the
+    difference evenly."""
+    names = await known_types(api.redis, api.settings.prefix)
+    now = server_ms(await api.redis.time())
+    start, series = await throughput(api.redis, [api.producer.keys(t) for t in names], now,
+                                     minutes)
+    return {"start": start, "types": [s.to_dict() for s in series]}
 
 
 @router.get("/workers", response_model=WorkersOut, tags=["operations"],

@@ -5,3 +5,5 @@ local DUPLICATE = -2
 local WRONG_STATE = -3
 local NOT_OWNER = -4
 local ALREADY = -5
+local DEDUPLICATED = -6
+local REQUESTED = -7

@@ -1,6 +1,7 @@
 --@include states
 --@include stash_prefix
 --@include max_fields
+--@include free_unique
 -- Move a job to the dead stream. `flat` is its fields; the record keeps the error. Written
 -- before the caller deletes the entry. An entry over MAX_FIELDS (malformed) keeps its first
 -- MAX_FIELDS fields: one XADD cannot carry more.
@@ -14,6 +15,7 @@ local function dead_letter(dead, stats, key, job_id, flat, reason, err, tb, atte
   local args = add_stashed({'id', job_id, 'reason', reason, 'error', err,
     'attempts', attempts, 'failed_at', now}, flat)
   local dead_id = redis.call('XADD', dead, '*', unpack(args))
+  free_unique(key, job_id)
   redis.call('HSET', key, 'state', DEAD, 'dead_entry', dead_id, 'entry', '',
     'reason', reason, 'error', err, 'traceback', tb, 'attempts', attempts,
     'finished_at', now, 'updated_at', now)

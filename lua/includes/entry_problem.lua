@@ -2,8 +2,10 @@
 --@include max_fields
 -- Why an entry breaks the wire format, or nil: the rules of
 -- streamjobs.contract.entry_problem (field count, repeated names, payload present, id,
--- integers of at most 15 digits, timeout a positive decimal). Payload JSON is Python's.
-local INTEGER_MINIMUM = {attempts = 0, max_attempts = 1, enqueued_at = 0}
+-- integers of at most 15 digits, timeout a positive decimal, a known dedup_mode). Payload JSON is Python's.
+local INTEGER_MINIMUM = {attempts = 0, max_attempts = 1, enqueued_at = 0, expires_at = 0,
+  expires_in = 0, dedup_ttl = 0}
+local DEDUP_MODES = {throttle = true, debounce = true, unique = true}
 local DECIMAL_FIELDS = {timeout = true}
 
 local function shown(value)
@@ -39,6 +41,9 @@ local function entry_problem(flat)
     seen[name] = true
     if name == 'id' and not valid_job_id(value) then
       return 'id ' .. shown(value) .. ' is not 1-128 printable ASCII characters without spaces'
+    end
+    if name == 'dedup_mode' and not DEDUP_MODES[value] then
+      return 'dedup_mode ' .. shown(value) .. ' is not throttle, debounce or unique'
     end
     local problem = bad_number(name, value)
     if problem then return problem end

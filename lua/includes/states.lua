@@ -5,6 +5,7 @@ local DELAYED = 'delayed'
 local COMPLETED = 'completed'
 local DEAD = 'dead'
 local CANCELLED = 'cancelled'
+local EXPIRED = 'expired'
 -- Delivery (XREADGROUP) is the move to running and no script sees it, so a running job's
 -- record says waiting; the group's pending list tells the two apart.
 local RUNNING_RECORDED_AS = WAITING

@@ -1,0 +1,1 @@
+"""The dashboard's page, script and styles (served by streamjobs.api.ui)."""

@@ -1,0 +1,107 @@
+-- stop: entries this consumer holds that end without running to completion, or the check
+-- before one starts. Per entry, `action`:
+--   'start': about to run an entry that carries `expires_at` or `dedup_key`. Its
+--     expires_at has come (and it never started: first delivery, no failed attempt): it
+--     ends expired (never runs). A plain XADD entry (no record
+--     yet) with a `dedup_key` whose job is active (by its mode; debounce counts as
+--     unique here) ends cancelled, reason `deduplicated`; else it takes the key. Otherwise
+--     the state is running: run it.
+--   'cancel': its cancel was asked (cancel.lua): it ends cancelled, never retried.
+--   'hold': its cancel was asked but the attempt cannot be stopped (a sync handler in a
+--     thread): the record's `cancel` field says so; the job stays running.
+-- An ended entry leaves the pending list and the stream (XACK + XDEL), its dedup key is
+-- freed and its record kept for result_ttl_ms.
+-- KEYS[1] stream
+-- KEYS[2] stats
+-- KEYS[3] expired
+-- KEYS[4] cancels
+-- KEYS[5] job_prefix
+-- ARGV[1] group
+-- ARGV[2] consumer
+-- ARGV[3] result_ttl_ms
+-- ARGV[4...] entry_id, job_id, action  (repeated per entry)
+-- moves: running -> expired, cancelled
+-- returns: {code, state} per entry
+-- state: expired, cancelled, or running (start it / still running); '' when refused
+-- codes: OK NOT_OWNER NOT_FOUND WRONG_STATE
+--@include codes
+--@include states
+--@include now_ms
+--@include fields
+--@include read_entry
+--@include owns
+--@include ensure_record
+--@include own_record
+--@include expire_job
+--@include deliveries
+--@include dedup
+--@include free_unique
+local stream, stats, expired, cancels, job_prefix = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local group, consumer, ttl = ARGV[1], ARGV[2], tonumber(ARGV[3])
+local now = now_ms()
+
+local function settle_entry(entry)
+  redis.call('XACK', stream, group, entry)
+  redis.call('XDEL', stream, entry)
+end
+
+local function end_cancelled(key, id, reason)
+  free_unique(key, id)
+  redis.call('ZREM', cancels, id)
+  redis.call('HSET', key, 'state', CANCELLED, 'entry', '', 'reason', reason,
+    'finished_at', now, 'updated_at', now)
+  if ttl > 0 then redis.call('PEXPIRE', key, ttl) else redis.call('DEL', key) end
+end
+
+local function stop_one(entry, id, action)
+  if not owns(stream, group, entry, consumer) then return {NOT_OWNER, ''} end
+  local flat = read_entry(stream, entry)
+  if flat == nil then
+    redis.call('XACK', stream, group, entry)
+    return {NOT_FOUND, ''}
+  end
+  local key, duplicate = own_record(job_prefix, entry, id)
+  if duplicate then return {WRONG_STATE, ''} end  -- the worker dead-letters it
+  local fresh = redis.call('EXISTS', key) == 0
+  ensure_record(key, entry, flat)
+  local state = redis.call('HGET', key, 'state')
+  if state ~= RUNNING_RECORDED_AS then return {WRONG_STATE, state} end
+  if action == 'hold' then
+    redis.call('HSET', key, 'cancel', 'uninterruptible')
+    return {OK, RUNNING}
+  elseif action == 'cancel' then
+    end_cancelled(key, id, 'cancelled while running')
+    redis.call('HINCRBY', stats, 'cancelled', 1)
+    settle_entry(entry)
+    return {OK, CANCELLED}
+  end
+  -- A delivery after the first may have started (its worker died running it): it runs.
+  if is_expired(flat, now) and deliveries(stream, group, entry) <= 1 then
+    expire_job(key, id, expired, stats, ttl, now)
+    settle_entry(entry)
+    return {OK, EXPIRED}
+  end
+  local dkey = get_field(flat, 'dedup_key')
+  if fresh and dkey then
+    local dd = dedup_helpers(stream, job_prefix)
+    local dk = dd.key_of(dkey)
+    local mode = get_field(flat, 'dedup_mode') or 'unique'
+    if mode == 'debounce' then mode = 'unique' end
+    local other = dd.holder(dk, mode)
+    if other and other ~= id then
+      end_cancelled(key, id, 'deduplicated: job ' .. other .. ' holds its dedup_key')
+      redis.call('HINCRBY', stats, 'deduplicated', 1)
+      settle_entry(entry)
+      return {OK, CANCELLED}
+    end
+    dd.take(dk, mode, tonumber(get_field(flat, 'dedup_ttl') or ''), key, id)
+  end
+  return {OK, RUNNING}
+end
+
+local out = {}
+for i = 4, #ARGV, 3 do
+  local res = stop_one(ARGV[i], ARGV[i + 1], ARGV[i + 2])
+  out[#out + 1] = res[1]; out[#out + 1] = res[2]
+end
+return out

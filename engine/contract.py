@@ -225,16 +225,16 @@ class Rec(_Name):
     DEAD_ENTRY = "dead_entry"
     #: The mark of the enqueue call that made the job (a replay of it is no duplicate).
     TOKEN = "token"
-    #: The running (or last) attempt's start (server ms) and consumer (``started.lua``).
-    STARTED_AT = "started_at"
-    WORKER = "worker"
+    #: How long the completed attempt ran (ms, as its worker measured it; -1 unknown).
+    DURATION_MS = "duration_ms"
     #: The last progress a handler reported (0..1) and its message (``progress.lua``).
     PROGRESS = "progress"
     PROGRESS_MESSAGE = "progress_message"
     #: The handler's log lines, newline-separated, the last :data:`LOG_LINES` kept.
     LOGS = "logs"
-    #: One JSON object per attempt, newline-separated, the last :data:`HISTORY_LENGTH`:
-    #: attempt, started_at, duration_ms, worker, outcome (an Event) and error.
+    #: One JSON object per failed attempt, newline-separated, the last
+    #: :data:`HISTORY_LENGTH`: attempt, started_at, duration_ms, worker, outcome (an Event)
+    #: and error. A completed attempt is not in it: its record's fields tell.
     HISTORY = "history"
     #: The ``dedup_key`` a unique-while-active job holds; every final transition frees it.
     UNIQUE = "unique"

@@ -12,16 +12,20 @@ from streamjobs.errors import InvalidArgument
 if TYPE_CHECKING:
     from streamjobs.keys import TypeKeys
     from streamjobs.scripts import Scripts
+    from streamjobs.settle import Settler
 
 
 class JobContext:
-    """Progress goes to the server at once (record and a progress event); log lines are
-    kept here and written with the next progress, or when the attempt ends."""
+    """Progress goes to the server at once (record and a progress event, after the
+    attempt's ``started`` event if the settler still holds it); log lines are kept here
+    and written with the next progress, or when the attempt ends."""
 
-    __slots__ = ("attempt", "job_id", "lines", "scripts", "tk")
+    __slots__ = ("attempt", "entry_id", "job_id", "lines", "scripts", "settler", "tag", "tk")
 
-    def __init__(self, scripts: Scripts, tk: TypeKeys, job_id: str, attempt: int) -> None:
+    def __init__(self, scripts: Scripts, tk: TypeKeys, job_id: str, attempt: int = 1, *,
+                 settler: Settler | None = None, tag: str = "", entry_id: str = "") -> None:
         self.scripts, self.tk, self.job_id, self.attempt = scripts, tk, job_id, attempt
+        self.settler, self.tag, self.entry_id = settler, tag, entry_id
         self.lines: list[str] = []
 
     def log(self, text: str) -> None:
@@ -34,6 +38,8 @@ class JobContext:
     async def progress(self, fraction: float, message: str = "") -> None:
         if not 0 <= fraction <= 1:
             raise InvalidArgument(f"progress must be from 0 to 1, not {fraction!r}")
+        if self.settler is not None:
+            await self.settler.send_started(self.tag, self.entry_id)
         await self._write(f"{fraction:.6g}", message[:LOG_LINE_CHARS])
 
     async def flush(self) -> None:

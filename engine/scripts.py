@@ -124,14 +124,16 @@ SPECS: dict[str, Spec] = {
     "ack": Spec(
         keys=("stream", "stats", "done", "job_prefix", "events"),
         argv=("group", "consumer", "result_ttl_ms"),
-        tail=("entry_id", "job_id", "result", "attempt", "max_attempts"),
+        tail=("entry_id", "job_id", "result", "attempt", "max_attempts", "duration_ms",
+              "started"),
         reply=_EACH_CODE, codes=(Code.OK, Code.NOT_OWNER, Code.WRONG_STATE, Code.ALREADY),
     ),
     "fail": Spec(
         keys=("stream", "delayed", "dead", "stats", "job_prefix", "events"),
         argv=("group", "consumer", "max_attempts", "immediate_retries", "backoff_base_ms",
               "backoff_cap_ms", "jitter"),
-        tail=("entry_id", "job_id", "error", "traceback", "mode", "retry_after_ms", "rand"),
+        tail=("entry_id", "job_id", "error", "traceback", "mode", "retry_after_ms", "rand",
+              "duration_ms", "started"),
         reply=Reply(each=("code", "state", "attempts", "due_at_ms")),
         codes=(Code.OK, Code.NOT_OWNER, Code.NOT_FOUND, Code.WRONG_STATE),
     ),
@@ -165,8 +167,8 @@ SPECS: dict[str, Spec] = {
     "prune_consumers": Spec(
         keys=("stream",), argv=("group", "min_idle_ms"), reply=Reply(("code", "pruned")),
     ),
-    "started": Spec(keys=("events", "job_prefix"), argv=("consumer",),
-                    tail=("job_id", "attempt")),
+    "started": Spec(keys=("events",), argv=("consumer",),
+                    tail=("job_id", "attempt", "ago_ms")),
     "progress": Spec(keys=("job_prefix", "events"),
                      argv=("job_id", "attempt", "progress", "message", "max_lines"),
                      tail=("line",)),
@@ -299,12 +301,18 @@ class AckItem(NamedTuple):
     #: record shows how many attempts the job took.
     attempt: int = 1
     max_attempts: int = 0
+    #: How long the attempt ran (ms, the worker's clock); -1 when unknown.
+    duration_ms: int = -1
+    #: 1 when the attempt's ``started`` event is still to write (by this call, first).
+    started: int = 0
 
 
 class StartedItem(NamedTuple):
     job_id: str
     #: The attempt's number, 1-based.
     attempt: int
+    #: How long ago the attempt began (ms).
+    ago_ms: int = 0
 
 
 class ReleaseItem(NamedTuple):
@@ -330,6 +338,10 @@ class FailItem:
     failure: FailArgs
     #: Uniform in [0, 1): the jitter draw (Lua's PRNG is seeded alike on every call).
     rand: float = 0.0
+    #: How long the attempt ran (ms, the worker's clock); -1 when it did not run.
+    duration_ms: int = -1
+    #: 1 when the attempt's ``started`` event is still to write (by this call, first).
+    started: int = 0
 
     @property
     def error(self) -> str:
@@ -446,7 +458,7 @@ class Scripts:
         return int(head["pruned"])
 
     async def started(self, tk: TypeKeys, consumer: str, jobs: Sequence[StartedItem]) -> None:
-        """Write the ``started`` events of a fetched batch."""
+        """Write the ``started`` events of attempts that began since the last settle."""
         await self._call("started", tk, jobs, consumer=consumer)
 
     async def progress(self, tk: TypeKeys, job_id: str, attempt: int, progress: str,

@@ -15,9 +15,11 @@ from redis.exceptions import ResponseError
 
 from streamjobs import replies
 from streamjobs.contract import (
+    HISTORY_LENGTH,
     RUNNING_RECORDED_AS,
     STASH_B,
     STREAM_ID,
+    Event,
     JobState,
     Rec,
     Wire,
@@ -166,13 +168,35 @@ async def job_status(redis: Redis, tk: TypeKeys, job_id: str,
 def extras(rec: dict[bytes, bytes]) -> dict[str, Any]:
     """A record's progress, log lines and attempt history (``JobStatus`` fields)."""
     raw_progress = rec.get(Rec.PROGRESS.b)
-    logs, history = rec.get(Rec.LOGS.b), rec.get(Rec.HISTORY.b)
+    logs = rec.get(Rec.LOGS.b)
     return {
         "progress": float(raw_progress) if raw_progress else None,
         "progress_message": text(rec.get(Rec.PROGRESS_MESSAGE.b)),
         "logs": logs.decode("utf-8", "replace").split("\n") if logs else [],
-        "history": [orjson.loads(line) for line in history.split(b"\n")] if history else [],
+        "history": history(rec),
     }
+
+
+_COMPLETED = JobState.COMPLETED.value.encode()
+
+
+def history(rec: dict[bytes, bytes]) -> list[dict[str, Any]]:
+    """The attempts, oldest first: the failed ones from the record's ``history`` (written
+    by fail.lua), then a completed one from the record's own fields (ack.lua writes no
+    history: a job done at its first attempt keeps a small record)."""
+    raw = rec.get(Rec.HISTORY.b)
+    out = [orjson.loads(line) for line in raw.split(b"\n")] if raw else []
+    worker = rec.get(Rec.FINISHED_BY.b)
+    if rec.get(Rec.STATE.b) == _COMPLETED and worker is not None:
+        finished = opt_int(rec.get(Rec.FINISHED_AT.b))
+        duration = opt_int(rec.get(Rec.DURATION_MS.b))
+        known = duration is not None and duration >= 0 and finished is not None
+        out.append({"attempt": opt_int(rec.get(Rec.ATTEMPTS.b)) or 1,
+                    "started_at": finished - duration if known else None,  # type: ignore[operator]
+                    "duration_ms": duration if known else None,
+                    "worker": worker.decode("utf-8", "replace"),
+                    "outcome": Event.COMPLETED.value})
+    return out[-HISTORY_LENGTH:]
 
 
 #: A job with no record (a plain XADD not moved yet) is looked for among this many entries

@@ -48,7 +48,6 @@ from streamjobs.errors import (
     DecodeError,
     InvalidArgument,
 )
-from streamjobs.events import attempt_of
 from streamjobs.isolation import Processes, Threads
 from streamjobs.job import Job
 from streamjobs.keys import GROUP, PARTITION_SEP, TypeKeys, split_tag, worker_key, workers_key
@@ -58,7 +57,7 @@ from streamjobs.pause import REFRESH_S, paused_types
 from streamjobs.progress import JobContext
 from streamjobs.reconnect import NETWORK_ERRORS, SERVER_ERRORS, Backoff, lost_group, retrying
 from streamjobs.registry import Handler, Registry, default_registry
-from streamjobs.scripts import FailArgs, ReleaseItem, Scripts, StartedItem, StopAction, StopItem
+from streamjobs.scripts import FailArgs, ReleaseItem, Scripts, StopAction, StopItem
 from streamjobs.settle import Settler
 from streamjobs.streams import check_one_slot, ensure_types, publish_partitions
 
@@ -104,6 +103,11 @@ class Delivery:
     #: Set when a cancel of this running job was asked (``Producer.cancel``): the attempt
     #: is stopped where it can be and the job ends cancelled.
     cancel_requested: bool = False
+    #: When its attempt began (monotonic; 0 before): its settle carries the duration.
+    began: float = 0.0
+
+    def duration_ms(self) -> int:
+        return int((time.monotonic() - self.began) * 1000) if self.began else -1
 
     @property
     def job_id(self) -> str:
@@ -374,9 +378,7 @@ class Worker:
                 for d in fetched:
                     self.settler.released(type_, d.entry_id, d.job_id, idle=True)
                 continue
-            runnable = await self._drop_duplicates(type_, fetched)
-            await self._started(type_, runnable)
-            for d in runnable:
+            for d in await self._drop_duplicates(type_, fetched):
                 self._outstanding[d.entry_id] = d
                 await send.send(d)
             self._beat_soon()
@@ -412,17 +414,6 @@ class Worker:
                 self.settler.failed(type_, d.entry_id, d.job_id, failure, idle=True)
         return [d for d in fetched if d.entry_id not in duplicate]
 
-    async def _started(self, type_: str, fetched: list[Delivery]) -> None:
-        """The batch's ``started`` events, one script call before any of it runs (so they
-        precede its progress and settle events). A failure costs the events, not the jobs."""
-        if not fetched:
-            return
-        try:
-            items = [StartedItem(d.job_id, attempt_of(d.fields)) for d in fetched]
-            await self.scripts.started(self.keys[type_], self.name, items)
-        except SERVER_ERRORS as e:
-            log.warning("started events of %s not written: %s", type_, e)
-
     def _type_of_stream(self, stream: bytes) -> str:
         # sj:{TYPE}:stream
         name = stream.decode()
@@ -457,7 +448,7 @@ class Worker:
         h = self.handlers[d.type]
         try:
             context = JobContext(self.scripts, self.keys[d.type], d.job_id,
-                                 attempt_of(d.fields))
+                                 settler=self.settler, tag=d.type, entry_id=d.entry_id)
             job = Job.from_fields(
                 h.type, d.entry_id, d.fields,
                 max_payload_bytes=self.settings.max_payload_bytes, deliveries=d.deliveries,
@@ -467,6 +458,7 @@ class Worker:
             return Result(Attempt.MALFORMED, error=f"malformed entry: {e}")
         timeout = job.timeout or h.policy.timeout
         d.attempt, d.max_attempts = job.attempt, job.max_attempts or h.policy.max_attempts
+        context.attempt = job.attempt
         f = d.fields
         if d.cancel_requested or _EXPIRES_AT in f or _DEDUP_KEY in f:  # else no await at all
             stopped = await self._before_start(d)
@@ -474,7 +466,8 @@ class Worker:
                 return stopped
         self.metrics.started(d.type, job.enqueued_at)
         logs.job_started(d.type, job.id, job.attempt)
-        t0 = time.perf_counter()
+        self.settler.started(d.type, d.entry_id, d.job_id, job.attempt)
+        t0 = d.began = time.monotonic()
         outcome = await self._call(h, job, d, timeout)
         if d.cancel_requested and outcome.kind not in _NOT_CANCELLED:
             stopped = await self._stop_entry(d, StopAction.CANCEL)
@@ -482,8 +475,9 @@ class Worker:
                 outcome = stopped
             elif outcome.kind is Attempt.STOPPED:  # not cancellable after all: a failure
                 outcome = Result(Attempt.RETRY, error="the attempt was stopped by a cancel")
-        await self._flush_logs(context)
-        elapsed = time.perf_counter() - t0
+        if context.lines:
+            await self._flush_logs(context)
+        elapsed = time.monotonic() - t0
         self.metrics.finished(d.type, outcome.kind, elapsed)
         logs.job_finished(d.type, job.id, job.attempt, outcome.kind, outcome.error, elapsed)
         return outcome
@@ -545,12 +539,14 @@ class Worker:
 
     def _on_ok(self, d: Delivery, outcome: Result, idle: bool) -> None:
         self.settler.ok(d.type, d.entry_id, d.job_id, outcome.result, idle=idle,
-                        attempt=d.attempt, max_attempts=d.max_attempts)
+                        attempt=d.attempt, max_attempts=d.max_attempts,
+                        duration_ms=d.duration_ms())
 
     def _on_failure(self, d: Delivery, outcome: Result, idle: bool) -> None:
         failure = FailArgs(outcome.error, outcome.traceback, Failure(outcome.kind),
                            int(outcome.retry_after * 1000))
-        self.settler.failed(d.type, d.entry_id, d.job_id, failure, idle=idle)
+        self.settler.failed(d.type, d.entry_id, d.job_id, failure, idle=idle,
+                            duration_ms=d.duration_ms())
 
     def _on_released(self, d: Delivery, outcome: Result, idle: bool) -> None:
         self.settler.released(d.type, d.entry_id, d.job_id, idle=idle)
@@ -577,6 +573,7 @@ class Worker:
         tk, ttl = self.keys[d.type], self.settings.result_ttl * 1000
         item = StopItem(d.entry_id, d.job_id, action)
         with anyio.CancelScope(shield=True):
+            await self.settler.send_started(d.type, d.entry_id)  # its events come first
             (res,) = await retrying(f"{action} {d.type}", lambda: self.scripts.stop(
                 tk, GROUP, self.name, ttl, [item]), self._regroup)
         if res.code in (Code.NOT_OWNER, Code.NOT_FOUND):
@@ -719,10 +716,9 @@ class Worker:
             log.warning("%d poison, malformed or duplicate-id entries of %s dead-lettered",
                         res.dead_count, type_)
             self.metrics.outcome(type_, Outcome.DEAD, res.dead_count)
-        claimed = [Delivery(type_, e, fields, n) for e, fields, n in res.claimed]
-        await self._started(type_, claimed)
-        for d in claimed:
-            self._outstanding[d.entry_id] = d
+        for entry_id, fields, deliveries in res.claimed:
+            d = Delivery(type_, entry_id, fields, deliveries)
+            self._outstanding[entry_id] = d
             await send.send(d)
         if res.claimed:
             self._beat_soon()

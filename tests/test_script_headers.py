@@ -355,7 +355,7 @@ def test_argv_is_built_by_name_in_the_header_order() -> None:
         build_argv("prune_consumers", group="g")
     items = [AckItem("1-1", "a", b"r", 2, 5), AckItem("1-2", "b")]
     assert build_argv("ack", items, result_ttl_ms=9, consumer="c", group="g") == [
-        "g", "c", 9, "1-1", "a", b"r", 2, 5, "1-2", "b", b"", 1, 0]
+        "g", "c", 9, "1-1", "a", b"r", 2, 5, -1, 0, "1-2", "b", b"", 1, 0, -1, 0]
     assert build_argv("enqueue", [EnqueueItem(("payload", "1"), "j", 5)]) == [
         "j", "", 5, 0, 1, "payload", "1"]
 

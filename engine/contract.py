@@ -328,8 +328,9 @@ class Event(StrEnum):
     by the script that makes the transition (``lua/includes/emit.lua``)."""
 
     ENQUEUED = "enqueued"
-    #: Delivered to a worker: written by ``started.lua``, which the worker calls once per
-    #: fetched batch before any of its entries runs.
+    #: An attempt began (delivery itself, XREADGROUP, is no script): written with the
+    #: attempt's ack or fail, or by ``started.lua`` if it runs past the worker's next
+    #: settle (a few ms), before any progress of its own. ``at`` is when it began.
     STARTED = "started"
     #: A handler's ``job.progress()`` (carries ``progress`` and ``message``).
     PROGRESS = "progress"
@@ -338,11 +339,20 @@ class Event(StrEnum):
     FAILED = "failed"
     RETRYING = "retrying"
     DEAD = "dead"
+    #: Cancelled while waiting or delayed (``cancel``), while running or deduplicated at
+    #: its start (``stop``; carries ``reason``).
     CANCELLED = "cancelled"
+    #: Not started by its ``expires_at`` (``stop`` at its start, ``promote``).
+    EXPIRED = "expired"
+    #: A debounce enqueue gave this job (not started yet) new fields and start time
+    #: (``enqueue``; carries ``due_at``).
+    DEBOUNCED = "debounced"
+    #: A dead job put back to waiting with fresh attempts (``dead_retry``).
+    DEAD_RETRIED = "dead_retried"
 
 
 #: The events that end a job: a waiter for its result stops at one of them.
-FINAL_EVENTS = frozenset({Event.COMPLETED, Event.DEAD, Event.CANCELLED})
+FINAL_EVENTS = frozenset({Event.COMPLETED, Event.DEAD, Event.CANCELLED, Event.EXPIRED})
 
 
 class EventField(_Name):

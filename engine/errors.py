@@ -121,10 +121,19 @@ class JobFailed(StreamJobsError):
 
 
 class JobCancelled(StreamJobsError):
-    """The job awaited was cancelled before it ran."""
+    """The job awaited was cancelled (before it ran, while it ran, or deduplicated at its
+    start: ``reason`` says which when known)."""
+
+    def __init__(self, job_id: str, reason: str | None = None) -> None:
+        super().__init__(f"job {job_id} was cancelled" + (f" ({reason})" if reason else ""))
+        self.job_id, self.reason = job_id, reason
+
+
+class JobExpired(StreamJobsError):
+    """The job awaited was not started by its ``expires_at``: it never ran."""
 
     def __init__(self, job_id: str) -> None:
-        super().__init__(f"job {job_id} was cancelled")
+        super().__init__(f"job {job_id} expired before it started")
         self.job_id = job_id
 
 

@@ -1,9 +1,16 @@
-"""The events streams: one per type (``<prefix>:{type}:events``), written by the scripts
-that make the transitions (``lua/includes/emit.lua``), read here.
+"""The events streams: one per type (``<prefix>:{type}:events``; a partitioned type has
+one per partition, ``{type#k}``, beside the partition's other keys), written by the
+scripts that make the transitions (``lua/includes/emit.lua``), read here.
 
 ``Events(url).watch(types=[...])`` follows them (XREAD BLOCK: one read of every stream on
-one server, one read per type on a cluster, where each type is its own slot);
+one server, one read per stream on a cluster, where each is its own slot);
 :func:`wait_final` blocks until one job's final event, which ``Producer.result`` uses.
+
+The on/off switch is per stream (a string in its place, which every script sees with
+one TYPE per call: a script of partition k can only read partition k's slot), kept equal
+across a type's partitions: :func:`switch_events` sets every partition, a type's count
+raised later copies partition 0's (``streams.publish_partitions``), and readers ask
+partition 0 (:func:`events_on`).
 """
 
 from __future__ import annotations
@@ -22,9 +29,10 @@ from streamjobs.connection import (
     is_cluster,
     socket_timeout_of,
 )
-from streamjobs.contract import EVENTS_OFF, FINAL_EVENTS, INTEGER, EventField, Wire
+from streamjobs.contract import EVENTS_OFF, FINAL_EVENTS, EventField
 from streamjobs.errors import ConfigError
 from streamjobs.keys import TypeKeys
+from streamjobs.streams import partition_keys
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Mapping, Sequence
@@ -35,12 +43,6 @@ if TYPE_CHECKING:
 #: Every event has these; the rest of an event's fields are its ``data``.
 _COMMON = frozenset(f.b for f in (EventField.EVENT, EventField.ID, EventField.ATTEMPT,
                                   EventField.AT))
-
-
-def attempt_of(fields: Mapping[bytes, bytes]) -> int:
-    """The number of the attempt an entry's delivery starts (``attempts`` + 1)."""
-    raw = fields.get(Wire.ATTEMPTS.b)
-    return int(raw) + 1 if raw is not None and INTEGER.fullmatch(raw) else 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,9 +59,18 @@ class JobEvent:
     at: int
     #: The event's other fields (``error``, ``reason``, ``due_at``, ``consumer``, ...).
     data: dict[str, str]
+    #: The type's partition whose stream holds it (0 for an unpartitioned type).
+    partition: int = 0
+
+    @property
+    def tag(self) -> str:
+        """The stream's hash tag: the type, or ``type#partition`` (``stream_id`` is a
+        position in that stream only)."""
+        return TypeKeys("x", self.type, self.partition).tag
 
     @classmethod
-    def parse(cls, type_: str, stream_id: bytes | str, fields: Mapping[bytes, bytes]) -> JobEvent:
+    def parse(cls, type_: str, stream_id: bytes | str, fields: Mapping[bytes, bytes],
+              partition: int = 0) -> JobEvent:
         def get(f: EventField) -> str:
             return fields.get(f.b, b"").decode("utf-8", "replace")
 
@@ -70,11 +81,16 @@ class JobEvent:
             attempt=int(get(EventField.ATTEMPT) or 0), at=int(get(EventField.AT) or 0),
             data={k.decode("utf-8", "replace"): v.decode("utf-8", "replace")
                   for k, v in fields.items() if k not in _COMMON},
+            partition=partition,
         )
 
     def to_dict(self) -> dict[str, Any]:
-        return {"type": self.type, "stream_id": self.stream_id, "event": self.event,
-                "id": self.id, "attempt": self.attempt, "at": self.at, **self.data}
+        """Its JSON form (``partition`` only for a partition other than 0)."""
+        out = {"type": self.type, "stream_id": self.stream_id, "event": self.event,
+               "id": self.id, "attempt": self.attempt, "at": self.at, **self.data}
+        if self.partition:
+            out["partition"] = self.partition
+        return out
 
 
 def block_slice_ms(redis: Redis) -> int:
@@ -86,18 +102,26 @@ def block_slice_ms(redis: Redis) -> int:
 
 
 async def events_on(redis: Redis, tk: TypeKeys) -> bool:
-    """Whether the type's transitions are written to its events stream (the default)."""
-    return bool(await redis.type(tk.events) != b"string")
+    """Whether the type's transitions are written to its events streams (the default):
+    partition 0's switch, which :func:`switch_events` keeps the others' equal to."""
+    return bool(await redis.type(tk.partitions(1)[0].events) != b"string")
 
 
 async def switch_events(redis: Redis, tk: TypeKeys, on: bool) -> None:
-    """Switch a type's events on or off (off drops the stream). Producers and workers
-    see it at once: the scripts read it. ``result()`` and ``watch()`` need events on."""
+    """Switch a type's events on or off, in every partition (off drops the streams).
+    Producers and workers see it at once: the scripts read it. ``result()`` and
+    ``watch()`` need events on."""
+    for part in await partition_keys(redis, tk):
+        await set_switch(redis, part, on)
+
+
+async def set_switch(redis: Redis, part: TypeKeys, on: bool) -> None:
+    """One partition's switch."""
     if on:
-        if not await events_on(redis, tk):
-            await redis.delete(tk.events)
+        if await redis.type(part.events) == b"string":
+            await redis.delete(part.events)
     else:
-        await redis.set(tk.events, EVENTS_OFF)
+        await redis.set(part.events, EVENTS_OFF)
 
 
 async def check_events_on(redis: Redis, tk: TypeKeys) -> None:
@@ -110,6 +134,21 @@ async def last_id(redis: Redis, tk: TypeKeys) -> str:
     """The events stream's last entry id ("0-0" when empty): a position to read after."""
     rows = replies.entries(await redis.xrevrange(tk.events, count=1))
     return rows[0][0].decode() if rows else "0-0"
+
+
+async def last_ids(redis: Redis, parts: Sequence[TypeKeys]) -> dict[TypeKeys, str]:
+    """:func:`last_id` of each partition's stream, in one pipeline."""
+    if len(parts) == 1:
+        return {parts[0]: await last_id(redis, parts[0])}
+    async with redis.pipeline(transaction=False) as pipe:
+        for part in parts:
+            pipe.xrevrange(part.events, count=1)
+        raw = await pipe.execute()
+    out = {}
+    for part, reply in zip(parts, raw, strict=True):
+        rows = replies.entries(reply)
+        out[part] = rows[0][0].decode() if rows else "0-0"
+    return out
 
 
 async def wait_final(redis: Redis, tk: TypeKeys, job_id: str, after: str,
@@ -130,7 +169,7 @@ async def wait_final(redis: Redis, tk: TypeKeys, job_id: str, after: str,
                 position = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
                 if (fields.get(EventField.ID.b) == job_id.encode()
                         and fields.get(EventField.EVENT.b, b"").decode() in FINAL_EVENTS):
-                    return JobEvent.parse(tk.type, entry_id, fields)
+                    return JobEvent.parse(tk.type, entry_id, fields, tk.partition)
 
 
 class Events:
@@ -146,11 +185,14 @@ class Events:
     async def watch(self, types: Sequence[str], *, since: str = "$",
                     block_ms: int = 1000) -> AsyncIterator[JobEvent]:
         """Every event of ``types`` after ``since`` (``$``: from now on; ``0``: all the
-        streams hold), in each type's order, forever. On a cluster each type is read by
-        its own task (one slot each); break out of the loop to stop."""
-        keys = {TypeKeys(self.settings.prefix, t).events: t for t in types}
+        streams hold), in each stream's order, forever: every partition of a partitioned
+        type (the count as read when the watch starts). On a cluster each stream is read
+        by its own task (one slot each); break out of the loop to stop."""
+        keys: dict[str, TypeKeys] = {}
         for t in types:
-            await check_events_on(self.redis, TypeKeys(self.settings.prefix, t))
+            tk = TypeKeys(self.settings.prefix, t)
+            await check_events_on(self.redis, tk)
+            keys.update((part.events, part) for part in await partition_keys(self.redis, tk))
         block = min(block_ms, block_slice_ms(self.redis))
         if not is_cluster(self.redis) or len(keys) == 1:
             async for event in self._follow(keys, since, block):
@@ -159,8 +201,8 @@ class Events:
         # Plain asyncio tasks, not a task group: a generator left unfinished is closed
         # later, from whatever task collects it, which a cancel scope refuses.
         queue: asyncio.Queue[JobEvent | BaseException] = asyncio.Queue(1000)
-        tasks = [asyncio.create_task(self._pump({key: type_}, since, block, queue))
-                 for key, type_ in keys.items()]
+        tasks = [asyncio.create_task(self._pump({key: part}, since, block, queue))
+                 for key, part in keys.items()]
         try:
             while True:
                 item = await queue.get()
@@ -171,7 +213,7 @@ class Events:
             for task in tasks:
                 task.cancel()
 
-    async def _pump(self, keys: dict[str, str], since: str, block: int,
+    async def _pump(self, keys: dict[str, TypeKeys], since: str, block: int,
                     queue: asyncio.Queue[JobEvent | BaseException]) -> None:
         try:
             async for event in self._follow(keys, since, block):
@@ -179,19 +221,19 @@ class Events:
         except Exception as e:  # the reader sees it
             await queue.put(e)
 
-    async def _follow(self, keys: dict[str, str], since: str,
+    async def _follow(self, keys: dict[str, TypeKeys], since: str,
                       block: int) -> AsyncIterator[JobEvent]:
         positions = dict.fromkeys(keys, since)
         if since == "$":  # "$" re-read each time would skip what came between two reads
-            for key, type_ in keys.items():
-                positions[key] = await last_id(self.redis, TypeKeys(self.settings.prefix,
-                                                                    type_))
+            for key, part in keys.items():
+                positions[key] = await last_id(self.redis, part)
         while True:
             reply = await self.redis.xread(positions, count=1000, block=block)  # type: ignore[arg-type]
             for stream, entries in replies.stream_reads(reply):
                 key = stream.decode() if isinstance(stream, bytes) else stream
+                part = keys[key]
                 for entry_id, fields in entries:
-                    event = JobEvent.parse(keys[key], entry_id, fields)
+                    event = JobEvent.parse(part.type, entry_id, fields, part.partition)
                     positions[key] = event.stream_id
                     yield event
 
@@ -206,5 +248,5 @@ class Events:
         await self.aclose()
 
 
-__all__ = ["Events", "JobEvent", "attempt_of", "events_on", "last_id", "switch_events",
-           "wait_final"]
+__all__ = ["Events", "JobEvent", "events_on", "last_id", "last_ids", "set_switch",
+           "switch_events", "wait_final"]

@@ -138,7 +138,7 @@ SPECS: dict[str, Spec] = {
         codes=(Code.OK, Code.NOT_OWNER, Code.NOT_FOUND, Code.WRONG_STATE),
     ),
     "promote": Spec(
-        keys=("stream", "delayed", "stats", "expired", "job_prefix"),
+        keys=("stream", "delayed", "stats", "expired", "job_prefix", "events"),
         argv=("limit", "result_ttl_ms"),
         reply=Reply(("code", "moved", "next_due_in_ms", "orphans", "expired_count")),
     ),
@@ -157,7 +157,8 @@ SPECS: dict[str, Spec] = {
         codes=(Code.OK, Code.NOT_OWNER, Code.NOT_FOUND),
     ),
     "dead_retry": Spec(
-        keys=("stream", "dead", "stats", "job_prefix"), tail=("job_id",), reply=_EACH_CODE,
+        keys=("stream", "dead", "stats", "job_prefix", "events"), tail=("job_id",),
+        reply=_EACH_CODE,
         codes=(Code.OK, Code.NOT_FOUND, Code.WRONG_STATE),
     ),
     "dead_purge": Spec(
@@ -179,14 +180,15 @@ SPECS: dict[str, Spec] = {
         codes=(Code.OK, Code.NOT_FOUND, Code.WRONG_STATE, Code.REQUESTED),
     ),
     "stop": Spec(
-        keys=("stream", "stats", "expired", "cancels", "job_prefix"),
+        keys=("stream", "stats", "expired", "cancels", "job_prefix", "events"),
         argv=("group", "consumer", "result_ttl_ms"),
         tail=("entry_id", "job_id", "action"),
         reply=Reply(each=("code", "state")),
         codes=(Code.OK, Code.NOT_OWNER, Code.NOT_FOUND, Code.WRONG_STATE),
     ),
     "schedule_tick": Spec(
-        keys=("stream", "delayed", "stats", "job_prefix", "schedule_due", "schedule_runs"),
+        keys=("stream", "delayed", "stats", "job_prefix", "schedule_due", "schedule_runs",
+              "events"),
         argv=("schedule", "expected_ms", "tick_ms", "next_ms"), tail=("field",),
         reply=Reply(("code", "job_id")),
         codes=(Code.OK, Code.ALREADY, Code.WRONG_STATE, Code.DUPLICATE),

@@ -103,6 +103,14 @@ async def type_status(redis: Redis, tk: TypeKeys, job_id: str) -> JobStatus | No
     """A job's status in whichever partition of its type holds it. The record and the
     type's partition count are read in one round trip (one slot): an unpartitioned
     type's lookup costs what it did before partitions existed."""
+    found = await locate(redis, tk, job_id)
+    return found[1] if found is not None else None
+
+
+async def locate(redis: Redis, tk: TypeKeys, job_id: str
+                 ) -> tuple[TypeKeys, JobStatus] | None:
+    """The partition of its type that holds a job (its keys) and the job's status there;
+    None when no partition knows it."""
     async with redis.pipeline(transaction=False) as pipe:
         pipe.hgetall(tk.job(job_id))
         pipe.hget(tk.config, PARTITIONS_FIELD)
@@ -110,7 +118,8 @@ async def type_status(redis: Redis, tk: TypeKeys, job_id: str) -> JobStatus | No
     rec = replies.hash_fields(raw)
     parts = tk.partitions(parse_partitions(n))
     if rec or len(parts) == 1:
-        return await job_status(redis, tk, job_id, rec)
+        status = await job_status(redis, parts[0], job_id, rec)
+        return None if status is None else (parts[0], status)
     async with redis.pipeline(transaction=False) as pipe:
         for part in parts[1:]:
             pipe.hgetall(part.job(job_id))
@@ -118,11 +127,12 @@ async def type_status(redis: Redis, tk: TypeKeys, job_id: str) -> JobStatus | No
     for part, raw in zip(parts[1:], found, strict=True):
         rec = replies.hash_fields(raw)
         if rec:
-            return await job_status(redis, part, job_id, rec)
+            status = await job_status(redis, part, job_id, rec)
+            return None if status is None else (part, status)
     for part in parts:  # a plain XADD's job: no record until it moves
         status = await _status_without_record(redis, part, job_id)
         if status is not None:
-            return status
+            return part, status
     return None
 
 

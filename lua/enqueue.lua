@@ -109,6 +109,7 @@ while i <= #ARGV do
         ostate = WAITING
       end
       dd.take(dk, mode, dttl, key, other)
+      emit(events, 'debounced', other, 0, now, 'due_at', math.max(due, now))
     end
     deduplicated = deduplicated + 1
     out[#out + 1] = DEDUPLICATED; out[#out + 1] = other; out[#out + 1] = ostate

@@ -12,11 +12,13 @@ import pytest
 
 from streamjobs import (
     ConfigError,
+    DeadLetters,
     Event,
     Events,
     Job,
     JobCancelled,
     JobEvent,
+    JobExpired,
     JobFailed,
     JobNotFound,
     PermanentError,
@@ -32,7 +34,9 @@ from streamjobs.api.server import server_config
 from streamjobs.contract import EVENTS_MAXLEN, LOG_LINES
 from streamjobs.embedded import free_port
 from streamjobs.keys import TypeKeys
-from tests.helpers import FAST, running, serving
+from streamjobs.schedules import tick_once
+from streamjobs.scripts import Scripts
+from tests.helpers import FAST, running, serving, stat, wait_for
 from tests.test_cli import cli
 
 if TYPE_CHECKING:
@@ -288,3 +292,121 @@ async def test_events_switched_off_per_type(redis_url: str, r: Redis, producer: 
     await producer.enqueue(type_name, {})
     assert await r.xlen(tk.events) == 1
     assert cli("events", type_name, "show", url=redis_url).stdout.strip() == "on"
+
+
+async def test_every_new_transition_has_its_event(redis_url: str, r: Redis,
+                                                   producer: Producer, type_name: str) -> None:
+    """Expiry (at start and at promote), a running job's cancel, a plain XADD
+    deduplicated at its start, debounce, a cron tick and dead retry each write theirs;
+    result() ends on expired and cancelled."""
+    tk = TypeKeys("sj", type_name)
+    reg = Registry()
+    started = anyio.Event()
+
+    @reg.handler(type_name, **FAST)
+    async def h(job: Job) -> None:
+        if job.payload == "slow":
+            started.set()
+            await anyio.sleep(30)
+        if job.payload == "dies":
+            raise PermanentError("no")
+        await anyio.sleep(0.3 if job.payload == "hold" else 0)
+
+    at_start = await producer.enqueue(type_name, {}, expires_in=0.05)
+    at_promote = await producer.enqueue(type_name, {}, delay=0.3, expires_in=0.05)
+    debounced = await producer.enqueue(type_name, 1, dedup_key="deb", dedup_mode="debounce",
+                                       delay=30)
+    assert await producer.enqueue(type_name, 2, dedup_key="deb", dedup_mode="debounce",
+                                  delay=60) == debounced
+    await anyio.sleep(0.1)  # past at_start's expiry before any worker sees it
+    async with running(Worker(redis_url, reg, concurrency=4)):
+        with pytest.raises(JobExpired):
+            await producer.result(type_name, at_start, timeout=10)
+        with pytest.raises(JobExpired):
+            await producer.result(type_name, at_promote, timeout=10)
+        slow = await producer.enqueue(type_name, "slow")
+        with anyio.fail_after(10):
+            await started.wait()
+        await producer.cancel(type_name, slow)
+        with pytest.raises(JobCancelled, match="cancelled while running"):
+            await producer.result(type_name, slow, timeout=10)
+        for _ in range(2):
+            await r.xadd(tk.stream, {"payload": '"hold"', "dedup_key": "plain"})
+        await wait_for(lambda: _stat_is(r, tk, "deduplicated", 2))  # debounce + plain
+        dies = await producer.enqueue(type_name, "dies")
+        with pytest.raises(JobFailed):
+            await producer.result(type_name, dies, timeout=10)
+        await DeadLetters(r).retry(type_name, dies)
+        await producer.schedule("tick-" + type_name, type_name, {}, every=3600)
+        await r.zadd(tk.schedule_due, {"tick-" + type_name: 1})
+        await tick_once(r, Scripts(r), [tk])
+    rows = [JobEvent.parse(type_name, i, f) for i, f in await r.xrange(tk.events)]
+
+    def of(job_id: str) -> list[str]:
+        return [e.event for e in rows if e.id == job_id]
+
+    assert of(at_start) == ["enqueued", "expired"]
+    assert of(at_promote) == ["enqueued", "expired"]
+    assert of(debounced) == ["enqueued", "debounced"]
+    assert [e.data["due_at"] for e in rows if e.event == "debounced"] != []
+    assert of(slow) == ["enqueued", "started", "cancelled"]
+    cancelled = next(e for e in rows if e.id == slow and e.event == "cancelled")
+    assert cancelled.attempt == 1 and cancelled.data["reason"] == "cancelled while running"
+    dedup = [e for e in rows if e.event == "cancelled" and e.id != slow]
+    assert len(dedup) == 1 and dedup[0].data["reason"].startswith("deduplicated: job ")
+    assert of(dies)[:5] == ["enqueued", "started", "failed", "dead", "dead_retried"]
+    ticks = {e.id for e in rows if e.id.startswith(f"cron:tick-{type_name}:")}
+    assert ticks and all(of(t)[0] == "enqueued" for t in ticks)
+
+
+async def _stat_is(r: Redis, tk: TypeKeys, name: str, want: int) -> bool:
+    return await stat(r, tk, name) == want
+
+
+async def test_a_partitioned_type_has_events_per_partition(
+        redis_url: str, r: Redis, producer: Producer, type_name: str) -> None:
+    """Each partition writes its own stream; watch() follows them all, result() and the
+    long poll find the job's partition; the switch covers every partition, also one
+    added later."""
+    reg = Registry()
+
+    @reg.handler(type_name, partitions=3)
+    async def h(job: Job) -> int:
+        await anyio.sleep(0.1)
+        return int(job.payload)
+
+    parts = TypeKeys("sj", type_name).partitions(3)
+    async with running(Worker(redis_url, reg)):
+        got: list[JobEvent] = []
+        async with Events(redis_url) as ev:
+            done = anyio.Event()
+
+            async def watch() -> None:
+                async for e in ev.watch([type_name], block_ms=100):
+                    got.append(e)
+                    if sum(x.event == "completed" for x in got) == 6:
+                        done.set()
+                        return
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(watch)
+                await anyio.sleep(0.3)
+                ids = [await producer.enqueue(type_name, n) for n in range(6)]
+                for n, job_id in enumerate(ids):
+                    assert await producer.result(type_name, job_id, timeout=10) == n
+                with anyio.fail_after(10):
+                    await done.wait()
+    assert {e.partition for e in got} == {0, 1, 2}  # round-robin over the partitions
+    for part in parts:
+        assert await r.xlen(part.events) > 0
+    for job_id in ids:
+        assert [e.event for e in got if e.id == job_id] == ["enqueued", "started", "completed"]
+    assert {e.tag for e in got} == {p.tag for p in parts}
+    off = cli("events", type_name, "off", url=redis_url)
+    assert off.stdout.strip() == "off"
+    assert [await r.type(p.events) for p in parts] == [b"string"] * 3
+    from streamjobs.streams import publish_partitions
+    await publish_partitions(r, parts[0], 4)
+    assert await r.type(TypeKeys("sj", type_name, 3).events) == b"string"
+    assert cli("events", type_name, "on", url=redis_url).stdout.strip() == "on"
+    assert [await r.type(p.events) for p in parts] == [b"none"] * 3

@@ -68,6 +68,7 @@ ANSWERS: tuple[tuple[type[Exception], Answer], ...] = (
     # An awaited job's end (no route raises them: ?wait= answers with the status).
     (errors.JobFailed, Answer(409)),
     (errors.JobCancelled, Answer(409)),
+    (errors.JobExpired, Answer(409)),
     (errors.ResultTimeout, Answer(504)),
     # Data on the server the engine cannot read: the operator's problem, not the caller's.
     (errors.CorruptData, _UNREADABLE),

@@ -202,7 +202,7 @@ async def list_by_state(
 async def get_job(
     type_: TypeName, job_id: JobId, api: Api,
     wait: Annotated[float, Query(ge=0, le=MAX_WAIT_S, description=(
-        "seconds to wait for the job to end (completed, dead or cancelled): a long poll "
+        "seconds to wait for the job to end (completed, dead, cancelled or expired): a long poll "
         "that answers as soon as it ends, else with its state then"))] = 0,
 ) -> dict[str, Any]:
     """A job's state, attempts, timestamps, last error, payload, and result if kept."""
@@ -247,16 +247,17 @@ async def events(
         "'$' (default): events from now on; '0': every event the streams still hold"))] = "$",
 ) -> StreamingResponse:
     """The types' transitions as Server-Sent Events: `event:` is the transition
-    (enqueued, started, completed, failed, retrying, dead, cancelled), `data:` a JSON
-    object (type, id, attempt, at, stream_id and the event's own fields), `id:`
-    `type/stream_id`."""
+    (enqueued, started, progress, completed, failed, retrying, dead, cancelled, expired,
+    debounced, dead_retried), `data:` a JSON object (type, id, attempt, at, stream_id, the
+    event's own fields, and `partition` on a partitioned type's partitions 1 and up),
+    `id:` `tag/stream_id` (the tag: the type, or `type#partition`)."""
     names = [check_type_name(t) for t in types.split(",") if t]
     if not names:
         raise ApiError(422, "types: name at least one job type")
 
     async def stream() -> AsyncIterator[bytes]:
         async for e in Events(api.redis, settings=api.settings).watch(names, since=since):
-            yield (f"id: {e.type}/{e.stream_id}\nevent: {e.event}\n".encode()
+            yield (f"id: {e.tag}/{e.stream_id}\nevent: {e.event}\n".encode()
                    + b"data: " + orjson.dumps(e.to_dict()) + b"\n\n")
 
     return StreamingResponse(stream(), media_type="text/event-stream",

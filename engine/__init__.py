@@ -41,6 +41,7 @@ from streamjobs.registry import Registry, handler
 from streamjobs.retry import Policy
 from streamjobs.schedules import Schedule
 from streamjobs.status import JobStatus
+from streamjobs.webhooks import Webhook
 from streamjobs.worker import Worker
 
 __all__ = [
@@ -81,6 +82,7 @@ __all__ = [
     "SyncProducer",
     "TransitionError",
     "TypeStats",
+    "Webhook",
     "Worker",
     "WrongState",
     "handler",

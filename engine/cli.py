@@ -213,6 +213,25 @@ def build_parser() -> argparse.ArgumentParser:
         one = ssub.add_parser(verb, help=what)
         one.add_argument("name")
 
+    wh = sub.add_parser("webhooks", help="URLs called when a type's jobs complete or end "
+                                         "dead (delivered by workers with webhooks on)")
+    wsub = wh.add_subparsers(dest="webhooks_command", required=True)
+    ws = wsub.add_parser("set", help="create or replace a webhook of a type")
+    ws.add_argument("type")
+    ws.add_argument("hook_url", metavar="url", help="an http:// or https:// URL (POSTed JSON)")
+    ws.add_argument("--name", default="default", help="several webhooks of a type: by name")
+    ws.add_argument("--events", default="completed,dead",
+                    help="comma-separated: completed, dead (default both)")
+    ws.add_argument("--secret", default="",
+                    help="HMAC-SHA256 key of the X-Streamjobs-Signature header (default: "
+                         "unsigned)")
+    wl = wsub.add_parser("list", help="webhooks of a type, or of every type (JSON lines, "
+                                      "no secrets)")
+    wl.add_argument("type", nargs="?")
+    wr = wsub.add_parser("remove", help="delete a webhook")
+    wr.add_argument("type")
+    wr.add_argument("--name", default="default")
+
     sub.add_parser("bench", help="run the benchmark suite (bench/); every argument after "
                                  "`bench` is the suite's own (try `bench --help`)",
                    add_help=False)

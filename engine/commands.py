@@ -416,6 +416,25 @@ def cmd_schedule(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_webhooks(args: argparse.Namespace) -> int:
+    """`webhooks set|list|remove`."""
+    url, verb = resolve_url(args), args.webhooks_command
+    if verb == "set":
+        events = [e.strip() for e in args.events.split(",") if e.strip()]
+        hook = _with_producer(url, lambda p: p.set_webhook(
+            args.type, args.hook_url, name=args.name, events=events, secret=args.secret))
+        _print_json(hook.public())
+    elif verb == "list":
+        for hook in _with_producer(url, lambda p: p.webhooks(args.type)):
+            print(orjson.dumps(hook.public()).decode())
+    elif _with_producer(url, lambda p: p.remove_webhook(args.type, args.name)):
+        print(f"removed {args.type} {args.name}")
+    else:
+        print(f"error: no webhook {args.name!r} of {args.type}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def _partitions(args: argparse.Namespace) -> int:
     url, settings = resolve_url(args), _settings()
     tk = TypeKeys(settings.prefix, args.type)

@@ -198,6 +198,9 @@ class Wire(_Name):
     DEDUP_KEY = "dedup_key"
     DEDUP_MODE = "dedup_mode"
     DEDUP_TTL = "dedup_ttl"
+    #: An http(s) URL called when the job completes or ends dead (engine/webhooks.py):
+    #: the worker that settles it enqueues a delivery job of ``streamjobs.webhook``.
+    WEBHOOK = "webhook"
 
 
 RESERVED = frozenset(Wire)

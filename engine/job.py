@@ -41,6 +41,19 @@ def check_job_id(job_id: str) -> str:
     return job_id
 
 
+#: Longest ``webhook`` URL.
+MAX_URL = 2048
+
+
+def check_url(url: str) -> str:
+    """``url`` if it can be a webhook's (http or https), else raise InvalidArgument."""
+    if (not isinstance(url, str) or not url.startswith(("http://", "https://"))
+            or len(url) > MAX_URL or any(c.isspace() for c in url)):
+        raise InvalidArgument(f"invalid webhook URL {url!r}: an http:// or https:// URL of "
+                              f"at most {MAX_URL} characters, no spaces")
+    return url
+
+
 def new_job_ids(n: int) -> list[str]:
     """``n`` fresh job ids, made on the client before the enqueue is sent: 48 bits of
     ms time then 80 random bits, in hex (a UUIDv7's layout; 32 characters)."""
@@ -186,7 +199,7 @@ NO_FLOW = Flow()
 def encode_fields(
     payload: Any, *, job_id: str = "", max_attempts: int | None = None,
     timeout: float | None = None, headers: Mapping[str, str] | None = None,
-    payload_json: bytes | None = None, flow: Flow = NO_FLOW,
+    payload_json: bytes | None = None, flow: Flow = NO_FLOW, webhook: str | None = None,
 ) -> list[bytes | str]:
     """Build the flat XADD field list of one job (the producer side of the contract)."""
     body = payload_json if payload_json is not None else dumps(payload)
@@ -202,6 +215,8 @@ def encode_fields(
         flat += [Wire.TIMEOUT, _decimal(timeout)]
     if flow is not NO_FLOW:
         flat += flow.fields()
+    if webhook is not None:
+        flat += [Wire.WEBHOOK, check_url(webhook)]
     for k, v in (headers or {}).items():
         if k in RESERVED:
             raise InvalidArgument(f"header name {k!r} is reserved by the wire format")

@@ -173,6 +173,19 @@ class TypeKeys:
         return self._own + "schedule_runs"
 
     @property
+    def webhooks(self) -> str:
+        """Hash: webhook name -> its definition (JSON: url, secret, events), called when
+        a job of this type completes or ends dead (engine/webhooks.py)."""
+        return self._own + "webhooks"
+
+    @property
+    def webhook_outbox(self) -> str:
+        """Hash: entry id -> a notice of a job being settled whose webhooks are to be
+        called (JSON: job id, its own webhook URL, ms written), from before its ack or
+        fail until its deliveries are enqueued (engine/webhooks.py)."""
+        return self.base + "webhook_outbox"
+
+    @property
     def minutes(self) -> str:
         """Hash of minute (epoch minutes) -> the stats counters as first seen in that
         minute (the dashboard's throughput chart; see streamjobs.history)."""

@@ -38,6 +38,10 @@ class WorkerMetrics:
                                        registry=r)
         self.released_total = Counter("streamjobs_jobs_released",
                                       "Entries handed back at shutdown", ["type"], registry=r)
+        self.webhooks = Counter("streamjobs_webhook_deliveries",
+                                "Webhook calls made by this worker, by outcome (ok: a 2xx "
+                                "answer; failed: any other answer or no answer)",
+                                ["outcome"], registry=r)
         self._types: dict[str, tuple[Any, Any]] = {}
         self._durations: dict[tuple[str, str], Any] = {}
         self.last_heartbeat = Gauge("streamjobs_worker_heartbeat_timestamp_seconds",
@@ -88,6 +92,9 @@ class WorkerMetrics:
     def released(self, type_: str, n: int) -> None:
         if n:
             self.released_total.labels(_type(type_)).inc(n)
+
+    def webhook(self, *, ok: bool) -> None:
+        self.webhooks.labels("ok" if ok else "failed").inc()
 
     def heartbeat(self) -> None:
         self.last_heartbeat.set(time.time())

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, cast
@@ -35,6 +35,8 @@ from streamjobs.schedules import Schedule
 from streamjobs.scripts import EnqueueItem, EnqueueResult, Scripts, parse_enqueue
 from streamjobs.status import JobStatus, find_entry, type_status
 from streamjobs.streams import ensure_types, partition_keys, partitions_of
+from streamjobs.tracing import ID_ATTR, Tracing
+from streamjobs.webhooks import EVENTS, Webhook, all_webhooks, remove_webhook, set_webhook
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
@@ -72,13 +74,15 @@ class JobSpec:
     dedup_ttl: float | None = None
     #: A partitioned type's jobs of one key go to one partition, in order.
     key: str | None = None
+    #: An http(s) URL called when the job completes or ends dead (engine/webhooks.py).
+    webhook: str | None = None
 
     def is_plain(self) -> bool:
         """Payload only: no id, time, policy, header or flow option (``key`` only picks
         the partition)."""
         return (self.job_id is None and self.delay is None and self.run_at is None
                 and self.max_attempts is None and self.timeout is None and not self.headers
-                and self.flow() is NO_FLOW)
+                and self.webhook is None and self.flow() is NO_FLOW)
 
     def partition_key(self) -> str | None:
         """What picks the job's partition on a partitioned type: ``key``, else its
@@ -290,6 +294,7 @@ class Producer:
         self._nodes: dict[str, Redis] = {}
         #: Concurrent single enqueues per (type, durability level), one call per batch.
         self._coalescers: dict[tuple[TypeKeys, str], _Coalescer] = {}
+        self._tracing = Tracing() if self.settings.tracing else None
 
     def _level(self, durable: bool | str | None) -> str:
         if durable is None or durable is False:
@@ -436,6 +441,7 @@ class Producer:
         fields = encode_fields(
             None, job_id=job_id, max_attempts=spec.max_attempts, timeout=spec.timeout,
             headers=spec.headers, payload_json=payload_json, flow=spec.flow(),
+            webhook=spec.webhook,
         )
         if spec.delay is not None and spec.delay < 0:
             raise InvalidArgument("delay must be >= 0")
@@ -455,7 +461,7 @@ class Producer:
         durable: bool | str | None = None,
         expires_in: float | None = None, expires_at: datetime | float | None = None,
         dedup_key: str | None = None, dedup_mode: str | None = None,
-        dedup_ttl: float | None = None, key: str | None = None,
+        dedup_ttl: float | None = None, key: str | None = None, webhook: str | None = None,
     ) -> Enqueued:
         """Enqueue one job; returns its id. Raises DuplicateJob if ``job_id`` exists.
 
@@ -471,12 +477,25 @@ class Producer:
         The id is made here when not given, before the call is sent, so a replay of the
         call (its reply lost) is the same job, reported once. ``key``: on a partitioned
         type, jobs of one key go to one partition (in order); without it, round-robin.
+        ``webhook``: an http(s) URL called when the job completes or ends dead (signed
+        with ``settings.webhook_secret`` of the worker that delivers it).
+        With ``settings.tracing``, the call is a span and the job carries its
+        ``traceparent`` header (engine/tracing.py).
         """
         spec = JobSpec(payload, job_id, delay, run_at, max_attempts, timeout, headers or {},
-                       expires_in, expires_at, dedup_key, dedup_mode, dedup_ttl, key)
+                       expires_in, expires_at, dedup_key, dedup_mode, dedup_ttl, key, webhook)
+        if self._tracing is None:
+            return await self._enqueue_spec(type_, spec, durable)
+        with self._tracing.enqueue(type_, spec.headers) as (span, traced):
+            done = await self._enqueue_spec(type_, replace(spec, headers=traced), durable)
+            span.set_attribute(ID_ATTR, str(done))
+            return done
+
+    async def _enqueue_spec(self, type_: str, spec: JobSpec,
+                            durable: bool | str | None) -> Enqueued:
         (tk,) = await self._spread(type_, [spec.partition_key()])
         if spec.is_plain():  # the common case, built directly
-            body = check_payload_size(dumps(payload), self.settings.max_payload_bytes)
+            body = check_payload_size(dumps(spec.payload), self.settings.max_payload_bytes)
             item = EnqueueItem((Wire.PAYLOAD, body), "")
         else:
             item = self._item(spec, "")
@@ -511,7 +530,18 @@ class Producer:
         another of its ``dedup_key`` answers for has ``Code.DEDUPLICATED`` and that id.
         ``key`` as in :meth:`enqueue`, for every job (else each spec's own). One job goes
         with the single enqueues issued meanwhile (one script call for them all).
+        With ``settings.tracing``: one span, whose context every job carries.
         """
+        if self._tracing is None:
+            return await self._enqueue_specs(type_, specs, durable, key)
+        with self._tracing.enqueue(type_, None) as (_, carrier):
+            return await self._enqueue_specs(
+                type_, [replace(s, headers={**s.headers, **carrier}) for s in specs],
+                durable, key)
+
+    async def _enqueue_specs(self, type_: str, specs: Sequence[JobSpec],
+                             durable: bool | str | None,
+                             key: str | None) -> list[EnqueueResult]:
         if len(specs) == 1:
             (tk,) = await self._spread(type_, [key if key is not None
                                                else specs[0].partition_key()])
@@ -528,6 +558,11 @@ class Producer:
                            key: str | None = None) -> list[str]:
         """Enqueue one job per payload (pipelined); returns their ids in order. ``key`` as
         in :meth:`enqueue`."""
+        if self._tracing is not None:
+            with self._tracing.enqueue(type_, None) as (_, carrier):
+                specs = [JobSpec(p, headers=carrier) for p in payloads]
+                return [r.job_id for r in await self._enqueue_specs(type_, specs, durable,
+                                                                    key)]
         limit = self.settings.max_payload_bytes
         bodies = [check_payload_size(dumps(p), limit) for p in payloads]
         items = [EnqueueItem((Wire.PAYLOAD, body), job_id)
@@ -650,6 +685,24 @@ class Producer:
     async def run_schedule_now(self, name: str) -> str | None:
         """Enqueue the schedule's job once now (its ticks go on); returns the job id."""
         return await schedules.run_now(self.redis, self.scripts, self.settings.prefix, name)
+
+    # ---- webhooks (engine/webhooks.py) -------------------------------------------------
+
+    async def set_webhook(self, type_: str, url: str, *, name: str = "default",
+                          events: Sequence[str] = EVENTS, secret: str = "") -> Webhook:
+        """Create or replace the webhook ``name`` of ``type_``: ``url`` is POSTed each
+        ``events`` (``completed``, ``dead``) of a job of the type, signed with ``secret``
+        (empty: unsigned). Workers of the type see it within a second."""
+        hook = Webhook(type_, url, name, tuple(events), secret)
+        return await set_webhook(self.redis, self.settings.prefix, hook)
+
+    async def webhooks(self, type_: str | None = None) -> list[Webhook]:
+        """The webhooks of ``type_``, or of every known type."""
+        return await all_webhooks(self.redis, self.settings.prefix, type_)
+
+    async def remove_webhook(self, type_: str, name: str = "default") -> bool:
+        """Delete a webhook; False when there was none."""
+        return await remove_webhook(self.redis, self.settings.prefix, type_, name)
 
     async def aclose(self) -> None:
         for co in self._coalescers.values():

@@ -44,6 +44,7 @@ if TYPE_CHECKING:
     from streamjobs.metrics import WorkerMetrics
     from streamjobs.retry import Policy
     from streamjobs.scripts import Scripts
+    from streamjobs.webhooks import Notifier
 
 log = logging.getLogger("streamjobs.worker")
 
@@ -77,6 +78,8 @@ class Settler:
         self.consumer, self.result_ttl_ms, self.metrics = consumer, result_ttl_ms, metrics
         self.regroup = regroup
         self._batches: dict[str, Batch] = {}
+        #: Told of every settled ack and fail when a webhook may want them (webhooks.py).
+        self.notifier: Notifier | None = None
 
     def open(self) -> None:
         """anyio events belong to the running loop: made when the worker starts."""
@@ -198,9 +201,13 @@ class Settler:
 
     async def _ack(self, type_: str, done: list[AckItem]) -> None:
         tk, ttl = self.keys[type_], self.result_ttl_ms
+        await self._record(type_, [(i.entry_id, i.job_id) for i in done])
         codes = await self._settled(
             "ack", type_, done, lambda items: self.scripts.ack(tk, GROUP, self.consumer, ttl, items)
         )
+        notifier = self.notifier
+        if notifier is not None and notifier.active:
+            notifier.completed(type_, done, codes)
         # ALREADY: this very ack ran before and its reply was lost (a replay): completed.
         ok = codes.count(Code.OK) + codes.count(Code.ALREADY)
         self.metrics.outcome(type_, Outcome.COMPLETED, ok)
@@ -219,12 +226,16 @@ class Settler:
 
     async def _fail(self, type_: str, failed: list[FailItem]) -> None:
         tk, p = self.keys[type_], self.policies[type_]
+        await self._record(type_, [(i.entry_id, i.job_id) for i in failed])
         results = await self._settled("fail", type_, failed, lambda items: self.scripts.fail(
             tk, GROUP, self.consumer, items, max_attempts=p.max_attempts,
             immediate_retries=p.immediate_retries,
             backoff_base_ms=int(p.backoff_base * 1000),
             backoff_cap_ms=int(p.backoff_cap * 1000), jitter=p.jitter,
         ))
+        notifier = self.notifier
+        if notifier is not None and notifier.active:
+            notifier.failed(type_, failed, results)
         refused = [r for r in results if r is not None and r.code is not Code.OK]
         if refused:
             log.warning("%d failures of %s refused (%s)", len(refused), type_,
@@ -238,6 +249,14 @@ class Settler:
                 logs.job_dead(type_, item.job_id, r.attempts, item.failure.error)
         for outcome, n in counts.items():
             self.metrics.outcome(type_, outcome, n)
+
+    async def _record(self, type_: str, entries: list[tuple[str, str]]) -> None:
+        """Entries whose settle may call webhooks go into their outbox first (no call
+        when no webhook can apply: the plain path)."""
+        notifier = self.notifier
+        if notifier is not None and notifier.active:
+            await retrying("webhook outbox", lambda: notifier.record(type_, entries),
+                           self.regroup)
 
     async def _release(self, type_: str, entries: list[ReleaseItem]) -> None:
         tk = self.keys[type_]

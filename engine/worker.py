@@ -17,7 +17,7 @@ import math
 import os
 import socket
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -60,6 +60,8 @@ from streamjobs.registry import Handler, Registry, default_registry
 from streamjobs.scripts import FailArgs, ReleaseItem, Scripts, StopAction, StopItem
 from streamjobs.settle import Settler
 from streamjobs.streams import check_one_slot, ensure_types, publish_partitions
+from streamjobs.tracing import Tracing
+from streamjobs.webhooks import DEFAULT_POLICY, WEBHOOK_TYPE, Deliverer, Notifier, set_webhook
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
@@ -67,6 +69,8 @@ if TYPE_CHECKING:
     from anyio.abc import TaskStatus
     from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
     from redis.asyncio import Redis
+
+    from streamjobs.retry import Policy
 
 log = logging.getLogger("streamjobs.worker")
 HEARTBEAT_S = 5.0
@@ -133,24 +137,39 @@ class Worker:
         block_ms: int = 1000,
         metrics: WorkerMetrics | None = None,
         name: str | None = None,
+        webhooks: bool | None = None,
+        webhook_policy: Policy | None = None,
     ) -> None:
+        """``webhooks``: serve webhook deliveries (``streamjobs.webhook``) too (None:
+        ``settings.webhooks``; on a cluster, where a worker reads one slot, run a worker
+        with ``types=["streamjobs.webhook"]`` instead). ``webhook_policy``: their retry
+        policy (``webhooks.DEFAULT_POLICY``)."""
         if concurrency < 1:
             raise InvalidArgument("concurrency must be >= 1")
         self.settings = settings if settings is not None else Settings.from_env()
         self.registry = registry if registry is not None else default_registry
+        self._owns_client = isinstance(redis, str)
+        self.redis: Redis = _client(redis, block_ms)
+        self.metrics = metrics or WorkerMetrics()
         chosen = list(types) if types else self.registry.types()
         if not chosen:
             raise ConfigError("no job types to consume: register a handler first")
+        serve = webhooks if webhooks is not None else self.settings.webhooks
+        if serve and WEBHOOK_TYPE not in chosen:
+            chosen.append(WEBHOOK_TYPE)
+        self.deliverer = Deliverer(self.redis, self.settings.prefix,
+                                   self.settings.webhook_secret, self.settings.webhook_timeout,
+                                   self.metrics)
+        self._builtin = {WEBHOOK_TYPE: Handler(WEBHOOK_TYPE, self.deliverer,
+                                               webhook_policy or DEFAULT_POLICY, True)}
         # Keyed by hash tag: a partitioned type is served as each of its partitions
         # (``T``, ``T#1`` …), all mapped to its one handler.
         self.handlers: dict[str, Handler] = {}
         self.keys: dict[str, TypeKeys] = {}
         for t in chosen:
             for tk in self._partitions(t):
-                self.handlers[tk.tag] = self.registry.get(tk.type)
+                self.handlers[tk.tag] = self._handler(tk.type)
                 self.keys[tk.tag] = tk
-        self._owns_client = isinstance(redis, str)
-        self.redis: Redis = _client(redis, block_ms)
         check_one_slot(self.redis, list(self.keys.values()))
         # Entries are read with repeated field names kept track of (they are malformed).
         self.redis.set_response_callback("XREADGROUP", replies.read_groups)
@@ -158,7 +177,6 @@ class Worker:
         self.concurrency = concurrency
         self.grace_period = grace_period
         self.block_ms = block_ms
-        self.metrics = metrics or WorkerMetrics()
         self.name = name or consumer_name()
         self._outstanding: dict[str, Delivery] = {}
         #: Set when jobs were fetched or settled: the next heartbeat (>= HEARTBEAT_MIN_S
@@ -173,6 +191,9 @@ class Worker:
             self.scripts, self.keys, {t: h.policy for t, h in self.handlers.items()},
             self.name, self.settings.result_ttl * 1000, self.metrics, self._regroup,
         )
+        self.notifier = Notifier(self.redis, self.scripts, self.settings.prefix, self.keys)
+        self.settler.notifier = self.notifier
+        self._tracing = Tracing() if self.settings.tracing else None
         self._pruned_at = -PRUNE_EVERY_S
         self._threads = Threads()
         self._processes = {
@@ -181,14 +202,18 @@ class Worker:
             if h.policy.isolation == "process" and not h.is_async
         }
 
+    def _handler(self, type_: str) -> Handler:
+        builtin = self._builtin.get(type_)
+        return builtin if builtin is not None else self.registry.get(type_)
+
     def _partitions(self, name: str) -> list[TypeKeys]:
         """The partitions a worker on ``name`` serves: every partition of a type, or the
         one partition ``T#k`` names."""
         if name.endswith(PARTITION_SEP + "0"):  # partition 0 alone (its tag is the type)
-            self.registry.get(name[:-2])
+            self._handler(name[:-2])
             return [TypeKeys(self.settings.prefix, name[:-2])]
         type_, k = split_tag(name)
-        h = self.registry.get(type_)
+        h = self._handler(type_)
         if name != type_ and k == 0:
             raise ConfigError(f"{name!r} is neither a type nor a partition of one")
         if k >= h.partitions:
@@ -202,6 +227,7 @@ class Worker:
         self._stop = anyio.Event()
         self._fetch_scope = anyio.CancelScope()
         self.settler.open()
+        self.notifier.open()
         if self._stop_requested:
             self._stop.set()
 
@@ -228,7 +254,8 @@ class Worker:
                 tg.start_soon(self._fetcher, send)
                 tg.start_soon(self._reclaimer, send.clone())
                 for role in (self.settler.run, self._promoter, self._toucher, self._heartbeat,
-                             self._cancel_watcher, self._pause_watch, self._scheduler):
+                             self._cancel_watcher, self._pause_watch, self._scheduler,
+                             self.notifier.run):
                     tg.start_soon(role)
                 task_status.started()
                 await self._stop.wait()
@@ -254,6 +281,12 @@ class Worker:
                     if h.schedule is not None:
                         await schedules.upsert(self.redis, self.settings.prefix, h.schedule,
                                                declared=True)
+                    if h.webhook is not None:
+                        hook = h.webhook
+                        if not hook.secret and self.settings.webhook_secret:
+                            hook = replace(hook, secret=self.settings.webhook_secret)
+                        await set_webhook(self.redis, self.settings.prefix, hook)
+                await self.notifier.refresh()
                 return
             except SERVER_ERRORS as e:
                 await backoff.wait("server unreachable at start" if isinstance(e, NETWORK_ERRORS)
@@ -305,6 +338,11 @@ class Worker:
         with anyio.CancelScope(shield=True), anyio.move_on_after(10):
             await self.settler.flush_all()
             await self._release_leftovers()
+            try:
+                await self.notifier.flush()
+            except SERVER_ERRORS as e:
+                log.error("webhook deliveries of settled jobs not enqueued at shutdown "
+                          "(lost): %s", e)
 
     async def _release_leftovers(self) -> None:
         """Entries still in this consumer's pending list (a fetch cut short by shutdown
@@ -337,6 +375,7 @@ class Worker:
                 await self.redis.zrem(workers_key(self.settings.prefix), self.name)
         except SERVER_ERRORS:
             pass
+        await self.deliverer.aclose()
         if self._owns_client:
             await self.redis.aclose()
 
@@ -456,7 +495,7 @@ class Worker:
             )
         except DecodeError as e:
             return Result(Attempt.MALFORMED, error=f"malformed entry: {e}")
-        timeout = job.timeout or h.policy.timeout
+        limit_s = job.timeout or h.policy.timeout
         d.attempt, d.max_attempts = job.attempt, job.max_attempts or h.policy.max_attempts
         context.attempt = job.attempt
         f = d.fields
@@ -467,8 +506,21 @@ class Worker:
         self.metrics.started(d.type, job.enqueued_at)
         logs.job_started(d.type, job.id, job.attempt)
         self.settler.started(d.type, d.entry_id, d.job_id, job.attempt)
+        if self._tracing is None:
+            return await self._timed(h, job, d, limit_s, context)
+        started = self._tracing.start(job)  # the handler runs in the attempt's span
+        outcome = Result(Attempt.RELEASED)
+        try:
+            outcome = await self._timed(h, job, d, limit_s, context)
+            return outcome
+        finally:
+            self._tracing.end(started, outcome)
+
+    async def _timed(self, h: Handler, job: Job, d: Delivery, limit_s: float,
+                     context: JobContext) -> Result:
+        """The handler's call, timed, with a cancel asked meanwhile applied."""
         t0 = d.began = time.monotonic()
-        outcome = await self._call(h, job, d, timeout)
+        outcome = await self._call(h, job, d, limit_s)
         if d.cancel_requested and outcome.kind not in _NOT_CANCELLED:
             stopped = await self._stop_entry(d, StopAction.CANCEL)
             if stopped.kind is not Attempt.OK:
@@ -538,6 +590,9 @@ class Worker:
         _SETTLE[outcome.kind](self, d, outcome, not self._outstanding)
 
     def _on_ok(self, d: Delivery, outcome: Result, idle: bool) -> None:
+        url = d.fields.get(_WEBHOOK)
+        if url is not None:
+            self.notifier.job_hook(d.entry_id, url)
         self.settler.ok(d.type, d.entry_id, d.job_id, outcome.result, idle=idle,
                         attempt=d.attempt, max_attempts=d.max_attempts,
                         duration_ms=d.duration_ms())
@@ -545,6 +600,9 @@ class Worker:
     def _on_failure(self, d: Delivery, outcome: Result, idle: bool) -> None:
         failure = FailArgs(outcome.error, outcome.traceback, Failure(outcome.kind),
                            int(outcome.retry_after * 1000))
+        url = d.fields.get(_WEBHOOK)
+        if url is not None:
+            self.notifier.job_hook(d.entry_id, url)
         self.settler.failed(d.type, d.entry_id, d.job_id, failure, idle=idle,
                             duration_ms=d.duration_ms())
 
@@ -832,6 +890,7 @@ _SETTLE: dict[Attempt, Callable[[Worker, Delivery, Result, bool], None]] = {
 }
 #: Entry fields that make an entry go through stop.lua before it runs.
 _EXPIRES_AT, _DEDUP_KEY = Wire.EXPIRES_AT.b, Wire.DEDUP_KEY.b
+_WEBHOOK = Wire.WEBHOOK.b
 #: Outcomes a cancel asked during the attempt leaves as they are: a completed job stays
 #: completed, a lost or released one is another worker's or another attempt's.
 _NOT_CANCELLED = frozenset({Attempt.OK, Attempt.LOST, Attempt.RELEASED})

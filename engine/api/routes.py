@@ -44,13 +44,22 @@ from streamjobs.api.models import (
     TypeDetail,
     TypePaused,
     TypesOut,
+    WebhookOut,
+    WebhookRequest,
+    WebhooksOut,
     WorkersOut,
 )
 from streamjobs.api.state import ApiState
 from streamjobs.codes import Code
 from streamjobs.contract import STREAM_ID, TYPE_NAME, JobState
 from streamjobs.counts import known_types, server_ms, type_stats, types_stats
-from streamjobs.errors import DecodeError, JobNotFound, PayloadTooLarge, WrongState
+from streamjobs.errors import (
+    DecodeError,
+    InvalidArgument,
+    JobNotFound,
+    PayloadTooLarge,
+    WrongState,
+)
 from streamjobs.events import Events
 from streamjobs.history import KEEP_MINUTES, throughput
 from streamjobs.job import check_job_id
@@ -372,6 +381,60 @@ async def pause_type(type_: TypeName, api: Api) -> TypePaused:
 async def resume_type(type_: TypeName, api: Api) -> TypePaused:
     """Resume a paused type."""
     return TypePaused(type=type_, paused=False, changed=await api.producer.resume(type_))
+
+
+# ---- webhooks -------------------------------------------------------------------------
+
+
+async def _hook_name(
+    name: Annotated[str, Path(description="webhook name (default: default)",
+                              json_schema_extra={"pattern": TYPE_PATTERN})],
+) -> str:
+    if not TYPE_NAME.fullmatch(name):
+        raise ApiError(422, f"invalid webhook name {name!r}: use 1-64 characters from "
+                            "A-Z a-z 0-9 _ . -")
+    return name
+
+
+HookName = Annotated[str, Depends(_hook_name)]
+
+
+@router.get("/webhooks", response_model=WebhooksOut, tags=["webhooks"],
+            responses=_errors(503))
+async def list_webhooks(api: Api) -> dict[str, Any]:
+    """Every webhook of every known type (never their secrets)."""
+    return {"webhooks": [h.public() for h in await api.producer.webhooks()]}
+
+
+@router.get("/webhooks/{type}", response_model=WebhooksOut, tags=["webhooks"],
+            responses=_errors(503))
+async def type_webhooks(type_: TypeName, api: Api) -> dict[str, Any]:
+    """The webhooks of one type."""
+    return {"webhooks": [h.public() for h in await api.producer.webhooks(type_)]}
+
+
+@router.put("/webhooks/{type}/{name}", response_model=WebhookOut, tags=["webhooks"],
+            responses=_errors(503))
+async def put_webhook(type_: TypeName, name: HookName, body: WebhookRequest,
+                      api: Api) -> dict[str, Any]:
+    """Create or replace a webhook: ``url`` is POSTed (JSON, signed with ``secret``) each
+    time a job of the type completes or ends dead, as ``events`` chooses. Workers of the
+    type see it within a second; workers with webhooks on deliver it."""
+    try:
+        hook = await api.producer.set_webhook(type_, body.url, name=name,
+                                              events=list(body.events), secret=body.secret)
+    except InvalidArgument as e:
+        raise ApiError(422, str(e)) from e
+    return hook.public()
+
+
+@router.delete("/webhooks/{type}/{name}", response_model=Status, tags=["webhooks"],
+               responses=_errors(404, 503))
+async def delete_webhook(type_: TypeName, name: HookName, api: Api) -> Status:
+    """Delete a webhook (deliveries already enqueued for it are dropped)."""
+    if not await api.producer.remove_webhook(type_, name):
+        raise ApiError(404, f"no webhook {name!r} of {type_}", name=name)
+    return Status(status="deleted")
 
 
 # ---- schedules ------------------------------------------------------------------------

@@ -4,7 +4,7 @@ The public API is ``__all__``; every other module is internal and may change.
 """
 
 from streamjobs.config import Settings
-from streamjobs.contract import DedupMode, JobState
+from streamjobs.contract import DedupMode, Event, JobState
 from streamjobs.counts import TypeStats
 from streamjobs.dead import DeadJob, DeadLetters
 from streamjobs.errors import (
@@ -13,16 +13,21 @@ from streamjobs.errors import (
     DuplicateJob,
     InvalidArgument,
     InvalidTypeName,
+    JobCancelled,
+    JobExpired,
+    JobFailed,
     JobNotFound,
     NotOwner,
     PayloadTooLarge,
     PermanentError,
+    ResultTimeout,
     RetryAfter,
     ServerError,
     StreamJobsError,
     TransitionError,
     WrongState,
 )
+from streamjobs.events import Events, JobEvent
 from streamjobs.job import Job
 from streamjobs.producer import (
     Cancelled,
@@ -40,6 +45,13 @@ from streamjobs.webhooks import Webhook
 from streamjobs.worker import Worker
 
 __all__ = [
+    "ResultTimeout",
+    "JobFailed",
+    "JobCancelled",
+    "JobExpired",
+    "JobEvent",
+    "Events",
+    "Event",
     "CancelOutcome",
     "Cancelled",
     "ConfigError",

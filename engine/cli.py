@@ -124,6 +124,18 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("type")
     s.add_argument("id")
 
+    wa = sub.add_parser("watch", help="print the types' events (one JSON line each) as "
+                                      "they happen")
+    wa.add_argument("types", nargs="+", metavar="TYPE")
+    wa.add_argument("--since", default="$", help="'$' (default): from now on; '0': every "
+                                                 "event the streams still hold; or an id")
+    wa.add_argument("--count", type=int, default=None, help="stop after this many events")
+
+    ev = sub.add_parser("events", help="switch a type's events stream on or off (off: no "
+                                       "events, results or watching; saves ~3 writes a job)")
+    ev.add_argument("type")
+    ev.add_argument("switch", choices=["on", "off", "show"])
+
     sub.add_parser("stats", help="per type: waiting, running, delayed, dead, completed, "
                                  "cancelled, expired")
 

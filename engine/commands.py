@@ -20,6 +20,7 @@ from streamjobs.counts import known_types, types_stats
 from streamjobs.dead import DeadLetters
 from streamjobs.embedded import find_data_dir
 from streamjobs.errors import ConfigError, InvalidArgument, ServerError
+from streamjobs.events import Events, events_on, switch_events
 from streamjobs.keys import TypeKeys, check_type_name
 from streamjobs.listing import Page, list_jobs
 from streamjobs.logs import LogConfig, redact
@@ -145,6 +146,41 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(f"error: no job {args.id!r} of type {args.type!r}", file=sys.stderr)
         return 1
     _print_json(st.to_dict())
+    return 0
+
+
+def cmd_watch(args: argparse.Namespace) -> int:
+    for t in args.types:
+        check_type_name(t)
+    url = resolve_url(args)
+
+    async def go() -> None:
+        seen = 0
+        async with Events(url, settings=_settings()) as ev:
+            async for e in ev.watch(args.types, since=args.since):
+                print(orjson.dumps(e.to_dict()).decode(), flush=True)
+                seen += 1
+                if args.count is not None and seen >= args.count:
+                    return
+
+    _run(go)
+    return 0
+
+
+def cmd_events(args: argparse.Namespace) -> int:
+    tk = TypeKeys(_settings().prefix, check_type_name(args.type))
+    url = resolve_url(args)
+
+    async def go() -> bool:
+        redis = client_from_url(url)
+        try:
+            if args.switch != "show":
+                await switch_events(redis, tk, args.switch == "on")
+            return await events_on(redis, tk)
+        finally:
+            await redis.aclose()
+
+    print("on" if _run(go) else "off")
     return 0
 
 

@@ -30,6 +30,8 @@ from streamjobs.errors import DecodeError, InvalidArgument
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
+    from streamjobs.progress import JobContext
+
 
 def check_job_id(job_id: str) -> str:
     if not JOB_ID.fullmatch(job_id):
@@ -90,6 +92,21 @@ class Job:
     headers: Mapping[str, str] = field(default_factory=dict)
     #: Times this entry was delivered (> 1 after a worker died running it).
     deliveries: int = 1
+    #: Bound by the worker: where progress and log lines go (None: nowhere, e.g. a Job
+    #: built by hand, or one run in a child process).
+    context: JobContext | None = field(default=None, repr=False, compare=False)
+
+    async def progress(self, fraction: float, message: str = "") -> None:
+        """Report progress (0 to 1) and a message: kept in the job's record, shown by
+        status, and sent as a ``progress`` event."""
+        if self.context is not None:
+            await self.context.progress(fraction, message)
+
+    def log(self, text: str) -> None:
+        """A log line kept with the job (its last LOG_LINES lines, for its retention);
+        written with the next progress or when the attempt ends."""
+        if self.context is not None:
+            self.context.log(text)
 
     def to_fields(self) -> list[bytes | str]:
         """The entry fields for XADD, flat: ``[name, value, ...]``."""
@@ -102,6 +119,7 @@ class Job:
     def from_fields(
         cls, type_: str, entry_id: str, fields: Mapping[bytes, bytes],
         *, max_payload_bytes: int | None = None, deliveries: int = 1,
+        context: JobContext | None = None,
     ) -> Job:
         """Decode a stream entry; raises DecodeError with the reason when malformed."""
         problem = entry_problem(fields)
@@ -134,6 +152,7 @@ class Job:
             enqueued_at=int(enqueued_at) if enqueued_at else _entry_ms(entry_id),
             headers=headers,
             deliveries=deliveries,
+            context=context,
         )
 
 

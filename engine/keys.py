@@ -129,6 +129,12 @@ class TypeKeys:
         return self.base + "done"
 
     @property
+    def events(self) -> str:
+        """Stream of the type's transitions (``contract.Event``), capped near
+        ``contract.EVENTS_MAXLEN``."""
+        return self.base + "events"
+
+    @property
     def expired(self) -> str:
         """Sorted set of expired job ids by expiry time (bounded by retention)."""
         return self.base + "expired"

@@ -30,6 +30,7 @@ from streamjobs.failover import is_transient, until_deadline
 from streamjobs.job import NO_FLOW, Flow, check_job_id, dumps, encode_fields, new_job_ids, new_token
 from streamjobs.keys import GROUP, TypeKeys, partition_of_key
 from streamjobs.pause import pause_type, resume_type
+from streamjobs.results import await_result
 from streamjobs.schedules import Schedule
 from streamjobs.scripts import EnqueueItem, EnqueueResult, Scripts, parse_enqueue
 from streamjobs.status import JobStatus, find_entry, type_status
@@ -596,6 +597,12 @@ class Producer:
         type's job is looked for in each partition."""
         return await type_status(self.redis, self.keys(type_), job_id)
 
+    async def result(self, type_: str, job_id: str,
+                     timeout: float = 30.0) -> Any:  # noqa: ASYNC109 - the wait's limit
+        """The job's result once it completes (a blocking read on the type's events, no
+        polling). Raises JobFailed for a dead job, JobCancelled, ResultTimeout."""
+        return await await_result(self.redis, self.keys(type_), job_id, timeout)
+
     async def cancel(self, type_: str, job_id: str, *,
                      wait: float = CANCEL_WAIT_S) -> Cancelled:
         """Cancel a job; returns the state it had, with ``outcome`` (:class:`CancelOutcome`).
@@ -749,6 +756,9 @@ class SyncProducer:
 
     def status(self, type_: str, job_id: str) -> JobStatus | None:
         return self._portal.call(self._producer.status, type_, job_id)
+
+    def result(self, type_: str, job_id: str, timeout: float = 30.0) -> Any:
+        return self._portal.call(self._producer.result, type_, job_id, timeout)
 
     def close(self) -> None:
         self._portal.call(self._producer.aclose)

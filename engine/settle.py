@@ -1,4 +1,5 @@
-"""The final transition of every attempt, batched: ack, fail, release.
+"""The final transition of every attempt, batched: ack, fail, release; and the
+``started`` events of the attempts that began since the last flush.
 
 Runners never wait on a script: they hand their outcome to the :class:`Settler`, which
 sends one ``ack``, one ``fail`` and one ``release`` call per type per flush. It flushes
@@ -12,12 +13,18 @@ A call is retried through network errors, a full server and a lost group
 (``reconnect.retrying``). Any other error reply is about the call's entries: the batch is
 split in halves and retried until the entry that fails is alone; that one is logged and
 left pending (reclaimed later, dead-lettered as poison at worst), the rest settle.
+
+A ``started`` event waits here too (:meth:`Settler.started`): an attempt that ends before
+the flush has it written by its own ack or fail (``started`` 1 in its item, first), so
+a short job costs no call of its own for it; the others go in one ``started`` call per
+type at the flush (at most ``DELAY`` after they began), before that flush's settles.
 """
 
 from __future__ import annotations
 
 import logging
 import random
+import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -29,7 +36,7 @@ from streamjobs.codes import Code
 from streamjobs.contract import Failure, JobState, Outcome
 from streamjobs.keys import GROUP
 from streamjobs.reconnect import retrying
-from streamjobs.scripts import AckItem, FailArgs, FailItem, ReleaseItem
+from streamjobs.scripts import AckItem, FailArgs, FailItem, ReleaseItem, StartedItem
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Sequence
@@ -56,6 +63,9 @@ class Batch:
     acks: list[AckItem] = field(default_factory=list)
     fails: list[FailItem] = field(default_factory=list)
     releases: list[ReleaseItem] = field(default_factory=list)
+    #: Attempts begun whose ``started`` event is not written yet: entry id -> (job id,
+    #: attempt, monotonic start).
+    starts: dict[str, tuple[str, int, float]] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.acks) + len(self.fails) + len(self.releases)
@@ -78,6 +88,9 @@ class Settler:
         """anyio events belong to the running loop: made when the worker starts."""
         self._pending = anyio.Event()
         self._ready = anyio.Event()
+        #: Held while ``started`` events are sent: an event of the attempt's own that
+        #: does not go through here (progress, a cancel) waits for its ``started``.
+        self._starts_lock = anyio.Lock()
 
     def __len__(self) -> int:
         return sum(len(b) for b in self._batches.values())
@@ -93,22 +106,43 @@ class Settler:
         if idle or len(batch) >= BATCH:
             self._ready.set()
 
+    def started(self, type_: str, entry_id: str, job_id: str, attempt: int) -> None:
+        """An attempt began: its ``started`` event goes with the next flush, or with its
+        own settle if that comes first."""
+        self._batch(type_).starts[entry_id] = (job_id, attempt, time.monotonic())
+        self._pending.set()
+
     def ok(self, type_: str, entry_id: str, job_id: str, result: bytes, *, idle: bool,
-           attempt: int = 1, max_attempts: int = 0) -> None:
+           attempt: int = 1, max_attempts: int = 0, duration_ms: int = -1) -> None:
         b = self._batch(type_)
-        b.acks.append(AckItem(entry_id, job_id, result, attempt, max_attempts))
+        started = 1 if b.starts.pop(entry_id, None) is not None else 0
+        b.acks.append(AckItem(entry_id, job_id, result, attempt, max_attempts, duration_ms,
+                              started))
         self._added(b, idle)
 
     def failed(self, type_: str, entry_id: str, job_id: str, failure: FailArgs, *,
-               idle: bool) -> None:
+               idle: bool, duration_ms: int = -1, started: int = 0) -> None:
         b = self._batch(type_)
-        b.fails.append(FailItem(entry_id, job_id, failure, random.random()))
+        if b.starts.pop(entry_id, None) is not None:
+            started = 1
+        b.fails.append(FailItem(entry_id, job_id, failure, random.random(), duration_ms,
+                                started))
         self._added(b, idle)
 
     def released(self, type_: str, entry_id: str, job_id: str, *, idle: bool) -> None:
         b = self._batch(type_)
+        b.starts.pop(entry_id, None)  # handed back: its start is no event
         b.releases.append(ReleaseItem(entry_id, job_id))
         self._added(b, idle)
+
+    async def send_started(self, type_: str, entry_id: str) -> None:
+        """Write one attempt's ``started`` event now if it is still waiting here (before
+        an event of its own sent another way); a flush sending it is waited for."""
+        async with self._starts_lock:
+            b = self._batches.get(type_)
+            start = b.starts.pop(entry_id, None) if b is not None else None
+            if start is not None:
+                await self._started(type_, {entry_id: start})
 
     async def run(self) -> None:
         while True:
@@ -122,6 +156,10 @@ class Settler:
 
     async def flush(self) -> None:
         batches, self._batches = self._batches, {}
+        async with self._starts_lock:  # each type's before any settle of this flush
+            for type_, b in batches.items():
+                if b.starts:
+                    await self._started(type_, b.starts)
         for type_, b in batches.items():
             for i in range(0, len(b.acks), CHUNK):
                 await self._ack(type_, b.acks[i : i + CHUNK])
@@ -151,6 +189,19 @@ class Settler:
             return (await self._settled(what, type_, items[:mid], call)
                     + await self._settled(what, type_, items[mid:], call))
 
+    async def _started(self, type_: str, starts: dict[str, tuple[str, int, float]]) -> None:
+        """The ``started`` events (an error costs the events, never the jobs)."""
+        now, tk = time.monotonic(), self.keys[type_]
+        items = [StartedItem(job_id, attempt, int((now - t0) * 1000))
+                 for job_id, attempt, t0 in starts.values()]
+        for i in range(0, len(items), CHUNK):
+            chunk = items[i : i + CHUNK]
+            try:
+                await retrying("started", lambda c=chunk: self.scripts.started(  # type: ignore[misc]
+                    tk, self.consumer, c), self.regroup)
+            except ResponseError as e:
+                log.warning("%d started events of %s not written: %s", len(chunk), type_, e)
+
     async def _ack(self, type_: str, done: list[AckItem]) -> None:
         tk, ttl = self.keys[type_], self.result_ttl_ms
         await self._record(type_, [(i.entry_id, i.job_id) for i in done])
@@ -177,7 +228,7 @@ class Settler:
                 carried += 1
                 self.failed(type_, item.entry_id, item.job_id, FailArgs(
                     f"job id {item.job_id} belongs to another job", mode=Failure.DUPLICATE_ID,
-                ), idle=True)
+                ), idle=True, duration_ms=item.duration_ms, started=item.started)
         self.done(len(done) - carried)
 
     async def _fail(self, type_: str, failed: list[FailItem]) -> None:

@@ -18,7 +18,7 @@ import anyio
 from anyio import TASK_STATUS_IGNORED
 from redis.exceptions import OutOfMemoryError, RedisError, ResponseError
 
-from streamjobs.contract import TYPE_NAME
+from streamjobs.contract import EVENTS_OFF, TYPE_NAME
 from streamjobs.counts import server_ms
 from streamjobs.errors import ConfigError
 from streamjobs.history import sample
@@ -149,7 +149,13 @@ async def publish_partitions(redis: Redis, tk: TypeKeys, n: int) -> int:
         else:
             pipe.hdel(tk.config, PARTITIONS_FIELD)
         before, _ = await pipe.execute()
-    return parse_partitions(before)
+    old = parse_partitions(before)
+    if n > old:  # new partitions take partition 0's events switch (engine/events.py)
+        parts = tk.partitions(n)
+        if await redis.type(parts[0].events) == b"string":
+            for part in parts[old:]:
+                await redis.set(part.events, EVENTS_OFF)
+    return old
 
 
 async def partition_keys(redis: Redis, tk: TypeKeys) -> list[TypeKeys]:

@@ -56,6 +56,7 @@ from streamjobs.keys import GROUP, PARTITION_SEP, TypeKeys, split_tag, worker_ke
 from streamjobs.metrics import WorkerMetrics
 from streamjobs.outcomes import Result, error_outcome, ok
 from streamjobs.pause import REFRESH_S, paused_types
+from streamjobs.progress import JobContext
 from streamjobs.reconnect import (
     NETWORK_ERRORS,
     SERVER_ERRORS,
@@ -115,6 +116,11 @@ class Delivery:
     #: Set when a cancel of this running job was asked (``Producer.cancel``): the attempt
     #: is stopped where it can be and the job ends cancelled.
     cancel_requested: bool = False
+    #: When its attempt began (monotonic; 0 before): its settle carries the duration.
+    began: float = 0.0
+
+    def duration_ms(self) -> int:
+        return int((time.monotonic() - self.began) * 1000) if self.began else -1
 
     @property
     def job_id(self) -> str:
@@ -546,14 +552,18 @@ class Worker:
             return Result(Attempt.RELEASED)
         h = self.handlers[d.type]
         try:
+            context = JobContext(self.scripts, self.keys[d.type], d.job_id,
+                                 settler=self.settler, tag=d.type, entry_id=d.entry_id)
             job = Job.from_fields(
                 h.type, d.entry_id, d.fields,
                 max_payload_bytes=self.settings.max_payload_bytes, deliveries=d.deliveries,
+                context=context,
             )
         except DecodeError as e:
             return Result(Attempt.MALFORMED, error=f"malformed entry: {e}")
         limit_s = job.timeout or h.policy.timeout
         d.attempt, d.max_attempts = job.attempt, job.max_attempts or h.policy.max_attempts
+        context.attempt = job.attempt
         f = d.fields
         if d.cancel_requested or _EXPIRES_AT in f or _DEDUP_KEY in f:  # else no await at all
             stopped = await self._before_start(d)
@@ -561,19 +571,21 @@ class Worker:
                 return stopped
         self.metrics.started(d.type, job.enqueued_at)
         logs.job_started(d.type, job.id, job.attempt)
+        self.settler.started(d.type, d.entry_id, d.job_id, job.attempt)
         if self._tracing is None:
-            return await self._timed(h, job, d, limit_s)
+            return await self._timed(h, job, d, limit_s, context)
         started = self._tracing.start(job)  # the handler runs in the attempt's span
         outcome = Result(Attempt.RELEASED)
         try:
-            outcome = await self._timed(h, job, d, limit_s)
+            outcome = await self._timed(h, job, d, limit_s, context)
             return outcome
         finally:
             self._tracing.end(started, outcome)
 
-    async def _timed(self, h: Handler, job: Job, d: Delivery, limit_s: float) -> Result:
+    async def _timed(self, h: Handler, job: Job, d: Delivery, limit_s: float,
+                     context: JobContext) -> Result:
         """The handler's call, timed, with a cancel asked meanwhile applied."""
-        t0 = time.perf_counter()
+        t0 = d.began = time.monotonic()
         outcome = await self._call(h, job, d, limit_s)
         if d.cancel_requested and outcome.kind not in _NOT_CANCELLED:
             stopped = await self._stop_entry(d, StopAction.CANCEL)
@@ -581,10 +593,18 @@ class Worker:
                 outcome = stopped
             elif outcome.kind is Attempt.STOPPED:  # not cancellable after all: a failure
                 outcome = Result(Attempt.RETRY, error="the attempt was stopped by a cancel")
-        elapsed = time.perf_counter() - t0
+        if context.lines:
+            await self._flush_logs(context)
+        elapsed = time.monotonic() - t0
         self.metrics.finished(d.type, outcome.kind, elapsed)
         logs.job_finished(d.type, job.id, job.attempt, outcome.kind, outcome.error, elapsed)
         return outcome
+
+    async def _flush_logs(self, context: JobContext) -> None:
+        try:
+            await context.flush()
+        except SERVER_ERRORS as e:
+            log.warning("log lines of %s %s not written: %s", context.tk.type, context.job_id, e)
 
     async def _call(self, h: Handler, job: Job, d: Delivery, limit_s: float) -> Result:
         # One cancel scope per attempt: its deadline is the timeout; shutdown (after the
@@ -647,7 +667,8 @@ class Worker:
         if url is not None:
             self.notifier.job_hook(d.entry_id, url)
         self.settler.ok(d.type, d.entry_id, d.job_id, outcome.result, idle=idle,
-                        attempt=d.attempt, max_attempts=d.max_attempts)
+                        attempt=d.attempt, max_attempts=d.max_attempts,
+                        duration_ms=d.duration_ms())
 
     def _on_failure(self, d: Delivery, outcome: Result, idle: bool) -> None:
         failure = FailArgs(outcome.error, outcome.traceback, Failure(outcome.kind),
@@ -655,7 +676,8 @@ class Worker:
         url = d.fields.get(_WEBHOOK)
         if url is not None:
             self.notifier.job_hook(d.entry_id, url)
-        self.settler.failed(d.type, d.entry_id, d.job_id, failure, idle=idle)
+        self.settler.failed(d.type, d.entry_id, d.job_id, failure, idle=idle,
+                            duration_ms=d.duration_ms())
 
     def _on_released(self, d: Delivery, outcome: Result, idle: bool) -> None:
         self.settler.released(d.type, d.entry_id, d.job_id, idle=idle)
@@ -682,6 +704,7 @@ class Worker:
         tk, ttl = self.keys[d.type], self.settings.result_ttl * 1000
         item = StopItem(d.entry_id, d.job_id, action)
         with anyio.CancelScope(shield=True):
+            await self.settler.send_started(d.type, d.entry_id)  # its events come first
             (res,) = await retrying(f"{action} {d.type}", lambda: self.scripts.stop(
                 tk, GROUP, self.name, ttl, [item]), self._regroup)
         if res.code in (Code.NOT_OWNER, Code.NOT_FOUND):

@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 import uuid
 from contextlib import AsyncExitStack
 from typing import TYPE_CHECKING, Any
@@ -18,7 +19,7 @@ import redis
 import redis.cluster
 from redis.exceptions import ResponseError
 
-from streamjobs import Job, Producer, Worker
+from streamjobs import Events, Job, Producer, Worker
 from streamjobs.api import create_app
 from streamjobs.collector import QueueCollector, sync_client
 from streamjobs.config import Settings
@@ -433,6 +434,40 @@ async def test_tls_without_a_valid_client_certificate_is_refused(
             with anyio.fail_after(20):
                 await p.enqueue(type_name, {"n": 1})
     assert "cannot be reached" in str(e.value)
+
+
+async def test_cluster_events_and_results_on_every_primary(cluster: str, cr: Redis) -> None:
+    types = spread_types(cluster, per_primary=1)
+    settings = Settings(redis_url=cluster)
+    seen: list[tuple[str, str, str]] = []
+    async with Producer(cr, settings=settings) as p, Events(cr, settings=settings) as ev:
+        done = anyio.Event()
+
+        async def watch() -> None:
+            async for e in ev.watch(types, block_ms=100):
+                seen.append((e.type, e.id, e.event))
+                if sum(1 for s in seen if s[2] == "completed") == len(types):
+                    done.set()
+                    return
+
+        async with anyio.create_task_group() as tg, AsyncExitStack() as workers:
+            tg.start_soon(watch)
+            await anyio.sleep(0.5)  # the watch reads from now on
+            for t in types:
+                reg = Registry()
+                reg.handler(t)(_echo)
+                await workers.enter_async_context(
+                    running(Worker(cluster, reg, settings=settings, block_ms=100)))
+            ids = {t: await p.enqueue(t, {"n": t}) for t in types}
+            for t in types:
+                t0 = time.perf_counter()
+                assert await p.result(t, ids[t], timeout=10) == {"n": t}
+                print(f"cluster result() of {t}: {(time.perf_counter() - t0) * 1000:.1f} ms")
+            with anyio.fail_after(10):
+                await done.wait()
+    for t in types:
+        assert [s[2] for s in seen if s[:2] == (t, ids[t])] == [
+            "enqueued", "started", "completed"]
 
 
 async def test_cluster_schedules_tick_once_on_every_primary_and_pause(

@@ -150,8 +150,7 @@ class Worker:
         webhook_policy: Policy | None = None,
     ) -> None:
         """``webhooks``: serve webhook deliveries (``streamjobs.webhook``) too (None:
-        ``settings.webhooks``; on a cluster, where a worker reads one slot, run a worker
-        with ``types=["streamjobs.webhook"]`` instead). ``webhook_policy``: their retry
+        ``settings.webhooks``). ``webhook_policy``: their retry
         policy (``webhooks.DEFAULT_POLICY``)."""
         if concurrency < 1:
             raise InvalidArgument("concurrency must be >= 1")

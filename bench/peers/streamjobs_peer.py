@@ -37,6 +37,8 @@ from _common import (  # noqa: E402
 from _wrk import api_process, api_workers_supported, run_wrk  # noqa: E402
 
 from streamjobs import Job, Producer, Registry, Settings, Worker  # noqa: E402
+from streamjobs.events import switch_events  # noqa: E402
+from streamjobs.keys import TypeKeys  # noqa: E402
 
 TYPE = "bench"
 MANY_TYPES = 50
@@ -61,6 +63,8 @@ class StreamjobsPeer(Peer):
     async def setup(self):
         self.producer = Producer(self.args.url)
         self.redis = aioredis.from_url(self.args.url)
+        if os.environ.get("BENCH_EVENTS") == "off":  # what the events stream costs
+            await switch_events(self.redis, TypeKeys("sj", TYPE), False)
         self.mem0 = await self._used_memory()
 
     async def close(self):

@@ -117,3 +117,15 @@ async def test_cluster_primary_killed_under_load(tmp_path: Path) -> None:
         figures = await _under_load(c.url, types, types[0], victim.proc.kill)
         assert port not in c.primaries()  # its replica took over
     _check(figures, "cluster")
+
+
+async def test_sentinel_primary_killed_under_load(tmp_path: Path) -> None:
+    """Sentinel promotes the replica: the client follows through the sentinel."""
+    with servers.sentinel(tmp_path) as s:
+        assert s.primary.proc is not None
+        types = ["failover_s0", "failover_s1"]
+        figures = await _under_load(s.url, types, types[0], s.primary.proc.kill)
+        promoted = servers.command(s.sentinel.port, "SENTINEL", "GET-MASTER-ADDR-BY-NAME",
+                                   s.service)
+        assert str(s.replica.port) in promoted  # the replica took over
+    _check(figures, "sentinel")

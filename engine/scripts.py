@@ -367,6 +367,8 @@ class Scripts:
 
     def __init__(self, redis: Redis) -> None:
         self._redis = redis
+        #: The client the scripts run on (for the rare plain read beside them).
+        self.redis = redis
         self._registered: dict[str, AsyncScript] = {
             name: redis.register_script(source(name)) for name in SPECS
         }

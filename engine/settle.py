@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio
-from redis.exceptions import ResponseError
+from redis.exceptions import RedisError, ResponseError
 
 from streamjobs import logs
 from streamjobs.codes import Code
@@ -51,6 +51,8 @@ log = logging.getLogger("streamjobs.worker")
 
 #: Outcomes per script call (Lua's unpack() limit is ~8,000 values).
 CHUNK = 500
+#: Refused acks looked into for the warning that says why.
+_EXPLAIN_AT_MOST = 10
 #: Flush at this many buffered outcomes, or this long after the first one.
 BATCH = 256
 DELAY = 0.002
@@ -214,11 +216,11 @@ class Settler:
         # ALREADY: this very ack ran before and its reply was lost (a replay): completed.
         ok = codes.count(Code.OK) + codes.count(Code.ALREADY)
         self.metrics.outcome(type_, Outcome.COMPLETED, ok)
-        refused = codes.count(Code.NOT_OWNER)
+        refused = [i.entry_id for i, c in zip(done, codes, strict=True) if c is Code.NOT_OWNER]
         if refused:
-            log.warning("%d acks of %s refused (entries reclaimed by another worker)",
-                        refused, type_)
-            self.metrics.outcome(type_, Outcome.ACK_REFUSED, refused)
+            log.warning("%d acks of %s refused: %s", len(refused), type_,
+                        await self._why_not_owner(tk, refused))
+            self.metrics.outcome(type_, Outcome.ACK_REFUSED, len(refused))
         # WRONG_STATE: the job's record is another entry's (a foreign XADD reused its id):
         # the entry must not stay pending; fail.lua dead-letters it as a duplicate id
         # (the fail holds the entry's slot from here).
@@ -230,6 +232,40 @@ class Settler:
                     f"job id {item.job_id} belongs to another job", mode=Failure.DUPLICATE_ID,
                 ), idle=True, duration_ms=item.duration_ms, started=item.started)
         self.done(len(done) - carried)
+
+    async def _why_not_owner(self, tk: TypeKeys, entries: list[str]) -> str:
+        """What became of entries this consumer no longer holds (a rare path: a few reads).
+        Pending for another consumer: reclaimed. Pending for none but still in the stream:
+        the server forgot the read that delivered it (a failover to a replica that had not
+        received it, or a restart that lost recent writes); it is delivered again. Gone
+        from the stream: settled by whoever reclaimed it, or cancelled or deleted."""
+        reclaimed: set[str] = set()
+        forgotten = gone = 0
+        try:
+            for entry in entries[:_EXPLAIN_AT_MOST]:
+                rows = await self.scripts.redis.xpending_range(tk.stream, GROUP, entry, entry, 1)
+                if rows:
+                    owner = rows[0]["consumer"]
+                    reclaimed.add(owner.decode() if isinstance(owner, bytes) else str(owner))
+                elif await self.scripts.redis.xrange(tk.stream, entry, entry, 1):
+                    forgotten += 1
+                else:
+                    gone += 1
+        except RedisError as e:
+            return f"not held by this worker any more (not looked into: {e})"
+        parts = []
+        if reclaimed:
+            parts.append(f"reclaimed by {', '.join(sorted(reclaimed))}")
+        if forgotten:
+            parts.append(f"{forgotten} delivered to no one on the server (a failover or "
+                         "restart lost the read that delivered them; they run again)")
+        if gone:
+            parts.append(f"{gone} no longer in the stream (settled by the worker that "
+                         "reclaimed them, or cancelled)")
+        unread = len(entries) - _EXPLAIN_AT_MOST
+        if unread > 0:
+            parts.append(f"{unread} more not looked into")
+        return "; ".join(parts)
 
     async def _fail(self, type_: str, failed: list[FailItem]) -> None:
         tk, p = self.keys[type_], self.policies[type_]

@@ -63,6 +63,8 @@ class Plan:
     sj_extras: tuple[str, ...] = ()
     http_seconds: float = 10.0
     pickups: int = 50
+    #: Every workload on a local 6-node cluster (streamjobs only): the shape, not capacity.
+    cluster: bool = False
     notes: list[str] = field(default_factory=list)
 
     @classmethod
@@ -208,7 +210,7 @@ def run_workload(peer: str, cmd: list[str], workload: str, n: int, plan: Plan,
                  extra: list[str] | None = None, timeout: float = DRIVER_TIMEOUT,
                  key: str = "") -> dict:
     """Fresh server, INFO snapshot, driver, INFO snapshot -> result with server cost."""
-    with fresh_server(f"{peer}-{workload}") as url:
+    with fresh_server(f"{peer}-{workload}", cluster=plan.cluster) as url:
         before = snapshot(url)
         res = run_driver(cmd, url, workload, n, plan, extra, timeout,
                          log_name=f"{peer}-{key or workload}")
@@ -309,7 +311,7 @@ def meta(plan: Plan) -> dict:
         "load_avg_at_start": [round(x, 2) for x in os.getloadavg()],
         "machine": f"{platform.system()} {platform.machine()}, {os.cpu_count()} cores",
         "python": platform.python_version(),
-        "server": server_binary_version(),
+        "server": server_binary_version() + (", 6-node cluster" if plan.cluster else ""),
         "commit": commit,
         "params": {"n": plan.n, "n_latency": plan.n_latency, "rate": plan.rate,
                    "duration_s": plan.duration, "scaling_n": plan.scaling_n,

@@ -118,13 +118,14 @@ class Delivery:
     cancel_requested: bool = False
     #: When its attempt began (monotonic; 0 before): its settle carries the duration.
     began: float = 0.0
+    #: The entry's ``id`` field, else its entry id: read once (every step needs it).
+    job_id: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.job_id = job_id_of(self.entry_id, self.fields)
 
     def duration_ms(self) -> int:
         return int((time.monotonic() - self.began) * 1000) if self.began else -1
-
-    @property
-    def job_id(self) -> str:
-        return job_id_of(self.entry_id, self.fields)
 
 
 def consumer_name() -> str:

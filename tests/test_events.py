@@ -45,12 +45,6 @@ if TYPE_CHECKING:
 pytestmark = pytest.mark.anyio
 
 
-@pytest.fixture
-async def producer(redis_url: str) -> Any:
-    async with Producer(redis_url) as p:
-        yield p
-
-
 async def events_of(r: Redis, type_name: str, job_id: str) -> list[JobEvent]:
     tk = TypeKeys("sj", type_name)
     rows = await r.xrange(tk.events)

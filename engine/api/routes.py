@@ -386,17 +386,22 @@ async def resume_type(type_: TypeName, api: Api) -> TypePaused:
 # ---- webhooks -------------------------------------------------------------------------
 
 
-async def _hook_name(
-    name: Annotated[str, Path(description="webhook name (default: default)",
-                              json_schema_extra={"pattern": TYPE_PATTERN})],
-) -> str:
-    if not TYPE_NAME.fullmatch(name):
-        raise ApiError(422, f"invalid webhook name {name!r}: use 1-64 characters from "
-                            "A-Z a-z 0-9 _ . -")
-    return name
+def _name_in_path(what: str, description: str) -> Any:
+    """A path parameter ``name`` of a webhook or a schedule: a type name's characters."""
+
+    def checked(
+        name: Annotated[str, Path(description=description,
+                                  json_schema_extra={"pattern": TYPE_PATTERN})],
+    ) -> str:
+        if not TYPE_NAME.fullmatch(name):
+            raise ApiError(422, f"invalid {what} name {name!r}: use 1-64 characters from "
+                                "A-Z a-z 0-9 _ . -")
+        return name
+
+    return Depends(checked)
 
 
-HookName = Annotated[str, Depends(_hook_name)]
+HookName = Annotated[str, _name_in_path("webhook", "webhook name (default: default)")]
 
 
 @router.get("/webhooks", response_model=WebhooksOut, tags=["webhooks"],
@@ -440,17 +445,7 @@ async def delete_webhook(type_: TypeName, name: HookName, api: Api) -> Status:
 # ---- schedules ------------------------------------------------------------------------
 
 
-def _schedule_name(
-    name: Annotated[str, Path(description="schedule name",
-                              json_schema_extra={"pattern": TYPE_PATTERN})],
-) -> str:
-    if not TYPE_NAME.fullmatch(name):
-        raise ApiError(422, f"invalid schedule name {name!r}: use 1-64 characters from "
-                            "A-Z a-z 0-9 _ . -")
-    return name
-
-
-ScheduleName = Annotated[str, Depends(_schedule_name)]
+ScheduleName = Annotated[str, _name_in_path("schedule", "schedule name")]
 
 
 def _found(s: Any, name: str) -> Any:

@@ -15,7 +15,7 @@ from opentelemetry.trace import SpanKind
 
 from streamjobs import JobState, Policy, Producer, Registry, Settings, Worker
 from streamjobs.tracing import ATTEMPT_ATTR, ID_ATTR, OUTCOME_ATTR, TRACEPARENT, TYPE_ATTR
-from tests.helpers import FAST, ROOT, running, wait_state
+from tests.helpers import FAST, ROOT, example_run, running, wait_state
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -148,16 +148,7 @@ def test_without_opentelemetry_installed() -> None:
 
 
 def test_tracing_example_runs(redis_url: str) -> None:
-    import os
-
-    import redis
-
-    env = {**{k: v for k, v in os.environ.items() if not k.startswith("STREAMJOBS_")},
-           "STREAMJOBS_REDIS_URL": redis_url}
-    r = redis.Redis.from_url(redis_url)
-    try:
-        res = subprocess.run([sys.executable, str(ROOT / "docs/examples/tracing.py")],
-                             cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    with example_run(redis_url, "tracing.py", "render_pdf") as res:
         assert res.returncode == 0, res.stderr
         rows = [line.split() for line in res.stdout.splitlines()]
         names = [" ".join(row[4:]) for row in rows]
@@ -166,10 +157,6 @@ def test_tracing_example_runs(redis_url: str) -> None:
         assert len({row[0] for row in rows}) == 1  # one trace
         for child, parent in zip(rows[1:], rows, strict=False):
             assert child[3] == parent[1]  # each the child of the one before
-    finally:
-        r.delete(*(r.keys("sj:{render_pdf}:*") or ["-"]))
-        r.srem("sj:types", "render_pdf")
-        r.close()
 
 
 def test_a_sync_producer_enqueues_under_the_callers_span(

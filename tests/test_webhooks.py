@@ -23,7 +23,7 @@ from streamjobs.webhooks import (
     sign,
     verify,
 )
-from tests.helpers import running, wait_equal, wait_for, wait_state
+from tests.helpers import example_run, running, wait_equal, wait_for, wait_state
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -331,31 +331,13 @@ def test_cli_webhooks(redis_url: str, type_name: str) -> None:
 
 
 def test_webhooks_example_runs(redis_url: str) -> None:
-    import os
-    import subprocess
-    import sys
-
-    import redis
-
-    from tests.helpers import ROOT
-
-    env = {**{k: v for k, v in os.environ.items() if not k.startswith("STREAMJOBS_")},
-           "STREAMJOBS_REDIS_URL": redis_url}
-    r = redis.Redis.from_url(redis_url)
-    try:
-        res = subprocess.run([sys.executable, str(ROOT / "docs/examples/webhooks.py")],
-                             cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    with example_run(redis_url, "webhooks.py", "resize_image", WEBHOOK_TYPE) as res:
         assert res.returncode == 0, res.stderr
         lines = res.stdout.splitlines()
         assert len(lines) == 2 and all(line.startswith("signed: True {") for line in lines)
         events = [orjson.loads(line.partition(" True ")[2]) for line in lines]
         assert [(e["event"], e.get("result")) for e in events] == [
             ("completed", {"w": 320}), ("dead", None)]
-    finally:
-        for t in ("resize_image", WEBHOOK_TYPE):
-            r.delete(*(r.keys(f"sj:{{{t}}}:*") or ["-"]))
-        r.srem("sj:types", "resize_image", WEBHOOK_TYPE)
-        r.close()
 
 
 async def test_a_dedicated_delivery_worker_process(settings: Settings, type_name: str,

@@ -426,8 +426,10 @@ class Worker:
         if not active:
             await anyio.sleep(REFRESH_S)
             return
-        if alone and self.capacity.free >= len(active):
-            # Every stream may deliver its share: block in XREADGROUP itself.
+        if alone and (len(active) == 1 or self.capacity.free >= len(active)):
+            # Every stream may deliver its share: block in XREADGROUP itself. One stream
+            # always may, once a slot is free: it waits for one here (a wait in XREAD
+            # would cost two more commands a cycle, and learn nothing it needs).
             n = await self.capacity.take(self.concurrency)
             if n >= len(active):
                 state.reset()

@@ -29,24 +29,32 @@ def main(argv: list[str] | None = None) -> int:
                          "spread (with --quick: small counts, headline-quick.*)")
     ap.add_argument("--rerender", action="store_true",
                     help="rebuild ratios, results.md and chart.png from results.json (no runs)")
-    ap.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results")
+    ap.add_argument("--cluster", action="store_true",
+                    help="streamjobs on a local 6-node cluster (3 primaries + 3 replicas) "
+                         "instead of one server; results in results/cluster/")
+    ap.add_argument("--out", type=Path, default=None)
     a = ap.parse_args(argv)
     bad = [p for p in a.peers or () if p not in ALL_PEERS]
     bad += [w for w in a.workloads or () if w not in WORKLOADS and w not in EXTRAS]
     if bad:
         ap.error(f"unknown peer/workload: {', '.join(bad)}")
+    if a.cluster and set(a.peers or ("streamjobs",)) != {"streamjobs"}:
+        ap.error("--cluster runs streamjobs alone (the peers take one server)")
+    results = Path(__file__).resolve().parent / "results"
+    out = a.out or (results / "cluster" if a.cluster else results)
     if a.rerender:
-        return rerender(a.out)
-    plan = Plan.make(a.quick, a.peers, a.workloads)
+        return rerender(out)
+    plan = Plan.make(a.quick, a.peers or (("streamjobs",) if a.cluster else None), a.workloads)
+    plan.cluster = a.cluster
     if a.n:
         plan.n = a.n
     if a.headline:
         from bench.headline import run_headline
 
-        return run_headline(plan, a.out, "python -m bench " + " ".join(argv or sys.argv[1:]))
+        return run_headline(plan, out, "python -m bench " + " ".join(argv or sys.argv[1:]))
     if a.no_memory_run:
         plan.memory_n = 0
-    return run(plan, a.out)
+    return run(plan, out)
 
 
 if __name__ == "__main__":

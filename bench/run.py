@@ -40,6 +40,8 @@ WORKLOAD_PEERS = {
     "enqueue_concurrent": ("streamjobs", "arq", "taskiq", "dramatiq", "huey", "bullmq"),
     "drain_io10ms": ("streamjobs", "arq", "saq", "streaq", "taskiq", "bullmq"),
 }
+#: many_types: fewer slots than types, where a fetch window once left types unread.
+MANY_TYPES_CONCURRENCY = 4
 #: Extra driver arguments per workload.
 WORKLOAD_ARGS = {"drain_io10ms": ["--concurrency", "200"]}
 DRIVER_TIMEOUT = 300.0
@@ -61,6 +63,8 @@ class Plan:
     sj_extras: tuple[str, ...] = ()
     http_seconds: float = 10.0
     pickups: int = 50
+    #: Every workload on a local 6-node cluster (streamjobs only): the shape, not capacity.
+    cluster: bool = False
     notes: list[str] = field(default_factory=list)
 
     @classmethod
@@ -206,7 +210,7 @@ def run_workload(peer: str, cmd: list[str], workload: str, n: int, plan: Plan,
                  extra: list[str] | None = None, timeout: float = DRIVER_TIMEOUT,
                  key: str = "") -> dict:
     """Fresh server, INFO snapshot, driver, INFO snapshot -> result with server cost."""
-    with fresh_server(f"{peer}-{workload}") as url:
+    with fresh_server(f"{peer}-{workload}", cluster=plan.cluster) as url:
         before = snapshot(url)
         res = run_driver(cmd, url, workload, n, plan, extra, timeout,
                          log_name=f"{peer}-{key or workload}")
@@ -255,8 +259,8 @@ def run_peer(peer: str, plan: Plan) -> dict:
 def sj_extra_args(workload: str, plan: Plan) -> list[str]:
     if workload == "http_enqueue":
         return ["--duration", str(plan.http_seconds)]
-    if workload == "many_types":
-        return ["--pickups", str(plan.pickups)]
+    if workload == "many_types":  # the issue's shape: 50 types, concurrency 4
+        return ["--pickups", str(plan.pickups), "--concurrency", str(MANY_TYPES_CONCURRENCY)]
     return []
 
 
@@ -307,7 +311,7 @@ def meta(plan: Plan) -> dict:
         "load_avg_at_start": [round(x, 2) for x in os.getloadavg()],
         "machine": f"{platform.system()} {platform.machine()}, {os.cpu_count()} cores",
         "python": platform.python_version(),
-        "server": server_binary_version(),
+        "server": server_binary_version() + (", 6-node cluster" if plan.cluster else ""),
         "commit": commit,
         "params": {"n": plan.n, "n_latency": plan.n_latency, "rate": plan.rate,
                    "duration_s": plan.duration, "scaling_n": plan.scaling_n,

@@ -76,11 +76,18 @@ def server_binary_version() -> str:
 
 
 @contextlib.contextmanager
-def fresh_server(tag: str) -> Iterator[str]:
-    """Yield the URL of a brand-new, empty, loopback-only server (no persistence)."""
+def fresh_server(tag: str, cluster: bool = False) -> Iterator[str]:
+    """Yield the URL of a brand-new, empty, loopback-only server (no persistence), or with
+    ``cluster`` of a 6-node cluster (3 primaries + 3 replicas) from the same binary."""
     WORK.mkdir(parents=True, exist_ok=True)
     data_dir = Path(tempfile.mkdtemp(prefix=f"{tag}-", dir=WORK))
     try:
+        if cluster:
+            from tests import servers  # the test suite's cluster: one way to start it
+
+            with servers.cluster(data_dir) as c:
+                yield c.url
+            return
         try:
             from streamjobs.embedded import EmbeddedServer
 
@@ -102,6 +109,27 @@ class Snapshot:
 
 
 def snapshot(url: str) -> Snapshot:
+    """INFO of the server, or summed over a cluster's primaries (a replica repeats its
+    primary's writes: counting it would count each command twice)."""
+    if url.startswith(("redis+cluster://", "rediss+cluster://")):
+        from streamjobs.collector import sync_client
+
+        c = sync_client(url)
+        try:
+            ports = [n.port for n in c.get_primaries()]  # type: ignore[attr-defined]
+        finally:
+            c.close()
+        parts = [_node_snapshot(f"redis://127.0.0.1:{port}/0") for port in ports]
+        per: dict[str, int] = {}
+        for part in parts:
+            for k, v in part.per_command.items():
+                per[k] = per.get(k, 0) + v
+        return Snapshot(sum(x.calls for x in parts), sum(x.cpu_s for x in parts),
+                        sum(x.used_memory for x in parts), per)
+    return _node_snapshot(url)
+
+
+def _node_snapshot(url: str) -> Snapshot:
     r = redis.Redis.from_url(url)
     try:
         stats = r.info("commandstats")

@@ -4,7 +4,7 @@ The public API is ``__all__``; every other module is internal and may change.
 """
 
 from streamjobs.config import Settings
-from streamjobs.contract import DedupMode, JobState
+from streamjobs.contract import DedupMode, Event, JobState
 from streamjobs.counts import TypeStats
 from streamjobs.dead import DeadJob, DeadLetters
 from streamjobs.errors import (
@@ -13,16 +13,21 @@ from streamjobs.errors import (
     DuplicateJob,
     InvalidArgument,
     InvalidTypeName,
+    JobCancelled,
+    JobExpired,
+    JobFailed,
     JobNotFound,
     NotOwner,
     PayloadTooLarge,
     PermanentError,
+    ResultTimeout,
     RetryAfter,
     ServerError,
     StreamJobsError,
     TransitionError,
     WrongState,
 )
+from streamjobs.events import Events, JobEvent
 from streamjobs.job import Job
 from streamjobs.producer import (
     Cancelled,
@@ -36,9 +41,17 @@ from streamjobs.registry import Registry, handler
 from streamjobs.retry import Policy
 from streamjobs.schedules import Schedule
 from streamjobs.status import JobStatus
+from streamjobs.webhooks import Webhook
 from streamjobs.worker import Worker
 
 __all__ = [
+    "ResultTimeout",
+    "JobFailed",
+    "JobCancelled",
+    "JobExpired",
+    "JobEvent",
+    "Events",
+    "Event",
     "CancelOutcome",
     "Cancelled",
     "ConfigError",
@@ -69,6 +82,7 @@ __all__ = [
     "SyncProducer",
     "TransitionError",
     "TypeStats",
+    "Webhook",
     "Worker",
     "WrongState",
     "handler",

@@ -124,6 +124,18 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("type")
     s.add_argument("id")
 
+    wa = sub.add_parser("watch", help="print the types' events (one JSON line each) as "
+                                      "they happen")
+    wa.add_argument("types", nargs="+", metavar="TYPE")
+    wa.add_argument("--since", default="$", help="'$' (default): from now on; '0': every "
+                                                 "event the streams still hold; or an id")
+    wa.add_argument("--count", type=int, default=None, help="stop after this many events")
+
+    ev = sub.add_parser("events", help="switch a type's events stream on or off (off: no "
+                                       "events, results or watching; saves ~3 writes a job)")
+    ev.add_argument("type")
+    ev.add_argument("switch", choices=["on", "off", "show"])
+
     sub.add_parser("stats", help="per type: waiting, running, delayed, dead, completed, "
                                  "cancelled, expired")
 
@@ -200,6 +212,25 @@ def build_parser() -> argparse.ArgumentParser:
                        ("run-now", "enqueue the schedule's job once now")):
         one = ssub.add_parser(verb, help=what)
         one.add_argument("name")
+
+    wh = sub.add_parser("webhooks", help="URLs called when a type's jobs complete or end "
+                                         "dead (delivered by workers with webhooks on)")
+    wsub = wh.add_subparsers(dest="webhooks_command", required=True)
+    ws = wsub.add_parser("set", help="create or replace a webhook of a type")
+    ws.add_argument("type")
+    ws.add_argument("hook_url", metavar="url", help="an http:// or https:// URL (POSTed JSON)")
+    ws.add_argument("--name", default="default", help="several webhooks of a type: by name")
+    ws.add_argument("--events", default="completed,dead",
+                    help="comma-separated: completed, dead (default both)")
+    ws.add_argument("--secret", default="",
+                    help="HMAC-SHA256 key of the X-Streamjobs-Signature header (default: "
+                         "unsigned)")
+    wl = wsub.add_parser("list", help="webhooks of a type, or of every type (JSON lines, "
+                                      "no secrets)")
+    wl.add_argument("type", nargs="?")
+    wr = wsub.add_parser("remove", help="delete a webhook")
+    wr.add_argument("type")
+    wr.add_argument("--name", default="default")
 
     sub.add_parser("bench", help="run the benchmark suite (bench/); every argument after "
                                  "`bench` is the suite's own (try `bench --help`)",

@@ -41,6 +41,7 @@ from streamjobs.counts import (
     parse_counts,
     queue_counts,
     server_ms,
+    type_names,
 )
 from streamjobs.keys import TypeKeys, types_key
 
@@ -119,8 +120,8 @@ class QueueCollector(Collector):
     # ---- reading -----------------------------------------------------------------------
 
     def _read(self) -> list[Metric]:
-        members = replies.member_set(self.client.smembers(types_key(self.prefix)))
-        types = sorted(t.decode() for t in members)
+        index = types_key(self.prefix)
+        types = type_names(replies.member_set(self.client.smembers(index)), index)
         keys = [TypeKeys(self.prefix, t) for t in types]
         # One pipeline; a cluster client splits it per node. TIME is not allowed in a
         # cluster pipeline: read apart.

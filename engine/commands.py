@@ -20,11 +20,12 @@ from streamjobs.counts import known_types, types_stats
 from streamjobs.dead import DeadLetters
 from streamjobs.embedded import find_data_dir
 from streamjobs.errors import ConfigError, InvalidArgument, ServerError
+from streamjobs.events import Events, events_on, switch_events
 from streamjobs.keys import TypeKeys, check_type_name
 from streamjobs.listing import Page, list_jobs
 from streamjobs.logs import LogConfig, redact
 from streamjobs.producer import Cancelled, CancelOutcome, Enqueued, Producer
-from streamjobs.streams import partitions_of, publish_partitions
+from streamjobs.streams import keep_types_indexed, partitions_of, publish_partitions
 
 if TYPE_CHECKING:
     import argparse
@@ -148,6 +149,41 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_watch(args: argparse.Namespace) -> int:
+    for t in args.types:
+        check_type_name(t)
+    url = resolve_url(args)
+
+    async def go() -> None:
+        seen = 0
+        async with Events(url, settings=_settings()) as ev:
+            async for e in ev.watch(args.types, since=args.since):
+                print(orjson.dumps(e.to_dict()).decode(), flush=True)
+                seen += 1
+                if args.count is not None and seen >= args.count:
+                    return
+
+    _run(go)
+    return 0
+
+
+def cmd_events(args: argparse.Namespace) -> int:
+    tk = TypeKeys(_settings().prefix, check_type_name(args.type))
+    url = resolve_url(args)
+
+    async def go() -> bool:
+        redis = client_from_url(url)
+        try:
+            if args.switch != "show":
+                await switch_events(redis, tk, args.switch == "on")
+            return await events_on(redis, tk)
+        finally:
+            await redis.aclose()
+
+    print("on" if _run(go) else "off")
+    return 0
+
+
 def cmd_stats(args: argparse.Namespace) -> int:
     url = resolve_url(args)
     settings = _settings()
@@ -155,6 +191,7 @@ def cmd_stats(args: argparse.Namespace) -> int:
     async def go() -> list[Any]:
         r = client_from_url(url)
         try:
+            await keep_types_indexed(r, settings.prefix, 0)  # plain-XADD types too
             types = await known_types(r, settings.prefix)
             return await types_stats(r, [TypeKeys(settings.prefix, t) for t in types])
         finally:
@@ -376,6 +413,25 @@ def cmd_schedule(args: argparse.Namespace) -> int:
             print(out)
         else:
             _print_json(out.to_dict())
+    return 0
+
+
+def cmd_webhooks(args: argparse.Namespace) -> int:
+    """`webhooks set|list|remove`."""
+    url, verb = resolve_url(args), args.webhooks_command
+    if verb == "set":
+        events = [e.strip() for e in args.events.split(",") if e.strip()]
+        hook = _with_producer(url, lambda p: p.set_webhook(
+            args.type, args.hook_url, name=args.name, events=events, secret=args.secret))
+        _print_json(hook.public())
+    elif verb == "list":
+        for hook in _with_producer(url, lambda p: p.webhooks(args.type)):
+            print(orjson.dumps(hook.public()).decode())
+    elif _with_producer(url, lambda p: p.remove_webhook(args.type, args.name)):
+        print(f"removed {args.type} {args.name}")
+    else:
+        print(f"error: no webhook {args.name!r} of {args.type}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -75,6 +75,22 @@ class Settings:
     durability_timeout: float = 2.0
     #: Seconds an enqueue keeps retrying through a failover or a lost connection.
     enqueue_deadline: float = 30.0
+    #: Seconds between two scans (SCAN per primary) by which the API finds types no
+    #: producer or worker of ours registered (plain XADD only); 0: only at start.
+    types_rescan_s: float = 60.0
+    #: Workers also serve webhook deliveries (the type ``streamjobs.webhook``) besides
+    #: their own types. Off by default: one extra stream in every worker's reads; run
+    #: one delivering worker (this on, or ``--types streamjobs.webhook``) per deployment.
+    webhooks: bool = False
+    #: Signs the calls of per-job webhooks (``enqueue(..., webhook=url)``) and of
+    #: webhooks declared without a secret; empty: unsigned.
+    webhook_secret: str = field(default="", repr=False)
+    #: Seconds a webhook call may take (connect, send, answer).
+    webhook_timeout: float = 10.0
+    #: OpenTelemetry (``pip install streamjobs[otel]``): producers open a span per enqueue
+    #: and write ``traceparent`` into the job's headers, workers a span per attempt. Off:
+    #: the packages are never imported.
+    tracing: bool = False
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -102,8 +118,12 @@ class Settings:
         if self.durability not in DURABILITY:
             raise ConfigError(f"durability must be one of {', '.join(DURABILITY)}, "
                               f"not {self.durability!r}")
+        if self.types_rescan_s < 0:
+            raise ConfigError("types_rescan_s must be >= 0")
         if self.durability_timeout <= 0 or self.enqueue_deadline < 0:
             raise ConfigError("durability_timeout must be > 0 and enqueue_deadline >= 0")
+        if self.webhook_timeout <= 0:
+            raise ConfigError("webhook_timeout must be > 0")
         if not self.prefix or any(c in self.prefix for c in "{} "):
             raise ConfigError(f"invalid prefix {self.prefix!r}")
 

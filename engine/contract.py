@@ -95,6 +95,10 @@ TRANSITIONS: dict[str, tuple[Move, ...]] = {
     "dead_purge": (_m(JobState.DEAD, GONE),),
     "touch": (),
     "prune_consumers": (),
+    #: Writes the ``started`` events of a fetched batch (delivery itself is FETCH).
+    "started": (),
+    #: A running attempt's progress and log lines.
+    "progress": (),
     "schedule_tick": (_m(NEW, _W),),
 }
 
@@ -194,6 +198,9 @@ class Wire(_Name):
     DEDUP_KEY = "dedup_key"
     DEDUP_MODE = "dedup_mode"
     DEDUP_TTL = "dedup_ttl"
+    #: An http(s) URL called when the job completes or ends dead (engine/webhooks.py):
+    #: the worker that settles it enqueues a delivery job of ``streamjobs.webhook``.
+    WEBHOOK = "webhook"
     #: The key of ``max_running_per_key`` (1-128 printable ASCII, no spaces): a job's
     #: slot is its key's. ``Producer.enqueue(key=...)`` writes it.
     LIMIT_KEY = "limit_key"
@@ -224,6 +231,17 @@ class Rec(_Name):
     DEAD_ENTRY = "dead_entry"
     #: The mark of the enqueue call that made the job (a replay of it is no duplicate).
     TOKEN = "token"
+    #: How long the completed attempt ran (ms, as its worker measured it; -1 unknown).
+    DURATION_MS = "duration_ms"
+    #: The last progress a handler reported (0..1) and its message (``progress.lua``).
+    PROGRESS = "progress"
+    PROGRESS_MESSAGE = "progress_message"
+    #: The handler's log lines, newline-separated, the last :data:`LOG_LINES` kept.
+    LOGS = "logs"
+    #: One JSON object per failed attempt, newline-separated, the last
+    #: :data:`HISTORY_LENGTH`: attempt, started_at, duration_ms, worker, outcome (an Event)
+    #: and error. A completed attempt is not in it: its record's fields tell.
+    HISTORY = "history"
     #: The ``dedup_key`` a unique-while-active job holds; every final transition frees it.
     UNIQUE = "unique"
     #: A cancel of the running job was asked (``requested``); ``uninterruptible`` once its
@@ -315,6 +333,72 @@ class Heartbeat(_Name):
 #: Running jobs a heartbeat lists by id (a worker of high concurrency lists the oldest).
 HEARTBEAT_RUNNING_MAX = 100
 
+
+# ---- events ------------------------------------------------------------------------------
+
+
+class Event(StrEnum):
+    """The ``event`` field of an events-stream entry (``<prefix>:{type}:events``): written
+    by the script that makes the transition (``lua/includes/emit.lua``)."""
+
+    ENQUEUED = "enqueued"
+    #: An attempt began (delivery itself, XREADGROUP, is no script): written with the
+    #: attempt's ack or fail, or by ``started.lua`` if it runs past the worker's next
+    #: settle (a few ms), before any progress of its own. ``at`` is when it began.
+    STARTED = "started"
+    #: A handler's ``job.progress()`` (carries ``progress`` and ``message``).
+    PROGRESS = "progress"
+    COMPLETED = "completed"
+    #: An attempt failed (carries ``error``); ``retrying`` or ``dead`` follows.
+    FAILED = "failed"
+    RETRYING = "retrying"
+    DEAD = "dead"
+    #: Cancelled while waiting or delayed (``cancel``), while running or deduplicated at
+    #: its start (``stop``; carries ``reason``).
+    CANCELLED = "cancelled"
+    #: Not started by its ``expires_at`` (``stop`` at its start, ``promote``).
+    EXPIRED = "expired"
+    #: A debounce enqueue gave this job (not started yet) new fields and start time
+    #: (``enqueue``; carries ``due_at``).
+    DEBOUNCED = "debounced"
+    #: A dead job put back to waiting with fresh attempts (``dead_retry``).
+    DEAD_RETRIED = "dead_retried"
+
+
+#: The events that end a job: a waiter for its result stops at one of them.
+FINAL_EVENTS = frozenset({Event.COMPLETED, Event.DEAD, Event.CANCELLED, Event.EXPIRED})
+
+
+class EventField(_Name):
+    """Fields of an events-stream entry."""
+
+    EVENT = "event"
+    ID = "id"
+    #: The attempt's number (1-based); 0 for a job that has not run.
+    ATTEMPT = "attempt"
+    #: Server time of the transition, ms since the epoch.
+    AT = "at"
+    #: ``failed``/``dead``: the error; ``dead``: also ``reason``.
+    ERROR = "error"
+    REASON = "reason"
+    #: ``retrying``: when the next attempt is due (ms); ``started``: the consumer.
+    DUE_AT = "due_at"
+    CONSUMER = "consumer"
+    PROGRESS = "progress"
+    MESSAGE = "message"
+
+
+#: Approximate cap of a type's events stream (``XADD MAXLEN ~``): the Lua side is
+#: ``lua/includes/events_maxlen.lua``.
+EVENTS_MAXLEN = 10_000
+#: A type's events are switched off by a string in place of its events stream (the
+#: scripts see it with one TYPE per call): ``streamjobs events TYPE off``.
+EVENTS_OFF = "off"
+#: A job keeps its handler's last LOG_LINES log lines, each cut to LOG_LINE_CHARS.
+LOG_LINES = 100
+LOG_LINE_CHARS = 1000
+#: Attempts a record's history keeps (``lua/includes/history.lua``).
+HISTORY_LENGTH = 25
 
 # ---- patterns and rules ------------------------------------------------------------------
 

@@ -6,20 +6,23 @@ raises: a node that cannot be read is an error, never a zero."""
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from redis.exceptions import ResponseError
 
 from streamjobs import replies
-from streamjobs.contract import Stat
+from streamjobs.contract import TYPE_NAME, Stat
 from streamjobs.keys import GROUP, PARTITIONS_FIELD, TypeKeys, parse_partitions, types_key
 from streamjobs.records import Record
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Iterable, Sequence
 
     from redis.asyncio import Redis
+
+log = logging.getLogger("streamjobs")
 
 
 @dataclass(frozen=True, slots=True)
@@ -205,4 +208,25 @@ async def type_stats(redis: Redis, tk: TypeKeys) -> TypeStats:
 
 
 async def known_types(redis: Redis, prefix: str) -> list[str]:
-    return sorted(m.decode() for m in replies.member_set(await redis.smembers(types_key(prefix))))
+    """The type names in the types index (sj:types), sorted."""
+    key = types_key(prefix)
+    return type_names(replies.member_set(await redis.smembers(key)), key)
+
+
+_SKIPPED: set[bytes] = set()
+
+
+def type_names(members: Iterable[bytes], index: str) -> list[str]:
+    """The members of the types index that are type names, sorted. Anyone may write the
+    index (a producer in another language, an operator): a member that is no type name
+    is left out, logged once per process, so it breaks no listing."""
+    names = []
+    for m in members:
+        t = m.decode("utf-8", "replace")
+        if TYPE_NAME.fullmatch(t):
+            names.append(t)
+        elif m not in _SKIPPED and len(_SKIPPED) < 1000:
+            _SKIPPED.add(m)
+            log.warning("the types index %s holds %r, which is no type name: left out of "
+                        "every listing (SREM it)", index, m[:100])
+    return sorted(names)

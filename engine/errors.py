@@ -111,6 +111,36 @@ class NotOwner(TransitionError):
     """The calling worker no longer owns the entry (it was reclaimed)."""
 
 
+class JobFailed(StreamJobsError):
+    """The job awaited ended dead: ``reason`` (a ``contract.Failure`` text) and ``error``
+    say why."""
+
+    def __init__(self, job_id: str, reason: str | None, error: str | None) -> None:
+        super().__init__(f"job {job_id} is dead ({reason}): {error}")
+        self.job_id, self.reason, self.error = job_id, reason, error
+
+
+class JobCancelled(StreamJobsError):
+    """The job awaited was cancelled (before it ran, while it ran, or deduplicated at its
+    start: ``reason`` says which when known)."""
+
+    def __init__(self, job_id: str, reason: str | None = None) -> None:
+        super().__init__(f"job {job_id} was cancelled" + (f" ({reason})" if reason else ""))
+        self.job_id, self.reason = job_id, reason
+
+
+class JobExpired(StreamJobsError):
+    """The job awaited was not started by its ``expires_at``: it never ran."""
+
+    def __init__(self, job_id: str) -> None:
+        super().__init__(f"job {job_id} expired before it started")
+        self.job_id = job_id
+
+
+class ResultTimeout(StreamJobsError, TimeoutError):
+    """The job awaited did not finish within the timeout (it may still)."""
+
+
 class HandlerSignal(StreamJobsError):
     """Base of the exceptions a handler raises to steer the retry policy."""
 

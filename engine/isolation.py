@@ -134,6 +134,7 @@ def job_data(job: Job) -> dict[str, Any]:
     """The job as JSON-compatible data, to rebuild it in the child."""
     data = {f.name: getattr(job, f.name) for f in dataclasses.fields(job)}
     data["headers"] = dict(job.headers)
+    del data["context"]  # progress and log lines stay in the parent
     return data
 
 

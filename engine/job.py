@@ -30,6 +30,8 @@ from streamjobs.errors import DecodeError, InvalidArgument
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
+    from streamjobs.progress import JobContext
+
 
 def check_job_id(job_id: str) -> str:
     if not JOB_ID.fullmatch(job_id):
@@ -37,6 +39,19 @@ def check_job_id(job_id: str) -> str:
             f"invalid job id {job_id!r}: 1-128 printable ASCII characters, no spaces"
         )
     return job_id
+
+
+#: Longest ``webhook`` URL.
+MAX_URL = 2048
+
+
+def check_url(url: str) -> str:
+    """``url`` if it can be a webhook's (http or https), else raise InvalidArgument."""
+    if (not isinstance(url, str) or not url.startswith(("http://", "https://"))
+            or len(url) > MAX_URL or any(c.isspace() for c in url)):
+        raise InvalidArgument(f"invalid webhook URL {url!r}: an http:// or https:// URL of "
+                              f"at most {MAX_URL} characters, no spaces")
+    return url
 
 
 def new_job_ids(n: int) -> list[str]:
@@ -77,6 +92,21 @@ class Job:
     headers: Mapping[str, str] = field(default_factory=dict)
     #: Times this entry was delivered (> 1 after a worker died running it).
     deliveries: int = 1
+    #: Bound by the worker: where progress and log lines go (None: nowhere, e.g. a Job
+    #: built by hand, or one run in a child process).
+    context: JobContext | None = field(default=None, repr=False, compare=False)
+
+    async def progress(self, fraction: float, message: str = "") -> None:
+        """Report progress (0 to 1) and a message: kept in the job's record, shown by
+        status, and sent as a ``progress`` event."""
+        if self.context is not None:
+            await self.context.progress(fraction, message)
+
+    def log(self, text: str) -> None:
+        """A log line kept with the job (its last LOG_LINES lines, for its retention);
+        written with the next progress or when the attempt ends."""
+        if self.context is not None:
+            self.context.log(text)
 
     def to_fields(self) -> list[bytes | str]:
         """The entry fields for XADD, flat: ``[name, value, ...]``."""
@@ -89,6 +119,7 @@ class Job:
     def from_fields(
         cls, type_: str, entry_id: str, fields: Mapping[bytes, bytes],
         *, max_payload_bytes: int | None = None, deliveries: int = 1,
+        context: JobContext | None = None,
     ) -> Job:
         """Decode a stream entry; raises DecodeError with the reason when malformed."""
         problem = entry_problem(fields)
@@ -121,6 +152,7 @@ class Job:
             enqueued_at=int(enqueued_at) if enqueued_at else _entry_ms(entry_id),
             headers=headers,
             deliveries=deliveries,
+            context=context,
         )
 
 
@@ -171,7 +203,7 @@ NO_FLOW = Flow()
 def encode_fields(
     payload: Any, *, job_id: str = "", max_attempts: int | None = None,
     timeout: float | None = None, headers: Mapping[str, str] | None = None,
-    payload_json: bytes | None = None, flow: Flow = NO_FLOW,
+    payload_json: bytes | None = None, flow: Flow = NO_FLOW, webhook: str | None = None,
 ) -> list[bytes | str]:
     """Build the flat XADD field list of one job (the producer side of the contract)."""
     body = payload_json if payload_json is not None else dumps(payload)
@@ -187,6 +219,8 @@ def encode_fields(
         flat += [Wire.TIMEOUT, _decimal(timeout)]
     if flow is not NO_FLOW:
         flat += flow.fields()
+    if webhook is not None:
+        flat += [Wire.WEBHOOK, check_url(webhook)]
     for k, v in (headers or {}).items():
         if k in RESERVED:
             raise InvalidArgument(f"header name {k!r} is reserved by the wire format")

@@ -129,6 +129,12 @@ class TypeKeys:
         return self.base + "done"
 
     @property
+    def events(self) -> str:
+        """Stream of the type's transitions (``contract.Event``), capped near
+        ``contract.EVENTS_MAXLEN``."""
+        return self.base + "events"
+
+    @property
     def expired(self) -> str:
         """Sorted set of expired job ids by expiry time (bounded by retention)."""
         return self.base + "expired"
@@ -165,6 +171,19 @@ class TypeKeys:
         """Hash: schedule name -> its last run (the tick's ms), written by
         schedule_tick.lua."""
         return self._own + "schedule_runs"
+
+    @property
+    def webhooks(self) -> str:
+        """Hash: webhook name -> its definition (JSON: url, secret, events), called when
+        a job of this type completes or ends dead (engine/webhooks.py)."""
+        return self._own + "webhooks"
+
+    @property
+    def webhook_outbox(self) -> str:
+        """Hash: entry id -> a notice of a job being settled whose webhooks are to be
+        called (JSON: job id, its own webhook URL, ms written), from before its ack or
+        fail until its deliveries are enqueued (engine/webhooks.py)."""
+        return self.base + "webhook_outbox"
 
     @property
     def minutes(self) -> str:

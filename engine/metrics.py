@@ -38,6 +38,10 @@ class WorkerMetrics:
                                        registry=r)
         self.released_total = Counter("streamjobs_jobs_released",
                                       "Entries handed back at shutdown", ["type"], registry=r)
+        self.webhooks = Counter("streamjobs_webhook_deliveries",
+                                "Webhook calls made by this worker, by outcome (ok: a 2xx "
+                                "answer; failed: any other answer or no answer)",
+                                ["outcome"], registry=r)
         self.held_total = Counter("streamjobs_jobs_held",
                                   "Starts held back by a concurrency limit (the job parked, "
                                   "no attempt spent)", ["type"], registry=r)
@@ -91,6 +95,9 @@ class WorkerMetrics:
     def released(self, type_: str, n: int) -> None:
         if n:
             self.released_total.labels(_type(type_)).inc(n)
+
+    def webhook(self, *, ok: bool) -> None:
+        self.webhooks.labels("ok" if ok else "failed").inc()
 
     def held(self, type_: str) -> None:
         self.held_total.labels(_type(type_)).inc()

@@ -26,14 +26,17 @@ from streamjobs.contract import (
     check_payload_size,
 )
 from streamjobs.errors import DuplicateJob, InvalidArgument, NotDurable, raise_for_code
-from streamjobs.failover import until_deadline
+from streamjobs.failover import is_transient, until_deadline
 from streamjobs.job import NO_FLOW, Flow, check_job_id, dumps, encode_fields, new_job_ids, new_token
 from streamjobs.keys import GROUP, TypeKeys, partition_of_key
 from streamjobs.pause import pause_type, resume_type
+from streamjobs.results import await_result
 from streamjobs.schedules import Schedule
 from streamjobs.scripts import EnqueueItem, EnqueueResult, Scripts, parse_enqueue
 from streamjobs.status import JobStatus, find_entry, type_status
 from streamjobs.streams import ensure_types, partition_keys, partitions_of
+from streamjobs.tracing import ID_ATTR, Tracing
+from streamjobs.webhooks import EVENTS, Webhook, all_webhooks, remove_webhook, set_webhook
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
@@ -71,12 +74,14 @@ class JobSpec:
     dedup_ttl: float | None = None
     #: A partitioned type's jobs of one key go to one partition, in order.
     key: str | None = None
+    #: An http(s) URL called when the job completes or ends dead (engine/webhooks.py).
+    webhook: str | None = None
 
     def is_plain(self) -> bool:
         """Payload only: no id, time, policy, header, key or flow option."""
         return (self.job_id is None and self.delay is None and self.run_at is None
                 and self.max_attempts is None and self.timeout is None and not self.headers
-                and self.flow() is NO_FLOW)
+                and self.webhook is None and self.flow() is NO_FLOW)
 
     def partition_key(self) -> str | None:
         """What picks the job's partition on a partitioned type: ``key``, else its
@@ -288,6 +293,7 @@ class Producer:
         self._nodes: dict[str, Redis] = {}
         #: Concurrent single enqueues per (type, durability level), one call per batch.
         self._coalescers: dict[tuple[TypeKeys, str], _Coalescer] = {}
+        self._tracing = Tracing() if self.settings.tracing else None
 
     def _level(self, durable: bool | str | None) -> str:
         if durable is None or durable is False:
@@ -354,12 +360,23 @@ class Producer:
             nonlocal attempts
             attempts += 1
             if attempts > 1 and is_cluster(self.redis):
-                await cluster_of(self.redis).initialize()  # the node map after a failover
+                await self._refresh_map(tk)
             return await self._write(tk, chunks, level)
 
         results = await until_deadline(f"enqueue {tk.type}", attempt,
                                        self.settings.enqueue_deadline)
         return _replays_are_ours([it for chunk in chunks for it in chunk], results)
+
+    async def _refresh_map(self, tk: TypeKeys) -> None:
+        """After a failed write to a node: one read of the type's key through the cluster
+        client, which refreshes its node map when the node is gone or answers MOVED (the
+        write itself went through a node client, which the cluster client never hears
+        of). Its own error is the failover's: the write that follows tells."""
+        try:
+            await self.redis.exists(tk.stream)
+        except Exception as e:
+            if not is_transient(e):
+                raise
 
     def keys(self, type_: str) -> TypeKeys:
         tk = self._type_keys.get(type_)
@@ -434,6 +451,7 @@ class Producer:
         fields = encode_fields(
             None, job_id=job_id, max_attempts=spec.max_attempts, timeout=spec.timeout,
             headers=spec.headers, payload_json=payload_json, flow=spec.flow(),
+            webhook=spec.webhook,
         )
         if spec.delay is not None and spec.delay < 0:
             raise InvalidArgument("delay must be >= 0")
@@ -453,7 +471,7 @@ class Producer:
         durable: bool | str | None = None,
         expires_in: float | None = None, expires_at: datetime | float | None = None,
         dedup_key: str | None = None, dedup_mode: str | None = None,
-        dedup_ttl: float | None = None, key: str | None = None,
+        dedup_ttl: float | None = None, key: str | None = None, webhook: str | None = None,
     ) -> Enqueued:
         """Enqueue one job; returns its id. Raises DuplicateJob if ``job_id`` exists.
 
@@ -469,12 +487,25 @@ class Producer:
         The id is made here when not given, before the call is sent, so a replay of the
         call (its reply lost) is the same job, reported once. ``key``: on a partitioned
         type, jobs of one key go to one partition (in order); without it, round-robin.
+        ``webhook``: an http(s) URL called when the job completes or ends dead (signed
+        with ``settings.webhook_secret`` of the worker that delivers it).
+        With ``settings.tracing``, the call is a span and the job carries its
+        ``traceparent`` header (engine/tracing.py).
         """
         spec = JobSpec(payload, job_id, delay, run_at, max_attempts, timeout, headers or {},
-                       expires_in, expires_at, dedup_key, dedup_mode, dedup_ttl, key)
+                       expires_in, expires_at, dedup_key, dedup_mode, dedup_ttl, key, webhook)
+        if self._tracing is None:
+            return await self._enqueue_spec(type_, spec, durable)
+        with self._tracing.enqueue(type_, spec.headers) as (span, traced):
+            done = await self._enqueue_spec(type_, replace(spec, headers=traced), durable)
+            span.set_attribute(ID_ATTR, str(done))
+            return done
+
+    async def _enqueue_spec(self, type_: str, spec: JobSpec,
+                            durable: bool | str | None) -> Enqueued:
         (tk,) = await self._spread(type_, [spec.partition_key()])
         if spec.is_plain():  # the common case, built directly
-            body = check_payload_size(dumps(payload), self.settings.max_payload_bytes)
+            body = check_payload_size(dumps(spec.payload), self.settings.max_payload_bytes)
             item = EnqueueItem((Wire.PAYLOAD, body), "")
         else:
             item = self._item(spec, "")
@@ -509,9 +540,20 @@ class Producer:
         another of its ``dedup_key`` answers for has ``Code.DEDUPLICATED`` and that id.
         ``key`` as in :meth:`enqueue`, for every job (else each spec's own). One job goes
         with the single enqueues issued meanwhile (one script call for them all).
+        With ``settings.tracing``: one span, whose context every job carries.
         """
         if key is not None:  # every job's key: its partition and its limit_key
             specs = [replace(s, key=key) for s in specs]
+        if self._tracing is None:
+            return await self._enqueue_specs(type_, specs, durable, key)
+        with self._tracing.enqueue(type_, None) as (_, carrier):
+            return await self._enqueue_specs(
+                type_, [replace(s, headers={**s.headers, **carrier}) for s in specs],
+                durable, key)
+
+    async def _enqueue_specs(self, type_: str, specs: Sequence[JobSpec],
+                             durable: bool | str | None,
+                             key: str | None) -> list[EnqueueResult]:
         if len(specs) == 1:
             (tk,) = await self._spread(type_, [key if key is not None
                                                else specs[0].partition_key()])
@@ -528,6 +570,11 @@ class Producer:
                            key: str | None = None) -> list[str]:
         """Enqueue one job per payload (pipelined); returns their ids in order. ``key`` as
         in :meth:`enqueue`."""
+        if self._tracing is not None:
+            with self._tracing.enqueue(type_, None) as (_, carrier):
+                specs = [JobSpec(p, headers=carrier) for p in payloads]
+                return [r.job_id for r in await self._enqueue_specs(type_, specs, durable,
+                                                                    key)]
         limit = self.settings.max_payload_bytes
         bodies = [check_payload_size(dumps(p), limit) for p in payloads]
         head = (Wire.PAYLOAD,) if key is None else (Wire.LIMIT_KEY, key, Wire.PAYLOAD)
@@ -551,6 +598,12 @@ class Producer:
         """The job's state and record, or None when unknown (or expired). A partitioned
         type's job is looked for in each partition."""
         return await type_status(self.redis, self.keys(type_), job_id)
+
+    async def result(self, type_: str, job_id: str,
+                     timeout: float = 30.0) -> Any:  # noqa: ASYNC109 - the wait's limit
+        """The job's result once it completes (a blocking read on the type's events, no
+        polling). Raises JobFailed for a dead job, JobCancelled, ResultTimeout."""
+        return await await_result(self.redis, self.keys(type_), job_id, timeout)
 
     async def cancel(self, type_: str, job_id: str, *,
                      wait: float = CANCEL_WAIT_S) -> Cancelled:
@@ -646,6 +699,24 @@ class Producer:
         """Enqueue the schedule's job once now (its ticks go on); returns the job id."""
         return await schedules.run_now(self.redis, self.scripts, self.settings.prefix, name)
 
+    # ---- webhooks (engine/webhooks.py) -------------------------------------------------
+
+    async def set_webhook(self, type_: str, url: str, *, name: str = "default",
+                          events: Sequence[str] = EVENTS, secret: str = "") -> Webhook:
+        """Create or replace the webhook ``name`` of ``type_``: ``url`` is POSTed each
+        ``events`` (``completed``, ``dead``) of a job of the type, signed with ``secret``
+        (empty: unsigned). Workers of the type see it within a second."""
+        hook = Webhook(type_, url, name, tuple(events), secret)
+        return await set_webhook(self.redis, self.settings.prefix, hook)
+
+    async def webhooks(self, type_: str | None = None) -> list[Webhook]:
+        """The webhooks of ``type_``, or of every known type."""
+        return await all_webhooks(self.redis, self.settings.prefix, type_)
+
+    async def remove_webhook(self, type_: str, name: str = "default") -> bool:
+        """Delete a webhook; False when there was none."""
+        return await remove_webhook(self.redis, self.settings.prefix, type_, name)
+
     async def aclose(self) -> None:
         for co in self._coalescers.values():
             await co.aclose()
@@ -687,6 +758,9 @@ class SyncProducer:
 
     def status(self, type_: str, job_id: str) -> JobStatus | None:
         return self._portal.call(self._producer.status, type_, job_id)
+
+    def result(self, type_: str, job_id: str, timeout: float = 30.0) -> Any:
+        return self._portal.call(self._producer.result, type_, job_id, timeout)
 
     def close(self) -> None:
         self._portal.call(self._producer.aclose)

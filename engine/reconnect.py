@@ -3,7 +3,9 @@ mean "the server lost our consumer group", and how long to wait before trying ag
 Every loop of the worker goes through here, and survives any server reply:
 
 * network errors and transient server states (a full server under ``noeviction``,
-  loading, read-only, busy, a failover) wait with backoff and try again;
+  loading, read-only, busy, a failover: MOVED/ASK, CLUSTERDOWN, TRYAGAIN, READONLY, and
+  the AttributeError or RuntimeError redis-py raises from its own code while it rebuilds
+  its node map, ``streamjobs.failover``) wait with backoff and try again;
 * ``NOGROUP`` (the stream or group is gone: FLUSHALL, a restart without persistence, a
   failover to a node without it) recreates the group, loudly, then tries again;
 * any other error reply is logged and tried again with backoff too: a worker never dies
@@ -22,11 +24,15 @@ from redis.exceptions import (
     MasterDownError,
     OutOfMemoryError,
     ReadOnlyError,
+    RedisClusterException,
+    RedisError,
     ResponseError,
     TryAgainError,
 )
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from streamjobs.failover import is_transient
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -34,8 +40,11 @@ if TYPE_CHECKING:
 log = logging.getLogger("streamjobs.worker")
 #: Errors after which the same call is tried again on a new connection.
 NETWORK_ERRORS = (RedisConnectionError, RedisTimeoutError, OSError)
-#: Everything a server or a network can answer: what every loop of the worker catches.
-SERVER_ERRORS = (*NETWORK_ERRORS, ResponseError)
+#: Everything a server, a network or a client mid-failover can raise: what every loop of
+#: the worker catches. AttributeError and RuntimeError are redis-py's only when raised in
+#: its code: :func:`ours` tells the others apart, and the loops raise those again.
+SERVER_ERRORS = (*NETWORK_ERRORS, RedisError, RedisClusterException, AttributeError,
+                 RuntimeError)
 #: Server states that pass: the same call succeeds later.
 _PASSING = (OutOfMemoryError, BusyLoadingError, ReadOnlyError, TryAgainError, ClusterDownError,
             MasterDownError)
@@ -49,12 +58,19 @@ def lost_group(exc: BaseException) -> bool:
 
 
 def transient(exc: BaseException) -> bool:
-    """Will the same call succeed once the server or the network recovers? (As opposed
-    to an error of the call itself, which the caller may narrow down.)"""
-    if isinstance(exc, (*NETWORK_ERRORS, *_PASSING)):
+    """Will the same call succeed once the server or the network recovers, or the
+    failover ends? (As opposed to an error of the call itself, which the caller may
+    narrow down.)"""
+    if isinstance(exc, (*NETWORK_ERRORS, *_PASSING)) or is_transient(exc):
         return True
     return isinstance(exc, ResponseError) and (
         lost_group(exc) or str(exc).startswith(_PASSING_PREFIXES))
+
+
+def ours(exc: BaseException) -> bool:
+    """An error of our own code caught with the server's (an AttributeError or a
+    RuntimeError raised outside redis-py): never retried, raised again."""
+    return isinstance(exc, AttributeError | RuntimeError) and not is_transient(exc)
 
 
 class Backoff:
@@ -64,6 +80,8 @@ class Backoff:
         self.base, self.cap, self.delay = base, cap, base
 
     async def wait(self, what: str, err: BaseException) -> None:
+        if ours(err):
+            raise err
         level = logging.WARNING if transient(err) else logging.ERROR
         if isinstance(err, OutOfMemoryError):
             what += " (the server is full: nothing is lost, the entry stays pending)"

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Awaitable, Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from streamjobs.errors import ConfigError, InvalidArgument
@@ -21,6 +21,7 @@ from streamjobs.job import Job
 from streamjobs.keys import MAX_PARTITIONS, check_type_name
 from streamjobs.retry import Policy
 from streamjobs.schedules import Schedule
+from streamjobs.webhooks import Webhook
 
 HandlerFn = Callable[[Job], Any] | Callable[[Job], Awaitable[Any]]
 
@@ -35,6 +36,8 @@ class Handler:
     schedule: Schedule | None = None
     #: Hash tags its jobs are spread over (``T``, ``T#1`` … ``T#N-1``); see keys.py.
     partitions: int = 1
+    #: Declared with ``webhook=``: upserted by each worker at start (engine/webhooks.py).
+    webhook: Webhook | None = None
 
 
 class Registry:
@@ -46,7 +49,7 @@ class Registry:
     def handler(
         self, type_: str, *, policy: Policy | None = None, cron: str | None = None,
         every: float | None = None, tz: str = "UTC", schedule_payload: Any = None,
-        partitions: int = 1, **policy_fields: Any,
+        partitions: int = 1, webhook: str | Webhook | None = None, **policy_fields: Any,
     ) -> Callable[[HandlerFn], HandlerFn]:
         """Decorator: register ``fn`` for ``type_`` with ``Policy(**policy_fields)``.
 
@@ -56,6 +59,11 @@ class Registry:
 
         ``partitions`` > 1 spreads the type's jobs over that many hash tags (cluster
         slots): workers serving it read them all and publish the count for producers.
+
+        ``webhook`` (a URL, or a :class:`~streamjobs.webhooks.Webhook` for a name, events
+        or secret of its own) is called when a job of the type completes or ends dead;
+        every worker of the type upserts it at start (a URL alone is named ``default``
+        and signed with ``Settings.webhook_secret``).
         """
         check_type_name(type_)
         if not isinstance(partitions, int) or not 1 <= partitions <= MAX_PARTITIONS:
@@ -68,6 +76,7 @@ class Registry:
                                     payload=schedule_payload).check()
             except InvalidArgument as e:
                 raise ConfigError(f"handler {type_!r}: {e}") from e
+        hook = _declared_webhook(type_, webhook)
         if policy is not None and policy_fields:
             raise ConfigError("give either policy= or policy fields, not both")
         try:
@@ -81,7 +90,8 @@ class Registry:
             is_async = inspect.iscoroutinefunction(fn)
             if chosen.isolation == "process":
                 _check_isolatable(type_, fn, is_async)
-            self._handlers[type_] = Handler(type_, fn, chosen, is_async, schedule, partitions)
+            self._handlers[type_] = Handler(type_, fn, chosen, is_async, schedule, partitions,
+                                           hook)
             return fn
 
         return register
@@ -100,6 +110,16 @@ class Registry:
 
     def __len__(self) -> int:
         return len(self._handlers)
+
+
+def _declared_webhook(type_: str, webhook: str | Webhook | None) -> Webhook | None:
+    hook = Webhook(type_, webhook) if isinstance(webhook, str) else webhook
+    if hook is None:
+        return None
+    try:
+        return replace(hook, type=type_).check()
+    except InvalidArgument as e:
+        raise ConfigError(f"handler {type_!r}: {e}") from e
 
 
 def _check_isolatable(type_: str, fn: HandlerFn, is_async: bool) -> None:

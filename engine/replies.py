@@ -26,6 +26,13 @@ def stream_reads(reply: Any) -> StreamReads:
     return cast("StreamReads", reply or [])
 
 
+def read_stream_names(reply: Any) -> list[bytes]:
+    """The streams an XREAD answered with (RESP2 list or RESP3 map)."""
+    if not reply:
+        return []
+    return list(reply) if isinstance(reply, dict) else [stream for stream, _ in reply]
+
+
 def read_groups(response: Any, **options: Any) -> StreamReads:
     """XREADGROUP's reply (RESP2 list or RESP3 map), each entry's fields read by
     :func:`streamjobs.contract.fields_of`: repeated field names are kept track of, not

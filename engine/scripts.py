@@ -116,32 +116,34 @@ _EACH_CODE = Reply(each=("code",))
 
 SPECS: dict[str, Spec] = {
     "enqueue": Spec(
-        keys=("stream", "delayed", "stats", "job_prefix"),
+        keys=("stream", "delayed", "stats", "job_prefix", "events"),
         tail=("job_id", "token", "delay_ms", "run_at_ms", *FLAT_FIELDS),
         reply=Reply(each=("code", "job_id", "state")),
         codes=(Code.OK, Code.DUPLICATE, Code.DEDUPLICATED),
     ),
     "ack": Spec(
-        keys=("stream", "stats", "done", "job_prefix"),
+        keys=("stream", "stats", "done", "job_prefix", "events"),
         argv=("group", "consumer", "result_ttl_ms"),
-        tail=("entry_id", "job_id", "result", "attempt", "max_attempts"),
+        tail=("entry_id", "job_id", "result", "attempt", "max_attempts", "duration_ms",
+              "started"),
         reply=_EACH_CODE, codes=(Code.OK, Code.NOT_OWNER, Code.WRONG_STATE, Code.ALREADY),
     ),
     "fail": Spec(
-        keys=("stream", "delayed", "dead", "stats", "job_prefix"),
+        keys=("stream", "delayed", "dead", "stats", "job_prefix", "events"),
         argv=("group", "consumer", "max_attempts", "immediate_retries", "backoff_base_ms",
               "backoff_cap_ms", "jitter"),
-        tail=("entry_id", "job_id", "error", "traceback", "mode", "retry_after_ms", "rand"),
+        tail=("entry_id", "job_id", "error", "traceback", "mode", "retry_after_ms", "rand",
+              "duration_ms", "started"),
         reply=Reply(each=("code", "state", "attempts", "due_at_ms")),
         codes=(Code.OK, Code.NOT_OWNER, Code.NOT_FOUND, Code.WRONG_STATE),
     ),
     "promote": Spec(
-        keys=("stream", "delayed", "stats", "expired", "job_prefix"),
+        keys=("stream", "delayed", "stats", "expired", "job_prefix", "events"),
         argv=("limit", "result_ttl_ms"),
         reply=Reply(("code", "moved", "next_due_in_ms", "orphans", "expired_count")),
     ),
     "reclaim": Spec(
-        keys=("stream", "dead", "stats", "job_prefix"),
+        keys=("stream", "dead", "stats", "job_prefix", "events"),
         argv=("group", "consumer", "min_idle_ms", "count", "max_deliveries"),
         reply=Reply(("code", "dead_count"), ("entry_id", "fields", "deliveries")),
     ),
@@ -155,7 +157,8 @@ SPECS: dict[str, Spec] = {
         codes=(Code.OK, Code.NOT_OWNER, Code.NOT_FOUND),
     ),
     "dead_retry": Spec(
-        keys=("stream", "dead", "stats", "job_prefix"), tail=("job_id",), reply=_EACH_CODE,
+        keys=("stream", "dead", "stats", "job_prefix", "events"), tail=("job_id",),
+        reply=_EACH_CODE,
         codes=(Code.OK, Code.NOT_FOUND, Code.WRONG_STATE),
     ),
     "dead_purge": Spec(
@@ -165,14 +168,19 @@ SPECS: dict[str, Spec] = {
     "prune_consumers": Spec(
         keys=("stream",), argv=("group", "min_idle_ms"), reply=Reply(("code", "pruned")),
     ),
+    "started": Spec(keys=("events",), argv=("consumer",),
+                    tail=("job_id", "attempt", "ago_ms")),
+    "progress": Spec(keys=("job_prefix", "events"),
+                     argv=("job_id", "attempt", "progress", "message", "max_lines"),
+                     tail=("line",)),
     "cancel": Spec(
-        keys=("stream", "delayed", "stats", "cancels", "job_prefix"),
+        keys=("stream", "delayed", "stats", "cancels", "job_prefix", "events"),
         argv=("group", "job_id", "result_ttl_ms", "entry_id"),
         reply=Reply(("code", "previous_state")),
         codes=(Code.OK, Code.NOT_FOUND, Code.WRONG_STATE, Code.REQUESTED),
     ),
     "stop": Spec(
-        keys=("stream", "stats", "expired", "cancels", "job_prefix"),
+        keys=("stream", "stats", "expired", "cancels", "job_prefix", "events"),
         argv=("group", "consumer", "result_ttl_ms", "max_running", "max_running_per_key",
               "lease_ms"),
         tail=("entry_id", "job_id", "action"),
@@ -180,7 +188,8 @@ SPECS: dict[str, Spec] = {
         codes=(Code.OK, Code.NOT_OWNER, Code.NOT_FOUND, Code.WRONG_STATE),
     ),
     "schedule_tick": Spec(
-        keys=("stream", "delayed", "stats", "job_prefix", "schedule_due", "schedule_runs"),
+        keys=("stream", "delayed", "stats", "job_prefix", "schedule_due", "schedule_runs",
+              "events"),
         argv=("schedule", "expected_ms", "tick_ms", "next_ms"), tail=("field",),
         reply=Reply(("code", "job_id")),
         codes=(Code.OK, Code.ALREADY, Code.WRONG_STATE, Code.DUPLICATE),
@@ -307,6 +316,18 @@ class AckItem(NamedTuple):
     #: record shows how many attempts the job took.
     attempt: int = 1
     max_attempts: int = 0
+    #: How long the attempt ran (ms, the worker's clock); -1 when unknown.
+    duration_ms: int = -1
+    #: 1 when the attempt's ``started`` event is still to write (by this call, first).
+    started: int = 0
+
+
+class StartedItem(NamedTuple):
+    job_id: str
+    #: The attempt's number, 1-based.
+    attempt: int
+    #: How long ago the attempt began (ms).
+    ago_ms: int = 0
 
 
 class ReleaseItem(NamedTuple):
@@ -332,6 +353,10 @@ class FailItem:
     failure: FailArgs
     #: Uniform in [0, 1): the jitter draw (Lua's PRNG is seeded alike on every call).
     rand: float = 0.0
+    #: How long the attempt ran (ms, the worker's clock); -1 when it did not run.
+    duration_ms: int = -1
+    #: 1 when the attempt's ``started`` event is still to write (by this call, first).
+    started: int = 0
 
     @property
     def error(self) -> str:
@@ -355,6 +380,8 @@ class Scripts:
 
     def __init__(self, redis: Redis) -> None:
         self._redis = redis
+        #: The client the scripts run on (for the rare plain read beside them).
+        self.redis = redis
         self._registered: dict[str, AsyncScript] = {
             name: redis.register_script(source(name)) for name in SPECS
         }
@@ -451,6 +478,16 @@ class Scripts:
         """Delete consumers holding no entries and idle at least ``min_idle_ms``."""
         head, _ = await self._call("prune_consumers", tk, group=group, min_idle_ms=min_idle_ms)
         return int(head["pruned"])
+
+    async def started(self, tk: TypeKeys, consumer: str, jobs: Sequence[StartedItem]) -> None:
+        """Write the ``started`` events of attempts that began since the last settle."""
+        await self._call("started", tk, jobs, consumer=consumer)
+
+    async def progress(self, tk: TypeKeys, job_id: str, attempt: int, progress: str,
+                       message: str, max_lines: int, lines: Sequence[str]) -> None:
+        """Record a running attempt's progress ('' for none) and log lines."""
+        await self._call("progress", tk, lines, job_id=job_id, attempt=attempt,
+                         progress=progress, message=message, max_lines=max_lines)
 
     async def cancel(
         self, tk: TypeKeys, group: str, job_id: str, result_ttl_ms: int, entry_id: str = ""

@@ -7,16 +7,19 @@ says ``waiting`` and whose entry is pending is reported as running.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+import orjson
 from redis.exceptions import ResponseError
 
 from streamjobs import replies
 from streamjobs.contract import (
+    HISTORY_LENGTH,
     RUNNING_RECORDED_AS,
     STASH_B,
     STREAM_ID,
+    Event,
     JobState,
     Rec,
     Wire,
@@ -55,6 +58,14 @@ class JobStatus(Record):
     entry_id: str | None
     consumer: str | None = None
     deliveries: int = 0
+    #: The last progress its handler reported (0 to 1) and its message.
+    progress: float | None = None
+    progress_message: str | None = None
+    #: Its handler's log lines, oldest first (the last ``contract.LOG_LINES``).
+    logs: list[str] = field(default_factory=list)
+    #: One dict per attempt, oldest first (the last ``contract.HISTORY_LENGTH``): attempt,
+    #: started_at, duration_ms, worker, outcome (completed, retrying, dead), error.
+    history: list[dict[str, Any]] = field(default_factory=list)
 
 
 async def _entry_fields(redis: Redis, stream: str, entry_id: str) -> dict[bytes, bytes]:
@@ -92,6 +103,14 @@ async def type_status(redis: Redis, tk: TypeKeys, job_id: str) -> JobStatus | No
     """A job's status in whichever partition of its type holds it. The record and the
     type's partition count are read in one round trip (one slot): an unpartitioned
     type's lookup costs what it did before partitions existed."""
+    found = await locate(redis, tk, job_id)
+    return found[1] if found is not None else None
+
+
+async def locate(redis: Redis, tk: TypeKeys, job_id: str
+                 ) -> tuple[TypeKeys, JobStatus] | None:
+    """The partition of its type that holds a job (its keys) and the job's status there;
+    None when no partition knows it."""
     async with redis.pipeline(transaction=False) as pipe:
         pipe.hgetall(tk.job(job_id))
         pipe.hget(tk.config, PARTITIONS_FIELD)
@@ -99,7 +118,8 @@ async def type_status(redis: Redis, tk: TypeKeys, job_id: str) -> JobStatus | No
     rec = replies.hash_fields(raw)
     parts = tk.partitions(parse_partitions(n))
     if rec or len(parts) == 1:
-        return await job_status(redis, tk, job_id, rec)
+        status = await job_status(redis, parts[0], job_id, rec)
+        return None if status is None else (parts[0], status)
     async with redis.pipeline(transaction=False) as pipe:
         for part in parts[1:]:
             pipe.hgetall(part.job(job_id))
@@ -107,11 +127,12 @@ async def type_status(redis: Redis, tk: TypeKeys, job_id: str) -> JobStatus | No
     for part, raw in zip(parts[1:], found, strict=True):
         rec = replies.hash_fields(raw)
         if rec:
-            return await job_status(redis, part, job_id, rec)
+            status = await job_status(redis, part, job_id, rec)
+            return None if status is None else (part, status)
     for part in parts:  # a plain XADD's job: no record until it moves
         status = await _status_without_record(redis, part, job_id)
         if status is not None:
-            return status
+            return part, status
     return None
 
 
@@ -150,8 +171,42 @@ async def job_status(redis: Redis, tk: TypeKeys, job_id: str,
         error=text(rec.get(Rec.ERROR.b)), traceback=text(rec.get(Rec.TRACEBACK.b)),
         reason=text(rec.get(Rec.REASON.b)), result=json_or_text(rec.get(Rec.RESULT.b)),
         payload=payload, headers=headers, entry_id=entry_id,
-        consumer=consumer, deliveries=deliveries,
+        consumer=consumer, deliveries=deliveries, **extras(rec),
     )
+
+
+def extras(rec: dict[bytes, bytes]) -> dict[str, Any]:
+    """A record's progress, log lines and attempt history (``JobStatus`` fields)."""
+    raw_progress = rec.get(Rec.PROGRESS.b)
+    logs = rec.get(Rec.LOGS.b)
+    return {
+        "progress": float(raw_progress) if raw_progress else None,
+        "progress_message": text(rec.get(Rec.PROGRESS_MESSAGE.b)),
+        "logs": logs.decode("utf-8", "replace").split("\n") if logs else [],
+        "history": history(rec),
+    }
+
+
+_COMPLETED = JobState.COMPLETED.value.encode()
+
+
+def history(rec: dict[bytes, bytes]) -> list[dict[str, Any]]:
+    """The attempts, oldest first: the failed ones from the record's ``history`` (written
+    by fail.lua), then a completed one from the record's own fields (ack.lua writes no
+    history: a job done at its first attempt keeps a small record)."""
+    raw = rec.get(Rec.HISTORY.b)
+    out = [orjson.loads(line) for line in raw.split(b"\n")] if raw else []
+    worker = rec.get(Rec.FINISHED_BY.b)
+    if rec.get(Rec.STATE.b) == _COMPLETED and worker is not None:
+        finished = opt_int(rec.get(Rec.FINISHED_AT.b))
+        duration = opt_int(rec.get(Rec.DURATION_MS.b))
+        known = duration is not None and duration >= 0 and finished is not None
+        out.append({"attempt": opt_int(rec.get(Rec.ATTEMPTS.b)) or 1,
+                    "started_at": finished - duration if known else None,  # type: ignore[operator]
+                    "duration_ms": duration if known else None,
+                    "worker": worker.decode("utf-8", "replace"),
+                    "outcome": Event.COMPLETED.value})
+    return out[-HISTORY_LENGTH:]
 
 
 #: A job with no record (a plain XADD not moved yet) is looked for among this many entries

@@ -14,11 +14,11 @@ import logging
 import re
 from typing import TYPE_CHECKING
 
-from redis.crc import key_slot
+import anyio
+from anyio import TASK_STATUS_IGNORED
 from redis.exceptions import OutOfMemoryError, RedisError, ResponseError
 
-from streamjobs.connection import is_cluster
-from streamjobs.contract import TYPE_NAME
+from streamjobs.contract import EVENTS_OFF, TYPE_NAME
 from streamjobs.counts import server_ms
 from streamjobs.errors import ConfigError
 from streamjobs.history import sample
@@ -35,6 +35,7 @@ from streamjobs.keys import (
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
+    from anyio.abc import TaskStatus
     from redis.asyncio import Redis
 
 
@@ -56,16 +57,6 @@ async def ensure_group(redis: Redis, tk: TypeKeys) -> bool:
             raise
         return False
     return True
-
-
-def check_one_slot(redis: Redis, tks: Sequence[TypeKeys]) -> None:
-    """Until the fetcher reads each slot apart, a worker on a cluster reads all its types
-    in one XREADGROUP, which a cluster refuses across slots (CROSSSLOT)."""
-    if is_cluster(redis) and len({key_slot(tk.stream.encode()) for tk in tks}) > 1:
-        raise ConfigError(
-            "on a cluster, run one worker per type for now: types "
-            + ", ".join(tk.tag for tk in tks) + " live in different hash slots (a "
-            "partitioned type: one worker per partition, types=['T#0'], ['T#1'] …)")
 
 
 async def group_exists(redis: Redis, tk: TypeKeys) -> bool:
@@ -114,6 +105,31 @@ async def rescan_types(redis: Redis, prefix: str) -> list[str]:
     return sorted(found)
 
 
+#: The first scan of an API's start waits at most this long (the rest runs on).
+FIRST_SCAN_S = 5.0
+
+
+async def keep_types_indexed(redis: Redis, prefix: str, every_s: float,
+                             task_status: TaskStatus[None] = TASK_STATUS_IGNORED) -> None:
+    """Find the types written only by plain XADD (no producer or worker of ours ever
+    registered them): one scan at once (``task_status`` reports after it, or after
+    FIRST_SCAN_S), then one every ``every_s`` seconds (0: none). A failed scan is logged
+    and tried again next time."""
+    started = False
+    while True:
+        with anyio.move_on_after(None if started else FIRST_SCAN_S):
+            try:
+                await rescan_types(redis, prefix)
+            except (RedisError, OSError) as e:
+                log.warning("scanning for job types failed (retried in %gs): %s", every_s, e)
+        if not started:
+            started = True
+            task_status.started()
+        if every_s <= 0:
+            return
+        await anyio.sleep(every_s)
+
+
 async def partitions_of(redis: Redis, tk: TypeKeys) -> int:
     """How many partitions the type's jobs are spread over (its config hash, in the
     type's own slot; 1 when none was published)."""
@@ -133,7 +149,13 @@ async def publish_partitions(redis: Redis, tk: TypeKeys, n: int) -> int:
         else:
             pipe.hdel(tk.config, PARTITIONS_FIELD)
         before, _ = await pipe.execute()
-    return parse_partitions(before)
+    old = parse_partitions(before)
+    if n > old:  # new partitions take partition 0's events switch (engine/events.py)
+        parts = tk.partitions(n)
+        if await redis.type(parts[0].events) == b"string":
+            for part in parts[old:]:
+                await redis.set(part.events, EVENTS_OFF)
+    return old
 
 
 async def partition_keys(redis: Redis, tk: TypeKeys) -> list[TypeKeys]:

@@ -17,7 +17,7 @@ import math
 import os
 import socket
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -30,6 +30,7 @@ from streamjobs.connection import (
     BLOCK_MARGIN_S,
     SOCKET_TIMEOUT,
     client_from_url,
+    is_cluster,
     socket_timeout_of,
 )
 from streamjobs.contract import (
@@ -48,13 +49,22 @@ from streamjobs.errors import (
     DecodeError,
     InvalidArgument,
 )
+from streamjobs.fetch import Capacity, ReadState, fetch_groups
 from streamjobs.isolation import Processes, Threads
 from streamjobs.job import Job
 from streamjobs.keys import GROUP, PARTITION_SEP, TypeKeys, split_tag, worker_key, workers_key
 from streamjobs.metrics import WorkerMetrics
 from streamjobs.outcomes import Result, error_outcome, ok
 from streamjobs.pause import REFRESH_S, paused_types
-from streamjobs.reconnect import NETWORK_ERRORS, SERVER_ERRORS, Backoff, lost_group, retrying
+from streamjobs.progress import JobContext
+from streamjobs.reconnect import (
+    NETWORK_ERRORS,
+    SERVER_ERRORS,
+    Backoff,
+    lost_group,
+    ours,
+    retrying,
+)
 from streamjobs.registry import Handler, Registry, default_registry
 from streamjobs.scripts import (
     FailArgs,
@@ -66,7 +76,9 @@ from streamjobs.scripts import (
     StopResult,
 )
 from streamjobs.settle import Settler
-from streamjobs.streams import check_one_slot, ensure_types, publish_partitions
+from streamjobs.streams import ensure_types, publish_partitions
+from streamjobs.tracing import Tracing
+from streamjobs.webhooks import DEFAULT_POLICY, WEBHOOK_TYPE, Deliverer, Notifier, set_webhook
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
@@ -74,6 +86,8 @@ if TYPE_CHECKING:
     from anyio.abc import TaskStatus
     from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
     from redis.asyncio import Redis
+
+    from streamjobs.retry import Policy
 
 log = logging.getLogger("streamjobs.worker")
 HEARTBEAT_S = 5.0
@@ -110,10 +124,16 @@ class Delivery:
     #: Set when a cancel of this running job was asked (``Producer.cancel``): the attempt
     #: is stopped where it can be and the job ends cancelled.
     cancel_requested: bool = False
+    #: When its attempt began (monotonic; 0 before): its settle carries the duration.
+    began: float = 0.0
+    #: The entry's ``id`` field, else its entry id: read once (every step needs it).
+    job_id: str = field(init=False)
 
-    @property
-    def job_id(self) -> str:
-        return job_id_of(self.entry_id, self.fields)
+    def __post_init__(self) -> None:
+        self.job_id = job_id_of(self.entry_id, self.fields)
+
+    def duration_ms(self) -> int:
+        return int((time.monotonic() - self.began) * 1000) if self.began else -1
 
 
 def consumer_name() -> str:
@@ -135,32 +155,44 @@ class Worker:
         block_ms: int = 1000,
         metrics: WorkerMetrics | None = None,
         name: str | None = None,
+        webhooks: bool | None = None,
+        webhook_policy: Policy | None = None,
     ) -> None:
+        """``webhooks``: serve webhook deliveries (``streamjobs.webhook``) too (None:
+        ``settings.webhooks``). ``webhook_policy``: their retry
+        policy (``webhooks.DEFAULT_POLICY``)."""
         if concurrency < 1:
             raise InvalidArgument("concurrency must be >= 1")
         self.settings = settings if settings is not None else Settings.from_env()
         self.registry = registry if registry is not None else default_registry
+        self._owns_client = isinstance(redis, str)
+        self.redis: Redis = _client(redis, block_ms)
+        self.metrics = metrics or WorkerMetrics()
         chosen = list(types) if types else self.registry.types()
         if not chosen:
             raise ConfigError("no job types to consume: register a handler first")
+        serve = webhooks if webhooks is not None else self.settings.webhooks
+        if serve and WEBHOOK_TYPE not in chosen:
+            chosen.append(WEBHOOK_TYPE)
+        self.deliverer = Deliverer(self.redis, self.settings.prefix,
+                                   self.settings.webhook_secret, self.settings.webhook_timeout,
+                                   self.metrics)
+        self._builtin = {WEBHOOK_TYPE: Handler(WEBHOOK_TYPE, self.deliverer,
+                                               webhook_policy or DEFAULT_POLICY, True)}
         # Keyed by hash tag: a partitioned type is served as each of its partitions
         # (``T``, ``T#1`` …), all mapped to its one handler.
         self.handlers: dict[str, Handler] = {}
         self.keys: dict[str, TypeKeys] = {}
         for t in chosen:
             for tk in self._partitions(t):
-                self.handlers[tk.tag] = self.registry.get(tk.type)
+                self.handlers[tk.tag] = self._handler(tk.type)
                 self.keys[tk.tag] = tk
-        self._owns_client = isinstance(redis, str)
-        self.redis: Redis = _client(redis, block_ms)
-        check_one_slot(self.redis, list(self.keys.values()))
         # Entries are read with repeated field names kept track of (they are malformed).
         self.redis.set_response_callback("XREADGROUP", replies.read_groups)
         self.scripts = Scripts(self.redis)
         self.concurrency = concurrency
         self.grace_period = grace_period
         self.block_ms = block_ms
-        self.metrics = metrics or WorkerMetrics()
         self.name = name or consumer_name()
         self._outstanding: dict[str, Delivery] = {}
         #: Set when jobs were fetched or settled: the next heartbeat (>= HEARTBEAT_MIN_S
@@ -168,13 +200,17 @@ class Worker:
         self._fetched: anyio.Event | None = None
         self._stopping = False
         self._stop_requested = False
-        self._order = list(self.keys)
+        self._read_states: list[ReadState] = []
         #: Types paused on the server (refreshed by _pause_watch): not fetched.
         self._paused: set[str] = set()
         self.settler = Settler(
             self.scripts, self.keys, {t: h.policy for t, h in self.handlers.items()},
             self.name, self.settings.result_ttl * 1000, self.metrics, self._regroup,
+            self._settled,
         )
+        self.notifier = Notifier(self.redis, self.scripts, self.settings.prefix, self.keys)
+        self.settler.notifier = self.notifier
+        self._tracing = Tracing() if self.settings.tracing else None
         self._pruned_at = -PRUNE_EVERY_S
         #: Types (hash tags) with concurrency limits: each start goes through stop.lua.
         self._limits = {t: _limits_of(h) for t, h in self.handlers.items()
@@ -190,14 +226,18 @@ class Worker:
             if h.policy.isolation == "process" and not h.is_async
         }
 
+    def _handler(self, type_: str) -> Handler:
+        builtin = self._builtin.get(type_)
+        return builtin if builtin is not None else self.registry.get(type_)
+
     def _partitions(self, name: str) -> list[TypeKeys]:
         """The partitions a worker on ``name`` serves: every partition of a type, or the
         one partition ``T#k`` names."""
         if name.endswith(PARTITION_SEP + "0"):  # partition 0 alone (its tag is the type)
-            self.registry.get(name[:-2])
+            self._handler(name[:-2])
             return [TypeKeys(self.settings.prefix, name[:-2])]
         type_, k = split_tag(name)
-        h = self.registry.get(type_)
+        h = self._handler(type_)
         if name != type_ and k == 0:
             raise ConfigError(f"{name!r} is neither a type nor a partition of one")
         if k >= h.partitions:
@@ -208,9 +248,11 @@ class Worker:
     def _open_runtime(self) -> None:
         """anyio primitives belong to a running event loop: made when run() starts."""
         self._slot_freed = anyio.Event()
+        self.capacity = Capacity(self.concurrency)
         self._stop = anyio.Event()
         self._fetch_scope = anyio.CancelScope()
         self.settler.open()
+        self.notifier.open()
         if self._stop_requested:
             self._stop.set()
 
@@ -237,7 +279,8 @@ class Worker:
                 tg.start_soon(self._fetcher, send)
                 tg.start_soon(self._reclaimer, send.clone())
                 for role in (self.settler.run, self._promoter, self._toucher, self._heartbeat,
-                             self._cancel_watcher, self._pause_watch, self._scheduler):
+                             self._cancel_watcher, self._pause_watch, self._scheduler,
+                             self.notifier.run):
                     tg.start_soon(role)
                 task_status.started()
                 await self._stop.wait()
@@ -263,6 +306,12 @@ class Worker:
                     if h.schedule is not None:
                         await schedules.upsert(self.redis, self.settings.prefix, h.schedule,
                                                declared=True)
+                    if h.webhook is not None:
+                        hook = h.webhook
+                        if not hook.secret and self.settings.webhook_secret:
+                            hook = replace(hook, secret=self.settings.webhook_secret)
+                        await set_webhook(self.redis, self.settings.prefix, hook)
+                await self.notifier.refresh()
                 return
             except SERVER_ERRORS as e:
                 await backoff.wait("server unreachable at start" if isinstance(e, NETWORK_ERRORS)
@@ -287,9 +336,13 @@ class Worker:
         log.error("the consumer group %r of %s is gone from the server (FLUSHALL, a restart "
                   "without persistence, a failover?): recreating it; jobs in flight may run "
                   "again, jobs whose stream was lost are gone", GROUP, ", ".join(self.keys))
+        for state in self._read_states:
+            state.reset()
         try:
             await ensure_types(self.redis, list(self.keys.values()))
         except SERVER_ERRORS as e:
+            if ours(e):
+                raise
             log.warning("recreating the consumer groups failed: %s (tried again)", e)
 
     async def _recover(self, what: str, backoff: Backoff, e: BaseException) -> None:
@@ -314,6 +367,11 @@ class Worker:
         with anyio.CancelScope(shield=True), anyio.move_on_after(10):
             await self.settler.flush_all()
             await self._release_leftovers()
+            try:
+                await self.notifier.flush()
+            except SERVER_ERRORS as e:
+                log.error("webhook deliveries of settled jobs not enqueued at shutdown "
+                          "(lost): %s", e)
 
     async def _release_leftovers(self) -> None:
         """Entries still in this consumer's pending list (a fetch cut short by shutdown
@@ -332,6 +390,8 @@ class Worker:
                 codes = await self.scripts.release(tk, GROUP, self.name, entries)
                 self.metrics.released(type_, codes.count(Code.OK))
             except SERVER_ERRORS as e:
+                if ours(e):
+                    raise
                 log.warning("could not release leftovers of %s: %s", type_, e)
 
     async def _drained(self) -> None:
@@ -344,44 +404,95 @@ class Worker:
             with anyio.move_on_after(2):
                 await self.redis.delete(worker_key(self.settings.prefix, self.name))
                 await self.redis.zrem(workers_key(self.settings.prefix), self.name)
-        except SERVER_ERRORS:
-            pass
+        except SERVER_ERRORS as e:
+            if ours(e):
+                raise
+        await self.deliverer.aclose()
         if self._owns_client:
             await self.redis.aclose()
 
     # ---- fetcher ---------------------------------------------------------------------
 
     async def _fetcher(self, send: MemoryObjectSendStream[Delivery]) -> None:
-        backoff = Backoff()
+        """One reader per fetch group (engine/fetch.py), all under one capacity."""
+        groups = fetch_groups(self.keys, is_cluster(self.redis))
+        self._read_states = [ReadState(tags) for tags in groups]
         async with send:
             with self._fetch_scope:
-                while not self._stopping:
-                    free = self.concurrency - len(self._outstanding)
-                    if free <= 0:
-                        self._slot_freed = anyio.Event()
-                        await self._slot_freed.wait()
-                        continue
-                    try:
-                        await self._fetch_once(send, free)
-                        backoff.reset()
-                    except SERVER_ERRORS as e:
-                        await self._recover("fetch failed", backoff, e)
+                async with anyio.create_task_group() as tg:
+                    for state in self._read_states:
+                        tg.start_soon(self._reader, state, len(groups) == 1, send.clone())
 
-    async def _fetch_once(self, send: MemoryObjectSendStream[Delivery], free: int) -> None:
-        # COUNT applies per stream: read at most `free` streams, free // n entries each,
-        # rotating which streams go first so no type starves.
-        self._order = self._order[1:] + self._order[:1]
-        order = [t for t in self._order if t not in self._paused]
-        if not order:
+    async def _reader(self, state: ReadState, alone: bool,
+                      send: MemoryObjectSendStream[Delivery]) -> None:
+        backoff = Backoff()
+        async with send:
+            while not self._stopping:
+                try:
+                    await self._read_once(state, alone, send)
+                    backoff.reset()
+                except SERVER_ERRORS as e:
+                    state.reset()  # a failover or a new group: what was delivered may not be
+                    await self._recover("fetch failed", backoff, e)
+
+    async def _read_once(self, state: ReadState, alone: bool,
+                         send: MemoryObjectSendStream[Delivery]) -> None:
+        active = [t for t in state.tags if t not in self._paused]
+        if not active:
             await anyio.sleep(REFRESH_S)
             return
-        chosen = order[: min(free, len(order))]
-        resp = await self.redis.xreadgroup(
-            GROUP, self.name, {self.keys[t].stream: ">" for t in chosen},
-            count=free // len(chosen), block=self.block_ms,
-        )
-        for stream, entries in replies.stream_reads(resp):
-            type_ = self._type_of_stream(stream)
+        if alone and (len(active) == 1 or self.capacity.free >= len(active)):
+            # Every stream may deliver its share: block in XREADGROUP itself. One stream
+            # always may, once a slot is free: it waits for one here (a wait in XREAD
+            # would cost two more commands a cycle, and learn nothing it needs).
+            n = await self.capacity.take(self.concurrency)
+            if n >= len(active):
+                state.reset()
+                await self._claim(active, n, None, block=self.block_ms, send=send)
+                return
+            self.capacity.give(n)
+        ready = [t for t in active if t in state.ready]
+        if not ready:
+            # Wait for news in any stream of the group, claiming nothing.
+            resp = await self.redis.xread({self.keys[t].stream: state.after[t] for t in active},
+                                          count=1, block=self.block_ms)
+            state.woke(self._type_of_stream(s) for s in replies.read_stream_names(resp))
+            return
+        n = await self.capacity.take(self.concurrency)
+        chosen = ready[:n]
+        state.rotate(len(chosen))
+        await self._claim(chosen, n, state, block=None, send=send)
+
+    async def _claim(self, tags: list[str], n: int, state: ReadState | None, *,
+                     block: int | None, send: MemoryObjectSendStream[Delivery]) -> None:
+        """One XREADGROUP over ``tags`` (one slot), at most ``n`` entries (the slots taken
+        for it): COUNT applies per stream, ``n // len(tags)`` each. With ``state``, each
+        stream's last id is read just before (same round trip) to learn how far it is
+        delivered when it gives fewer entries than asked."""
+        count = n // len(tags)
+        streams: dict[Any, Any] = {self.keys[t].stream: ">" for t in tags}
+        got = 0
+        try:
+            if state is None:
+                resp = await self.redis.xreadgroup(GROUP, self.name, streams, count=count,
+                                                   block=block)
+                tops: list[Any] = []
+            else:
+                async with self.redis.pipeline(transaction=False) as pipe:
+                    for t in tags:
+                        pipe.xrevrange(self.keys[t].stream, count=1)
+                    pipe.xreadgroup(GROUP, self.name, streams, count=count)
+                    *tops, resp = await pipe.execute()
+            reads = {self._type_of_stream(s): entries for s, entries in replies.stream_reads(resp)}
+            got = sum(len(e) for e in reads.values())
+        finally:
+            self.capacity.give(n - got)  # each entry read keeps its slot until it settles
+        if state is not None:
+            for t, top in zip(tags, tops, strict=True):
+                entries = reads.get(t, [])
+                state.read(t, top[0][0].decode() if top else None,
+                           entries[-1][0].decode() if entries else None, len(entries) >= count)
+        for type_, entries in reads.items():
             fetched = [Delivery(type_, e.decode(), fields) for e, fields in entries]
             if type_ in self._paused:  # paused while the read blocked: hand them back
                 for d in fetched:
@@ -408,6 +519,8 @@ class Worker:
                     pipe.hmget(tk.job(d.job_id), Rec.STATE, Rec.ENTRY)
                 records = await pipe.execute(raise_on_error=False)
         except SERVER_ERRORS as e:
+            if ours(e):
+                raise
             # They are delivered: run them (a duplicate is still caught when it settles).
             log.warning("duplicate-id check of %s failed: %s", type_, e)
             return fetched
@@ -456,14 +569,18 @@ class Worker:
             return Result(Attempt.RELEASED)
         h = self.handlers[d.type]
         try:
+            context = JobContext(self.scripts, self.keys[d.type], d.job_id,
+                                 settler=self.settler, tag=d.type, entry_id=d.entry_id)
             job = Job.from_fields(
                 h.type, d.entry_id, d.fields,
                 max_payload_bytes=self.settings.max_payload_bytes, deliveries=d.deliveries,
+                context=context,
             )
         except DecodeError as e:
             return Result(Attempt.MALFORMED, error=f"malformed entry: {e}")
-        timeout = job.timeout or h.policy.timeout
+        limit_s = job.timeout or h.policy.timeout
         d.attempt, d.max_attempts = job.attempt, job.max_attempts or h.policy.max_attempts
+        context.attempt = job.attempt
         f = d.fields
         if (d.cancel_requested or _EXPIRES_AT in f or _DEDUP_KEY in f
                 or d.type in self._limits):  # else no await at all
@@ -472,18 +589,40 @@ class Worker:
                 return stopped
         self.metrics.started(d.type, job.enqueued_at)
         logs.job_started(d.type, job.id, job.attempt)
-        t0 = time.perf_counter()
-        outcome = await self._call(h, job, d, timeout)
+        self.settler.started(d.type, d.entry_id, d.job_id, job.attempt)
+        if self._tracing is None:
+            return await self._timed(h, job, d, limit_s, context)
+        started = self._tracing.start(job)  # the handler runs in the attempt's span
+        outcome = Result(Attempt.RELEASED)
+        try:
+            outcome = await self._timed(h, job, d, limit_s, context)
+            return outcome
+        finally:
+            self._tracing.end(started, outcome)
+
+    async def _timed(self, h: Handler, job: Job, d: Delivery, limit_s: float,
+                     context: JobContext) -> Result:
+        """The handler's call, timed, with a cancel asked meanwhile applied."""
+        t0 = d.began = time.monotonic()
+        outcome = await self._call(h, job, d, limit_s)
         if d.cancel_requested and outcome.kind not in _NOT_CANCELLED:
             stopped = await self._stop_entry(d, StopAction.CANCEL)
             if stopped.kind is not Attempt.OK:
                 outcome = stopped
             elif outcome.kind is Attempt.STOPPED:  # not cancellable after all: a failure
                 outcome = Result(Attempt.RETRY, error="the attempt was stopped by a cancel")
-        elapsed = time.perf_counter() - t0
+        if context.lines:
+            await self._flush_logs(context)
+        elapsed = time.monotonic() - t0
         self.metrics.finished(d.type, outcome.kind, elapsed)
         logs.job_finished(d.type, job.id, job.attempt, outcome.kind, outcome.error, elapsed)
         return outcome
+
+    async def _flush_logs(self, context: JobContext) -> None:
+        try:
+            await context.flush()
+        except SERVER_ERRORS as e:
+            log.warning("log lines of %s %s not written: %s", context.tk.type, context.job_id, e)
 
     async def _call(self, h: Handler, job: Job, d: Delivery, limit_s: float) -> Result:
         # One cancel scope per attempt: its deadline is the timeout; shutdown (after the
@@ -529,19 +668,34 @@ class Worker:
     # ---- outcomes: one small function each --------------------------------------------
 
     def _settle(self, d: Delivery, outcome: Result) -> None:
-        """Hand the outcome to the settler (no await: runners never wait on a script)."""
+        """Hand the outcome to the settler (no await: runners never wait on a script): the
+        entry's slot is free once the settler wrote it (or now, if nothing is to write)."""
         self._outstanding.pop(d.entry_id, None)
         self._beat_soon()
         _SETTLE[outcome.kind](self, d, outcome, not self._outstanding)
+        if outcome.kind in (Attempt.LOST, Attempt.STOPPED):
+            self.capacity.give()
+
+    def _settled(self, n: int) -> None:
+        """The settler wrote ``n`` outcomes: their entries left the pending list."""
+        self.capacity.give(n)
 
     def _on_ok(self, d: Delivery, outcome: Result, idle: bool) -> None:
+        url = d.fields.get(_WEBHOOK)
+        if url is not None:
+            self.notifier.job_hook(d.entry_id, url)
         self.settler.ok(d.type, d.entry_id, d.job_id, outcome.result, idle=idle,
-                        attempt=d.attempt, max_attempts=d.max_attempts)
+                        attempt=d.attempt, max_attempts=d.max_attempts,
+                        duration_ms=d.duration_ms())
 
     def _on_failure(self, d: Delivery, outcome: Result, idle: bool) -> None:
         failure = FailArgs(outcome.error, outcome.traceback, Failure(outcome.kind),
                            int(outcome.retry_after * 1000))
-        self.settler.failed(d.type, d.entry_id, d.job_id, failure, idle=idle)
+        url = d.fields.get(_WEBHOOK)
+        if url is not None:
+            self.notifier.job_hook(d.entry_id, url)
+        self.settler.failed(d.type, d.entry_id, d.job_id, failure, idle=idle,
+                            duration_ms=d.duration_ms())
 
     def _on_released(self, d: Delivery, outcome: Result, idle: bool) -> None:
         self.settler.released(d.type, d.entry_id, d.job_id, idle=idle)
@@ -575,6 +729,7 @@ class Worker:
                 tk, GROUP, self.name, ttl, [item], self._limits.get(d.type)), self._regroup)
 
         with anyio.CancelScope(shield=True):
+            await self.settler.send_started(d.type, d.entry_id)  # its events come first
             if order is None:
                 (res,) = await call()
             else:
@@ -653,6 +808,8 @@ class Worker:
             try:
                 paused = await paused_types(self.redis, tks)
             except SERVER_ERRORS as e:
+                if ours(e):
+                    raise
                 log.debug("reading the paused types failed: %s", e)
             else:
                 if paused != self._paused:
@@ -712,14 +869,21 @@ class Worker:
                 log.info("pruned %d idle consumers of %s", n, tk.type)
 
     async def _reclaim(self, type_: str, send: MemoryObjectSendStream[Delivery]) -> None:
-        free = self.concurrency - len(self._outstanding)
-        if free <= 0 or self._stopping:
+        """Claim entries idle past the visibility timeout, with slots taken from the one
+        capacity (waiting for one if the worker is full)."""
+        if self._stopping:
             return
         p = self.handlers[type_].policy
-        res = await self.scripts.reclaim(
-            self.keys[type_], GROUP, self.name, int(p.visibility_timeout * 1000),
-            min(free, 100), p.max_deliveries,
-        )
+        n = await self.capacity.take(100)
+        try:
+            res = await self.scripts.reclaim(
+                self.keys[type_], GROUP, self.name, int(p.visibility_timeout * 1000),
+                n, p.max_deliveries,
+            )
+        except BaseException:
+            self.capacity.give(n)
+            raise
+        self.capacity.give(n - len(res.claimed))
         if res.dead_count:
             log.warning("%d poison, malformed or duplicate-id entries of %s dead-lettered",
                         res.dead_count, type_)
@@ -807,6 +971,8 @@ class Worker:
                     await pipe.execute()
                 self.metrics.heartbeat()
             except SERVER_ERRORS as e:
+                if ours(e):
+                    raise
                 log.warning("heartbeat failed: %s: %s", type(e).__name__, e)
             await anyio.sleep(HEARTBEAT_MIN_S)
             with anyio.move_on_after(HEARTBEAT_S - HEARTBEAT_MIN_S):
@@ -849,6 +1015,7 @@ _SETTLE: dict[Attempt, Callable[[Worker, Delivery, Result, bool], None]] = {
 }
 #: Entry fields that make an entry go through stop.lua before it runs.
 _EXPIRES_AT, _DEDUP_KEY = Wire.EXPIRES_AT.b, Wire.DEDUP_KEY.b
+_WEBHOOK = Wire.WEBHOOK.b
 #: Outcomes a cancel asked during the attempt leaves as they are: a completed job stays
 #: completed, a lost or released one is another worker's or another attempt's.
 _NOT_CANCELLED = frozenset({Attempt.OK, Attempt.LOST, Attempt.RELEASED})

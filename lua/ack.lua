@@ -3,11 +3,17 @@
 -- KEYS[2] stats
 -- KEYS[3] done
 -- KEYS[4] job_prefix
+-- KEYS[5] events
 -- ARGV[1] group
 -- ARGV[2] consumer
 -- ARGV[3] result_ttl_ms
--- ARGV[4...] entry_id, job_id, result, attempt, max_attempts  (repeated per job; result ''
--- when none; attempt: this attempt's number, 1-based; max_attempts: the one it ran under)
+-- ARGV[4...] entry_id, job_id, result, attempt, max_attempts, duration_ms, started
+-- (repeated per job; result '' when none; attempt: this attempt's number, 1-based;
+-- max_attempts: the one it ran under; duration_ms: how long the attempt ran, as its
+-- worker measured it, -1 when unknown; started: 1 when the attempt's `started` event was
+-- not written yet (the worker batches them with its settles): written here, first)
+-- The record keeps the attempt's duration_ms; its `history` is appended by failures only
+-- (a completed attempt is read back from the record's own fields: streamjobs.status).
 -- An entry the consumer no longer owns (it was reclaimed) is left alone: no completion,
 -- no count; ALREADY when this consumer completed the job with this entry (a replayed ack). A record in
 -- another state than running, or of another entry (a duplicate id), is left alone too:
@@ -19,18 +25,19 @@
 --@include states
 --@include now_ms
 --@include held_entries
+--@include emit
 --@include free_unique
 --@include slots
-local stream, stats, done, job_prefix = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local stream, stats, done, job_prefix, events = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local group, consumer, ttl = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local now = now_ms()
 
-local held = held_entries(stream, group, consumer, ARGV, 4, 5)
+local held = held_entries(stream, group, consumer, ARGV, 4, 7)
 
 -- Every read first, then the writes: an error reply (a key that is no record) aborts the
 -- call before it has written anything.
-local out, entries, index, accepted, fresh, unique, slots = {}, {}, {}, {}, {}, {}, {}
-for i = 4, #ARGV, 5 do
+local out, entries, index, accepted, recs = {}, {}, {}, {}, {}
+for i = 4, #ARGV, 7 do
   local entry, id = ARGV[i], ARGV[i + 1]
   local rec = redis.call('HMGET', job_prefix .. id, 'state', 'entry', 'finished_by', 'unique', 'slots')
   local state, mine = rec[1], rec[2] == entry and rec[3] == consumer
@@ -44,30 +51,34 @@ for i = 4, #ARGV, 5 do
   else
     held[entry] = nil  -- the same entry twice in one batch counts once
     accepted[#accepted + 1] = i
-    fresh[i] = not state
-    unique[i] = rec[4]
-    slots[i] = rec[5]
+    recs[i] = rec
     out[#out + 1] = OK
   end
 end
 for _, i in ipairs(accepted) do
   local entry, id, result = ARGV[i], ARGV[i + 1], ARGV[i + 2]
-  local attempt, max_attempts = ARGV[i + 3], ARGV[i + 4]
+  local attempt, max_attempts, duration = ARGV[i + 3], ARGV[i + 4], ARGV[i + 5]
   local key = job_prefix .. id
   entries[#entries + 1] = entry
-  free_unique_key(unique[i], id)  -- read above: no command for a job without one
-  free_slots(job_prefix, key, id, slots[i], now)
+  if ARGV[i + 6] == '1' then
+    emit(events, 'started', id, attempt, now - math.max(0, tonumber(duration)),
+      'consumer', consumer)
+  end
+  emit(events, 'completed', id, attempt, now)
+  free_unique_key(recs[i][4], id)  -- read above: no command for a job without one
+  free_slots(job_prefix, key, id, recs[i][5], now)
   if ttl > 0 then
-    if fresh[i] then  -- a plain XADD's first transition: its record starts here
+    if not recs[i][1] then  -- a plain XADD's first transition: its record starts here
       redis.call('HSET', key, 'enqueued_at', string.match(entry, '^(%d+)'))
     end
     if result == '' then
       redis.call('HSET', key, 'state', COMPLETED, 'entry', entry, 'finished_at', now,
-        'finished_by', consumer, 'attempts', attempt, 'max_attempts', max_attempts)
+        'finished_by', consumer, 'attempts', attempt, 'max_attempts', max_attempts,
+        'duration_ms', duration)
     else
       redis.call('HSET', key, 'state', COMPLETED, 'entry', entry, 'finished_at', now,
         'finished_by', consumer, 'attempts', attempt, 'max_attempts', max_attempts,
-        'result', result)
+        'result', result, 'duration_ms', duration)
     end
     redis.call('PEXPIRE', key, ttl)
     index[#index + 1] = now

@@ -7,6 +7,7 @@
 -- KEYS[3] stats
 -- KEYS[4] cancels
 -- KEYS[5] job_prefix
+-- KEYS[6] events
 -- ARGV[1] group
 -- ARGV[2] job_id
 -- ARGV[3] result_ttl_ms
@@ -25,6 +26,7 @@
 --@include ensure_record
 --@include free_unique
 --@include slots
+--@include emit
 local stream, delayed, stats, cancels, job_prefix = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local group, id, ttl, found = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4]
 -- Requests older than this are dropped from the cancels set (their job is long settled).
@@ -58,4 +60,5 @@ else
 end
 if ttl > 0 then redis.call('PEXPIRE', key, ttl) else redis.call('DEL', key) end
 redis.call('HINCRBY', stats, 'cancelled', 1)
+emit(KEYS[6], 'cancelled', id, 0, now)
 return {OK, state}

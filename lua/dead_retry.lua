@@ -3,6 +3,7 @@
 -- KEYS[2] dead
 -- KEYS[3] stats
 -- KEYS[4] job_prefix
+-- KEYS[5] events
 -- ARGV[1...] job_id  (repeated)
 -- moves: dead -> waiting
 -- returns: {code} per job
@@ -13,6 +14,7 @@
 --@include fields
 --@include read_entry
 --@include stash_prefix
+--@include emit
 local stream, dead, stats, job_prefix = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local now = now_ms()
 local out = {}
@@ -40,6 +42,7 @@ for i = 1, #ARGV do
       redis.call('HDEL', key, 'dead_entry', 'reason', 'finished_at')
       redis.call('XDEL', dead, dead_entry)
       moved = moved + 1
+      emit(KEYS[5], 'dead_retried', id, 0, now)
       out[#out + 1] = OK
     end
   end

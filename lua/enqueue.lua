@@ -3,6 +3,7 @@
 -- KEYS[2] delayed
 -- KEYS[3] stats
 -- KEYS[4] job_prefix
+-- KEYS[5] events  (may be left out: no enqueued events then)
 -- ARGV[1...] job_id, token, delay_ms, run_at_ms, nfields, field, value, ...  (repeated per job)
 -- job_id '' takes the entry id (or a generated id for a delayed job); run_at_ms 0 means none.
 -- An id given is written into the entry as its `id` field, with `id_claimed 1` (the id is
@@ -27,7 +28,9 @@
 --@include states
 --@include fields
 --@include stash
+--@include emit
 local stream, delayed, stats, job_prefix = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local events = KEYS[5]
 
 local function refuse(why)
   return redis.error_reply('ERR enqueue: ' .. why .. ' (nothing was enqueued)')
@@ -106,6 +109,7 @@ while i <= #ARGV do
         ostate = WAITING
       end
       dd.take(dk, mode, dttl, key, other)
+      emit(events, 'debounced', other, 0, now, 'due_at', math.max(due, now))
     end
     deduplicated = deduplicated + 1
     out[#out + 1] = DEDUPLICATED; out[#out + 1] = other; out[#out + 1] = ostate
@@ -116,6 +120,7 @@ while i <= #ARGV do
     if token ~= '' then redis.call('HSET', job_prefix .. id, 'token', token) end
     if dk then dd.take(dk, mode, dttl, job_prefix .. id, id) end
     added = added + 1
+    emit(events, 'enqueued', id, 0, now)
     out[#out + 1] = OK; out[#out + 1] = id; out[#out + 1] = state
   end
 end

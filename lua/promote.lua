@@ -6,6 +6,7 @@
 -- KEYS[3] stats
 -- KEYS[4] expired
 -- KEYS[5] job_prefix
+-- KEYS[6] events  (an expired job's event; the move to waiting has none)
 -- ARGV[1] limit
 -- ARGV[2] result_ttl_ms
 -- moves: delayed -> waiting, expired
@@ -19,6 +20,7 @@
 --@include stash
 --@include call_chunked
 --@include expire_job
+--@include emit
 local stream, delayed, stats, expired, job_prefix = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local ttl = tonumber(ARGV[2])
 local now = now_ms()
@@ -33,6 +35,7 @@ for _, id in ipairs(ids) do
     names[#names + 1] = 'due_at'
     call_chunked('HDEL', key, names)
     expire_job(key, id, expired, stats, ttl, now)
+    emit(KEYS[6], 'expired', id, 0, now)
     expired_count = expired_count + 1
   else
     -- The entry first, the stash last: an error between them leaves the job twice.

@@ -8,6 +8,7 @@
 -- KEYS[2] dead
 -- KEYS[3] stats
 -- KEYS[4] job_prefix
+-- KEYS[5] events
 -- ARGV[1] group
 -- ARGV[2] consumer
 -- ARGV[3] min_idle_ms
@@ -26,6 +27,7 @@
 --@include dead_letter
 --@include entry_problem
 --@include own_record
+--@include emit
 local stream, dead, stats, job_prefix = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local group, consumer = ARGV[1], ARGV[2]
 local max_deliveries = tonumber(ARGV[5])
@@ -55,6 +57,7 @@ for _, e in ipairs(res[2]) do
       set_field(flat, 'id', id)
     end
     dead_letter(dead, stats, key, id, flat, reason, err, '', attempts, now)
+    emit(KEYS[5], 'dead', id, attempts, now, 'reason', reason, 'error', err)
     redis.call('XACK', stream, group, entry)
     redis.call('XDEL', stream, entry)
     out[2] = out[2] + 1

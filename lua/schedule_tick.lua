@@ -9,6 +9,7 @@
 -- KEYS[4] job_prefix
 -- KEYS[5] schedule_due
 -- KEYS[6] schedule_runs
+-- KEYS[7] events
 -- ARGV[1] schedule
 -- ARGV[2] expected_ms  (the next run the caller read)
 -- ARGV[3] tick_ms
@@ -23,6 +24,7 @@
 --@include codes
 --@include now_ms
 --@include add_job
+--@include emit
 local stream, delayed, stats, job_prefix = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local due_set, runs = KEYS[5], KEYS[6]
 local name, expected = ARGV[1], tonumber(ARGV[2])
@@ -44,6 +46,7 @@ if redis.call('EXISTS', job_prefix .. id) == 1 then return {DUPLICATE, id} end
 local flat = {}
 for j = 5, #ARGV do flat[#flat + 1] = ARGV[j] end
 add_job(stream, delayed, stats, job_prefix, id, flat, now, now)
+emit(KEYS[7], 'enqueued', id, 0, now)
 redis.call('HINCRBY', stats, 'enqueued', 1)
 redis.call('HINCRBY', stats, 'cron_ticks', 1)
 return {OK, id}

@@ -19,6 +19,7 @@
 -- KEYS[3] expired
 -- KEYS[4] cancels
 -- KEYS[5] job_prefix
+-- KEYS[6] events
 -- ARGV[1] group
 -- ARGV[2] consumer
 -- ARGV[3] result_ttl_ms
@@ -45,7 +46,9 @@
 --@include free_unique
 --@include slots
 --@include stash
+--@include emit
 local stream, stats, expired, cancels, job_prefix = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local events = KEYS[6]
 local group, consumer, ttl = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local max_running, max_per_key = tonumber(ARGV[4]), tonumber(ARGV[5])
 local lease = tonumber(ARGV[6])
@@ -57,13 +60,14 @@ local function settle_entry(entry)
   redis.call('XDEL', stream, entry)
 end
 
-local function end_cancelled(key, id, reason)
+local function end_cancelled(key, id, reason, attempt)
   free_unique(key, id)
   free_slots(job_prefix, key, id, redis.call('HGET', key, 'slots'), now)
   redis.call('ZREM', cancels, id)
   redis.call('HSET', key, 'state', CANCELLED, 'entry', '', 'reason', reason,
     'finished_at', now, 'updated_at', now)
   if ttl > 0 then redis.call('PEXPIRE', key, ttl) else redis.call('DEL', key) end
+  emit(events, 'cancelled', id, attempt, now, 'reason', reason)
 end
 
 -- Park a job over a limit of `scope`: its fields stashed in the record, delayed with a
@@ -128,13 +132,14 @@ local function stop_one(entry, id, action)
   if duplicate then return {WRONG_STATE, ''} end  -- the worker dead-letters it
   local fresh = redis.call('EXISTS', key) == 0
   ensure_record(key, entry, flat)
-  local state = redis.call('HGET', key, 'state')
+  local rec = redis.call('HMGET', key, 'state', 'attempts')
+  local state = rec[1]
   if state ~= RUNNING_RECORDED_AS then return {WRONG_STATE, state} end
   if action == 'hold' then
     redis.call('HSET', key, 'cancel', 'uninterruptible')
     return {OK, RUNNING}
   elseif action == 'cancel' then
-    end_cancelled(key, id, 'cancelled while running')
+    end_cancelled(key, id, 'cancelled while running', math.floor(tonumber(rec[2]) or 0) + 1)
     redis.call('HINCRBY', stats, 'cancelled', 1)
     settle_entry(entry)
     return {OK, CANCELLED}
@@ -142,6 +147,7 @@ local function stop_one(entry, id, action)
   -- A delivery after the first may have started (its worker died running it): it runs.
   if is_expired(flat, now) and deliveries(stream, group, entry) <= 1 then
     expire_job(key, id, expired, stats, ttl, now)
+    emit(events, 'expired', id, 0, now)
     settle_entry(entry)
     return {OK, EXPIRED}
   end
@@ -153,7 +159,7 @@ local function stop_one(entry, id, action)
     if mode == 'debounce' then mode = 'unique' end
     local other = dd.holder(dk, mode)
     if other and other ~= id then
-      end_cancelled(key, id, 'deduplicated: job ' .. other .. ' holds its dedup_key')
+      end_cancelled(key, id, 'deduplicated: job ' .. other .. ' holds its dedup_key', 0)
       redis.call('HINCRBY', stats, 'deduplicated', 1)
       settle_entry(entry)
       return {OK, CANCELLED}

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+from streamjobs import Producer
 from streamjobs.config import Settings
 from streamjobs.connection import client_from_url
 from streamjobs.embedded import EmbeddedServer
@@ -78,6 +79,12 @@ async def r(redis_url: str) -> AsyncIterator[Redis]:
     client = client_from_url(redis_url)
     yield client
     await client.aclose()
+
+
+@pytest.fixture
+async def producer(redis_url: str) -> AsyncIterator[Producer]:
+    async with Producer(redis_url) as p:
+        yield p
 
 
 @pytest.fixture

@@ -122,6 +122,26 @@ def spawn_worker(url: str, module: str, *args: str, env: dict[str, str] | None =
 
 
 @contextmanager
+def example_run(redis_url: str, example: str, *types: str
+                ) -> Iterator[subprocess.CompletedProcess[str]]:
+    """``docs/examples/<example>`` run as a user runs it (no STREAMJOBS_* setting but the
+    server's URL); the keys of its ``types`` are removed afterwards."""
+    import redis
+
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("STREAMJOBS_")},
+           "STREAMJOBS_REDIS_URL": redis_url}
+    r = redis.Redis.from_url(redis_url)
+    try:
+        yield subprocess.run([sys.executable, str(ROOT / "docs" / "examples" / example)],
+                             cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    finally:
+        for t in types:
+            r.delete(*(r.keys(f"sj:{{{t}}}:*") or ["-"]))
+        r.srem("sj:types", *types)
+        r.close()
+
+
+@contextmanager
 def serving(config: uvicorn.Config) -> Iterator[str]:
     """Serve with uvicorn in a thread (one event loop, as in production); yields its URL."""
     server = uvicorn.Server(config)

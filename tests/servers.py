@@ -184,6 +184,10 @@ def sentinel(base: Path) -> Iterator[Sentinel]:
               30, "replica in sync")
         _poll(lambda: str(primary.port) in command(
             sport, "SENTINEL", "GET-MASTER-ADDR-BY-NAME", "mymaster"), 30, "sentinel ready")
+        # The sentinel learns of replicas from the primary's INFO (polled every 10 s): a
+        # primary killed before then has no replica to promote.
+        _poll(lambda: str(replica.port) in command(sport, "SENTINEL", "REPLICAS", "mymaster"),
+              30, "sentinel knows the replica")
         yield Sentinel(primary, replica, watcher)
 
 

@@ -863,3 +863,64 @@ async def test_docs_load_every_asset_from_the_api(client: httpx.AsyncClient, pag
         asset = await client.get(url)
         assert asset.status_code == 200, (url, asset.status_code)
         assert asset.content, url
+
+
+# ---- the types index: plain-XADD types and foreign names -------------------------------
+
+
+async def test_a_type_fed_only_by_plain_xadd_is_listed(
+        make_client: MakeClient, redis_url: str, type_name: str) -> None:
+    """No producer or worker of ours ever touched these types: the API finds them by
+    their streams at start, and again while it runs."""
+    from tests.test_cli import cli
+
+    prefix = "x" + type_name  # a keyspace of its own: /types lists only what the test made
+    r = client_from_url(redis_url)
+    try:
+        await r.xadd(TypeKeys(prefix, "before").stream, {"payload": "1"})
+        client = await make_client(prefix=prefix, types_rescan_s=0.2)
+        rows = {t["type"]: t for t in (await client.get("/types")).json()["types"]}
+        assert rows["before"]["waiting"] == 1
+        await r.xadd(TypeKeys(prefix, "later").stream, {"payload": "2"})
+
+        async def listed() -> list[str]:
+            return sorted(t["type"] for t in (await client.get("/types")).json()["types"])
+
+        await wait_equal(listed, ["before", "later"], timeout=5)
+        text = (await client.get("/metrics")).text
+        assert 'streamjobs_queue_waiting{type="later"} 1.0' in text
+        await r.xadd(TypeKeys(prefix, "cli_only").stream, {"payload": "3"})
+        res = await anyio.to_thread.run_sync(
+            lambda: cli("stats", url=redis_url, STREAMJOBS_PREFIX=prefix))
+        assert res.returncode == 0, res.stderr
+        assert "cli_only" in res.stdout
+    finally:
+        await r.aclose()
+
+
+async def test_a_foreign_name_in_the_types_index_breaks_no_listing(
+        make_client: MakeClient, redis_url: str, type_name: str) -> None:
+    """sj:types is written by anyone: a name that is no type is left out (and logged),
+    the other types are listed by /types, /metrics, stats and the dashboard's views."""
+    from streamjobs.keys import types_key
+    from tests.test_cli import cli
+
+    prefix = "y" + type_name
+    r = client_from_url(redis_url)
+    try:
+        await r.xadd(TypeKeys(prefix, "good").stream, {"payload": "1"})
+        await r.sadd(types_key(prefix), "good", "bad name!", "x" * 100, "{T}", "T#1")
+        client = await make_client(prefix=prefix)
+        res = await client.get("/types")
+        assert res.status_code == 200, res.text
+        assert [t["type"] for t in res.json()["types"]] == ["good"]
+        res = await client.get("/metrics")
+        assert res.status_code == 200 and 'streamjobs_queue_waiting{type="good"} 1.0' in res.text
+        assert (await client.get("/throughput?minutes=2")).status_code == 200
+        assert (await client.get("/schedules")).status_code == 200
+        out = await anyio.to_thread.run_sync(
+            lambda: cli("stats", url=redis_url, STREAMJOBS_PREFIX=prefix))
+        assert out.returncode == 0, out.stderr
+        assert [line.split()[0] for line in out.stdout.splitlines()[1:]] == ["good"]
+    finally:
+        await r.aclose()

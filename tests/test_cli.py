@@ -222,6 +222,16 @@ async def test_delete_type_python_api_in_batches(r: Any, type_name: str) -> None
     assert await r.exists(f"sj:{{{type_name}}}:job:7") == 0
 
 
+def test_watch_prints_the_events(redis_url: str, type_name: str) -> None:
+    cli("enqueue", type_name, "{}", "--id", "w-1", url=redis_url)
+    cli("enqueue", type_name, "{}", "--id", "w-2", url=redis_url)
+    res = cli("watch", type_name, "--since", "0", "--count", "2", url=redis_url)
+    assert res.returncode == 0, res.stderr
+    lines = [orjson.loads(x) for x in res.stdout.splitlines()]
+    assert [(e["event"], e["id"], e["type"]) for e in lines] == [
+        ("enqueued", "w-1", type_name), ("enqueued", "w-2", type_name)]
+
+
 def test_pause_resume_and_schedules(redis_url: str, type_name: str) -> None:
     assert cli("pause", type_name, url=redis_url).stdout.strip() == f"paused {type_name}"
     assert "already paused" in cli("pause", type_name, url=redis_url).stdout

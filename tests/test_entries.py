@@ -395,3 +395,30 @@ async def test_enqueue_lua_called_as_documented_leaves_no_ghost(
         with pytest.raises(Exception, match="nothing was enqueued"):
             await r.evalsha(sha, 4, tk.stream, tk.delayed, tk.stats, tk.job_prefix,
                             job_id, "", 0, 0, n, *(["payload", "1"] * n))
+
+
+async def test_a_refused_ack_says_what_became_of_the_entry(
+    r: Redis, type_name: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Reclaimed by another worker, or forgotten by the server (its delivery lost in a
+    failover: here the consumer is deleted with its pending entries), not one story."""
+    tk = TypeKeys("sj", type_name)
+    await ensure_group(r, tk)
+    s = Scripts(r)
+    taken = await xadd_raw(r, tk, [b"payload", b"1"])
+    forgotten = await xadd_raw(r, tk, [b"payload", b"2"])
+    await r.xreadgroup(GROUP, "c", {tk.stream: ">"}, count=2)
+    await r.xclaim(tk.stream, GROUP, "other", 0, [taken])
+    await r.xgroup_delconsumer(tk.stream, GROUP, "c")  # forgets `forgotten`'s delivery
+    metrics = WorkerMetrics()
+    settler = Settler(s, {type_name: tk}, {type_name: Policy()}, "c", 60_000, metrics)
+    settler.open()
+    settler.ok(type_name, taken, taken, b"", idle=True)
+    settler.ok(type_name, forgotten, forgotten, b"", idle=True)
+    with caplog.at_level(logging.WARNING, "streamjobs"):
+        await settler.flush_all()
+    assert metrics.jobs.labels(type_name, Outcome.ACK_REFUSED)._value.get() == 2
+    [warning] = [m for m in caplog.messages if "refused" in m]
+    assert "reclaimed by other" in warning
+    assert "1 delivered to no one on the server" in warning
+    assert await stat(r, tk, "completed") == 0

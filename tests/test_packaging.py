@@ -3,6 +3,7 @@ dashboard's files."""
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -13,15 +14,30 @@ import pytest
 from streamjobs.scripts import SPECS
 from tests.helpers import ROOT
 
+# setuptools builds in the source tree (build/, *.egg-info): two builds at once there race
+# (one removes what the other writes). The wheel is built once, from a copy of the sources.
+_NOT_SOURCES = shutil.ignore_patterns(".git", ".venv", "build", "*.egg-info", ".streamjobs",
+                                      "__pycache__", "node_modules", ".pytest_cache")
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    work = tmp_path_factory.mktemp("wheel")
+    source = work / "source"
+    shutil.copytree(ROOT, source, ignore=_NOT_SOURCES, symlinks=True)
+    built = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q",
+         "-w", str(work), str(source)],
+        capture_output=True, text=True, timeout=180,
+    )
+    assert built.returncode == 0, built.stdout + built.stderr
+    [path] = work.glob("streamjobs-*.whl")
+    return path
+
 
 @pytest.mark.slow
-def test_wheel_ships_every_lua_script(tmp_path: Path) -> None:
-    subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q",
-         "-w", str(tmp_path), str(ROOT)],
-        check=True, capture_output=True, timeout=120,
-    )
-    [wheel] = tmp_path.glob("streamjobs-*.whl")
+@pytest.mark.xdist_group("wheel")
+def test_wheel_ships_every_lua_script(wheel: Path) -> None:
     names = set(zipfile.ZipFile(wheel).namelist())
     for script in SPECS:
         assert f"streamjobs/lua/{script}.lua" in names
@@ -35,14 +51,9 @@ def test_wheel_ships_every_lua_script(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_installed_wheel_imports_as_streamjobs(tmp_path: Path) -> None:
+@pytest.mark.xdist_group("wheel")
+def test_installed_wheel_imports_as_streamjobs(wheel: Path, tmp_path: Path) -> None:
     """The wheel installs the import package `streamjobs` (not `engine`), Lua included."""
-    subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q",
-         "-w", str(tmp_path), str(ROOT)],
-        check=True, capture_output=True, timeout=120,
-    )
-    [wheel] = tmp_path.glob("streamjobs-*.whl")
     site = tmp_path / "site"
     zipfile.ZipFile(wheel).extractall(site)
     assert not (site / "engine").exists()

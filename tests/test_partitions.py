@@ -255,13 +255,8 @@ async def test_cluster_partitions_on_every_primary(cluster: str) -> None:
         assert await _lengths(p.redis, t) == [100, 100, 100]
         st = await p.status(t, ids[1])
         assert st is not None and st.state is JobState.WAITING
-        # Until the fetcher reads each slot apart, a worker on a cluster reads one slot:
-        # one worker per partition.
-        with pytest.raises(ConfigError, match="one worker per type"):
-            Worker(cluster, reg, settings=settings)
-        workers = [Worker(cluster, reg, settings=settings, block_ms=50,
-                          types=[f"{t}#{k}"]) for k in range(N)]
-        async with running(workers[0]), running(workers[1]), running(workers[2]):
+        # One worker serves every partition, each on its own primary (a reader per slot).
+        async with running(Worker(cluster, reg, settings=settings, block_ms=50)):
 
             async def completed() -> int:
                 (s,) = await types_stats(p.redis, [TypeKeys("sj", t)])

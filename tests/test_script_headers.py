@@ -11,13 +11,17 @@ import pytest
 
 from streamjobs.codes import Code
 from streamjobs.contract import (
+    EVENTS_MAXLEN,
+    EVENTS_OFF,
     FETCH,
     GONE,
+    HISTORY_LENGTH,
     MAX_FIELDS,
     MAX_JOB_FIELDS,
     NEW,
     RUNNING_RECORDED_AS,
     TRANSITIONS,
+    Event,
     Failure,
     JobState,
     Move,
@@ -38,6 +42,7 @@ from streamjobs.scripts import (
     ReleaseItem,
     Reply,
     ReplyShapeError,
+    StartedItem,
     StopAction,
     StopItem,
     StopResult,
@@ -175,7 +180,7 @@ def test_result_types_follow_the_reply_shape(name: str, type_: type) -> None:
 
 @pytest.mark.parametrize(("name", "item"), [
     ("ack", AckItem("1-1", "j", b"")), ("release", ReleaseItem("1-1", "j")),
-    ("fail", FailItem("1-1", "j", FailArgs("e"))),
+    ("fail", FailItem("1-1", "j", FailArgs("e"))), ("started", StartedItem("j", 1)),
     ("enqueue", EnqueueItem(("payload", "1"))),
     ("stop", StopItem("1-1", "j", StopAction.START)),
 ])
@@ -183,7 +188,7 @@ def test_argv_items_carry_every_tail_name(name: str, item: object) -> None:
     names = [n for n in SPECS[name].tail if n not in FLAT_FIELDS]
     for n in names:
         assert hasattr(item, n), f"{type(item).__name__} has no {n} for {name}'s ARGV"
-    if name in ("ack", "release", "stop"):  # their NamedTuple items follow the header's order
+    if name in ("ack", "release", "started", "stop"):  # their NamedTuple items follow the header's order
         assert item._fields == SPECS[name].tail  # type: ignore[attr-defined]
 
 
@@ -255,10 +260,11 @@ def test_stats_names_are_contract_stats(name: str, folder: str) -> None:
 @pytest.mark.parametrize(("name", "folder"), _lua_files())
 def test_no_state_or_reason_literals(name: str, folder: str) -> None:
     """States and reasons are written through the constants, never as literals (stats
-    names aside: 'dead' is a counter too)."""
+    and event names aside: 'dead' is a counter and an event too)."""
     if folder and name in ("states", "failures"):
         return
     text = re.sub(r"'HINCRBY', stats, '[^']*'", "", body(name, folder))
+    text = EMIT.sub("", text)  # event names are contract.Event (checked below)
     words = {s.value for s in JobState} | {f.value for f in Failure}
     literals = set(STRING.findall(text)) & words
     assert not literals, f"{name}: use the states/failures constants for {literals}"
@@ -349,6 +355,22 @@ def test_argv_is_built_by_name_in_the_header_order() -> None:
         build_argv("prune_consumers", group="g")
     items = [AckItem("1-1", "a", b"r", 2, 5), AckItem("1-2", "b")]
     assert build_argv("ack", items, result_ttl_ms=9, consumer="c", group="g") == [
-        "g", "c", 9, "1-1", "a", b"r", 2, 5, "1-2", "b", b"", 1, 0]
+        "g", "c", 9, "1-1", "a", b"r", 2, 5, -1, 0, "1-2", "b", b"", 1, 0, -1, 0]
     assert build_argv("enqueue", [EnqueueItem(("payload", "1"), "j", 5)]) == [
         "j", "", 5, 0, 1, "payload", "1"]
+
+
+EMIT = re.compile(r"emit\([^,]+, '([^']*)'")
+
+
+def test_events_emitted_are_the_contracts() -> None:
+    """Every ``emit(events, 'name', ...)`` names a contract.Event, every Event is emitted
+    by some script, and the cap is the contract's."""
+    emitted = {n for name in SPECS for n in EMIT.findall(body(name))}
+    assert emitted == {e.value for e in Event}
+    assert constants("events_maxlen") == {"EVENTS_MAXLEN": str(EVENTS_MAXLEN)}
+    assert constants("history_length") == {"HISTORY_LENGTH": str(HISTORY_LENGTH)}
+    assert EVENTS_OFF  # the switch is a string in the key: emit.lua tests its TYPE
+    for name in SPECS:
+        if EMIT.search(body(name)):
+            assert "events" in SPECS[name].keys, f"{name} emits without the events key"

@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 import uuid
 from contextlib import AsyncExitStack
 from typing import TYPE_CHECKING, Any
@@ -18,7 +19,7 @@ import redis
 import redis.cluster
 from redis.exceptions import ResponseError
 
-from streamjobs import Job, Producer, Worker
+from streamjobs import Events, Job, Producer, Worker
 from streamjobs.api import create_app
 from streamjobs.collector import QueueCollector, sync_client
 from streamjobs.config import Settings
@@ -32,7 +33,7 @@ from streamjobs.logs import redact
 from streamjobs.registry import Registry
 from streamjobs.streams import rescan_types
 from tests import servers
-from tests.helpers import ROOT, poll, running, wait_equal, wait_state
+from tests.helpers import ROOT, pending, poll, running, wait_equal, wait_state
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -233,13 +234,32 @@ async def _echo(job: Job) -> Any:
     return job.payload
 
 
-async def test_cluster_worker_over_several_slots_is_refused_clearly(cluster: str) -> None:
-    a, b, *_ = spread_types(cluster, per_primary=1)
+async def test_cluster_one_worker_serves_types_and_partitions_on_every_primary(
+        cluster: str, cr: Redis) -> None:
+    """One worker, fewer slots than streams: 21 types on 3 primaries and a type of 4
+    partitions (each in its own slot), all drained (tests/test_fetch.py holds the count
+    of pending entries, read atomically on one server)."""
+    types = spread_types(cluster, per_primary=7)
+    hot = f"h{uuid.uuid4().hex[:10]}"
     reg = Registry()
-    reg.handler(a)(_echo)
-    reg.handler(b)(_echo)
-    with pytest.raises(ConfigError, match="one worker per type"):
-        Worker(cluster, reg, settings=Settings(redis_url=cluster))
+    for t in types:
+        reg.handler(t)(_echo)
+    reg.handler(hot, partitions=4)(_echo)
+    settings = Settings(redis_url=cluster)
+    worker = Worker(cluster, reg, settings=settings, concurrency=3, block_ms=200)
+    tks = list(worker.keys.values())
+    assert len({cr.keyslot(tk.stream) for tk in tks}) >= 20  # 25 streams; names may share a slot
+    async with Producer(cr, settings=settings) as p, running(worker):
+        last = {}
+        for t in [*types, hot]:
+            *_, last[t] = await p.enqueue_many(t, [{"n": i} for i in range(30)])
+        for t in [*types, hot]:
+            await wait_state(p, t, last[t], JobState.COMPLETED, timeout=30)
+    stats = await types_stats(cr, [TypeKeys("sj", t) for t in types])
+    assert [(s.completed, s.waiting) for s in stats] == [(30, 0)] * len(types)
+    (h,) = await types_stats(cr, [TypeKeys("sj", hot)])
+    assert (h.completed, h.waiting) == (30, 0)
+    assert not any([await pending(cr, tk, worker.name) for tk in tks])
 
 
 async def test_cluster_api_types_workers_metrics(cluster: str) -> None:
@@ -414,6 +434,40 @@ async def test_tls_without_a_valid_client_certificate_is_refused(
             with anyio.fail_after(20):
                 await p.enqueue(type_name, {"n": 1})
     assert "cannot be reached" in str(e.value)
+
+
+async def test_cluster_events_and_results_on_every_primary(cluster: str, cr: Redis) -> None:
+    types = spread_types(cluster, per_primary=1)
+    settings = Settings(redis_url=cluster)
+    seen: list[tuple[str, str, str]] = []
+    async with Producer(cr, settings=settings) as p, Events(cr, settings=settings) as ev:
+        done = anyio.Event()
+
+        async def watch() -> None:
+            async for e in ev.watch(types, block_ms=100):
+                seen.append((e.type, e.id, e.event))
+                if sum(1 for s in seen if s[2] == "completed") == len(types):
+                    done.set()
+                    return
+
+        async with anyio.create_task_group() as tg, AsyncExitStack() as workers:
+            tg.start_soon(watch)
+            await anyio.sleep(0.5)  # the watch reads from now on
+            for t in types:
+                reg = Registry()
+                reg.handler(t)(_echo)
+                await workers.enter_async_context(
+                    running(Worker(cluster, reg, settings=settings, block_ms=100)))
+            ids = {t: await p.enqueue(t, {"n": t}) for t in types}
+            for t in types:
+                t0 = time.perf_counter()
+                assert await p.result(t, ids[t], timeout=10) == {"n": t}
+                print(f"cluster result() of {t}: {(time.perf_counter() - t0) * 1000:.1f} ms")
+            with anyio.fail_after(10):
+                await done.wait()
+    for t in types:
+        assert [s[2] for s in seen if s[:2] == (t, ids[t])] == [
+            "enqueued", "started", "completed"]
 
 
 async def test_cluster_schedules_tick_once_on_every_primary_and_pause(

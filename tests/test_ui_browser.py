@@ -74,6 +74,11 @@ def _registry(site: Site) -> Registry:
         await anyio.to_thread.run_sync(site.release.wait)  # set by a test's thread
         return "done"
 
+    @reg.handler("videos", **FAST)
+    async def videos(job: Job) -> str:
+        await anyio.sleep(60)  # until cancelled from the dashboard
+        return "encoded"
+
     return reg
 
 
@@ -81,7 +86,7 @@ def _worker_thread(url: str, site: Site, settings: Settings,
                    stop: threading.Event) -> threading.Thread:
     async def main() -> None:
         worker = Worker(url, _registry(site), settings=settings, concurrency=4,
-                        types=["emails", "reports", "thumbnails"], name="web-1:4242")
+                        types=["emails", "reports", "thumbnails", "videos"], name="web-1:4242")
         async with running(worker):
             await anyio.to_thread.run_sync(stop.wait)
 
@@ -348,3 +353,57 @@ def test_type_page_with_10000_jobs_loads_quickly(page: Page, site: Site) -> None
     print(f"\ntype page, {BIG:,} waiting jobs, first 50 rows shown: full load {ms(cold)} ms; "
           f"from another page {ms(warm)} ms; API calls + render {api_ms} ms")
     assert min(cold) < 3.0 and min(warm) < 3.0
+
+
+def test_a_type_is_paused_and_resumed_from_its_page(page: Page, site: Site) -> None:
+    page.goto(f"{site.url}/ui#/type/imports")
+    page.wait_for_selector("#jobs")
+    page.click("#pause-toggle:has-text('Pause')")
+    page.wait_for_selector("#pause .badge.paused")
+    assert _stats(site, "imports")["paused"] is True
+    _shot(page, site, "type-paused", full_page=False)
+    page.goto(f"{site.url}/ui#/")
+    page.wait_for_selector("#types tr[data-type=imports] .badge.paused")
+    assert not page.locator("#types tr[data-type=emails] .badge.paused").count()
+    page.goto(f"{site.url}/ui#/type/imports")
+    page.click("#pause-toggle:has-text('Resume')")
+    page.wait_for_selector("#pause-toggle:has-text('Pause')")
+    assert not page.locator("#pause .badge.paused").count()
+    assert _stats(site, "imports")["paused"] is False
+
+
+def test_schedules_are_paused_run_and_deleted_from_their_page(page: Page, site: Site) -> None:
+    res = site.api.put("/schedules/nightly-digest", json={
+        "type": "emails", "cron": "0 3 * * *", "tz": "Europe/Paris",
+        "payload": {"to": "digest@example.com"}})
+    assert res.status_code == 200, res.text
+    page.goto(f"{site.url}/ui#/schedules")
+    row = page.wait_for_selector("#schedules tr[data-schedule=nightly-digest]")
+    assert "0 3 * * * (Europe/Paris)" in row.inner_text() and "emails" in row.inner_text()
+    _shot(page, site, "schedules", full_page=False)
+    page.click("tr[data-schedule=nightly-digest] button:has-text('Pause')")
+    page.wait_for_selector("tr[data-schedule=nightly-digest] .badge.paused")
+    assert site.api.get("/schedules/nightly-digest").json()["paused"] is True
+    page.click("tr[data-schedule=nightly-digest] button:has-text('Run now')")
+    flash = page.wait_for_selector("#flash :text('enqueued cron:nightly-digest')")
+    job_id = flash.inner_text().split("enqueued ", 1)[1].strip()
+    poll(lambda: site.api.get(f"/jobs/emails/{job_id}").json()["state"] == "completed",
+         timeout=10)
+    page.click("tr[data-schedule=nightly-digest] button:has-text('Delete')")
+    assert "jobs it enqueued stay" in page.inner_text("#confirm-text")
+    page.click("#confirm-ok")
+    page.wait_for_selector("#flash :text('deleted nightly-digest')")
+    expect(page.locator("tr[data-schedule=nightly-digest]")).to_have_count(0)
+    assert site.api.get("/schedules/nightly-digest").status_code == 404
+
+
+def test_a_running_job_is_stopped_from_its_page(page: Page, site: Site) -> None:
+    job_id = site.api.post("/jobs/videos", json={"payload": {"file": "talk.mp4"}}).json()["id"]
+    page.goto(f"{site.url}/ui#/job/videos/{job_id}")
+    page.wait_for_selector(".badge.running", timeout=10_000)
+    page.click("#actions button:has-text('Cancel')")
+    assert "not retried" in page.inner_text("#confirm-text")
+    page.click("#confirm-ok")
+    page.wait_for_selector(f"#flash :text('cancelled {job_id}')", timeout=10_000)
+    page.wait_for_selector(".badge.cancelled", timeout=10_000)
+    assert site.api.get(f"/jobs/videos/{job_id}").json()["state"] == "cancelled"

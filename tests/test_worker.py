@@ -21,12 +21,6 @@ if TYPE_CHECKING:
 pytestmark = pytest.mark.anyio
 
 
-@pytest.fixture
-async def producer(redis_url: str) -> Any:
-    async with Producer(redis_url) as p:
-        yield p
-
-
 async def test_success_records_result(redis_url: str, producer: Producer, type_name: str) -> None:
     reg = Registry()
 

@@ -24,7 +24,6 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = str(Path(HERE).parents[1])
 sys.path[:] = [ROOT] + [p for p in sys.path if os.path.abspath(p or os.curdir) != HERE] + [HERE]
 
-import redis.asyncio as aioredis  # noqa: E402
 from _common import (  # noqa: E402
     CHILDREN,
     Peer,
@@ -35,8 +34,12 @@ from _common import (  # noqa: E402
     run_async_driver,
 )
 from _wrk import api_process, api_workers_supported, run_wrk  # noqa: E402
+from redis.asyncio.cluster import RedisCluster  # noqa: E402
 
 from streamjobs import Job, Producer, Registry, Settings, Worker  # noqa: E402
+from streamjobs.connection import client_from_url, is_cluster  # noqa: E402
+from streamjobs.events import switch_events  # noqa: E402
+from streamjobs.keys import TypeKeys  # noqa: E402
 
 TYPE = "bench"
 MANY_TYPES = 50
@@ -60,7 +63,9 @@ class StreamjobsPeer(Peer):
 
     async def setup(self):
         self.producer = Producer(self.args.url)
-        self.redis = aioredis.from_url(self.args.url)
+        self.redis = client_from_url(self.args.url)  # one server or a cluster
+        if os.environ.get("BENCH_EVENTS") == "off":  # what the events stream costs
+            await switch_events(self.redis, TypeKeys("sj", TYPE), False)
         self.mem0 = await self._used_memory()
 
     async def close(self):
@@ -68,6 +73,9 @@ class StreamjobsPeer(Peer):
         await self.redis.aclose()
 
     async def _used_memory(self) -> int:
+        if is_cluster(self.redis):  # summed over the primaries
+            per_node = await self.redis.info("memory", target_nodes=RedisCluster.PRIMARIES)
+            return sum(int(info["used_memory"]) for info in per_node.values())
         return int((await self.redis.info("memory"))["used_memory"])
 
     async def enqueue(self, payload):

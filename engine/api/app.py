@@ -16,6 +16,7 @@ from streamjobs.api.routes import router
 from streamjobs.api.state import make_state
 from streamjobs.config import ENV_PREFIX, Settings
 from streamjobs.connection import resolve_url
+from streamjobs.streams import keep_types_indexed
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -55,6 +56,8 @@ def create_app(url_or_client: str | Redis, settings: Settings | None = None, *,
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         try:
             async with anyio.create_task_group() as tg:
+                await tg.start(keep_types_indexed, state.redis, settings.prefix,
+                               settings.types_rescan_s)
                 tg.start_soon(ui.sampler, state)
                 yield
                 tg.cancel_scope.cancel()

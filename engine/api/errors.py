@@ -65,6 +65,11 @@ ANSWERS: tuple[tuple[type[Exception], Answer], ...] = (
     (errors.WrongState, Answer(409)),
     (errors.NotOwner, Answer(409)),
     (errors.TransitionError, Answer(409)),  # any other refused transition
+    # An awaited job's end (no route raises them: ?wait= answers with the status).
+    (errors.JobFailed, Answer(409)),
+    (errors.JobCancelled, Answer(409)),
+    (errors.JobExpired, Answer(409)),
+    (errors.ResultTimeout, Answer(504)),
     # Data on the server the engine cannot read: the operator's problem, not the caller's.
     (errors.CorruptData, _UNREADABLE),
     (errors.DecodeError, _UNREADABLE),  # routes turn a caller's payload into a 422 first

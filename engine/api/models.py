@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import math
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import Request
 from pydantic import (
@@ -21,6 +21,7 @@ from streamjobs import contract
 from streamjobs.contract import DedupMode, JobState
 from streamjobs.counts import TypeStats
 from streamjobs.dead import DeadJob
+from streamjobs.job import MAX_URL
 from streamjobs.listing import SCORE_CURSOR, JobSummary
 from streamjobs.producer import CancelOutcome, JobSpec
 from streamjobs.schedules import Schedule
@@ -142,12 +143,17 @@ class EnqueueRequest(BaseModel):
     key: str | None = Field(None, min_length=1, max_length=256,
                             description="a partitioned type's jobs of one key go to one "
                                         "partition, in order; default: round-robin")
+    webhook: str | None = Field(None, min_length=8, max_length=MAX_URL,
+                                pattern=r"^https?://\S+$",
+                                description="an http(s) URL POSTed when the job completes "
+                                            "or ends dead (signed with the delivering "
+                                            "worker's webhook_secret)")
 
     def spec(self) -> JobSpec:
         run_at, expires_at = _utc(self.run_at), _utc(self.expires_at)
         return JobSpec(self.payload, self.id, self.delay, run_at, self.max_attempts,
                        self.timeout, self.headers, self.expires_in, expires_at,
-                       self.dedup_key, self.dedup_mode, self.dedup_ttl, self.key)
+                       self.dedup_key, self.dedup_mode, self.dedup_ttl, self.key, self.webhook)
 
 
 def _utc(value: datetime | None) -> datetime | None:
@@ -255,6 +261,40 @@ class WorkersOut(BaseModel):
 
 class Status(BaseModel):
     status: str
+
+
+# ---- webhooks ------------------------------------------------------------------------------
+
+
+HookEventName = Literal["completed", "dead"]
+ALL_EVENTS: tuple[HookEventName, ...] = ("completed", "dead")
+
+
+class WebhookRequest(BaseModel):
+    """A webhook of a type: its URL, the events it is called for, its signing secret."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={
+        "examples": [{"url": "https://example.com/hooks/email", "events": ["dead"],
+                      "secret": "a long random string"}],
+    })
+
+    url: str = Field(min_length=8, max_length=MAX_URL, pattern=r"^https?://\S+$")
+    events: list[HookEventName] = Field(
+        default_factory=lambda: list(ALL_EVENTS), min_length=1, max_length=2)
+    secret: str = Field("", max_length=256, description="HMAC-SHA256 key of the "
+                        "X-Streamjobs-Signature header; empty: unsigned")
+
+
+class WebhookOut(BaseModel):
+    type: str
+    name: str
+    url: str
+    events: list[str]
+    signed: bool = Field(description="true: calls carry X-Streamjobs-Signature")
+
+
+class WebhooksOut(BaseModel):
+    webhooks: list[WebhookOut]
 
 
 # ---- schedules and paused types -----------------------------------------------------------

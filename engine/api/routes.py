@@ -3,13 +3,15 @@ where a route adds what the caller should do next."""
 
 import hashlib
 import time
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from contextlib import contextmanager
 from typing import Annotated, Any
 
 import anyio
+import orjson
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
+from fastapi.responses import StreamingResponse
 from fastapi.routing import APIRoute
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from redis.exceptions import RedisError, ResponseError
@@ -42,19 +44,30 @@ from streamjobs.api.models import (
     TypeDetail,
     TypePaused,
     TypesOut,
+    WebhookOut,
+    WebhookRequest,
+    WebhooksOut,
     WorkersOut,
 )
 from streamjobs.api.state import ApiState
 from streamjobs.codes import Code
-from streamjobs.contract import TYPE_NAME, JobState
+from streamjobs.contract import STREAM_ID, TYPE_NAME, JobState
 from streamjobs.counts import known_types, server_ms, type_stats, types_stats
-from streamjobs.errors import DecodeError, JobNotFound, PayloadTooLarge, WrongState
+from streamjobs.errors import (
+    DecodeError,
+    InvalidArgument,
+    JobNotFound,
+    PayloadTooLarge,
+    WrongState,
+)
+from streamjobs.events import Events
 from streamjobs.history import KEEP_MINUTES, throughput
 from streamjobs.job import check_job_id
 from streamjobs.keys import check_type_name, ready_probe_key
 from streamjobs.listing import LISTABLE, MAX_PAGE, list_type_jobs
 from streamjobs.presence import live_workers, policies_of
 from streamjobs.producer import CancelOutcome, JobSpec
+from streamjobs.results import wait_status
 from streamjobs.schedules import Schedule
 from streamjobs.scripts import SPECS, EnqueueResult, source
 from streamjobs.status import JobStatus, type_status
@@ -79,6 +92,8 @@ class ApiRoute(APIRoute):
 
 
 router = APIRouter(route_class=ApiRoute)
+#: Longest long poll of GET /jobs/{type}/{id}?wait=.
+MAX_WAIT_S = 60.0
 #: Lifetime of the key /ready writes.
 READY_PROBE_MS = 5000
 
@@ -193,9 +208,18 @@ async def list_by_state(
 
 @router.get("/jobs/{type}/{id:path}", response_model=JobStatus, tags=["jobs"],
             responses=_errors(404, 503))
-async def get_job(type_: TypeName, job_id: JobId, api: Api) -> dict[str, Any]:
+async def get_job(
+    type_: TypeName, job_id: JobId, api: Api,
+    wait: Annotated[float, Query(ge=0, le=MAX_WAIT_S, description=(
+        "seconds to wait for the job to end (completed, dead, cancelled or expired): a long poll "
+        "that answers as soon as it ends, else with its state then"))] = 0,
+) -> dict[str, Any]:
     """A job's state, attempts, timestamps, last error, payload, and result if kept."""
-    status = await type_status(api.redis, api.producer.keys(type_), job_id)
+    tk = api.producer.keys(type_)
+    if wait > 0:
+        status, _ = await wait_status(api.redis, tk, job_id, wait)
+    else:
+        status = await type_status(api.redis, tk, job_id)
     if status is None:
         raise ApiError(404, f"no job {job_id!r} of type {type_!r} (never enqueued, or its "
                             "record expired after result_ttl)", id=job_id)
@@ -218,6 +242,35 @@ async def cancel(type_: TypeName, job_id: JobId, api: Api) -> Cancelled:
         status = await api.producer.status(type_, job_id)
         state = status.state if status is not None else JobState.RUNNING
     return Cancelled(id=job_id, state=state, previous_state=answer, outcome=answer.outcome)
+
+
+@router.get("/events", tags=["jobs"], response_class=StreamingResponse,
+            responses={200: {"content": {"text/event-stream": {}},
+                             "description": "Server-Sent Events, one per transition"},
+                       **_errors()})
+async def events(
+    api: Api,
+    types: Annotated[str, Query(max_length=4000, description=(
+        "comma-separated job types whose events to follow"))],
+    since: Annotated[str, Query(pattern=f"^({STREAM_ID.pattern}|0|\\$)$", description=(
+        "'$' (default): events from now on; '0': every event the streams still hold"))] = "$",
+) -> StreamingResponse:
+    """The types' transitions as Server-Sent Events: `event:` is the transition
+    (enqueued, started, progress, completed, failed, retrying, dead, cancelled, expired,
+    debounced, dead_retried), `data:` a JSON object (type, id, attempt, at, stream_id, the
+    event's own fields, and `partition` on a partitioned type's partitions 1 and up),
+    `id:` `tag/stream_id` (the tag: the type, or `type#partition`)."""
+    names = [check_type_name(t) for t in types.split(",") if t]
+    if not names:
+        raise ApiError(422, "types: name at least one job type")
+
+    async def stream() -> AsyncIterator[bytes]:
+        async for e in Events(api.redis, settings=api.settings).watch(names, since=since):
+            yield (f"id: {e.tag}/{e.stream_id}\nevent: {e.event}\n".encode()
+                   + b"data: " + orjson.dumps(e.to_dict()) + b"\n\n")
+
+    return StreamingResponse(stream(), media_type="text/event-stream",
+                             headers={"Cache-Control": "no-cache"})
 
 
 # ---- dead letters ---------------------------------------------------------------------
@@ -330,20 +383,69 @@ async def resume_type(type_: TypeName, api: Api) -> TypePaused:
     return TypePaused(type=type_, paused=False, changed=await api.producer.resume(type_))
 
 
+# ---- webhooks -------------------------------------------------------------------------
+
+
+def _name_in_path(what: str, description: str) -> Any:
+    """A path parameter ``name`` of a webhook or a schedule: a type name's characters."""
+
+    def checked(
+        name: Annotated[str, Path(description=description,
+                                  json_schema_extra={"pattern": TYPE_PATTERN})],
+    ) -> str:
+        if not TYPE_NAME.fullmatch(name):
+            raise ApiError(422, f"invalid {what} name {name!r}: use 1-64 characters from "
+                                "A-Z a-z 0-9 _ . -")
+        return name
+
+    return Depends(checked)
+
+
+HookName = Annotated[str, _name_in_path("webhook", "webhook name (default: default)")]
+
+
+@router.get("/webhooks", response_model=WebhooksOut, tags=["webhooks"],
+            responses=_errors(503))
+async def list_webhooks(api: Api) -> dict[str, Any]:
+    """Every webhook of every known type (never their secrets)."""
+    return {"webhooks": [h.public() for h in await api.producer.webhooks()]}
+
+
+@router.get("/webhooks/{type}", response_model=WebhooksOut, tags=["webhooks"],
+            responses=_errors(503))
+async def type_webhooks(type_: TypeName, api: Api) -> dict[str, Any]:
+    """The webhooks of one type."""
+    return {"webhooks": [h.public() for h in await api.producer.webhooks(type_)]}
+
+
+@router.put("/webhooks/{type}/{name}", response_model=WebhookOut, tags=["webhooks"],
+            responses=_errors(503))
+async def put_webhook(type_: TypeName, name: HookName, body: WebhookRequest,
+                      api: Api) -> dict[str, Any]:
+    """Create or replace a webhook: ``url`` is POSTed (JSON, signed with ``secret``) each
+    time a job of the type completes or ends dead, as ``events`` chooses. Workers of the
+    type see it within a second; workers with webhooks on deliver it."""
+    try:
+        hook = await api.producer.set_webhook(type_, body.url, name=name,
+                                              events=list(body.events), secret=body.secret)
+    except InvalidArgument as e:
+        raise ApiError(422, str(e)) from e
+    return hook.public()
+
+
+@router.delete("/webhooks/{type}/{name}", response_model=Status, tags=["webhooks"],
+               responses=_errors(404, 503))
+async def delete_webhook(type_: TypeName, name: HookName, api: Api) -> Status:
+    """Delete a webhook (deliveries already enqueued for it are dropped)."""
+    if not await api.producer.remove_webhook(type_, name):
+        raise ApiError(404, f"no webhook {name!r} of {type_}", name=name)
+    return Status(status="deleted")
+
+
 # ---- schedules ------------------------------------------------------------------------
 
 
-def _schedule_name(
-    name: Annotated[str, Path(description="schedule name",
-                              json_schema_extra={"pattern": TYPE_PATTERN})],
-) -> str:
-    if not TYPE_NAME.fullmatch(name):
-        raise ApiError(422, f"invalid schedule name {name!r}: use 1-64 characters from "
-                            "A-Z a-z 0-9 _ . -")
-    return name
-
-
-ScheduleName = Annotated[str, Depends(_schedule_name)]
+ScheduleName = Annotated[str, _name_in_path("schedule", "schedule name")]
 
 
 def _found(s: Any, name: str) -> Any:

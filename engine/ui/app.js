@@ -3,12 +3,15 @@
 import { chart, spark } from "./chart.js";
 
 const STATES = ["waiting", "running", "delayed", "dead", "completed"];
+// A type page's tabs: the overview's columns, and the jobs that ended before they ran.
+const TAB_STATES = [...STATES, "expired"];
 const POLL_MS = 3000;
 // The pages in the nav. A new page is one entry here and one render function.
 const PAGES = [
   { hash: "#/", label: "Overview", match: (p) => p[0] === "" || p[0] === "type" || p[0] === "job" },
   { hash: "#/dead", label: "Dead letters", match: (p) => p[0] === "dead" },
   { hash: "#/workers", label: "Workers", match: (p) => p[0] === "workers" },
+  { hash: "#/schedules", label: "Schedules", match: (p) => p[0] === "schedules" },
 ];
 
 let session = { auth: false, role: null, csrf: "" };
@@ -148,7 +151,8 @@ async function render() {
     location.hash = "#/login";
     return;
   }
-  const pages = { "": overview, type: typePage, job: jobPage, dead: deadPage, workers: workersPage, login: loginPage };
+  const pages = { "": overview, type: typePage, job: jobPage, dead: deadPage, workers: workersPage,
+    schedules: schedulesPage, login: loginPage };
   const page = pages[parts[0]] || notFound;
   try {
     await page(parts.slice(1), params);
@@ -241,7 +245,7 @@ function typesTable(types, tp) {
     const failed = s.failed.reduce((a, b) => a + b, 0);
     const rate = done + failed ? (100 * failed) / (done + failed) : 0;
     return h("tr", { "data-type": t.type },
-      h("td", {}, typeLink(t.type)),
+      h("td", {}, typeLink(t.type), t.paused ? [" ", h("span", { class: "badge paused" }, "paused")] : null),
       ...STATES.map((st) => num(t[st], st)),
       h("td", { class: "num hide-narrow" }, Math.round(done).toLocaleString()),
       h("td", { class: `num hide-narrow ${rate ? "dead" : "zero"}` }, `${rate.toFixed(1)} %`),
@@ -258,7 +262,7 @@ function typesTable(types, tp) {
 // ---- type ---------------------------------------------------------------------------
 
 async function typePage([type], params) {
-  const state = STATES.includes(params.get("state")) ? params.get("state") : "waiting";
+  const state = TAB_STATES.includes(params.get("state")) ? params.get("state") : "waiting";
   const cursors = (params.get("c") || "").split(",").filter(Boolean);
   const cursor = cursors[cursors.length - 1];
   const errorText = params.get("error") || "";
@@ -272,10 +276,11 @@ async function typePage([type], params) {
   const list = h("div");
   const search = h("input", { type: "search", id: "job-search", placeholder: "job id", "aria-label": "job id" });
   const searchMsg = h("span", { class: "muted", id: "search-msg" });
+  const pauseBox = h("span", { class: "row", id: "pause" });
   const errorBox = h("input", { type: "search", id: "error-filter", placeholder: "error contains…",
     value: errorText, "aria-label": "error contains" });
   show(
-    h("div", { class: "row spread" }, h("h1", {}, type),
+    h("div", { class: "row spread" }, h("div", { class: "row" }, h("h1", {}, type), pauseBox),
       h("form", { class: "inline", onsubmit: async (ev) => {
         ev.preventDefault();
         const id = search.value.trim();
@@ -299,8 +304,9 @@ async function typePage([type], params) {
     : `/jobs/${enc(type)}?state=${state}&limit=50${cursor ? `&cursor=${enc(cursor)}` : ""}`;
   const [detail, page] = await Promise.all([api("GET", `/types/${enc(type)}`), api("GET", path)]);
   const st = detail.stats;
-  tabs.replaceChildren(...STATES.map((s) => h("a", { class: `${s} ${s === state ? "on" : ""}`,
+  tabs.replaceChildren(...TAB_STATES.map((s) => h("a", { class: `${s} ${s === state ? "on" : ""}`,
     href: `#/type/${enc(type)}?state=${s}` }, `${s} ${st[s].toLocaleString()}`)));
+  pauseBox.replaceChildren(...pauseControls(type, st.paused));
   facts.replaceChildren(policyFacts(detail));
   list.replaceChildren(jobsTable(type, state, page.jobs, errorText),
     h("div", { class: "pager" },
@@ -309,6 +315,20 @@ async function typePage([type], params) {
       h("button", { class: "secondary", id: "next-page", disabled: !page.next_cursor,
         onclick: () => go({ c: [...cursors, page.next_cursor].join(",") }) }, "Next →")));
   main().dataset.loadedMs = String(Math.round(performance.now() - started));
+}
+
+// A paused type's badge and the button that flips it (workers follow within a second).
+function pauseControls(type, paused) {
+  const flip = h("button", { class: paused ? "" : "secondary", id: "pause-toggle", disabled: !canWrite(),
+    onclick: async (ev) => {
+      ev.target.disabled = true;
+      try {
+        await api("POST", `/types/${enc(type)}/${paused ? "resume" : "pause"}`);
+        flash(`${paused ? "resumed" : "paused"} ${type}`);
+        render();
+      } catch (e) { flash(e.message, true); ev.target.disabled = false; }
+    } }, paused ? "Resume" : "Pause");
+  return [paused ? h("span", { class: "badge paused" }, "paused") : null, flip].filter(Boolean);
 }
 
 function policyFacts(detail) {
@@ -338,6 +358,7 @@ function jobsTable(type, state, jobs, errorText) {
     running: [["worker", (j) => j.consumer], ["running for", (j) => duration(j.idle_ms / 1000)], ["deliveries", (j) => j.deliveries]],
     delayed: [["due", (j) => when(j.due_at)]],
     completed: [["finished", (j) => when(j.finished_at)]],
+    expired: [["expired", (j) => when(j.finished_at)]],
     dead: [["failed", (j) => when(j.failed_at)], ["attempts", (j) => j.attempts], ["reason", (j) => j.reason],
       ["error", (j) => j.error]],
   }[state];
@@ -378,11 +399,16 @@ function jobView(type, job) {
       render();
     }));
   }
-  if (job.state === "waiting" || job.state === "delayed") {
+  if (job.state === "waiting" || job.state === "delayed" || job.state === "running") {
+    const running = job.state === "running";
     actions.push(act("Cancel", "danger", async () => {
-      if (!(await confirmDialog(`Cancel job ${job.id}? It will not run.`))) return;
-      await api("DELETE", `/jobs/${enc(type)}/${enc(job.id)}`);
-      flash(`cancelled ${job.id}`);
+      const text = running ? `Stop job ${job.id}? Its attempt is stopped and it is not retried.`
+        : `Cancel job ${job.id}? It will not run.`;
+      if (!(await confirmDialog(text))) return;
+      const r = await api("DELETE", `/jobs/${enc(type)}/${enc(job.id)}`);
+      flash(r.outcome === "cancelled" ? `cancelled ${job.id}`
+        : r.outcome === "uninterruptible" ? `${job.id} runs a handler that cannot be stopped: a failure will not be retried`
+          : `${job.id}: cancel ${r.outcome}`);
       render();
     }));
   }
@@ -504,6 +530,54 @@ function workerCard(w) {
       ? h("ul", { class: "running" }, w.running.map((r) => h("li", {}, jobLink(r.type, r.id), " ",
         h("span", { class: "muted" }, `${r.type} · attempt ${r.attempt} · ${duration((Date.now() - r.started_at) / 1000)}`))))
       : h("p", { class: "muted" }, "idle"));
+}
+
+// ---- schedules ----------------------------------------------------------------------
+
+async function schedulesPage() {
+  const box = h("div");
+  show(h("div", { class: "row spread" }, h("h1", {}, "Schedules"), h("span", { class: "muted", id: "updated" })), box);
+  await poll(async () => {
+    const { schedules } = await api("GET", "/schedules");
+    document.getElementById("updated").textContent = `updated ${new Date().toLocaleTimeString()}`;
+    if (!schedules.length) {
+      box.replaceChildren(empty("No schedules", h("span", {}, "Add one: ",
+        h("code", {}, "streamjobs schedule add nightly report --cron '0 3 * * *'"))));
+      return;
+    }
+    box.replaceChildren(h("div", { class: "table-wrap" }, h("table", { id: "schedules" },
+      h("thead", {}, h("tr", {}, ["name", "type", "when", "last run", "next run", ""].map((c) => h("th", {}, c)))),
+      h("tbody", {}, schedules.map(scheduleRow)))));
+  });
+}
+
+function scheduleRow(s) {
+  const path = `/schedules/${enc(s.name)}`;
+  const act = (label, cls, fn) => h("button", { class: cls, disabled: !canWrite(), onclick: async (ev) => {
+    ev.target.disabled = true;
+    try { await fn(); } catch (e) { flash(e.message, true); }
+    render();
+  } }, label);
+  return h("tr", { "data-schedule": s.name },
+    h("td", { class: "mono" }, s.name, s.paused ? [" ", h("span", { class: "badge paused" }, "paused")] : null),
+    h("td", {}, typeLink(s.type)),
+    h("td", { class: "mono" }, s.cron ? `${s.cron} (${s.tz})` : `every ${duration(s.every)}`),
+    h("td", {}, s.last_run_ms ? when(s.last_run_ms) : "—"),
+    h("td", {}, s.next_run_ms ? when(s.next_run_ms) : "—"),
+    h("td", {}, h("div", { class: "row" },
+      act(s.paused ? "Resume" : "Pause", "secondary", async () => {
+        await api("POST", `${path}/${s.paused ? "resume" : "pause"}`);
+        flash(`${s.paused ? "resumed" : "paused"} ${s.name}`);
+      }),
+      act("Run now", "secondary", async () => {
+        const r = await api("POST", `${path}/run-now`);
+        flash(`enqueued ${r.id}`);
+      }),
+      act("Delete", "danger", async () => {
+        if (!(await confirmDialog(`Delete schedule ${s.name}? The jobs it enqueued stay.`))) return;
+        await api("DELETE", path);
+        flash(`deleted ${s.name}`);
+      }))));
 }
 
 // ---- start --------------------------------------------------------------------------

@@ -215,10 +215,12 @@ class Worker:
         #: Types (hash tags) with concurrency limits: each start goes through stop.lua.
         self._limits = {t: _limits_of(h) for t, h in self.handlers.items()
                         if h.policy.max_running or h.policy.max_running_per_key}
-        #: One start at a time per limited type, in delivery order (anyio's Lock is
-        #: FIFO): concurrent calls on several connections could reach the server out of
-        #: order and a key's jobs would take its slot out of order.
-        self._start_order = {t: anyio.Lock() for t in self._limits}
+        #: One start at a time per type limited per key, in delivery order (anyio's Lock
+        #: is FIFO): concurrent calls on several connections could reach the server out
+        #: of order and a key's jobs would take its slot out of order. A type limited
+        #: only by max_running needs no order: its starts go concurrently.
+        self._start_order = {t: anyio.Lock() for t, lim in self._limits.items()
+                             if lim.max_running_per_key}
         self._threads = Threads()
         self._processes = {
             t: Processes(h.policy.max_tasks_per_child, h.policy.max_child_memory_mb)

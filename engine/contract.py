@@ -145,6 +145,9 @@ class Attempt(StrEnum):
     MALFORMED = Failure.MALFORMED.value
     #: Handed back unfinished at shutdown (no attempt spent).
     RELEASED = "released"
+    #: The handler raised ``RateLimited``: handed back, no attempt spent, its type (or
+    #: key) held back for the seconds it gave.
+    RATE_LIMITED = "rate_limited"
     #: Cancelled because the entry was reclaimed by another worker: settles nothing.
     LOST = "lost"
     #: Settled by ``stop.lua`` before or instead of running: its ``expires_at`` passed,
@@ -308,6 +311,8 @@ class Stat(_Name):
     CRON_TICKS = "cron_ticks"
     #: Starts held back by a concurrency limit (the job parked, no attempt spent).
     HELD = "held"
+    #: Starts held back by a rate limit (the job delayed, no attempt spent).
+    RATE_LIMITED = "rate_limited"
     #: Not a count: the sequence of generated ids of delayed jobs.
     SEQ = "seq"
 

@@ -149,6 +149,21 @@ class PermanentError(HandlerSignal):
     """The job can never succeed: dead-letter it now without further attempts."""
 
 
+class RateLimited(HandlerSignal):
+    """The service the handler calls is over its rate (an HTTP 429, say): hold back the
+    handler's type (``per_key``: the job's key) for ``seconds``. The job runs again
+    after that, no attempt spent; so do the type's (or key's) other jobs, on every
+    worker. Needs the type's ``rate_limit`` (``per_key``: ``rate_limit_per_key``); on a
+    type without one it acts as :class:`RetryAfter` (an attempt spent)."""
+
+    def __init__(self, seconds: float, message: str = "", *, per_key: bool = False) -> None:
+        if seconds < 0:
+            raise InvalidArgument("RateLimited seconds must be >= 0")
+        self.seconds = float(seconds)
+        self.per_key = per_key
+        super().__init__(message or f"rate limited for {seconds:g}s")
+
+
 class RetryAfter(HandlerSignal):
     """Retry the job after ``seconds`` (counts as an attempt)."""
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from streamjobs.contract import Attempt
-from streamjobs.errors import DecodeError, PermanentError, RetryAfter
+from streamjobs.errors import DecodeError, PermanentError, RateLimited, RetryAfter
 from streamjobs.job import dumps
 
 if TYPE_CHECKING:
@@ -26,6 +26,8 @@ class Result:
     error: str = ""
     traceback: str = ""
     retry_after: float = 0.0
+    #: ``RateLimited(per_key=True)``: the job's key is held back, not its type.
+    per_key: bool = False
 
 
 def outcome_of(fn: Callable[[Job], Any], job: Job) -> Result:
@@ -50,6 +52,9 @@ def ok(result: Any) -> Result:
 def error_outcome(e: Exception) -> Result:
     if isinstance(e, PermanentError):
         return failure(Attempt.PERMANENT, e)
+    if isinstance(e, RateLimited):
+        return Result(Attempt.RATE_LIMITED, error=f"{type(e).__name__}: {e}"[:2000],
+                      retry_after=e.seconds, per_key=e.per_key)
     if isinstance(e, RetryAfter):
         return failure(Attempt.AFTER, e, retry_after=e.seconds)
     return failure(Attempt.RETRY, e)

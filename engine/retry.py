@@ -46,8 +46,16 @@ class Policy:
     #: waits, parked, and starts when a slot frees (lua/includes/slots.lua).
     max_running: int = 0
     max_running_per_key: int = 0
+    #: Rate limits, on the server across all workers (None: none): ``"N/s"``, ``"N/m"``
+    #: or ``"N/h"`` starts of the type (per hash tag), and per ``limit_key``, in any
+    #: window of that length (a sliding window). A job over it waits, no attempt spent.
+    rate_limit: str | None = None
+    rate_limit_per_key: str | None = None
 
     def __post_init__(self) -> None:
+        for rate in (self.rate_limit, self.rate_limit_per_key):
+            if rate is not None:
+                parse_rate(rate)
         checks = [
             (self.max_attempts >= 1, "max_attempts must be >= 1"),
             (self.immediate_retries >= 0, "immediate_retries must be >= 0"),
@@ -66,3 +74,14 @@ class Policy:
         for ok, message in checks:
             if not ok:
                 raise ConfigError(message)
+
+
+_PERIODS_MS = {"s": 1000, "m": 60_000, "h": 3_600_000}
+
+
+def parse_rate(text: str) -> tuple[int, int]:
+    """``"N/s"`` (or ``/m``, ``/h``) as (N, period in ms); ConfigError when malformed."""
+    count, _, unit = str(text).partition("/")
+    if not count.isdigit() or int(count) < 1 or unit not in _PERIODS_MS:
+        raise ConfigError(f"rate {text!r}: use N/s, N/m or N/h with a whole N >= 1")
+    return int(count), _PERIODS_MS[unit]

@@ -182,7 +182,7 @@ SPECS: dict[str, Spec] = {
     "stop": Spec(
         keys=("stream", "stats", "expired", "cancels", "job_prefix", "events"),
         argv=("group", "consumer", "result_ttl_ms", "max_running", "max_running_per_key",
-              "lease_ms"),
+              "lease_ms", "rate", "rate_period_ms", "key_rate", "key_rate_period_ms"),
         tail=("entry_id", "job_id", "action"),
         reply=Reply(each=("code", "state")),
         codes=(Code.OK, Code.NOT_OWNER, Code.NOT_FOUND, Code.WRONG_STATE),
@@ -269,6 +269,11 @@ class Limits(NamedTuple):
     max_running_per_key: int = 0
     #: A slot's lease (renewed at each start), and a parked job's fallback due time.
     lease_ms: int = 60_000
+    #: Starts per period (0: no rate limit), of the type and per limit_key.
+    rate: int = 0
+    rate_period_ms: int = 1000
+    key_rate: int = 0
+    key_rate_period_ms: int = 1000
 
 
 NO_LIMITS = Limits()
@@ -435,12 +440,15 @@ class Scripts:
     async def stop(self, tk: TypeKeys, group: str, consumer: str, result_ttl_ms: int,
                    items: Sequence[StopItem], limits: Limits | None = None,
                    ) -> list[StopResult]:
-        """``limits``: the type's concurrency limits, taken at START (none: not checked)."""
+        """``limits``: the type's concurrency and rate limits, taken at START (none: not
+        checked)."""
         lim = limits or NO_LIMITS
         _, rows = await self._call("stop", tk, items, group=group, consumer=consumer,
                                    result_ttl_ms=result_ttl_ms, max_running=lim.max_running,
                                    max_running_per_key=lim.max_running_per_key,
-                                   lease_ms=lim.lease_ms)
+                                   lease_ms=lim.lease_ms, rate=lim.rate,
+                                   rate_period_ms=lim.rate_period_ms, key_rate=lim.key_rate,
+                                   key_rate_period_ms=lim.key_rate_period_ms)
         return [StopResult(*r) for r in rows]
 
     async def reclaim(

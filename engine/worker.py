@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import re
 import socket
 import time
 from dataclasses import asdict, dataclass, field, replace
@@ -66,6 +67,7 @@ from streamjobs.reconnect import (
     retrying,
 )
 from streamjobs.registry import Handler, Registry, default_registry
+from streamjobs.retry import parse_rate
 from streamjobs.scripts import (
     FailArgs,
     Limits,
@@ -214,7 +216,8 @@ class Worker:
         self._pruned_at = -PRUNE_EVERY_S
         #: Types (hash tags) with concurrency limits: each start goes through stop.lua.
         self._limits = {t: _limits_of(h) for t, h in self.handlers.items()
-                        if h.policy.max_running or h.policy.max_running_per_key}
+                        if h.policy.max_running or h.policy.max_running_per_key
+                        or h.policy.rate_limit or h.policy.rate_limit_per_key}
         #: One start at a time per type limited per key, in delivery order (anyio's Lock
         #: is FIFO): concurrent calls on several connections could reach the server out
         #: of order and a key's jobs would take its slot out of order. A type limited
@@ -607,6 +610,8 @@ class Worker:
         """The handler's call, timed, with a cancel asked meanwhile applied."""
         t0 = d.began = time.monotonic()
         outcome = await self._call(h, job, d, limit_s)
+        if outcome.kind is Attempt.RATE_LIMITED:
+            outcome = await self._hold_back(d, outcome)
         if d.cancel_requested and outcome.kind not in _NOT_CANCELLED:
             stopped = await self._stop_entry(d, StopAction.CANCEL)
             if stopped.kind is not Attempt.OK:
@@ -618,6 +623,28 @@ class Worker:
         elapsed = time.monotonic() - t0
         self.metrics.finished(d.type, outcome.kind, elapsed)
         logs.job_finished(d.type, job.id, job.attempt, outcome.kind, outcome.error, elapsed)
+        return outcome
+
+    async def _hold_back(self, d: Delivery, outcome: Result) -> Result:
+        """``RateLimited``: hold the type's (or key's) rate window back for its seconds,
+        which stop.lua honours at every start, and hand the job back (no attempt spent).
+        Without that rate limit it is a RetryAfter (nothing would hold the others back)."""
+        lim = self._limits.get(d.type)
+        key = d.fields.get(Wire.LIMIT_KEY.b)
+        if outcome.per_key:
+            scope = f"k:{_scope_key(key)}" if lim and lim.key_rate and key else None
+        else:
+            scope = "@" if lim and lim.rate else None
+        if scope is None:
+            log.warning("%s %s: RateLimited without the type's %s: retried like RetryAfter",
+                        d.type, d.job_id, "rate_limit_per_key and a key" if outcome.per_key
+                        else "rate_limit")
+            return Result(Attempt.AFTER, error=outcome.error, retry_after=outcome.retry_after)
+        hold = f"{self.keys[d.type].base}rate_hold:{scope}"
+        try:
+            await self.redis.set(hold, 1, px=max(1, int(outcome.retry_after * 1000)))
+        except SERVER_ERRORS as e:  # the job is handed back all the same
+            log.warning("%s: rate hold not written: %s", d.type, e)
         return outcome
 
     async def _flush_logs(self, context: JobContext) -> None:
@@ -981,13 +1008,22 @@ class Worker:
                 await self._fetched.wait()
 
 
+def _scope_key(key: bytes) -> str:
+    """A limit_key as stop.lua names its scopes (whitespace read as ``_``)."""
+    return re.sub(r"\s", "_", key.decode("utf-8", "replace"))
+
+
 def _limits_of(h: Handler) -> Limits:
     """A handler's concurrency limits for stop.lua: a slot's lease outlasts an attempt
     (its timeout) and the reclaim of a dead worker's job (visibility timeout), which
     renews it at its next start."""
     p = h.policy
+    rate, period = parse_rate(p.rate_limit) if p.rate_limit else (0, 1000)
+    key_rate, key_period = (parse_rate(p.rate_limit_per_key) if p.rate_limit_per_key
+                            else (0, 1000))
     return Limits(p.max_running, p.max_running_per_key,
-                  int((p.timeout + p.visibility_timeout) * 1000))
+                  int((p.timeout + p.visibility_timeout) * 1000),
+                  rate, period, key_rate, key_period)
 
 
 def _client(redis: Redis | str, block_ms: int) -> Redis:
@@ -1012,6 +1048,7 @@ _SETTLE: dict[Attempt, Callable[[Worker, Delivery, Result, bool], None]] = {
     Attempt.TIMEOUT: Worker._on_failure,
     Attempt.MALFORMED: Worker._on_failure,
     Attempt.RELEASED: Worker._on_released,
+    Attempt.RATE_LIMITED: Worker._on_released,
     Attempt.LOST: Worker._on_lost,
     Attempt.STOPPED: Worker._on_stopped,
 }

@@ -8,7 +8,9 @@
 --     the state is running: run it. When the type has concurrency limits (max_running,
 --     max_running_per_key > 0) it then takes a slot in each of its scopes
 --     (lua/includes/slots.lua); over a limit it is parked instead: state delayed, no
---     attempt spent, its entry settled, queued for the next freed slot.
+--     attempt spent, its entry settled, queued for the next freed slot. Before that, a
+--     type with a rate limit (per type, per limit_key) counts the start in a sliding
+--     window; over the rate it is delayed until the window allows it (no attempt spent).
 --   'cancel': its cancel was asked (cancel.lua): it ends cancelled, never retried.
 --   'hold': its cancel was asked but the attempt cannot be stopped (a sync handler in a
 --     thread): the record's `cancel` field says so; the job stays running.
@@ -26,7 +28,11 @@
 -- ARGV[4] max_running  (0: no limit)
 -- ARGV[5] max_running_per_key  (0: no limit; the key is the entry's limit_key)
 -- ARGV[6] lease_ms  (a slot's lease, and a parked job's fallback due time)
--- ARGV[7...] entry_id, job_id, action  (repeated per entry)
+-- ARGV[7] rate  (starts of the type per rate_period_ms; 0: no rate limit)
+-- ARGV[8] rate_period_ms
+-- ARGV[9] key_rate  (starts per key_rate_period_ms of each limit_key; 0: none)
+-- ARGV[10] key_rate_period_ms
+-- ARGV[11...] entry_id, job_id, action  (repeated per entry)
 -- moves: running -> expired, cancelled, delayed
 -- returns: {code, state} per entry
 -- state: expired, cancelled, delayed (parked by a limit), or running (start it / still
@@ -52,6 +58,8 @@ local events = KEYS[6]
 local group, consumer, ttl = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local max_running, max_per_key = tonumber(ARGV[4]), tonumber(ARGV[5])
 local lease = tonumber(ARGV[6])
+local rate, rate_period = tonumber(ARGV[7]), tonumber(ARGV[8])
+local key_rate, key_period = tonumber(ARGV[9]), tonumber(ARGV[10])
 local base = string.sub(job_prefix, 1, -5)
 local now = now_ms()
 
@@ -121,6 +129,48 @@ local function take_slots(key, id, flat)
   return nil
 end
 
+-- Rate limits: a scope's starts are the sorted set `<prefix>:{T}:rate:<scope>` (members
+-- `<ms>:<id>` by server ms), trimmed to the period: a sliding window, so no window of the
+-- period holds more starts than the limit. Milliseconds until a start is allowed in every
+-- scope of the job; 0: allowed, and counted in each.
+local function rate_wait(id, flat)
+  local scopes = {}
+  if rate > 0 then scopes[#scopes + 1] = {base .. 'rate:@', rate, rate_period} end
+  local lk = get_field(flat, 'limit_key')
+  if key_rate > 0 and lk then
+    scopes[#scopes + 1] = {base .. 'rate:k:' .. string.gsub(lk, '%s', '_'), key_rate, key_period}
+  end
+  local wait = 0
+  for _, s in ipairs(scopes) do
+    local log, limit, period = s[1], s[2], s[3]
+    -- A handler's RateLimited holds the scope back (the worker sets rate_hold:<scope>).
+    local held = redis.call('PTTL', base .. 'rate_hold:' .. string.sub(log, #base + 6))
+    if held > 0 then wait = math.max(wait, held) end
+    redis.call('ZREMRANGEBYSCORE', log, '-inf', now - period)
+    if redis.call('ZCARD', log) >= limit then
+      local oldest = redis.call('ZRANGE', log, 0, 0, 'WITHSCORES')
+      wait = math.max(wait, tonumber(oldest[2]) + period - now + 1)
+    end
+  end
+  if wait > 0 then return wait end
+  for _, s in ipairs(scopes) do
+    redis.call('ZADD', s[1], now, now .. ':' .. id)
+    redis.call('PEXPIRE', s[1], s[3])
+  end
+  return 0
+end
+
+-- Hold a job over a rate back until `due`: delayed (its fields stashed in the record), no
+-- attempt spent, its entry settled; the promoter brings it back then.
+local function defer(entry, key, id, flat, due)
+  if get_field(flat, 'id') == nil then set_field(flat, 'id', id) end
+  stash_fields(key, flat)
+  redis.call('HSET', key, 'state', DELAYED, 'entry', '', 'due_at', due, 'updated_at', now)
+  redis.call('ZADD', delayed_key(job_prefix), due, id)
+  redis.call('HINCRBY', stats, 'rate_limited', 1)
+  settle_entry(entry)
+end
+
 local function stop_one(entry, id, action)
   if not owns(stream, group, entry, consumer) then return {NOT_OWNER, ''} end
   local flat = read_entry(stream, entry)
@@ -166,6 +216,13 @@ local function stop_one(entry, id, action)
     end
     dd.take(dk, mode, tonumber(get_field(flat, 'dedup_ttl') or ''), key, id)
   end
+  if rate > 0 or key_rate > 0 then
+    local wait = rate_wait(id, flat)
+    if wait > 0 then
+      defer(entry, key, id, flat, now + wait)
+      return {OK, DELAYED}
+    end
+  end
   if max_running > 0 or max_per_key > 0 then
     local scope = take_slots(key, id, flat)
     if scope then
@@ -177,7 +234,7 @@ local function stop_one(entry, id, action)
 end
 
 local out = {}
-for i = 7, #ARGV, 3 do
+for i = 11, #ARGV, 3 do
   local res = stop_one(ARGV[i], ARGV[i + 1], ARGV[i + 2])
   out[#out + 1] = res[1]; out[#out + 1] = res[2]
 end

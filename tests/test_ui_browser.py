@@ -74,6 +74,15 @@ def _registry(site: Site) -> Registry:
         await anyio.to_thread.run_sync(site.release.wait)  # set by a test's thread
         return "done"
 
+    @reg.handler("renders", **FAST)
+    async def renders(job: Job) -> str:
+        await job.progress(0.4, "rendered 4 of 10 pages")
+        job.log(f"attempt {job.attempt}: fonts loaded")
+        if job.attempt == 1:
+            raise RuntimeError("font server timed out")
+        await job.progress(1.0, "rendered 10 of 10 pages")
+        return "render.pdf"
+
     @reg.handler("videos", **FAST)
     async def videos(job: Job) -> str:
         await anyio.sleep(60)  # until cancelled from the dashboard
@@ -86,7 +95,8 @@ def _worker_thread(url: str, site: Site, settings: Settings,
                    stop: threading.Event) -> threading.Thread:
     async def main() -> None:
         worker = Worker(url, _registry(site), settings=settings, concurrency=4,
-                        types=["emails", "reports", "thumbnails", "videos"], name="web-1:4242")
+                        types=["emails", "reports", "thumbnails", "videos", "renders"],
+                        name="web-1:4242")
         async with running(worker):
             await anyio.to_thread.run_sync(stop.wait)
 
@@ -407,3 +417,23 @@ def test_a_running_job_is_stopped_from_its_page(page: Page, site: Site) -> None:
     page.wait_for_selector(f"#flash :text('cancelled {job_id}')", timeout=10_000)
     page.wait_for_selector(".badge.cancelled", timeout=10_000)
     assert site.api.get(f"/jobs/videos/{job_id}").json()["state"] == "cancelled"
+
+
+def test_job_page_shows_progress_logs_and_every_attempt(page: Page, site: Site) -> None:
+    r = site.api.post("/jobs/renders", json={"payload": {"doc": "q3-report"},
+                                             "max_attempts": 3, "id": "render-q3"})
+    assert r.status_code == 201
+    poll(lambda: site.api.get("/jobs/renders/render-q3").json()["state"] == "completed",
+         timeout=20)
+    page.goto(f"{site.url}/ui#/job/renders/render-q3")
+    page.wait_for_selector("#job-progress")
+    assert "rendered 10 of 10 pages" in page.inner_text("#job-progress")
+    assert page.get_attribute("#job-progress progress", "value") == "1"
+    logs = page.inner_text("#job-logs")
+    assert "attempt 1: fonts loaded" in logs and "attempt 2: fonts loaded" in logs
+    rows = page.locator("#job-history tbody tr")
+    assert rows.count() == 2
+    assert "font server timed out" in rows.nth(0).inner_text()
+    assert "completed" in rows.nth(1).inner_text()
+    assert "Not kept once a job has finished" in page.inner_text("#job-payload")
+    _shot(page, site, "job-history")

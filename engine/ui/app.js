@@ -386,6 +386,9 @@ async function jobPage([type, id]) {
   });
 }
 
+// States whose record no longer holds the payload (docs/api.md: GET /jobs/{type}/{id}).
+const FINISHED = new Set(["completed", "cancelled", "expired"]);
+
 function jobView(type, job) {
   const actions = [];
   const act = (label, cls, fn) => h("button", { class: cls, disabled: !canWrite(), onclick: async (ev) => {
@@ -429,11 +432,40 @@ function jobView(type, job) {
       h("div", { class: "row", id: "actions" }, actions)),
     !canWrite() ? h("p", { class: "muted" }, "Read-only key: actions are disabled.") : null,
     h("div", { class: "panel" }, h("dl", { class: "facts" }, facts.flatMap(([k, v]) => [h("dt", {}, k), h("dd", {}, v)]))),
+    progressView(job),
     job.error ? h("div", {}, h("h2", {}, "Last error"), h("pre", { class: "err", id: "job-error" }, job.error)) : null,
     job.traceback ? h("details", {}, h("summary", {}, "Traceback"), h("pre", {}, job.traceback)) : null,
-    h("h2", {}, "Payload"), pretty(job.payload),
+    h("h2", {}, "Payload"),
+    job.payload === null && FINISHED.has(job.state)
+      ? h("p", { class: "muted", id: "job-payload" }, "Not kept once a job has finished (its record keeps the result and history).")
+      : pretty(job.payload),
     job.headers && Object.keys(job.headers).length ? [h("h2", {}, "Headers"), pretty(job.headers)] : null,
-    job.result !== null && job.result !== undefined ? [h("h2", {}, "Result"), h("div", { id: "job-result" }, pretty(job.result))] : null);
+    job.result !== null && job.result !== undefined ? [h("h2", {}, "Result"), h("div", { id: "job-result" }, pretty(job.result))] : null,
+    historyView(job.history || []),
+    job.logs && job.logs.length ? [h("h2", {}, "Log"), h("pre", { id: "job-logs", class: "logs" }, job.logs.join("\n"))] : null);
+}
+
+// What the handler reported with job.progress(fraction, message), while it runs and after.
+function progressView(job) {
+  if (job.progress === null || job.progress === undefined) return null;
+  const pct = Math.round(job.progress * 100);
+  return h("div", { class: "panel", id: "job-progress" },
+    h("div", { class: "row spread" }, h("span", {}, job.progress_message || "progress"), h("span", { class: "mono" }, `${pct}%`)),
+    h("progress", { max: "1", value: String(job.progress) }));
+}
+
+// Every attempt kept with the record (the last 25): when, how long, where, how it ended.
+function historyView(attempts) {
+  if (!attempts.length) return null;
+  return [h("h2", {}, "Attempts"), h("table", { id: "job-history" },
+    h("thead", {}, h("tr", {}, ["#", "started", "took", "worker", "outcome", "error"].map((c) => h("th", {}, c)))),
+    h("tbody", {}, attempts.map((a) => h("tr", {},
+      h("td", { class: "mono" }, String(a.attempt ?? "")),
+      h("td", {}, a.started_at ? when(a.started_at) : "—"),
+      h("td", { class: "mono" }, a.duration_ms !== null && a.duration_ms !== undefined ? `${a.duration_ms} ms` : "—"),
+      h("td", { class: "mono" }, a.worker || "—"),
+      h("td", {}, h("span", { class: `badge ${a.outcome === "retrying" ? "delayed" : a.outcome}` }, a.outcome || "")),
+      h("td", { class: "err" }, a.error || "")))))];
 }
 
 // ---- dead letters -------------------------------------------------------------------

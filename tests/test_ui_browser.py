@@ -437,3 +437,18 @@ def test_job_page_shows_progress_logs_and_every_attempt(page: Page, site: Site) 
     assert "completed" in rows.nth(1).inner_text()
     assert "Not kept once a job has finished" in page.inner_text("#job-payload")
     _shot(page, site, "job-history")
+
+
+def test_events_page_shows_a_job_enqueued_after_it_opened(page: Page, site: Site) -> None:
+    page.goto(f"{site.url}/ui#/events?types=emails")
+    page.wait_for_selector("#events-state:has-text('live')")
+    r = site.api.post("/jobs/emails", json={"payload": {"to": "fresh@example.com"},
+                                           "id": "welcome-live"})
+    assert r.status_code == 201
+    page.wait_for_selector("#events tr[data-event=completed] a:has-text('welcome-live')")
+    kinds = page.locator("#events tr:has(a:has-text('welcome-live'))").evaluate_all(
+        "rows => rows.map(r => r.dataset.event)")
+    assert kinds[:1] == ["completed"] and "enqueued" in kinds  # newest first
+    page.click("#events-pause")
+    page.wait_for_selector("#events-state:has-text('paused')")
+    _shot(page, site, "events")

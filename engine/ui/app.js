@@ -12,12 +12,14 @@ const PAGES = [
   { hash: "#/dead", label: "Dead letters", match: (p) => p[0] === "dead" },
   { hash: "#/workers", label: "Workers", match: (p) => p[0] === "workers" },
   { hash: "#/schedules", label: "Schedules", match: (p) => p[0] === "schedules" },
+  { hash: "#/events", label: "Events", match: (p) => p[0] === "events" },
 ];
 
 let session = { auth: false, role: null, csrf: "" };
 let timer = null;
 let generation = 0;
 let onResize = null; // the current page's redraw on a window resize (the chart)
+let feed = null; // the events page's EventSource, closed when the page is left
 window.addEventListener("resize", () => onResize && onResize());
 
 // ---- small helpers ------------------------------------------------------------------
@@ -145,6 +147,7 @@ async function render() {
   generation += 1;
   clearTimeout(timer);
   onResize = null;
+  if (feed) { feed.close(); feed = null; }
   const { parts, params } = route();
   renderNav(parts);
   if (session.auth && !session.role && parts[0] !== "login") {
@@ -152,7 +155,7 @@ async function render() {
     return;
   }
   const pages = { "": overview, type: typePage, job: jobPage, dead: deadPage, workers: workersPage,
-    schedules: schedulesPage, login: loginPage };
+    schedules: schedulesPage, events: eventsPage, login: loginPage };
   const page = pages[parts[0]] || notFound;
   try {
     await page(parts.slice(1), params);
@@ -610,6 +613,67 @@ function scheduleRow(s) {
         await api("DELETE", path);
         flash(`deleted ${s.name}`);
       }))));
+}
+
+// ---- events -------------------------------------------------------------------------
+
+// Live transitions of the chosen types, from GET /events (Server-Sent Events), newest
+// first; the last EVENTS_KEPT are kept. The types are in the hash: #/events?types=a,b.
+const EVENTS_KEPT = 200;
+const EVENT_KINDS = ["enqueued", "started", "progress", "completed", "retrying", "failed", "dead",
+  "cancelled", "expired", "debounced", "dead_retried"];
+
+async function eventsPage(_, params) {
+  const known = (await api("GET", "/types")).types.map((t) => t.type);
+  const chosen = (params.get("types") || known.join(",")).split(",").filter(Boolean);
+  const rows = h("tbody");
+  const state = h("span", { id: "events-state", class: "badge read" }, "connecting");
+  const kind = h("select", { id: "events-kind", onchange: () => filter() },
+    h("option", { value: "" }, "every event"), EVENT_KINDS.map((k) => h("option", { value: k }, k)));
+  const filter = () => {
+    for (const tr of rows.children) tr.hidden = !!kind.value && tr.dataset.event !== kind.value;
+  };
+  const pick = h("div", { class: "row" }, known.map((t) => h("label", { class: "row" },
+    h("input", { type: "checkbox", value: t, checked: chosen.includes(t), onchange: () => {
+      const on = [...pick.querySelectorAll("input:checked")].map((i) => i.value);
+      location.hash = `#/events?types=${on.map(enc).join(",")}`;
+    } }), t)));
+  const add = (msg) => {
+    const e = JSON.parse(msg.data);
+    const extra = e.error || e.message || e.reason || (e.progress !== undefined ? `${Math.round(e.progress * 100)}%` : "");
+    const tr = h("tr", { "data-event": msg.type },
+      h("td", {}, e.at ? new Date(Number(e.at)).toLocaleTimeString() : "—"),
+      h("td", {}, typeLink(e.type)),
+      h("td", {}, h("span", { class: `badge ${msg.type}` }, msg.type)),
+      h("td", {}, jobLink(e.type, e.id)),
+      h("td", { class: "mono" }, String(e.attempt ?? "")),
+      h("td", { class: "err" }, extra));
+    tr.hidden = !!kind.value && msg.type !== kind.value;
+    rows.prepend(tr);
+    while (rows.children.length > EVENTS_KEPT) rows.lastChild.remove();
+  };
+  const connect = () => {
+    if (!chosen.length) { state.textContent = "no type chosen"; return; }
+    feed = new EventSource(`/events?types=${chosen.map(enc).join(",")}`, { withCredentials: true });
+    feed.onopen = () => { state.textContent = "live"; state.className = "badge completed"; };
+    feed.onerror = () => { state.textContent = "reconnecting"; state.className = "badge delayed"; };
+    for (const k of EVENT_KINDS) feed.addEventListener(k, add);
+  };
+  const pause = h("button", { id: "events-pause", class: "secondary", onclick: () => {
+    if (feed) {
+      feed.close(); feed = null;
+      state.textContent = "paused"; state.className = "badge paused"; pause.textContent = "Resume";
+    } else {
+      connect(); pause.textContent = "Pause";
+    }
+  } }, "Pause");
+  show(h("div", { class: "row spread" }, h("div", { class: "row" }, h("h1", {}, "Events"), state),
+    h("div", { class: "row" }, kind, pause)),
+  known.length ? pick : empty("No types yet", "Enqueue a job and its type shows here."),
+  h("table", { id: "events" },
+    h("thead", {}, h("tr", {}, ["at", "type", "event", "job", "attempt", ""].map((c) => h("th", {}, c)))),
+    rows));
+  connect();
 }
 
 // ---- start --------------------------------------------------------------------------

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import random
 import subprocess
@@ -42,6 +43,9 @@ from streamjobs.events import switch_events  # noqa: E402
 from streamjobs.keys import TypeKeys  # noqa: E402
 
 TYPE = "bench"
+#: Flow-control options for the bench type's handler, to show what they cost, e.g.
+#: BENCH_LIMITS='{"max_running": 1000000}' or '{"rate_limit": "1000000/s"}'.
+LIMITS = json.loads(os.environ.get("BENCH_LIMITS") or "{}")
 MANY_TYPES = 50
 #: many_types bounds: each pickup, the idle phase, the drain.
 PICKUP_WAIT_S = 10.0
@@ -103,7 +107,8 @@ class StreamjobsPeer(Peer):
         h = self.handler
         registry = Registry()
 
-        @registry.handler(TYPE, max_attempts=3, immediate_retries=1, backoff_base=0.0)
+        @registry.handler(TYPE, max_attempts=3, immediate_retries=1, backoff_base=0.0,
+                          **LIMITS)
         async def job(j: Job) -> None:
             await h.arun(j.payload)
 

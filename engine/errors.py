@@ -4,6 +4,7 @@
 
     StreamJobsError
     ├── ConfigError            bad settings or environment
+    │   └── EventsOff          a type's events are switched off, and the call needs them
     ├── InvalidArgument        a caller's bad argument (also a ValueError)
     │   └── InvalidTypeName    a job type outside [A-Za-z0-9_.-]{1,64}
     ├── DecodeError            a stream entry that breaks the wire format (also a ValueError)
@@ -35,6 +36,16 @@ class StreamJobsError(Exception):
 
 class ConfigError(StreamJobsError):
     """The settings or the environment are not valid."""
+
+
+class EventsOff(ConfigError):
+    """A type's events are switched off (``streamjobs events TYPE off``), and the call
+    needs them: ``result()``, ``watch()``, ``GET /events``, a long poll."""
+
+    def __init__(self, type_: str) -> None:
+        super().__init__(f"events are switched off for type {type_!r}: results and watching "
+                         f"need them; switch them on with `streamjobs events {type_} on`")
+        self.type = type_
 
 
 class InvalidArgument(StreamJobsError, ValueError):

@@ -30,7 +30,7 @@ from streamjobs.connection import (
     socket_timeout_of,
 )
 from streamjobs.contract import EVENTS_OFF, FINAL_EVENTS, EventField
-from streamjobs.errors import ConfigError
+from streamjobs.errors import EventsOff
 from streamjobs.keys import TypeKeys
 from streamjobs.streams import partition_keys
 
@@ -126,8 +126,7 @@ async def set_switch(redis: Redis, part: TypeKeys, on: bool) -> None:
 
 async def check_events_on(redis: Redis, tk: TypeKeys) -> None:
     if not await events_on(redis, tk):
-        raise ConfigError(f"events are switched off for type {tk.type!r}: results and "
-                          f"watching need them (streamjobs events {tk.type} on)")
+        raise EventsOff(tk.type)
 
 
 async def last_id(redis: Redis, tk: TypeKeys) -> str:
@@ -182,27 +181,46 @@ class Events:
         self.redis: Redis = (client_from_url(redis) if isinstance(redis, str)
                              else redis)  # type: ignore[assignment]
 
-    async def watch(self, types: Sequence[str], *, since: str = "$",
-                    block_ms: int = 1000) -> AsyncIterator[JobEvent]:
-        """Every event of ``types`` after ``since`` (``$``: from now on; ``0``: all the
-        streams hold), in each stream's order, forever: every partition of a partitioned
-        type (the count as read when the watch starts). On a cluster each stream is read
-        by its own task (one slot each); break out of the loop to stop."""
-        keys: dict[str, TypeKeys] = {}
+    async def start(self, types: Sequence[str], *,
+                    since: str = "$") -> dict[TypeKeys, str]:
+        """Where a watch of ``types`` starts: each stream's position to read after (every
+        partition of a partitioned type, the count as read now). ``$`` is fixed here to
+        each stream's last entry, so every event written after this returns is followed
+        by :meth:`follow` of the result. Raises :class:`EventsOff` for a type whose
+        events are switched off."""
+        parts: list[TypeKeys] = []
         for t in types:
             tk = TypeKeys(self.settings.prefix, t)
             await check_events_on(self.redis, tk)
-            keys.update((part.events, part) for part in await partition_keys(self.redis, tk))
+            parts.extend(await partition_keys(self.redis, tk))
+        if since == "$":  # "$" re-read each time would skip what came between two reads
+            return await last_ids(self.redis, parts)
+        return dict.fromkeys(parts, since)
+
+    async def watch(self, types: Sequence[str], *, since: str = "$",
+                    block_ms: int = 1000) -> AsyncIterator[JobEvent]:
+        """Every event of ``types`` after ``since`` (``$``: from now on; ``0``: all the
+        streams hold), in each stream's order, forever: :meth:`start`, then
+        :meth:`follow`. Break out of the loop to stop."""
+        async for event in self.follow(await self.start(types, since=since),
+                                       block_ms=block_ms):
+            yield event
+
+    async def follow(self, positions: Mapping[TypeKeys, str], *,
+                     block_ms: int = 1000) -> AsyncIterator[JobEvent]:
+        """Every event after ``positions`` (from :meth:`start`), forever. On a cluster
+        each stream is read by its own task (one slot each)."""
+        keys = {part.events: (part, position) for part, position in positions.items()}
         block = min(block_ms, block_slice_ms(self.redis))
         if not is_cluster(self.redis) or len(keys) == 1:
-            async for event in self._follow(keys, since, block):
+            async for event in self._follow(keys, block):
                 yield event
             return
         # Plain asyncio tasks, not a task group: a generator left unfinished is closed
         # later, from whatever task collects it, which a cancel scope refuses.
         queue: asyncio.Queue[JobEvent | BaseException] = asyncio.Queue(1000)
-        tasks = [asyncio.create_task(self._pump({key: part}, since, block, queue))
-                 for key, part in keys.items()]
+        tasks = [asyncio.create_task(self._pump({key: start}, block, queue))
+                 for key, start in keys.items()]
         try:
             while True:
                 item = await queue.get()
@@ -213,25 +231,22 @@ class Events:
             for task in tasks:
                 task.cancel()
 
-    async def _pump(self, keys: dict[str, TypeKeys], since: str, block: int,
+    async def _pump(self, keys: dict[str, tuple[TypeKeys, str]], block: int,
                     queue: asyncio.Queue[JobEvent | BaseException]) -> None:
         try:
-            async for event in self._follow(keys, since, block):
+            async for event in self._follow(keys, block):
                 await queue.put(event)
         except Exception as e:  # the reader sees it
             await queue.put(e)
 
-    async def _follow(self, keys: dict[str, TypeKeys], since: str,
+    async def _follow(self, keys: dict[str, tuple[TypeKeys, str]],
                       block: int) -> AsyncIterator[JobEvent]:
-        positions = dict.fromkeys(keys, since)
-        if since == "$":  # "$" re-read each time would skip what came between two reads
-            for key, part in keys.items():
-                positions[key] = await last_id(self.redis, part)
+        positions = {key: position for key, (_, position) in keys.items()}
         while True:
             reply = await self.redis.xread(positions, count=1000, block=block)  # type: ignore[arg-type]
             for stream, entries in replies.stream_reads(reply):
                 key = stream.decode() if isinstance(stream, bytes) else stream
-                part = keys[key]
+                part = keys[key][0]
                 for entry_id, fields in entries:
                     event = JobEvent.parse(part.type, entry_id, fields, part.partition)
                     positions[key] = event.stream_id

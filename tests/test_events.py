@@ -33,6 +33,7 @@ from streamjobs.api import create_app
 from streamjobs.api.server import server_config
 from streamjobs.contract import EVENTS_MAXLEN, LOG_LINES
 from streamjobs.embedded import free_port
+from streamjobs.events import switch_events
 from streamjobs.keys import TypeKeys
 from streamjobs.schedules import tick_once
 from streamjobs.scripts import Scripts
@@ -203,7 +204,7 @@ async def test_api_long_poll_and_sse(redis_url: str, producer: Producer,
                         async for line in sse.aiter_lines():
                             if line.startswith("event: "):
                                 name = line[7:]
-                            elif line.startswith("data: "):
+                            elif line.startswith("data: ") and name != "ready":
                                 seen.append((name, orjson.loads(line[6:])))
                                 if name == "completed":
                                     break
@@ -286,6 +287,48 @@ async def test_events_switched_off_per_type(redis_url: str, r: Redis, producer: 
     await producer.enqueue(type_name, {})
     assert await r.xlen(tk.events) == 1
     assert cli("events", type_name, "show", url=redis_url).stdout.strip() == "on"
+
+
+async def test_api_refuses_a_type_whose_events_are_off_before_streaming(
+        redis_url: str, r: Redis, producer: Producer, type_name: str) -> None:
+    """A 409 with what to do, not a 200 stream that fails at once (an EventSource would
+    reconnect forever); a long poll says the same."""
+    await switch_events(r, TypeKeys("sj", type_name), on=False)
+    job_id = await producer.enqueue(type_name, {})
+    app = create_app(redis_url, Settings(redis_url=redis_url))
+    async with (app.router.lifespan_context(app),
+                httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://api")
+                as client):
+        res = await client.get("/events", params={"types": f"{type_name}-on,{type_name}"})
+        assert res.status_code == 409 and res.headers["content-type"] == "application/json"
+        body = res.json()
+        assert body["type"] == type_name
+        assert "switched off" in body["error"]
+        assert f"streamjobs events {type_name} on" in body["error"]
+        res = await client.get(f"/jobs/{type_name}/{job_id}", params={"wait": 1})
+        assert res.status_code == 409 and res.json()["type"] == type_name
+
+
+async def test_sse_says_ready_once_subscribed(redis_url: str, producer: Producer,
+                                              type_name: str) -> None:
+    """The first message, `ready`, comes once the stream's start is fixed: a job enqueued
+    after it is always sent (no race between subscribing and enqueueing)."""
+    app = create_app(redis_url, Settings(redis_url=redis_url))
+    with serving(server_config(app, Settings(), "127.0.0.1", free_port(), "warning")) as url:
+        async with (httpx.AsyncClient(base_url=url, timeout=10) as client,
+                    client.stream("GET", "/events", params={"types": type_name}) as sse):
+            assert sse.status_code == 200
+            lines = sse.aiter_lines()
+            with anyio.fail_after(5):
+                head = [await anext(lines) for _ in range(3)]
+            assert head[0] == "event: ready"
+            assert orjson.loads(head[1].removeprefix("data: ")) == {"types": [type_name]}
+            job_id = await producer.enqueue(type_name, {})
+            with anyio.fail_after(5):
+                async for line in lines:
+                    if line.startswith("data: "):
+                        assert orjson.loads(line[6:])["id"] == job_id
+                        break
 
 
 async def test_every_new_transition_has_its_event(redis_url: str, r: Redis,

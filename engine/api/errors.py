@@ -74,6 +74,8 @@ ANSWERS: tuple[tuple[type[Exception], Answer], ...] = (
     (errors.CorruptData, _UNREADABLE),
     (errors.DecodeError, _UNREADABLE),  # routes turn a caller's payload into a 422 first
     (errors.ServerError, _UNREACHABLE),
+    # Events off for the type (a ConfigError of the server's, which the caller can fix).
+    (errors.EventsOff, Answer(409)),
     (errors.ConfigError, Answer(500, "the API is misconfigured (logged by the API process)")),
     # Server refusals that pass. redis-py strips the reply's code (OOM, READONLY ...)
     # from the message and names it by class instead.
@@ -123,6 +125,8 @@ async def respond(request: Request, exc: Exception) -> JSONResponse:
     extra: dict[str, Any] = {}
     if isinstance(exc, errors.TransitionError) and exc.job_id:
         extra["id"] = exc.job_id
+    if isinstance(exc, errors.EventsOff):
+        extra["type"] = exc.type
     return error_response(answer.status, answer.message or str(exc), headers, **extra)
 
 

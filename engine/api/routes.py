@@ -207,12 +207,13 @@ async def list_by_state(
 
 
 @router.get("/jobs/{type}/{id:path}", response_model=JobStatus, tags=["jobs"],
-            responses=_errors(404, 503))
+            responses=_errors(404, 409, 503))
 async def get_job(
     type_: TypeName, job_id: JobId, api: Api,
     wait: Annotated[float, Query(ge=0, le=MAX_WAIT_S, description=(
         "seconds to wait for the job to end (completed, dead, cancelled or expired): a long poll "
-        "that answers as soon as it ends, else with its state then"))] = 0,
+        "that answers as soon as it ends, else with its state then (it needs the type's "
+        "events: 409 when they are switched off)"))] = 0,
 ) -> dict[str, Any]:
     """A job's state, attempts, timestamps, last error, payload, and result if kept."""
     tk = api.producer.keys(type_)
@@ -246,8 +247,9 @@ async def cancel(type_: TypeName, job_id: JobId, api: Api) -> Cancelled:
 
 @router.get("/events", tags=["jobs"], response_class=StreamingResponse,
             responses={200: {"content": {"text/event-stream": {}},
-                             "description": "Server-Sent Events, one per transition"},
-                       **_errors()})
+                             "description": "Server-Sent Events: `ready`, then one per "
+                                            "transition"},
+                       **_errors(409, 503)})
 async def events(
     api: Api,
     types: Annotated[str, Query(max_length=4000, description=(
@@ -255,17 +257,23 @@ async def events(
     since: Annotated[str, Query(pattern=f"^({STREAM_ID.pattern}|0|\\$)$", description=(
         "'$' (default): events from now on; '0': every event the streams still hold"))] = "$",
 ) -> StreamingResponse:
-    """The types' transitions as Server-Sent Events: `event:` is the transition
+    """The types' transitions as Server-Sent Events. The first message is `event: ready`
+    (`data:` `{"types": [...]}`), sent once the stream's start is fixed: every transition
+    after it is sent. Then one message per transition: `event:` is the transition
     (enqueued, started, progress, completed, failed, retrying, dead, cancelled, expired,
     debounced, dead_retried), `data:` a JSON object (type, id, attempt, at, stream_id, the
     event's own fields, and `partition` on a partitioned type's partitions 1 and up),
-    `id:` `tag/stream_id` (the tag: the type, or `type#partition`)."""
+    `id:` `tag/stream_id` (the tag: the type, or `type#partition`). A type whose events are
+    switched off is refused with 409 before the stream starts (`type` names it)."""
     names = [check_type_name(t) for t in types.split(",") if t]
     if not names:
         raise ApiError(422, "types: name at least one job type")
+    watch = Events(api.redis, settings=api.settings)
+    positions = await watch.start(names, since=since)  # EventsOff: 409, nothing streamed
 
     async def stream() -> AsyncIterator[bytes]:
-        async for e in Events(api.redis, settings=api.settings).watch(names, since=since):
+        yield b"event: ready\ndata: " + orjson.dumps({"types": names}) + b"\n\n"
+        async for e in watch.follow(positions):
             yield (f"id: {e.tag}/{e.stream_id}\nevent: {e.event}\n".encode()
                    + b"data: " + orjson.dumps(e.to_dict()) + b"\n\n")
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -25,7 +26,10 @@ from playwright.sync_api import expect, sync_playwright
 from streamjobs import Job, Registry, Settings, Worker
 from streamjobs.api import create_app
 from streamjobs.api.server import server_config
+from streamjobs.connection import client_from_url
 from streamjobs.embedded import free_port
+from streamjobs.events import switch_events
+from streamjobs.keys import TypeKeys
 from tests.helpers import FAST, ROOT, poll, running, serving
 
 # The browser tests' own knobs: a short default wait (a hang fails fast).
@@ -34,7 +38,7 @@ expect.set_options(timeout=10_000)
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
-    from playwright.sync_api import Browser, Page
+    from playwright.sync_api import Browser, Page, Request
 
 pytestmark = [pytest.mark.xdist_group("browser"), pytest.mark.slow]
 
@@ -441,7 +445,9 @@ def test_job_page_shows_progress_logs_and_every_attempt(page: Page, site: Site) 
 
 def test_events_page_shows_a_job_enqueued_after_it_opened(page: Page, site: Site) -> None:
     page.goto(f"{site.url}/ui#/events?types=emails")
-    page.wait_for_selector("#events-state:has-text('live')")
+    # "live" only once the server said `ready`: its stream's start is fixed, so a job
+    # enqueued from now on is always shown (headers alone could come before that).
+    page.wait_for_selector("#events-state[data-state=live]")
     r = site.api.post("/jobs/emails", json={"payload": {"to": "fresh@example.com"},
                                            "id": "welcome-live"})
     assert r.status_code == 201
@@ -452,3 +458,34 @@ def test_events_page_shows_a_job_enqueued_after_it_opened(page: Page, site: Site
     page.click("#events-pause")
     page.wait_for_selector("#events-state:has-text('paused')")
     _shot(page, site, "events")
+
+
+def test_events_page_says_why_when_a_types_events_are_off(
+    page: Page, site: Site, redis_url: str,
+) -> None:
+    async def off() -> None:
+        r = client_from_url(redis_url)
+        try:
+            await switch_events(r, TypeKeys(PREFIX, "audits"), on=False)
+        finally:
+            await r.aclose()
+
+    with ThreadPoolExecutor(1) as pool:  # Playwright's loop runs in this thread
+        pool.submit(anyio.run, off).result()
+    streams: list[str] = []
+
+    def seen(request: Request) -> None:
+        if "/events?" in request.url:
+            streams.append(request.url)
+
+    page.on("request", seen)
+    try:
+        page.goto(f"{site.url}/ui#/events?types=emails,audits")
+        page.wait_for_selector("#events-error:has-text('switched off')")
+        assert "streamjobs events audits on" in page.inner_text("#events-error")
+        assert page.get_attribute("#events-state", "data-state") == "stopped"
+        page.wait_for_timeout(3500)  # past an EventSource's reconnection delay (3 s)
+        assert len(streams) == 2  # the EventSource's request and the one asking why
+        assert page.get_attribute("#events-state", "data-state") == "stopped"
+    finally:
+        page.remove_listener("request", seen)

@@ -619,15 +619,36 @@ function scheduleRow(s) {
 
 // Live transitions of the chosen types, from GET /events (Server-Sent Events), newest
 // first; the last EVENTS_KEPT are kept. The types are in the hash: #/events?types=a,b.
+// The server's first message, `ready`, says the stream is followed from then on: only
+// then is the page "live". A refusal (409: a type's events are off) is shown, not retried.
 const EVENTS_KEPT = 200;
 const EVENT_KINDS = ["enqueued", "started", "progress", "completed", "retrying", "failed", "dead",
   "cancelled", "expired", "debounced", "dead_retried"];
 
+// Why the server refused the stream (its JSON error), or null when it serves it now.
+async function refusal(url) {
+  const ctl = new AbortController();
+  try {
+    const r = await fetch(url, { credentials: "same-origin", signal: ctl.signal, headers: { accept: "application/json" } });
+    if (r.ok) return null;
+    const data = r.headers.get("content-type")?.includes("json") ? await r.json() : null;
+    return (data && data.error) || `HTTP ${r.status}`;
+  } catch (e) {
+    return e.message;
+  } finally {
+    ctl.abort();
+  }
+}
+
 async function eventsPage(_, params) {
   const known = (await api("GET", "/types")).types.map((t) => t.type);
   const chosen = (params.get("types") || known.join(",")).split(",").filter(Boolean);
+  const url = `/events?types=${chosen.map(enc).join(",")}`;
   const rows = h("tbody");
-  const state = h("span", { id: "events-state", class: "badge read" }, "connecting");
+  const state = h("span", { id: "events-state", class: "badge read" });
+  const problem = h("div", { id: "events-error", class: "panel error", hidden: true });
+  const setState = (name, cls) => { state.textContent = name; state.dataset.state = name; state.className = `badge ${cls}`; };
+  setState("connecting", "read");
   const kind = h("select", { id: "events-kind", onchange: () => filter() },
     h("option", { value: "" }, "every event"), EVENT_KINDS.map((k) => h("option", { value: k }, k)));
   const filter = () => {
@@ -653,22 +674,36 @@ async function eventsPage(_, params) {
     while (rows.children.length > EVENTS_KEPT) rows.lastChild.remove();
   };
   const connect = () => {
-    if (!chosen.length) { state.textContent = "no type chosen"; return; }
-    feed = new EventSource(`/events?types=${chosen.map(enc).join(",")}`, { withCredentials: true });
-    feed.onopen = () => { state.textContent = "live"; state.className = "badge completed"; };
-    feed.onerror = () => { state.textContent = "reconnecting"; state.className = "badge delayed"; };
-    for (const k of EVENT_KINDS) feed.addEventListener(k, add);
+    if (!chosen.length) { setState("no type chosen", "read"); return; }
+    problem.hidden = true;
+    const mine = new EventSource(url, { withCredentials: true });
+    feed = mine;
+    mine.addEventListener("ready", () => setState("live", "completed"));
+    mine.onerror = async () => {
+      if (mine.readyState !== EventSource.CLOSED) { setState("reconnecting", "delayed"); return; }
+      // Closed for good: the server refused the stream (or is gone). Say why.
+      const why = await refusal(url);
+      if (feed !== mine) return; // the page was left meanwhile
+      feed = null;
+      if (why === null) { connect(); return; }
+      setState("stopped", "dead");
+      problem.replaceChildren(h("strong", {}, "No live events: "), why, " ",
+        h("button", { class: "secondary", onclick: () => { setState("connecting", "read"); connect(); } }, "Try again"));
+      problem.hidden = false;
+    };
+    for (const k of EVENT_KINDS) mine.addEventListener(k, add);
   };
   const pause = h("button", { id: "events-pause", class: "secondary", onclick: () => {
     if (feed) {
       feed.close(); feed = null;
-      state.textContent = "paused"; state.className = "badge paused"; pause.textContent = "Resume";
+      setState("paused", "paused"); pause.textContent = "Resume";
     } else {
       connect(); pause.textContent = "Pause";
     }
   } }, "Pause");
   show(h("div", { class: "row spread" }, h("div", { class: "row" }, h("h1", {}, "Events"), state),
     h("div", { class: "row" }, kind, pause)),
+  problem,
   known.length ? pick : empty("No types yet", "Enqueue a job and its type shows here."),
   h("table", { id: "events" },
     h("thead", {}, h("tr", {}, ["at", "type", "event", "job", "attempt", ""].map((c) => h("th", {}, c)))),

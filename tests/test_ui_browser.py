@@ -489,3 +489,46 @@ def test_events_page_says_why_when_a_types_events_are_off(
         assert page.get_attribute("#events-state", "data-state") == "stopped"
     finally:
         page.remove_listener("request", seen)
+
+
+def test_events_pause_holds_new_events_and_shows_them_on_resume(page: Page, site: Site) -> None:
+    streams: list[str] = []
+
+    def seen(request: Request) -> None:
+        if "/events?" in request.url:
+            streams.append(request.url)
+
+    page.on("request", seen)
+    try:
+        page.goto(f"{site.url}/ui#/events?types=emails")
+        page.wait_for_selector("#events-state[data-state=live]")
+        page.click("#events-pause")
+        page.wait_for_selector("#events-state[data-state=paused]")
+        r = site.api.post("/jobs/emails", json={"payload": {"to": "held@example.com"},
+                                               "id": "welcome-held"})
+        assert r.status_code == 201
+        poll(lambda: site.api.get("/jobs/emails/welcome-held").json()["state"] == "completed",
+             timeout=10)
+        # enqueued, started, completed: held, counted on the button, not shown yet
+        expect(page.locator("#events-pause")).to_have_text("Resume (3 new)")
+        held = page.locator("#events tr:has(a:has-text('welcome-held'))")
+        assert held.count() == 0
+        page.click("#events-pause")
+        expect(held).to_have_count(3)
+        assert held.evaluate_all("rows => rows.map(r => r.dataset.event)") == [
+            "completed", "started", "enqueued"]  # newest first, as if never paused
+        expect(page.locator("#events-pause")).to_have_text("Pause")
+        assert page.get_attribute("#events-state", "data-state") == "live"
+        # Held while paused: the last 200 (as many as the page keeps), all counted.
+        page.click("#events-pause")
+        bulk = [{"payload": {"to": f"many{i}@example.com"}, "id": f"many-{i:02d}"}
+                for i in range(80)]
+        assert site.api.post("/jobs/emails/bulk", json={"jobs": bulk}).status_code == 201
+        expect(page.locator("#events-pause")).to_have_text("Resume (240 new)")
+        page.click("#events-pause")
+        expect(page.locator("#events tbody tr")).to_have_count(200)
+        assert page.locator("#events tr:has(a:has-text('many-79'))").count() == 3
+        assert page.locator("#events tr:has(a:has-text('many-00'))").count() < 3
+        assert len(streams) == 1  # one connection all along: nothing missed
+    finally:
+        page.remove_listener("request", seen)

@@ -659,7 +659,7 @@ async function eventsPage(_, params) {
       const on = [...pick.querySelectorAll("input:checked")].map((i) => i.value);
       location.hash = `#/events?types=${on.map(enc).join(",")}`;
     } }), t)));
-  const add = (msg) => {
+  const show1 = (msg) => {
     const e = JSON.parse(msg.data);
     const extra = e.error || e.message || e.reason || (e.progress !== undefined ? `${Math.round(e.progress * 100)}%` : "");
     const tr = h("tr", { "data-event": msg.type },
@@ -673,13 +673,30 @@ async function eventsPage(_, params) {
     rows.prepend(tr);
     while (rows.children.length > EVENTS_KEPT) rows.lastChild.remove();
   };
+  // Paused: the connection stays (nothing is missed); new events are held, the last
+  // EVENTS_KEPT of them, counted on the button, and shown on resume.
+  let paused = false;
+  let held = [];
+  let heldCount = 0;
+  let subscribed = false; // the server said `ready` on the current connection
+  const add = (msg) => {
+    if (!paused) { show1(msg); return; }
+    held.push(msg);
+    if (held.length > EVENTS_KEPT) held.shift();
+    heldCount += 1;
+    pause.textContent = `Resume (${heldCount.toLocaleString()} new)`;
+  };
   const connect = () => {
     if (!chosen.length) { setState("no type chosen", "read"); return; }
     problem.hidden = true;
     const mine = new EventSource(url, { withCredentials: true });
     feed = mine;
-    mine.addEventListener("ready", () => setState("live", "completed"));
+    mine.addEventListener("ready", () => {
+      subscribed = true;
+      if (!paused) setState("live", "completed");
+    });
     mine.onerror = async () => {
+      subscribed = false;
       if (mine.readyState !== EventSource.CLOSED) { setState("reconnecting", "delayed"); return; }
       // Closed for good: the server refused the stream (or is gone). Say why.
       const why = await refusal(url);
@@ -694,12 +711,19 @@ async function eventsPage(_, params) {
     for (const k of EVENT_KINDS) mine.addEventListener(k, add);
   };
   const pause = h("button", { id: "events-pause", class: "secondary", onclick: () => {
-    if (feed) {
-      feed.close(); feed = null;
-      setState("paused", "paused"); pause.textContent = "Resume";
-    } else {
-      connect(); pause.textContent = "Pause";
+    paused = !paused;
+    if (paused) {
+      setState("paused", "paused");
+      pause.textContent = "Resume";
+      return;
     }
+    for (const msg of held) show1(msg);
+    held = [];
+    heldCount = 0;
+    pause.textContent = "Pause";
+    if (!feed) setState(problem.hidden ? "no type chosen" : "stopped", problem.hidden ? "read" : "dead");
+    else if (subscribed) setState("live", "completed");
+    else setState("reconnecting", "delayed");
   } }, "Pause");
   show(h("div", { class: "row spread" }, h("div", { class: "row" }, h("h1", {}, "Events"), state),
     h("div", { class: "row" }, kind, pause)),

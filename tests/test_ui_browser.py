@@ -23,7 +23,7 @@ import httpx
 import pytest
 from playwright.sync_api import expect, sync_playwright
 
-from streamjobs import Job, Registry, Settings, Worker
+from streamjobs import Event, Job, JobState, Registry, Settings, Worker
 from streamjobs.api import create_app
 from streamjobs.api.server import server_config
 from streamjobs.connection import client_from_url
@@ -532,3 +532,38 @@ def test_events_pause_holds_new_events_and_shows_them_on_resume(page: Page, site
         assert len(streams) == 1  # one connection all along: nothing missed
     finally:
         page.remove_listener("request", seen)
+
+
+#: The state whose colour each event's badge wears (the event a state begins with).
+EVENT_COLOUR = {Event.ENQUEUED: "waiting", Event.STARTED: "running", Event.PROGRESS: "running",
+                Event.COMPLETED: "completed", Event.FAILED: "dead", Event.RETRYING: "delayed",
+                Event.DEAD: "dead", Event.CANCELLED: "cancelled", Event.EXPIRED: "expired",
+                Event.DEBOUNCED: "delayed", Event.DEAD_RETRIED: "waiting"}
+
+
+def test_every_event_and_state_badge_wears_its_state_colour(page: Page, site: Site) -> None:
+    page.goto(f"{site.url}/ui#/events?types=emails")
+    page.wait_for_selector("#events-state[data-state=live]")
+    names = [*JobState, *Event, "paused", "stale"]
+    colours: dict[str, str] = page.evaluate("""names => {
+        const out = {};
+        for (const n of names) {
+            const b = document.createElement('span');
+            b.className = `badge ${n}`;
+            document.getElementById('main').append(b);
+            out[n] = getComputedStyle(b).backgroundColor;
+            b.remove();
+        }
+        return out;
+    }""", [str(n) for n in names])
+    states = {s: colours[s] for s in ("waiting", "running", "delayed", "dead", "completed")}
+    assert len(set(states.values())) == 5  # one colour each
+    assert colours["cancelled"] == colours["expired"] not in states.values()
+    assert set(EVENT_COLOUR) == set(Event)
+    assert {e.value: colours[e] for e in Event} == {
+        e.value: colours[s] for e, s in EVENT_COLOUR.items()}
+    assert colours["paused"] == colours["stale"] == states["delayed"]
+    # The page's own rows wear them too.
+    site.api.post("/jobs/emails", json={"payload": {"to": "colour@example.com"}})
+    started = page.wait_for_selector("#events tr[data-event=started] .badge")
+    assert started.evaluate("b => getComputedStyle(b).backgroundColor") == states["running"]

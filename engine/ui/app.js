@@ -467,7 +467,7 @@ function historyView(attempts) {
       h("td", {}, a.started_at ? when(a.started_at) : "—"),
       h("td", { class: "mono" }, a.duration_ms !== null && a.duration_ms !== undefined ? `${a.duration_ms} ms` : "—"),
       h("td", { class: "mono" }, a.worker || "—"),
-      h("td", {}, h("span", { class: `badge ${a.outcome === "retrying" ? "delayed" : a.outcome}` }, a.outcome || "")),
+      h("td", {}, h("span", { class: `badge ${a.outcome}` }, a.outcome || "")),
       h("td", { class: "err" }, a.error || "")))))];
 }
 

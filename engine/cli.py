@@ -148,10 +148,13 @@ def build_parser() -> argparse.ArgumentParser:
     j.add_argument("--limit", type=int, default=20, help="jobs per page (1-1000)")
     j.add_argument("--cursor", default=None, help="the cursor the previous page printed")
 
-    top = sub.add_parser("top", help="live overview of types and workers (refreshing)")
+    top = sub.add_parser("top", help="live overview of types, workers and last events "
+                                            "(refreshing)")
     top.add_argument("--interval", type=float, default=2.0, help="seconds between refreshes")
     top.add_argument("--iterations", type=int, default=0,
                      help="stop after this many refreshes (0: until Ctrl-C)")
+    top.add_argument("--events", type=int, default=10,
+                     help="show the types' last this many events (0: none)")
 
     d = sub.add_parser("dlq", help="dead letters")
     dsub = d.add_subparsers(dest="dlq_command", required=True)

@@ -261,12 +261,19 @@ def cmd_jobs(args: argparse.Namespace) -> int:
     return 0
 
 
+#: Most events ``top`` shows.
+MAX_TOP_EVENTS = 1000
+
+
 def cmd_top(args: argparse.Namespace) -> int:
-    """A live view of every type and worker, refreshed every --interval seconds."""
+    """A live view of every type, worker and the types' last --events events, refreshed
+    every --interval seconds."""
     from streamjobs import terminal
 
     if args.interval <= 0 or args.iterations < 0:
         raise InvalidArgument("--interval must be > 0 and --iterations >= 0")
+    if not 0 <= args.events <= MAX_TOP_EVENTS:
+        raise InvalidArgument(f"--events must be from 0 to {MAX_TOP_EVENTS}")
     url = resolve_url(args)
     settings = _settings()
 
@@ -274,7 +281,7 @@ def cmd_top(args: argparse.Namespace) -> int:
         r = client_from_url(url)
         try:
             return await terminal.run_top(r, settings.prefix, _console(), args.interval,
-                                          args.iterations)
+                                          args.iterations, args.events)
         finally:
             await r.aclose()
 

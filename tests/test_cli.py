@@ -313,6 +313,48 @@ async def test_jobs_pages_through_a_type(redis_url: str, type_name: str) -> None
     assert bad.returncode == 2 and "invalid choice" in bad.stderr
 
 
+async def test_top_shows_the_last_events_of_its_types(redis_url: str, type_name: str) -> None:
+    from rich.console import Console
+
+    from streamjobs import Event, JobEvent
+    from streamjobs.connection import client_from_url
+    from streamjobs.events import switch_events
+    from streamjobs.terminal import EVENT_STYLE, STATE_STYLE, events_table
+
+    quiet = f"{type_name}-quiet"
+    async with Producer(redis_url) as p:
+        await p.enqueue(quiet, {})
+        r = client_from_url(redis_url)
+        try:
+            await switch_events(r, TypeKeys("sj", quiet), on=False)
+        finally:
+            await r.aclose()
+        await p.enqueue(type_name, {}, job_id="evt-1")
+        await p.cancel(type_name, "evt-1")
+    res = cli("top", "--iterations", "1", "--events", "5", url=redis_url, COLUMNS="250")
+    assert res.returncode == 0, res.stderr
+    lines = res.stdout.splitlines()
+    start = next(i for i, line in enumerate(lines) if "last events" in line)
+    rows = [line for line in lines[start:] if "evt-1" in line]
+    assert len(rows) == 2 and type_name in rows[0]
+    assert "cancelled" in rows[0] and "enqueued" in rows[1]  # newest first
+    assert f"events off: {quiet}" in "\n".join(lines[start:])
+    hidden = cli("top", "--iterations", "1", "--events", "0", url=redis_url, COLUMNS="250")
+    assert hidden.returncode == 0 and "last events" not in hidden.stdout
+    one_line_error(cli("top", "--events", "-1", url=redis_url), "--events")
+    console = Console(width=120, record=True)
+    console.print(events_table([JobEvent(type_name, "5-0", "progress", "evt-2", 1, 0,
+                                         {"progress": "0.5", "message": "half way"})], []))
+    console.print(events_table([], []))
+    shown = console.export_text()
+    assert "50% half way" in shown and "last events: none yet" in shown
+    # An event's colour is its state's, as in the web dashboard.
+    assert set(EVENT_STYLE) == set(Event)
+    assert EVENT_STYLE[Event.STARTED] == STATE_STYLE["running"]
+    assert EVENT_STYLE[Event.RETRYING] == STATE_STYLE["delayed"]
+    assert EVENT_STYLE[Event.FAILED] == STATE_STYLE["dead"]
+
+
 async def test_workers_and_top_show_what_runs_now(redis_url: str, type_name: str) -> None:
     import anyio
 

@@ -444,7 +444,7 @@ def test_job_page_shows_progress_logs_and_every_attempt(page: Page, site: Site) 
 
 
 def test_events_page_shows_a_job_enqueued_after_it_opened(page: Page, site: Site) -> None:
-    page.goto(f"{site.url}/ui#/events?types=emails")
+    page.goto(f"{site.url}/ui#/events?types=emails,renders")
     # "live" only once the server said `ready`: its stream's start is fixed, so a job
     # enqueued from now on is always shown (headers alone could come before that).
     page.wait_for_selector("#events-state[data-state=live]")
@@ -455,8 +455,16 @@ def test_events_page_shows_a_job_enqueued_after_it_opened(page: Page, site: Site
     kinds = page.locator("#events tr:has(a:has-text('welcome-live'))").evaluate_all(
         "rows => rows.map(r => r.dataset.event)")
     assert kinds[:1] == ["completed"] and "enqueued" in kinds  # newest first
+    # A job that fails once (progress, failed, retrying), for the screenshot's colours.
+    r = site.api.post("/jobs/renders", json={"payload": {"doc": "invoice"}, "max_attempts": 3,
+                                            "id": "render-live"})
+    assert r.status_code == 201
+    page.wait_for_selector("#events tr[data-event=completed] a:has-text('render-live')",
+                           timeout=20_000)
     page.click("#events-pause")
-    page.wait_for_selector("#events-state:has-text('paused')")
+    page.wait_for_selector("#events-state[data-state=paused]")
+    site.api.post("/jobs/emails", json={"payload": {"to": "later@example.com"}})
+    expect(page.locator("#events-pause")).to_have_text("Resume (3 new)")
     _shot(page, site, "events")
 
 

@@ -668,7 +668,7 @@ async function eventsPage(_, params) {
       h("td", {}, h("span", { class: `badge ${msg.type}` }, msg.type)),
       h("td", {}, jobLink(e.type, e.id)),
       h("td", { class: "mono" }, String(e.attempt ?? "")),
-      h("td", { class: "err" }, extra));
+      h("td", { class: e.error ? "err" : "muted" }, extra));
     tr.hidden = !!kind.value && msg.type !== kind.value;
     rows.prepend(tr);
     while (rows.children.length > EVENTS_KEPT) rows.lastChild.remove();

@@ -18,7 +18,7 @@ from redis.exceptions import RedisError
 
 from streamjobs import commands as runner
 from streamjobs import logs
-from streamjobs.contract import DedupMode
+from streamjobs.contract import DedupMode, Priority
 from streamjobs.errors import StreamJobsError
 from streamjobs.listing import LISTABLE
 
@@ -108,6 +108,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--dedup-mode", choices=[m.value for m in DedupMode], default=None,
                    help="unique (default), throttle or debounce")
     e.add_argument("--dedup-ttl", type=float, default=None, help="the key's window, seconds")
+    e.add_argument("--priority", choices=[p.value for p in Priority], default=None,
+                   help="high, normal (default) or low: higher levels start first")
 
     c = sub.add_parser("cancel", help="cancel a job (waiting, delayed, or running: its "
                                       "worker stops the attempt)")
@@ -204,6 +206,8 @@ def build_parser() -> argparse.ArgumentParser:
     sa.add_argument("--tz", default="UTC", help="IANA time zone of the cron expression")
     sa.add_argument("--max-attempts", type=int, default=None)
     sa.add_argument("--timeout", type=float, default=None)
+    sa.add_argument("--priority", choices=[p.value for p in Priority], default=None,
+                    help="each tick's priority level")
     sa.add_argument("--paused", action="store_true", help="create it paused")
     ssub.add_parser("list", help="every schedule, as JSON lines")
     for verb, what in (("remove", "delete a schedule (its jobs stay)"),

@@ -36,7 +36,7 @@ from streamjobs.counts import (
     Counts,
     checked,
     fold,
-    more_partitions,
+    more_streams,
     oldest_age,
     parse_counts,
     queue_counts,
@@ -126,7 +126,7 @@ class QueueCollector(Collector):
         # One pipeline; a cluster client splits it per node. TIME is not allowed in a
         # cluster pipeline: read apart.
         rows = self._counts(keys)
-        extra = more_partitions(keys, rows)  # partitioned types: the other partitions
+        extra = more_streams(keys, rows)  # the other partitions and the priority levels
         if extra:
             keys, rows = [*keys, *extra], rows + self._counts(extra)
         ages = self._ages(keys, rows, server_ms(self.client.time()))

@@ -82,7 +82,7 @@ def cmd_enqueue(args: argparse.Namespace) -> int:
                                    delay=args.delay, max_attempts=args.max_attempts,
                                    timeout=args.timeout, expires_in=args.expires_in,
                                    dedup_key=args.dedup_key, dedup_mode=args.dedup_mode,
-                                   dedup_ttl=args.dedup_ttl)
+                                   dedup_ttl=args.dedup_ttl, priority=args.priority)
 
     job_id = _run(go)
     if job_id.deduplicated:
@@ -391,7 +391,8 @@ def cmd_schedule(args: argparse.Namespace) -> int:
     if verb == "add":
         s = _with_producer(url, lambda p: p.schedule(
             args.name, args.type, args.payload, cron=args.cron, every=args.every, tz=args.tz,
-            max_attempts=args.max_attempts, timeout=args.timeout, paused=args.paused))
+            max_attempts=args.max_attempts, timeout=args.timeout, paused=args.paused,
+            priority=args.priority))
         _print_json(s.to_dict())
     elif verb == "list":
         for s in _with_producer(url, lambda p: p.schedules()):

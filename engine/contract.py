@@ -207,6 +207,10 @@ class Wire(_Name):
     #: The key of ``max_running_per_key`` (1-128 printable ASCII, no spaces): a job's
     #: slot is its key's. ``Producer.enqueue(key=...)`` writes it.
     LIMIT_KEY = "limit_key"
+    #: The job's level (:class:`Priority`): ``high`` and ``low`` jobs wait in streams of
+    #: their own (``TypeKeys.stream`` of that level), read before / after the type's
+    #: stream; a delayed, retried or released job goes back to its level's stream.
+    PRIORITY = "priority"
 
 
 RESERVED = frozenset(Wire)
@@ -256,6 +260,26 @@ class Rec(_Name):
     #: The scope a job parked over a limit waits for, and the lease it was parked with.
     HELD = "held"
     HELD_LEASE = "held_lease"
+    #: The job's level when not ``normal`` (:class:`Priority`): which stream its entry is in.
+    PRIORITY = "priority"
+
+
+class Priority(StrEnum):
+    """A job's level. Workers start every waiting job of a higher level before any of a
+    lower one (per type); ``normal`` jobs are the type's stream itself, so a type that
+    never uses the others reads one stream, as before."""
+
+    HIGH = "high"
+    NORMAL = "normal"
+    LOW = "low"
+
+    @property
+    def rank(self) -> int:
+        """0 is read first."""
+        return _PRIORITY_RANK[self]
+
+
+_PRIORITY_RANK = {Priority.HIGH: 0, Priority.NORMAL: 1, Priority.LOW: 2}
 
 
 class DedupMode(StrEnum):
@@ -474,6 +498,7 @@ def job_id_of(entry_id: str, fields: Mapping[bytes, bytes]) -> str:
 
 
 DEDUP_MODES = frozenset(DedupMode)
+PRIORITIES = frozenset(Priority)
 
 
 def entry_problem(fields: Mapping[bytes, bytes]) -> str | None:

@@ -7,13 +7,13 @@ raises: a node that cannot be read is an error, never a zero."""
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from redis.exceptions import ResponseError
 
 from streamjobs import replies
-from streamjobs.contract import TYPE_NAME, Stat
+from streamjobs.contract import TYPE_NAME, Priority, Stat
 from streamjobs.keys import GROUP, PARTITIONS_FIELD, TypeKeys, parse_partitions, types_key
 from streamjobs.records import Record
 
@@ -21,6 +21,8 @@ if TYPE_CHECKING:
     from collections.abc import Iterable, Sequence
 
     from redis.asyncio import Redis
+
+NORMAL = Priority.NORMAL
 
 log = logging.getLogger("streamjobs")
 
@@ -46,6 +48,8 @@ class TypeStats(Record):
     deduplicated: int = 0
     #: Paused: workers start none of its jobs (``streamjobs pause``).
     paused: bool = False
+    #: Waiting jobs of each priority level in use (``high``/``normal``/``low``).
+    waiting_by_priority: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +66,8 @@ class Counts:
     paused: bool = False
     #: Partitions the type is spread over (its config; read with partition 0's counts).
     partitions: int = 1
+    #: Waiting entries by priority level (set by :func:`fold`).
+    by_level: dict[str, int] = field(default_factory=dict)
 
     def counter(self, name: Stat) -> int:
         return int(self.counters.get(name.b, 0))
@@ -117,11 +123,17 @@ def parse_counts(res: Sequence[Any]) -> Counts:
     )
 
 
-def more_partitions(tks: Sequence[TypeKeys], rows: Sequence[Counts]) -> list[TypeKeys]:
-    """The partitions (after the first) of the types whose counts say they have some:
-    their counts are read next, and :func:`fold` adds them up."""
-    return [p for tk, c in zip(tks, rows, strict=True) if tk.partition == 0
-            for p in tk.partitions(c.partitions)[1:]]
+def more_streams(tks: Sequence[TypeKeys], rows: Sequence[Counts]) -> list[TypeKeys]:
+    """The other streams of these types: the partitions (after the first) of those whose
+    counts say they have some, and every partition's priority levels. Their counts are
+    read next, and :func:`fold` adds them up."""
+    out: list[TypeKeys] = []
+    for tk, c in zip(tks, rows, strict=True):
+        if tk.partition == 0:
+            parts = tk.partitions(c.partitions)
+            out += parts[1:]
+            out += [lane for p in parts for lane in p.levels() if lane.level is not NORMAL]
+    return out
 
 
 def fold(tks: Sequence[TypeKeys], rows: Sequence[Counts], ages: Sequence[float]
@@ -131,10 +143,19 @@ def fold(tks: Sequence[TypeKeys], rows: Sequence[Counts], ages: Sequence[float]
     out: dict[str, tuple[TypeKeys, Counts, float]] = {}
     for tk, c, a in zip(tks, rows, ages, strict=True):
         seen = out.get(tk.type)
+        c = replace(c, by_level={tk.level.value: c.waiting} if c.waiting else {})
         if seen is None:
             out[tk.type] = (TypeKeys(tk.prefix, tk.type), c, a)
             continue
         s = seen[1]
+        by_level = dict(s.by_level)
+        for level, n in c.by_level.items():
+            by_level[level] = by_level.get(level, 0) + n
+        if tk.level is not NORMAL:  # a level's stream: its entries (the rest is shared)
+            out[tk.type] = (seen[0], replace(s, waiting=s.waiting + c.waiting,
+                                             running=s.running + c.running,
+                                             by_level=by_level), max(seen[2], a))
+            continue
         counters = dict(s.counters)
         for name, v in c.counters.items():
             if name != Stat.SEQ.b:
@@ -142,7 +163,7 @@ def fold(tks: Sequence[TypeKeys], rows: Sequence[Counts], ages: Sequence[float]
         out[tk.type] = (seen[0], Counts(
             s.waiting + c.waiting, s.running + c.running, s.delayed + c.delayed,
             s.dead + c.dead, counters, s.last_delivered, s.paused or c.paused,
-            max(s.partitions, c.partitions),
+            max(s.partitions, c.partitions), by_level,
         ), max(seen[2], a))
     return ([v[0] for v in out.values()], [v[1] for v in out.values()],
             [v[2] for v in out.values()])
@@ -168,6 +189,7 @@ def _stats(tk: TypeKeys, c: Counts, age: float) -> TypeStats:
         enqueued=c.counter(Stat.ENQUEUED), oldest_waiting_age=age,
         cancelled=c.counter(Stat.CANCELLED), expired=c.counter(Stat.EXPIRED),
         deduplicated=c.counter(Stat.DEDUPLICATED), paused=c.paused,
+        waiting_by_priority=c.by_level,
     )
 
 
@@ -186,7 +208,7 @@ async def types_stats(redis: Redis, tks: Sequence[TypeKeys]) -> list[TypeStats]:
     if not tks:
         return []
     rows = await _counts(redis, tks)
-    extra = more_partitions(tks, rows)
+    extra = more_streams(tks, rows)
     if extra:
         tks, rows = [*tks, *extra], rows + await _counts(redis, extra)
     now_ms = server_ms(await redis.time())

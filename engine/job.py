@@ -19,7 +19,9 @@ from streamjobs.contract import (
     INTEGER,
     JOB_ID,
     MAX_JOB_FIELDS,
+    PRIORITIES,
     RESERVED,
+    Priority,
     Wire,
     check_payload_size,
     entry_problem,
@@ -170,9 +172,11 @@ class Flow:
     dedup_ttl_ms: int | None = None
     #: The job's key for ``max_running_per_key`` (``Producer.enqueue(key=...)``).
     limit_key: str | None = None
+    #: A :class:`streamjobs.contract.Priority` value (default: normal).
+    priority: str | None = None
 
     def fields(self) -> list[bytes | str]:
-        flat: list[bytes | str] = []
+        flat = priority_fields(self.priority)
         for name, ms in ((Wire.EXPIRES_IN, self.expires_in_ms),
                          (Wire.EXPIRES_AT, self.expires_at_ms),
                          (Wire.DEDUP_TTL, self.dedup_ttl_ms)):
@@ -198,6 +202,15 @@ class Flow:
 
 
 NO_FLOW = Flow()
+
+
+def priority_fields(priority: str | None) -> list[bytes | str]:
+    """The wire fields of a job's priority (none for normal)."""
+    if priority is None:
+        return []
+    if priority not in PRIORITIES:
+        raise InvalidArgument(f"priority must be one of high, normal, low, not {priority!r}")
+    return [] if priority == Priority.NORMAL else [Wire.PRIORITY, priority]
 
 
 def encode_fields(

@@ -10,7 +10,7 @@ from __future__ import annotations
 import zlib
 from dataclasses import dataclass
 
-from streamjobs.contract import TYPE_NAME
+from streamjobs.contract import TYPE_NAME, Priority
 from streamjobs.errors import InvalidTypeName
 
 GROUP = "workers"
@@ -50,8 +50,17 @@ def partition_tag(type_: str, partition: int) -> str:
     return type_ if partition == 0 else f"{type_}{PARTITION_SEP}{partition}"
 
 
+#: Separates a hash tag from a priority level in a worker's name for one of its streams
+#: (``T!high``, ``T#1!low``: :attr:`TypeKeys.name`); no type name has it.
+LEVEL_SEP = "!"
+#: The levels with streams of their own (``normal`` is the type's stream), first read first.
+LEVELS = (Priority.HIGH, Priority.LOW)
+
+
 def split_tag(tag: str) -> tuple[str, int]:
-    """(type, partition) of a hash tag made by :func:`partition_tag`."""
+    """(type, partition) of a hash tag made by :func:`partition_tag` (or of a stream's
+    name, :attr:`TypeKeys.name`: its level is ignored)."""
+    tag = tag.partition(LEVEL_SEP)[0]
     type_, sep, k = tag.partition(PARTITION_SEP)
     if not sep:
         return tag, 0
@@ -75,6 +84,9 @@ class TypeKeys:
     prefix: str
     type: str
     partition: int = 0
+    #: The priority level whose stream :attr:`stream` is: ``normal`` is the type's stream;
+    #: every other key is the type's own whatever the level (one record, one delayed set).
+    level: Priority = Priority.NORMAL
 
     def __post_init__(self) -> None:
         check_type_name(self.type)
@@ -86,6 +98,19 @@ class TypeKeys:
     def tag(self) -> str:
         """The hash tag: the type, or ``type#partition``."""
         return partition_tag(self.type, self.partition)
+
+    @property
+    def name(self) -> str:
+        """What a worker calls this stream: the tag, ``tag!level`` for a level's own."""
+        return self.tag if self.level is Priority.NORMAL else self.tag + LEVEL_SEP + self.level
+
+    def at(self, level: Priority) -> TypeKeys:
+        """These keys with ``level``'s stream."""
+        return TypeKeys(self.prefix, self.type, self.partition, Priority(level))
+
+    def levels(self) -> list[TypeKeys]:
+        """These keys at every level, the first read first."""
+        return [self.at(level) for level in sorted(Priority, key=lambda p: p.rank)]
 
     @property
     def base(self) -> str:
@@ -109,7 +134,11 @@ class TypeKeys:
 
     @property
     def stream(self) -> str:
-        return self.base + "stream"
+        """The stream of :attr:`level`: ``stream`` (normal), ``stream:high``, ``stream:low``
+        (the rule ``lua/includes/lane.lua`` follows)."""
+        if self.level is Priority.NORMAL:
+            return self.base + "stream"
+        return self.base + "stream:" + self.level
 
     @property
     def delayed(self) -> str:

@@ -76,6 +76,8 @@ class JobSpec:
     key: str | None = None
     #: An http(s) URL called when the job completes or ends dead (engine/webhooks.py).
     webhook: str | None = None
+    #: ``high``, ``normal`` (the default) or ``low`` (``contract.Priority``).
+    priority: str | None = None
 
     def is_plain(self) -> bool:
         """Payload only: no id, time, policy, header, key or flow option."""
@@ -91,7 +93,8 @@ class JobSpec:
 
     def flow(self) -> Flow:
         if (self.expires_in is None and self.expires_at is None and self.dedup_key is None
-                and self.dedup_mode is None and self.dedup_ttl is None and self.key is None):
+                and self.dedup_mode is None and self.dedup_ttl is None and self.key is None
+                and self.priority is None):
             return NO_FLOW  # the common case: nothing to check
         if self.expires_in is not None and self.expires_at is not None:
             raise InvalidArgument("give expires_in or expires_at, not both")
@@ -103,7 +106,7 @@ class JobSpec:
         return Flow(
             expires_in_ms=_ms(self.expires_in), expires_at_ms=_ms(at),
             dedup_key=self.dedup_key, dedup_mode=self.dedup_mode,
-            dedup_ttl_ms=_ms(self.dedup_ttl), limit_key=self.key,
+            dedup_ttl_ms=_ms(self.dedup_ttl), limit_key=self.key, priority=self.priority,
         )
 
 
@@ -472,6 +475,7 @@ class Producer:
         expires_in: float | None = None, expires_at: datetime | float | None = None,
         dedup_key: str | None = None, dedup_mode: str | None = None,
         dedup_ttl: float | None = None, key: str | None = None, webhook: str | None = None,
+        priority: str | None = None,
     ) -> Enqueued:
         """Enqueue one job; returns its id. Raises DuplicateJob if ``job_id`` exists.
 
@@ -489,11 +493,14 @@ class Producer:
         type, jobs of one key go to one partition (in order); without it, round-robin.
         ``webhook``: an http(s) URL called when the job completes or ends dead (signed
         with ``settings.webhook_secret`` of the worker that delivers it).
+        ``priority``: ``high``, ``normal`` (the default) or ``low``: a worker starts every
+        waiting job of a higher level of the type before any of a lower one.
         With ``settings.tracing``, the call is a span and the job carries its
         ``traceparent`` header (engine/tracing.py).
         """
         spec = JobSpec(payload, job_id, delay, run_at, max_attempts, timeout, headers or {},
-                       expires_in, expires_at, dedup_key, dedup_mode, dedup_ttl, key, webhook)
+                       expires_in, expires_at, dedup_key, dedup_mode, dedup_ttl, key, webhook,
+                       priority)
         if self._tracing is None:
             return await self._enqueue_spec(type_, spec, durable)
         with self._tracing.enqueue(type_, spec.headers) as (span, traced):
@@ -669,13 +676,14 @@ class Producer:
         every: float | None = None, tz: str = "UTC", max_attempts: int | None = None,
         timeout: float | None = None,  # noqa: ASYNC109 - the job's own time limit
         headers: Mapping[str, str] | None = None, paused: bool = False,
+        priority: str | None = None,
     ) -> Schedule:
         """Create or replace the schedule ``name``: a job of ``type_`` with ``payload`` at
         each tick of ``cron`` (5 fields, or 6 with seconds first) in ``tz``, or ``every``
         seconds. Workers of the type enqueue each tick exactly once."""
         s = Schedule(name, type_, cron=cron, every=every, tz=tz, payload=payload,
                      max_attempts=max_attempts, timeout=timeout, headers=dict(headers or {}),
-                     paused=paused)
+                     paused=paused, priority=priority)
         return await schedules.upsert(self.redis, self.settings.prefix, s)
 
     async def unschedule(self, name: str) -> bool:

@@ -16,11 +16,13 @@ from redis.exceptions import ResponseError
 from streamjobs import replies
 from streamjobs.contract import (
     HISTORY_LENGTH,
+    PRIORITIES,
     RUNNING_RECORDED_AS,
     STASH_B,
     STREAM_ID,
     Event,
     JobState,
+    Priority,
     Rec,
     Wire,
     job_id_of,
@@ -58,6 +60,8 @@ class JobStatus(Record):
     entry_id: str | None
     consumer: str | None = None
     deliveries: int = 0
+    #: ``high``, ``normal`` or ``low`` (``contract.Priority``).
+    priority: str = Priority.NORMAL
     #: The last progress its handler reported (0 to 1) and its message.
     progress: float | None = None
     progress_message: str | None = None
@@ -153,6 +157,9 @@ async def job_status(redis: Redis, tk: TypeKeys, job_id: str,
         dead = await _entry_fields(redis, tk.dead, rec[Rec.DEAD_ENTRY.b].decode())
         payload, headers = split_fields(dead, STASH_B)
     elif state is RUNNING_RECORDED_AS and entry_id:
+        level = text(rec.get(Rec.PRIORITY.b))  # its entry is in its level's stream
+        if level in PRIORITIES:
+            tk = tk.at(Priority(level))
         payload, headers = split_fields(await _entry_fields(redis, tk.stream, entry_id))
         pending = await _pending_info(redis, tk, entry_id)
         if pending:
@@ -172,6 +179,8 @@ async def job_status(redis: Redis, tk: TypeKeys, job_id: str,
         reason=text(rec.get(Rec.REASON.b)), result=json_or_text(rec.get(Rec.RESULT.b)),
         payload=payload, headers=headers, entry_id=entry_id,
         consumer=consumer, deliveries=deliveries, **extras(rec),
+        priority=text(rec.get(Rec.PRIORITY.b) or rec.get(STASH_B + Wire.PRIORITY.b))
+        or Priority.NORMAL,
     )
 
 

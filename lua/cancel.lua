@@ -27,6 +27,7 @@
 --@include free_unique
 --@include slots
 --@include emit
+--@include lane
 local stream, delayed, stats, cancels, job_prefix = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local group, id, ttl, found = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4]
 -- Requests older than this are dropped from the cancels set (their job is long settled).
@@ -36,9 +37,10 @@ if found ~= '' and redis.call('EXISTS', key) == 0 then
   local flat = read_entry(stream, found)
   if flat and job_id_of(found, flat) == id then ensure_record(key, found, flat) end
 end
-local rec = redis.call('HMGET', key, 'state', 'entry', 'cancel')
+local rec = redis.call('HMGET', key, 'state', 'entry', 'cancel', 'priority')
 local state, entry = rec[1], rec[2]
 if not state then return {NOT_FOUND, ''} end
+stream = lane_of(stream, rec[4])
 local now = now_ms()
 if state == RUNNING_RECORDED_AS and deliveries(stream, group, entry) > 0 then
   if not rec[3] then redis.call('HSET', key, 'cancel', 'requested') end

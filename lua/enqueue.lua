@@ -14,6 +14,7 @@
 -- debounce; window `dedup_ttl` ms) that another job answers for is not added: the reply
 -- is DEDUPLICATED with that job's id and state (debounce first gives that job this one's
 -- fields and start time). `expires_in` (ms) becomes `expires_at` on the server clock.
+-- A `priority` of high or low puts the job in that level's stream (lua/includes/lane.lua).
 -- The batch is checked before anything is written (an error reply, nothing enqueued): at
 -- most MAX_JOB_FIELDS fields per job, ids by the contract's rule, numbers that are numbers.
 -- moves: new -> waiting, delayed
@@ -29,6 +30,7 @@
 --@include fields
 --@include stash
 --@include emit
+--@include lane
 local stream, delayed, stats, job_prefix = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local events = KEYS[5]
 
@@ -47,6 +49,14 @@ while i <= #ARGV do
   end
   if ARGV[i] ~= '' and not valid_job_id(ARGV[i]) then
     return refuse('job id is not 1-128 printable ASCII characters without spaces')
+  end
+  if n > 1 then
+    for j = i + 5, i + 4 + n * 2, 2 do
+      local v = ARGV[j + 1]
+      if ARGV[j] == 'priority' and v ~= 'high' and v ~= 'normal' and v ~= 'low' then
+        return refuse('priority must be high, normal or low')
+      end
+    end
   end
   i = i + 5 + n * 2
   if i > #ARGV + 1 then return refuse('the last job has fewer fields than its count') end
@@ -93,7 +103,11 @@ while i <= #ARGV do
       local key = job_prefix .. other
       set_field(flat, 'id', other)
       set_field(flat, 'id_claimed', '1')
-      if ostate == DELAYED then unstash_fields(key) else redis.call('XDEL', stream, oentry) end
+      if ostate == DELAYED then
+        unstash_fields(key)
+      else
+        redis.call('XDEL', lane_of(stream, redis.call('HGET', key, 'priority')), oentry)
+      end
       if due > now then
         redis.call('HSET', key, 'state', DELAYED, 'entry', '', 'due_at', due, 'updated_at', now)
         stash_fields(key, flat)
@@ -104,7 +118,7 @@ while i <= #ARGV do
           redis.call('ZREM', delayed, other)
           redis.call('HDEL', key, 'due_at')
         end
-        local new_entry = redis.call('XADD', stream, '*', unpack(flat))
+        local new_entry = add_to_lane(stream, key, flat)
         redis.call('HSET', key, 'state', WAITING, 'entry', new_entry, 'updated_at', now)
         ostate = WAITING
       end

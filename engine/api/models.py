@@ -18,7 +18,7 @@ from pydantic import (
 )
 
 from streamjobs import contract
-from streamjobs.contract import DedupMode, JobState
+from streamjobs.contract import DedupMode, JobState, Priority
 from streamjobs.counts import TypeStats
 from streamjobs.dead import DeadJob
 from streamjobs.job import MAX_URL
@@ -148,12 +148,16 @@ class EnqueueRequest(BaseModel):
                                 description="an http(s) URL POSTed when the job completes "
                                             "or ends dead (signed with the delivering "
                                             "worker's webhook_secret)")
+    priority: Priority | None = Field(
+        None, description="high, normal (default) or low: workers start every waiting job "
+                          "of a higher level of the type before any of a lower one")
 
     def spec(self) -> JobSpec:
         run_at, expires_at = _utc(self.run_at), _utc(self.expires_at)
         return JobSpec(self.payload, self.id, self.delay, run_at, self.max_attempts,
                        self.timeout, self.headers, self.expires_in, expires_at,
-                       self.dedup_key, self.dedup_mode, self.dedup_ttl, self.key, self.webhook)
+                       self.dedup_key, self.dedup_mode, self.dedup_ttl, self.key, self.webhook,
+                       self.priority)
 
 
 def _utc(value: datetime | None) -> datetime | None:
@@ -321,11 +325,13 @@ class ScheduleRequest(BaseModel):
     timeout: float | None = Field(None, gt=0, le=7 * 86400, allow_inf_nan=False, strict=True)
     headers: dict[HeaderName, str] = Field(default_factory=dict, max_length=64)
     paused: bool = False
+    priority: Priority | None = Field(None, description="each tick's priority level")
 
     def schedule(self, name: str) -> Schedule:
         return Schedule(name, self.type, cron=self.cron, every=self.every, tz=self.tz,
                         payload=self.payload, max_attempts=self.max_attempts,
-                        timeout=self.timeout, headers=dict(self.headers), paused=self.paused)
+                        timeout=self.timeout, headers=dict(self.headers), paused=self.paused,
+                        priority=self.priority)
 
 
 class SchedulesOut(BaseModel):

@@ -230,9 +230,9 @@ async def test_stats_and_listings_count_every_level(
 def test_cli_enqueues_with_a_priority_and_stats_show_the_levels(
     redis_url: str, type_name: str,
 ) -> None:
-    import orjson  # noqa: PLC0415
+    import orjson
 
-    from tests.test_cli import cli, one_line_error  # noqa: PLC0415
+    from tests.test_cli import cli, one_line_error
 
     res = cli("enqueue", type_name, "1", "--priority", "low", url=redis_url)
     assert res.returncode == 0, res.stderr
@@ -245,10 +245,10 @@ def test_cli_enqueues_with_a_priority_and_stats_show_the_levels(
 async def test_api_enqueue_and_a_schedule_carry_the_priority(
     redis_url: str, r: Redis, type_name: str,
 ) -> None:
-    import httpx  # noqa: PLC0415
+    import httpx
 
-    from streamjobs.api.app import create_app  # noqa: PLC0415
-    from streamjobs.config import Settings  # noqa: PLC0415
+    from streamjobs.api.app import create_app
+    from streamjobs.config import Settings
 
     app = create_app(redis_url, Settings(redis_url=redis_url))
     tk = TypeKeys("sj", type_name)

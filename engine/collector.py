@@ -30,7 +30,7 @@ from redis.exceptions import RedisError
 
 from streamjobs import replies
 from streamjobs.connection import SyncClient, sync_client_from_url, sync_client_like
-from streamjobs.contract import JobState, Stat
+from streamjobs.contract import JobState, Priority, Stat
 from streamjobs.counts import (
     COUNT_REPLIES,
     Counts,
@@ -170,6 +170,13 @@ def _families(types: Sequence[str], rows: Sequence[Counts],
     for t, a in zip(types, ages, strict=True):
         age.add_metric([t], a)
     out.append(age)
+    levels = GaugeMetricFamily("streamjobs_queue_waiting_by_priority",
+                               "Jobs waiting, by priority level (high, normal, low)",
+                               labels=["type", "priority"])
+    for t, row in zip(types, rows, strict=True):
+        for level in Priority:
+            levels.add_metric([t, level.value], row.by_level.get(level.value, 0))
+    out.append(levels)
     paused = GaugeMetricFamily("streamjobs_type_paused",
                                "1 while the type is paused (workers start none of its jobs)",
                                labels=["type"])

@@ -200,9 +200,12 @@ def cmd_stats(args: argparse.Namespace) -> int:
     rows = _run(go)
     cols = ["type", "waiting", "running", "delayed", "dead", "completed", "cancelled",
             "expired", "paused"]
-    print("  ".join(f"{c:>12}" for c in cols))
+    print("  ".join(f"{c:>12}" for c in cols) + "  waiting by priority")
     for s in rows:
-        print("  ".join(f"{getattr(s, c)!s:>12}" for c in cols))
+        levels = s.waiting_by_priority
+        by_level = " ".join(f"{k}={levels[k]}" for k in ("high", "normal", "low") if k in levels)
+        print("  ".join(f"{getattr(s, c)!s:>12}" for c in cols)
+              + ("  " + by_level if set(levels) - {"normal"} else ""))
     return 0
 
 

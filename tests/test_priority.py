@@ -240,6 +240,10 @@ def test_cli_enqueues_with_a_priority_and_stats_show_the_levels(
     assert st["priority"] == "low" and st["state"] == "waiting"
     one_line_error(cli("enqueue", type_name, "1", "--priority", "urgent", url=redis_url),
                    "invalid choice")
+    cli("enqueue", type_name, "2", url=redis_url)
+    stats = cli("stats", url=redis_url).stdout
+    line = next(row for row in stats.splitlines() if type_name in row)
+    assert line.endswith("normal=1 low=1"), stats
 
 
 async def test_api_enqueue_and_a_schedule_carry_the_priority(

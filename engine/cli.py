@@ -181,6 +181,9 @@ def build_parser() -> argparse.ArgumentParser:
                                         "letters and stats (stop its workers first)")
     td.add_argument("type")
     td.add_argument("--yes", action="store_true", help="confirm")
+    tsh = tsub.add_parser("show", help="a type's counts, policy and limits as its live "
+                                       "workers run them, and what the limits hold now (JSON)")
+    tsh.add_argument("type")
     tp = tsub.add_parser("partitions", help="show (or set) how many partitions a type's "
                                             "jobs are spread over; its workers set it too")
     tp.add_argument("type")

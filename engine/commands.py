@@ -26,6 +26,7 @@ from streamjobs.listing import Page, list_jobs
 from streamjobs.logs import LogConfig, redact
 from streamjobs.producer import Cancelled, CancelOutcome, Enqueued, Producer
 from streamjobs.streams import keep_types_indexed, partitions_of, publish_partitions
+from streamjobs.typeinfo import describe_type
 
 if TYPE_CHECKING:
     import argparse
@@ -349,6 +350,10 @@ def cmd_types(args: argparse.Namespace) -> int:
     check_type_name(args.type)
     if args.types_command == "partitions":
         return _partitions(args)
+    if args.types_command == "show":
+        _print_json(_with_producer(resolve_url(args), lambda p: describe_type(
+            p.redis, p.keys(args.type))))
+        return 0
     if not args.yes:
         raise InvalidArgument(f"deleting type {args.type!r} removes all its jobs, records and "
                          "dead letters: add --yes to confirm")

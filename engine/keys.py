@@ -220,6 +220,25 @@ class TypeKeys:
         minute (the dashboard's throughput chart; see streamjobs.history)."""
         return self.base + "minutes"
 
+    # Flow-control keys, written by stop.lua and lua/includes/slots.lua (the same names):
+    # ``scope`` is ``@`` (the type's) or ``k:<limit_key>`` (a key's).
+
+    def slots(self, scope: str) -> str:
+        """Sorted set: the running job ids holding a concurrency slot, by lease end."""
+        return f"{self.base}slots:{scope}"
+
+    def held(self, scope: str) -> str:
+        """List: ids of jobs parked over the scope's concurrency limit, in order."""
+        return f"{self.base}held:{scope}"
+
+    def rate(self, scope: str) -> str:
+        """Sorted set: starts within the rate limit's window (members ``<ms>:<id>``)."""
+        return f"{self.base}rate:{scope}"
+
+    def rate_hold(self, scope: str) -> str:
+        """Present (with a TTL) while a handler's ``RateLimited`` holds the scope back."""
+        return f"{self.base}rate_hold:{scope}"
+
     @property
     def job_prefix(self) -> str:
         return self.base + "job:"

@@ -700,7 +700,7 @@ class Worker:
                         d.type, d.job_id, "rate_limit_per_key and a key" if outcome.per_key
                         else "rate_limit")
             return Result(Attempt.AFTER, error=outcome.error, retry_after=outcome.retry_after)
-        hold = f"{self.keys[d.type].base}rate_hold:{scope}"
+        hold = self.keys[d.type].rate_hold(scope)
         try:
             await self.redis.set(hold, 1, px=max(1, int(outcome.retry_after * 1000)))
         except SERVER_ERRORS as e:  # the job is handed back all the same

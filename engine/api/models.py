@@ -22,6 +22,7 @@ from streamjobs.contract import DedupMode, JobState, Priority
 from streamjobs.counts import TypeStats
 from streamjobs.dead import DeadJob
 from streamjobs.job import MAX_URL
+from streamjobs.limits import LimitUsage
 from streamjobs.listing import SCORE_CURSOR, JobSummary
 from streamjobs.producer import CancelOutcome, JobSpec
 from streamjobs.schedules import Schedule
@@ -354,6 +355,8 @@ class TypeDetail(BaseModel):
     policy: dict[str, Any] | None = Field(description="the type's retry policy, as its live "
                                                       "workers run it; null: no live worker")
     workers: int = Field(description="live workers that run the type")
+    limits: LimitUsage = Field(description="what the type's limits hold now (its own "
+                                           "scope: max_running and rate_limit)")
 
 
 class ThroughputSeries(BaseModel):

@@ -52,7 +52,7 @@ from streamjobs.api.models import (
 from streamjobs.api.state import ApiState
 from streamjobs.codes import Code
 from streamjobs.contract import STREAM_ID, TYPE_NAME, JobState
-from streamjobs.counts import known_types, server_ms, type_stats, types_stats
+from streamjobs.counts import known_types, server_ms, types_stats
 from streamjobs.errors import (
     DecodeError,
     InvalidArgument,
@@ -65,12 +65,13 @@ from streamjobs.history import KEEP_MINUTES, throughput
 from streamjobs.job import check_job_id
 from streamjobs.keys import check_type_name, ready_probe_key
 from streamjobs.listing import LISTABLE, MAX_PAGE, list_type_jobs
-from streamjobs.presence import live_workers, policies_of
+from streamjobs.presence import live_workers
 from streamjobs.producer import CancelOutcome, JobSpec
 from streamjobs.results import wait_status
 from streamjobs.schedules import Schedule
 from streamjobs.scripts import SPECS, EnqueueResult, source
 from streamjobs.status import JobStatus, type_status
+from streamjobs.typeinfo import describe_type
 
 
 class ApiRoute(APIRoute):
@@ -509,12 +510,9 @@ async def run_schedule_now(name: ScheduleName, api: Api) -> RanNow:
 @router.get("/types/{type}", response_model=TypeDetail, tags=["operations"],
             responses=_errors(503))
 async def type_detail(type_: TypeName, api: Api) -> dict[str, Any]:
-    """One type's counts, and its retry policy as its live workers run it."""
-    stats = await type_stats(api.redis, api.producer.keys(type_))
-    workers = await live_workers(api.redis, api.settings.prefix)
-    serving = [w for w in workers if type_ in w.get("types", ())]
-    return {"stats": stats.to_dict(), "policy": policies_of(serving).get(type_),
-            "workers": len(serving)}
+    """One type's counts, its policy (limits included) as its live workers run it, and
+    what its limits hold now (slots taken, jobs parked, starts in the rate window)."""
+    return await describe_type(api.redis, api.producer.keys(type_))
 
 
 @router.get("/throughput", response_model=ThroughputOut, tags=["operations"],

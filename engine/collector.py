@@ -61,6 +61,7 @@ _GAUGES = {
     JobState.RUNNING: "Jobs delivered to a worker and not finished (consumer group pending list)",
     JobState.DELAYED: "Jobs scheduled for later or waiting out a retry backoff",
     JobState.DEAD: "Jobs in the dead stream",
+    JobState.BLOCKED: "Jobs waiting for their parents to end (after=)",
 }
 #: counter name → field of the type's stats hash
 _COUNTERS = {

@@ -199,8 +199,8 @@ def cmd_stats(args: argparse.Namespace) -> int:
             await r.aclose()
 
     rows = _run(go)
-    cols = ["type", "waiting", "running", "delayed", "dead", "completed", "cancelled",
-            "expired", "paused"]
+    cols = ["type", "waiting", "running", "delayed", "blocked", "dead", "completed",
+            "cancelled", "expired", "paused"]
     print("  ".join(f"{c:>12}" for c in cols) + "  waiting by priority")
     for s in rows:
         levels = s.waiting_by_priority

@@ -48,6 +48,8 @@ class TypeStats(Record):
     deduplicated: int = 0
     #: Paused: workers start none of its jobs (``streamjobs pause``).
     paused: bool = False
+    #: Waiting for their parents (``after``).
+    blocked: int = 0
     #: Waiting jobs of each priority level in use (``high``/``normal``/``low``).
     waiting_by_priority: dict[str, int] = field(default_factory=dict)
 
@@ -68,13 +70,14 @@ class Counts:
     partitions: int = 1
     #: Waiting entries by priority level (set by :func:`fold`).
     by_level: dict[str, int] = field(default_factory=dict)
+    blocked: int = 0
 
     def counter(self, name: Stat) -> int:
         return int(self.counters.get(name.b, 0))
 
 
 #: Replies :func:`queue_counts` adds to a pipeline per type.
-COUNT_REPLIES = 8
+COUNT_REPLIES = 9
 
 
 def queue_counts(pipe: Any, tk: TypeKeys) -> None:
@@ -91,6 +94,7 @@ def queue_counts(pipe: Any, tk: TypeKeys) -> None:
     pipe.xinfo_groups(tk.stream)
     pipe.exists(tk.paused)
     pipe.hget(tk.config, PARTITIONS_FIELD)
+    pipe.zcard(tk.blocked)
 
 
 def checked(reply: Any) -> Any:
@@ -105,7 +109,8 @@ def checked(reply: Any) -> Any:
 
 def parse_counts(res: Sequence[Any]) -> Counts:
     """Read the replies of :func:`queue_counts` (a missing stream or group counts as 0)."""
-    length, pend, delayed, dead, counters, groups, paused, parts = (checked(r) for r in res)
+    length, pend, delayed, dead, counters, groups, paused, parts, blocked = (
+        checked(r) for r in res)
     length = length if isinstance(length, int) else 0
     running = int(pend["pending"]) if isinstance(pend, dict) else 0
     last = None
@@ -120,6 +125,7 @@ def parse_counts(res: Sequence[Any]) -> Counts:
         counters=counters if isinstance(counters, dict) else {}, last_delivered=last,
         paused=bool(paused),
         partitions=parse_partitions(parts),
+        blocked=blocked if isinstance(blocked, int) else 0,
     )
 
 
@@ -163,7 +169,7 @@ def fold(tks: Sequence[TypeKeys], rows: Sequence[Counts], ages: Sequence[float]
         out[tk.type] = (seen[0], Counts(
             s.waiting + c.waiting, s.running + c.running, s.delayed + c.delayed,
             s.dead + c.dead, counters, s.last_delivered, s.paused or c.paused,
-            max(s.partitions, c.partitions), by_level,
+            max(s.partitions, c.partitions), by_level, s.blocked + c.blocked,
         ), max(seen[2], a))
     return ([v[0] for v in out.values()], [v[1] for v in out.values()],
             [v[2] for v in out.values()])
@@ -189,7 +195,7 @@ def _stats(tk: TypeKeys, c: Counts, age: float) -> TypeStats:
         enqueued=c.counter(Stat.ENQUEUED), oldest_waiting_age=age,
         cancelled=c.counter(Stat.CANCELLED), expired=c.counter(Stat.EXPIRED),
         deduplicated=c.counter(Stat.DEDUPLICATED), paused=c.paused,
-        waiting_by_priority=c.by_level,
+        waiting_by_priority=c.by_level, blocked=c.blocked,
     )
 
 

@@ -179,6 +179,22 @@ class TypeKeys:
         return self.base + "dedup:" + key
 
     @property
+    def blocked(self) -> str:
+        """Sorted set: jobs waiting for their parents (``after``), by when their
+        registration with the parents was last made sure of (engine/deps.py)."""
+        return self.base + "blocked"
+
+    @property
+    def dep_outbox(self) -> str:
+        """Hash: job id -> its final state, for a job others wait for that has ended and
+        whose dependents are not all told yet (lua/includes/dependents.lua)."""
+        return self.base + "dep_outbox"
+
+    def dependents(self, job_id: str) -> str:
+        """Set: refs (``<tag>/<id>``) of the jobs waiting for ``job_id`` (depend.lua)."""
+        return f"{self.base}dependents:{job_id}"
+
+    @property
     def paused(self) -> str:
         """Present while the type is paused (its value: the server ms it was paused at);
         workers start no job of a paused type (engine/pause.py)."""

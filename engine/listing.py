@@ -188,6 +188,12 @@ async def _list_delayed(redis: Redis, tk: TypeKeys, cursor: str | None, limit: i
     return Page([JobSummary(id=m, state=JobState.DELAYED, due_at=s) for m, s in page], nxt)
 
 
+async def _list_blocked(redis: Redis, tk: TypeKeys, cursor: str | None, limit: int) -> Page:
+    # Scored by when the job's registration with its parents was last made sure of.
+    page, nxt = await _zset_page(redis, tk.blocked, cursor, limit)
+    return Page([JobSummary(id=m, state=JobState.BLOCKED) for m, _ in page], nxt)
+
+
 async def _list_completed(redis: Redis, tk: TypeKeys, cursor: str | None, limit: int,
                           since_ms: int | None = None) -> Page:
     page, nxt = await _zset_page(redis, tk.done, cursor, limit, since_ms)
@@ -220,7 +226,7 @@ async def _list_dead(redis: Redis, tk: TypeKeys, cursor: str | None, limit: int)
 
 #: States a list can be filtered by (cancelled jobs are not indexed anywhere).
 LISTABLE = (JobState.WAITING, JobState.RUNNING, JobState.DELAYED, JobState.COMPLETED,
-            JobState.DEAD, JobState.EXPIRED)
+            JobState.DEAD, JobState.EXPIRED, JobState.BLOCKED)
 
 
 async def list_jobs(
@@ -233,12 +239,15 @@ async def list_jobs(
     to those finished since then (older ids may have outlived their record).
     Raises InvalidArgument for a bad limit or cursor, or a state that is not listable.
     """
-    stream = state not in (JobState.DELAYED, JobState.COMPLETED, JobState.EXPIRED)
+    stream = state not in (JobState.DELAYED, JobState.COMPLETED, JobState.EXPIRED,
+                           JobState.BLOCKED)
     if state in (JobState.WAITING, JobState.RUNNING):
         return await _across_levels(redis, tk, state, cursor, limit)
     _check_page(cursor, limit, stream)
     if state is JobState.DELAYED:
         return await _list_delayed(redis, tk, cursor, limit)
+    if state is JobState.BLOCKED:
+        return await _list_blocked(redis, tk, cursor, limit)
     if state is JobState.COMPLETED:
         return await _list_completed(redis, tk, cursor, limit, since_ms)
     if state is JobState.DEAD:

@@ -18,6 +18,7 @@ from streamjobs.codes import Code
 from streamjobs.config import Settings
 from streamjobs.connection import client_from_url, cluster_of, is_cluster, node_client
 from streamjobs.contract import (
+    PARENT_POLICIES,
     RUNNING_RECORDED_AS,
     CancelMark,
     JobState,
@@ -25,6 +26,7 @@ from streamjobs.contract import (
     Wire,
     check_payload_size,
 )
+from streamjobs.deps import JobRef, depends_on_field, find_parents, register
 from streamjobs.errors import DuplicateJob, InvalidArgument, NotDurable, raise_for_code
 from streamjobs.failover import is_transient, until_deadline
 from streamjobs.job import NO_FLOW, Flow, check_job_id, dumps, encode_fields, new_job_ids, new_token
@@ -37,6 +39,7 @@ from streamjobs.status import JobStatus, find_entry, type_status
 from streamjobs.streams import ensure_types, partition_keys, partitions_of
 from streamjobs.tracing import ID_ATTR, Tracing
 from streamjobs.webhooks import EVENTS, Webhook, all_webhooks, remove_webhook, set_webhook
+from streamjobs.workflows import Step, run_workflow
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
@@ -78,6 +81,11 @@ class JobSpec:
     webhook: str | None = None
     #: ``high``, ``normal`` (the default) or ``low`` (``contract.Priority``).
     priority: str | None = None
+    #: Parents (``(type, id)`` or ``"type/id"``): the job is blocked until each has ended.
+    after: Sequence[JobRef] = ()
+    #: ``fail`` (default), ``run`` or ``drop``: what a parent that ends dead, cancelled or
+    #: expired does to this job (``contract.ParentPolicy``).
+    on_parent_failure: str | None = None
 
     def is_plain(self) -> bool:
         """Payload only: no id, time, policy, header, key or flow option."""
@@ -475,7 +483,8 @@ class Producer:
         expires_in: float | None = None, expires_at: datetime | float | None = None,
         dedup_key: str | None = None, dedup_mode: str | None = None,
         dedup_ttl: float | None = None, key: str | None = None, webhook: str | None = None,
-        priority: str | None = None,
+        priority: str | None = None, after: Sequence[JobRef] = (),
+        on_parent_failure: str | None = None,
     ) -> Enqueued:
         """Enqueue one job; returns its id. Raises DuplicateJob if ``job_id`` exists.
 
@@ -495,12 +504,17 @@ class Producer:
         with ``settings.webhook_secret`` of the worker that delivers it).
         ``priority``: ``high``, ``normal`` (the default) or ``low``: a worker starts every
         waiting job of a higher level of the type before any of a lower one.
+        ``after``: parents, each ``(type, id)`` or ``"type/id"``; the job is ``blocked``
+        until every one has ended, then runs with their results (``job.parent_results``).
+        ``on_parent_failure``: ``fail`` (default: the job ends dead), ``run`` (it runs
+        anyway) or ``drop`` (it ends cancelled) when a parent ends dead, cancelled or
+        expired.
         With ``settings.tracing``, the call is a span and the job carries its
         ``traceparent`` header (engine/tracing.py).
         """
         spec = JobSpec(payload, job_id, delay, run_at, max_attempts, timeout, headers or {},
                        expires_in, expires_at, dedup_key, dedup_mode, dedup_ttl, key, webhook,
-                       priority)
+                       priority, after, on_parent_failure)
         if self._tracing is None:
             return await self._enqueue_spec(type_, spec, durable)
         with self._tracing.enqueue(type_, spec.headers) as (span, traced):
@@ -510,6 +524,8 @@ class Producer:
 
     async def _enqueue_spec(self, type_: str, spec: JobSpec,
                             durable: bool | str | None) -> Enqueued:
+        if spec.after or spec.on_parent_failure is not None:
+            return await self._enqueue_after(type_, spec, durable)
         (tk,) = await self._spread(type_, [spec.partition_key()])
         if spec.is_plain():  # the common case, built directly
             body = check_payload_size(dumps(spec.payload), self.settings.max_payload_bytes)
@@ -520,6 +536,35 @@ class Producer:
         if res.code is Code.DUPLICATE:
             raise DuplicateJob(res.code, res.job_id, f"it is {res.state}")
         return Enqueued(res.job_id, res.state, res.code is Code.DEDUPLICATED)
+
+    async def _enqueue_after(self, type_: str, spec: JobSpec,
+                             durable: bool | str | None) -> Enqueued:
+        """A job that waits for its parents (engine/deps.py): enqueued blocked, then
+        registered with each parent."""
+        if not spec.after:
+            raise InvalidArgument("on_parent_failure needs after=")
+        if spec.delay is not None or spec.run_at is not None:
+            raise InvalidArgument("a job with after= starts when its parents end: give it "
+                                  "no delay or run_at")
+        if spec.on_parent_failure is not None and spec.on_parent_failure not in PARENT_POLICIES:
+            raise InvalidArgument("on_parent_failure must be fail, run or drop, not "
+                                  f"{spec.on_parent_failure!r}")
+        parents = await find_parents(self.redis, self.settings.prefix, list(spec.after))
+        spec = replace(spec, job_id=spec.job_id or new_job_ids(1)[0])
+        (tk,) = await self._spread(type_, [spec.partition_key()])
+        item = self._item(spec, "")
+        extra: list[bytes | str] = [Wire.DEPENDS_ON, depends_on_field(parents)]
+        if spec.on_parent_failure is not None:
+            extra += [Wire.ON_PARENT_FAILURE, spec.on_parent_failure]
+        res = await self._enqueue_one(tk, item._replace(fields=[*item.fields, *extra]),
+                                      durable)
+        if res.code is Code.DUPLICATE:
+            raise DuplicateJob(res.code, res.job_id, f"it is {res.state}")
+        if res.code is Code.DEDUPLICATED:
+            return Enqueued(res.job_id, res.state, True)
+        state = await register(self.scripts, tk, res.job_id, parents,
+                               self.settings.result_ttl * 1000)
+        return Enqueued(res.job_id, state)
 
     async def _enqueue_one(self, tk: TypeKeys, item: EnqueueItem,
                            durable: bool | str | None) -> EnqueueResult:
@@ -600,6 +645,15 @@ class Producer:
             done = await self._enqueue(tk, chunks[i : i + PIPELINE_CHUNKS], durable)
             ids += [r.job_id for r in done]
         return ids
+
+    async def workflow(self, steps: Sequence[Step]) -> dict[str, Enqueued]:
+        """Enqueue a workflow (``streamjobs.workflows``: ``Step``, ``chain``, ``group``):
+        parents first, each child blocked until its parents have ended. Returns each
+        step's job id by its name. With ``settings.tracing``, the steps share one trace."""
+        if self._tracing is None:
+            return await run_workflow(self, steps)
+        with self._tracing.enqueue("workflow", None):
+            return await run_workflow(self, steps)
 
     async def status(self, type_: str, job_id: str) -> JobStatus | None:
         """The job's state and record, or None when unknown (or expired). A partitioned

@@ -151,7 +151,7 @@ async def job_status(redis: Redis, tk: TypeKeys, job_id: str,
     # Only a waiting (or running) job has a live entry; others may keep a stale id.
     entry_id = text(rec.get(Rec.ENTRY.b)) if state is RUNNING_RECORDED_AS else None
     consumer, deliveries = None, 0
-    if state is JobState.DELAYED:
+    if state in (JobState.DELAYED, JobState.BLOCKED):
         payload, headers = split_fields(rec, STASH_B)
     elif state is JobState.DEAD and rec.get(Rec.DEAD_ENTRY.b):
         dead = await _entry_fields(redis, tk.dead, rec[Rec.DEAD_ENTRY.b].decode())

@@ -47,6 +47,7 @@ from streamjobs.contract import (
     Wire,
     job_id_of,
 )
+from streamjobs.deps import DependencyRelay
 from streamjobs.errors import (
     ConfigError,
     DecodeError,
@@ -233,6 +234,8 @@ class Worker:
             self._settled,
         )
         self.notifier = Notifier(self.redis, self.scripts, self.settings.prefix, self.keys)
+        self.deps = DependencyRelay(self.redis, self.scripts, self.settings.prefix,
+                                    self.keys.values(), self.settings.result_ttl * 1000)
         self.settler.notifier = self.notifier
         self._tracing = Tracing() if self.settings.tracing else None
         self._pruned_at = -PRUNE_EVERY_S
@@ -314,7 +317,7 @@ class Worker:
                 tg.start_soon(self._reclaimer, send.clone())
                 for role in (self.settler.run, self._promoter, self._toucher, self._heartbeat,
                              self._cancel_watcher, self._pause_watch, self._scheduler,
-                             self.notifier.run):
+                             self.notifier.run, self.deps.run):
                     tg.start_soon(role)
                 task_status.started()
                 await self._stop.wait()

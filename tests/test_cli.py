@@ -142,7 +142,7 @@ async def test_dlq_list_show_retry_purge(redis_url: str, type_name: str) -> None
     assert res.stdout.strip() == "purged 1"
     stats = cli("stats", url=redis_url).stdout
     row = next(line for line in stats.splitlines() if type_name in line).split()
-    assert row[1:] == ["2", "0", "0", "0", "0", "0", "0", "False"]
+    assert row[1:] == ["2", "0", "0", "0", "0", "0", "0", "0", "False"]
     # waiting running delayed dead completed cancelled expired paused
 
 

@@ -287,7 +287,7 @@ async def test_cli_partitions_stats_and_delete(r: Redis, redis_url: str, type_na
     assert await _lengths(r, type_name) == [3, 3, 3]
     res = cli("stats", url=redis_url)
     rows = [line.split() for line in res.stdout.splitlines() if type_name in line]
-    assert rows == [[type_name, "9", "0", "0", "0", "0", "0", "0", "False"]], res.stdout
+    assert rows == [[type_name, "9", "0", "0", "0", "0", "0", "0", "0", "False"]], res.stdout
     res = cli("types", "partitions", type_name, "2", url=redis_url)
     assert "was 3" in res.stdout and f"--types {type_name}#k" in res.stderr
     res = cli("types", "delete", type_name, "--yes", url=redis_url)

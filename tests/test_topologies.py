@@ -376,7 +376,7 @@ def test_cli_up_and_stats_on_a_cluster(cluster: str, procs: list[subprocess.Pope
     poll(completed, 60, 0.5)
     stats = subprocess.run([*base, "stats"], cwd=ROOT, env=env, capture_output=True,
                            text=True, timeout=60, check=True)
-    assert any(line.split()[0] == t and line.split()[5] == "1"
+    assert any(line.split()[0] == t and line.split()[6] == "1"
                for line in stats.stdout.splitlines()[1:])
 
 

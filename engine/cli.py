@@ -18,7 +18,7 @@ from redis.exceptions import RedisError
 
 from streamjobs import commands as runner
 from streamjobs import logs
-from streamjobs.contract import DedupMode, Priority
+from streamjobs.contract import DedupMode, ParentPolicy, Priority
 from streamjobs.errors import StreamJobsError
 from streamjobs.listing import LISTABLE
 
@@ -110,6 +110,10 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--dedup-ttl", type=float, default=None, help="the key's window, seconds")
     e.add_argument("--priority", choices=[p.value for p in Priority], default=None,
                    help="high, normal (default) or low: higher levels start first")
+    e.add_argument("--after", action="append", default=[], metavar="TYPE/ID",
+                   help="a parent (repeat for more): the job waits until each has ended")
+    e.add_argument("--on-parent-failure", choices=[p.value for p in ParentPolicy],
+                   default=None, help="fail (default), run or drop, when a parent fails")
 
     c = sub.add_parser("cancel", help="cancel a job (waiting, delayed, or running: its "
                                       "worker stops the attempt)")

@@ -83,7 +83,9 @@ def cmd_enqueue(args: argparse.Namespace) -> int:
                                    delay=args.delay, max_attempts=args.max_attempts,
                                    timeout=args.timeout, expires_in=args.expires_in,
                                    dedup_key=args.dedup_key, dedup_mode=args.dedup_mode,
-                                   dedup_ttl=args.dedup_ttl, priority=args.priority)
+                                   dedup_ttl=args.dedup_ttl, priority=args.priority,
+                                   after=args.after,
+                                   on_parent_failure=args.on_parent_failure)
 
     job_id = _run(go)
     if job_id.deduplicated:

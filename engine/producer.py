@@ -525,20 +525,21 @@ class Producer:
     async def _enqueue_spec(self, type_: str, spec: JobSpec,
                             durable: bool | str | None) -> Enqueued:
         if spec.after or spec.on_parent_failure is not None:
-            return await self._enqueue_after(type_, spec, durable)
-        (tk,) = await self._spread(type_, [spec.partition_key()])
-        if spec.is_plain():  # the common case, built directly
-            body = check_payload_size(dumps(spec.payload), self.settings.max_payload_bytes)
-            item = EnqueueItem((Wire.PAYLOAD, body), "")
+            res = await self._enqueue_after(type_, spec, durable)
         else:
-            item = self._item(spec, "")
-        res = await self._enqueue_one(tk, item, durable)
+            (tk,) = await self._spread(type_, [spec.partition_key()])
+            if spec.is_plain():  # the common case, built directly
+                body = check_payload_size(dumps(spec.payload), self.settings.max_payload_bytes)
+                item = EnqueueItem((Wire.PAYLOAD, body), "")
+            else:
+                item = self._item(spec, "")
+            res = await self._enqueue_one(tk, item, durable)
         if res.code is Code.DUPLICATE:
             raise DuplicateJob(res.code, res.job_id, f"it is {res.state}")
         return Enqueued(res.job_id, res.state, res.code is Code.DEDUPLICATED)
 
     async def _enqueue_after(self, type_: str, spec: JobSpec,
-                             durable: bool | str | None) -> Enqueued:
+                             durable: bool | str | None) -> EnqueueResult:
         """A job that waits for its parents (engine/deps.py): enqueued blocked, then
         registered with each parent."""
         if not spec.after:
@@ -558,13 +559,11 @@ class Producer:
             extra += [Wire.ON_PARENT_FAILURE, spec.on_parent_failure]
         res = await self._enqueue_one(tk, item._replace(fields=[*item.fields, *extra]),
                                       durable)
-        if res.code is Code.DUPLICATE:
-            raise DuplicateJob(res.code, res.job_id, f"it is {res.state}")
-        if res.code is Code.DEDUPLICATED:
-            return Enqueued(res.job_id, res.state, True)
+        if res.code is not Code.OK:  # a duplicate id, or deduplicated: nothing to register
+            return res
         state = await register(self.scripts, tk, res.job_id, parents,
                                self.settings.result_ttl * 1000)
-        return Enqueued(res.job_id, state)
+        return EnqueueResult(res.code, res.job_id, state)
 
     async def _enqueue_one(self, tk: TypeKeys, item: EnqueueItem,
                            durable: bool | str | None) -> EnqueueResult:
@@ -606,6 +605,15 @@ class Producer:
     async def _enqueue_specs(self, type_: str, specs: Sequence[JobSpec],
                              durable: bool | str | None,
                              key: str | None) -> list[EnqueueResult]:
+        if any(s.after or s.on_parent_failure is not None for s in specs):
+            # Each waits for its parents: enqueued and registered one by one, in order.
+            out: list[EnqueueResult] = []
+            for s in specs:
+                if s.after or s.on_parent_failure is not None:
+                    out.append(await self._enqueue_after(type_, s, durable))
+                else:
+                    out += await self._enqueue_specs(type_, [s], durable, key)
+            return out
         if len(specs) == 1:
             (tk,) = await self._spread(type_, [key if key is not None
                                                else specs[0].partition_key()])

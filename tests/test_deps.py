@@ -261,3 +261,56 @@ async def test_sigkill_of_the_worker_running_a_middle_step(
 async def _running(p: Producer, type_name: str, job_id: str) -> bool:
     st = await p.status(type_name, job_id)
     return st is not None and st.state is JobState.RUNNING
+
+
+async def test_http_workflow_and_enqueue_after(redis_url: str, type_name: str) -> None:
+    import httpx
+
+    from streamjobs.api.app import create_app
+    from streamjobs.config import Settings
+
+    reg, ran = _recorder(type_name)
+    app = create_app(redis_url, Settings(redis_url=redis_url))
+    async with app.router.lifespan_context(app), httpx.AsyncClient(
+            transport=httpx.ASGITransport(app), base_url="http://api") as client:
+        res = await client.post("/workflows", json={"steps": [
+            {"name": "a", "type": type_name, "payload": "a"},
+            {"name": "b", "type": type_name, "payload": "b", "after": ["a"]},
+            {"name": "c", "type": type_name, "payload": "c", "after": ["a", "b"],
+             "on_parent_failure": "run", "priority": "high"}]})
+        assert res.status_code == 201, res.text
+        jobs = res.json()["jobs"]
+        assert [jobs[n]["state"] for n in "abc"] == ["waiting", "blocked", "blocked"]
+        more = await client.post(f"/jobs/{type_name}", json={
+            "payload": "d", "after": [f"{type_name}/{jobs['c']['id']}"]})
+        assert more.status_code == 201 and more.json()["state"] == "blocked"
+        listed = await client.get(f"/jobs/{type_name}", params={"state": "blocked"})
+        assert {j["id"] for j in listed.json()["jobs"]} == {
+            jobs["b"]["id"], jobs["c"]["id"], more.json()["id"]}
+        for bad in ({"steps": [{"name": "a", "type": type_name, "after": ["a"]}]},
+                    {"steps": [{"name": "a", "type": type_name, "after": ["b"]},
+                               {"name": "b", "type": type_name, "after": ["a"]}]}):
+            refused = await client.post("/workflows", json=bad)
+            assert refused.status_code == 422, refused.text
+        unknown = await client.post(f"/jobs/{type_name}", json={
+            "payload": 1, "after": [f"{type_name}/nope"]})
+        assert unknown.status_code == 422 and "not known" in unknown.text
+        async with running(Worker(redis_url, reg, concurrency=2)):
+            await wait_for(lambda: _ran(ran, 4), timeout=10)
+        detail = (await client.get(f"/jobs/{type_name}/{more.json()['id']}")).json()
+        assert detail["state"] == "completed"
+    assert [j.payload for j in ran] == ["a", "b", "c", "d"]
+
+
+def test_cli_enqueue_after(redis_url: str, type_name: str) -> None:
+    import orjson
+
+    from tests.test_cli import cli
+
+    parent = cli("enqueue", type_name, "1", url=redis_url).stdout.strip()
+    child = cli("enqueue", type_name, "2", "--after", f"{type_name}/{parent}",
+                "--on-parent-failure", "drop", url=redis_url)
+    assert child.returncode == 0, child.stderr
+    st = orjson.loads(cli("status", type_name, child.stdout.strip(), url=redis_url).stdout)
+    assert st["state"] == "blocked"
+    assert "blocked" in cli("stats", url=redis_url).stdout.splitlines()[0]

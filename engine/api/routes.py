@@ -48,6 +48,9 @@ from streamjobs.api.models import (
     WebhookRequest,
     WebhooksOut,
     WorkersOut,
+    WorkflowJob,
+    WorkflowOut,
+    WorkflowRequest,
 )
 from streamjobs.api.state import ApiState
 from streamjobs.codes import Code
@@ -187,6 +190,19 @@ async def enqueue_bulk(type_: TypeName, body: BulkRequest, api: Api) -> BulkEnqu
                  deduplicated=r.code is Code.DEDUPLICATED)
         for r in results
     ])
+
+
+@router.post("/workflows", status_code=201, response_model=WorkflowOut, tags=["jobs"],
+             responses=_errors(503))
+async def enqueue_workflow(body: WorkflowRequest, api: Api) -> WorkflowOut:
+    """Enqueue a workflow: each step a job, blocked until the steps it runs `after` have
+    ended (then it runs with their results). Checked whole first (names, cycles); steps
+    are enqueued parents first."""
+    steps = [s.step() for s in body.steps]
+    ids = await api.producer.workflow(steps)
+    types = {str(s.name): s.type for s in steps}
+    return WorkflowOut(jobs={name: WorkflowJob(type=types[name], id=str(job), state=job.state)
+                             for name, job in ids.items()})
 
 
 @router.get("/jobs/{type}", response_model=JobPage, tags=["jobs"], responses=_errors(503))

@@ -32,6 +32,9 @@ if TYPE_CHECKING:
 
 #: The cursor of a list kept in a sorted set (delayed, completed): ``score:member``.
 SCORE_CURSOR = re.compile(r"[0-9]{1,20}:.+", re.DOTALL)
+#: A waiting or running page that ends in a priority level's stream (``high:<entry id>``;
+#: the entry id left out: that level from its start).
+LEVEL_CURSOR = re.compile(f"(?:high|normal|low):(?:{STREAM_ID.pattern})?")
 #: A stream id's two parts are unsigned 64-bit integers.
 MAX_ID_PART = 2**64 - 1
 #: Nothing comes after the largest id, so no page hands it out as a cursor.

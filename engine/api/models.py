@@ -23,7 +23,7 @@ from streamjobs.counts import TypeStats
 from streamjobs.dead import DeadJob
 from streamjobs.job import MAX_URL
 from streamjobs.limits import LimitUsage
-from streamjobs.listing import SCORE_CURSOR, JobSummary
+from streamjobs.listing import LEVEL_CURSOR, SCORE_CURSOR, JobSummary
 from streamjobs.producer import CancelOutcome, JobSpec
 from streamjobs.schedules import Schedule
 from streamjobs.workflows import Step
@@ -33,8 +33,8 @@ JOB_ID_PATTERN = f"^{contract.JOB_ID_PATTERN}$"
 TYPE_PATTERN = f"^{contract.TYPE_NAME_PATTERN}$"
 STREAM_ID_PATTERN = f"^{contract.STREAM_ID_PATTERN}$"
 HEADER_NAME_PATTERN = f"^{contract.HEADER_NAME_PATTERN}$"
-LIST_CURSOR_PATTERN = (f"^(?:(?:high|normal|low):(?:{contract.STREAM_ID_PATTERN})?"
-                       f"|{contract.STREAM_ID_PATTERN}|{SCORE_CURSOR.pattern})$")
+LIST_CURSOR_PATTERN = (f"^(?:{LEVEL_CURSOR.pattern}|{contract.STREAM_ID_PATTERN}"
+                       f"|{SCORE_CURSOR.pattern})$")
 #: A parent of a job: ``<type>/<id>``.
 #: (The type's own rules, such as no ``..``, are checked when it is looked up.)
 PARENT_REF_PATTERN = f"^[A-Za-z0-9_.\\-]{{1,64}}/{contract.JOB_ID_PATTERN}$"

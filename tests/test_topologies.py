@@ -539,3 +539,37 @@ async def test_cluster_priorities_on_every_primary(cluster: str, cr: Redis) -> N
 
 async def _count(items: list[str], n: int) -> bool:
     return len(items) >= n
+
+
+async def test_cluster_dependencies_and_groups_across_slots(cluster: str, cr: Redis) -> None:
+    """A diamond and a group whose members live on every primary: each child is told by
+    its parents' slots (the relay), runs once, with their results."""
+    from streamjobs import Step, group
+
+    a, b, c = spread_types(cluster, per_primary=1)
+    settings = Settings(redis_url=cluster)
+    seen: list[tuple[str, Any]] = []
+    reg = Registry()
+
+    async def work(job: Job) -> Any:
+        seen.append((job.payload, job.parent_results))
+        return job.payload
+
+    for t in (a, b, c):
+        reg.handler(t)(work)
+    async with Producer(cr, settings=settings) as p:
+        ids = await p.workflow([
+            Step(a, "A", name="A"), Step(b, "B", name="B", after=["A"]),
+            Step(c, "C", name="C", after=["A"]), Step(a, "D", name="D", after=["B", "C"])])
+        gids = await p.workflow(group([Step((a, b, c)[i % 3], f"m{i}") for i in range(12)],
+                                      then=Step(b, "then")))
+        async with running(Worker(cluster, reg, settings=settings, concurrency=4,
+                                  block_ms=100)):
+            await wait_state(p, a, ids["D"], JobState.COMPLETED, timeout=30)
+            await wait_state(p, b, gids["then"], JobState.COMPLETED, timeout=30)
+    payloads = [s[0] for s in seen]
+    assert payloads.count("D") == 1 and payloads.count("then") == 1
+    d = next(s[1] for s in seen if s[0] == "D")
+    assert d == {f"{b}/{ids['B']}": "B", f"{c}/{ids['C']}": "C"}
+    then = next(s[1] for s in seen if s[0] == "then")
+    assert sorted(then.values()) == sorted(f"m{i}" for i in range(12))

@@ -149,8 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     j = sub.add_parser("jobs", help="one page of a type's jobs in a state")
     j.add_argument("type")
-    j.add_argument("--state", default="waiting",
-                   choices=["waiting", "running", "delayed", "completed", "dead"])
+    j.add_argument("--state", default="waiting", choices=[s.value for s in LISTABLE])
     j.add_argument("--limit", type=int, default=20, help="jobs per page (1-1000)")
     j.add_argument("--cursor", default=None, help="the cursor the previous page printed")
 

@@ -17,7 +17,8 @@ whatever a crash cuts short is redone from what the server holds:
 
 When a marked parent ends, the script that ends it writes its id and state into its
 type's dependency outbox (``lua/includes/dependents.lua``). :class:`DependencyRelay`, run
-by every worker of the type, reads the outbox every :data:`RELAY_S`, calls
+by every worker of the type, reads the outbox after its settles (:data:`RELAY_MIN_S`
+apart) and every :data:`RELAY_S`, calls
 ``parent_done`` for each dependent, then clears the parent's outbox field and set. A
 crash between leaves the outbox field: the next pass redoes it (``parent_done`` counts a
 parent once).
@@ -54,8 +55,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("streamjobs.deps")
 
-#: How often a worker reads its types' dependency outboxes.
-RELAY_S = 0.1
+#: A worker reads its types' dependency outboxes after each of its settles (a parent it
+#: settled may have dependents), at most every RELAY_MIN_S, and every RELAY_S anyway (a
+#: parent ended elsewhere: cancelled by the API, expired by another worker's promote).
+RELAY_MIN_S = 0.01
+RELAY_S = 0.25
 #: How often it sweeps its types' blocked sets, and how old a registration is made again.
 SWEEP_S = 5.0
 RECHECK_MS = 30_000
@@ -141,9 +145,16 @@ class DependencyRelay:
         self.keys = list(dict.fromkeys(tk.at(Priority.NORMAL) for tk in keys))
         self.result_ttl_ms = result_ttl_ms
         self._swept_at = 0.0
+        self._settled: anyio.Event | None = None
+
+    def wake(self) -> None:
+        """Jobs were settled: one of them may have been a parent."""
+        if self._settled is not None:
+            self._settled.set()
 
     async def run(self) -> None:
         while True:
+            self._settled = anyio.Event()
             try:
                 await self.relay()
                 if anyio.current_time() - self._swept_at >= SWEEP_S:
@@ -151,7 +162,9 @@ class DependencyRelay:
                     await self.sweep()
             except SERVER_ERRORS as e:
                 log.warning("dependency relay failed (tried again): %s", e)
-            await anyio.sleep(RELAY_S)
+            await anyio.sleep(RELAY_MIN_S)
+            with anyio.move_on_after(RELAY_S):
+                await self._settled.wait()
 
     async def relay(self) -> int:
         """One pass over the outboxes; returns how many ended parents it handled."""

@@ -771,6 +771,7 @@ class Worker:
     def _settled(self, n: int) -> None:
         """The settler wrote ``n`` outcomes: their entries left the pending list."""
         self.capacity.give(n)
+        self.deps.wake()
 
     def _on_ok(self, d: Delivery, outcome: Result, idle: bool) -> None:
         url = d.fields.get(_WEBHOOK)

@@ -44,10 +44,9 @@ from streamjobs.counts import server_ms
 from streamjobs.errors import InvalidArgument
 from streamjobs.keys import TypeKeys, split_tag
 from streamjobs.reconnect import SERVER_ERRORS
-from streamjobs.streams import partition_keys
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Sequence
+    from collections.abc import Awaitable, Callable, Iterable, Sequence
 
     from redis.asyncio import Redis
 
@@ -58,7 +57,7 @@ log = logging.getLogger("streamjobs.deps")
 #: A worker reads its types' dependency outboxes after each of its settles (a parent it
 #: settled may have dependents), at most every RELAY_MIN_S, and every RELAY_S anyway (a
 #: parent ended elsewhere: cancelled by the API, expired by another worker's promote).
-RELAY_MIN_S = 0.01
+RELAY_MIN_S = 0.002
 RELAY_S = 0.25
 #: How often it sweeps its types' blocked sets, and how old a registration is made again.
 SWEEP_S = 5.0
@@ -94,22 +93,29 @@ def keys_of_ref(prefix: str, ref: str) -> tuple[TypeKeys, str]:
     return TypeKeys(prefix, type_, partition), job_id
 
 
-async def find_parents(redis: Redis, prefix: str,
-                       parents: Sequence[JobRef]) -> list[tuple[TypeKeys, str]]:
-    """Each parent's keys (the partition holding its record) and id. InvalidArgument for a
-    parent that has no record: a typo, or one whose retention is over."""
+async def find_parents(redis: Redis, prefix: str, parents: Sequence[JobRef],
+                       partitions: Callable[[str], Awaitable[int]]
+                       ) -> list[tuple[TypeKeys, str]]:
+    """Each parent's keys (the partition holding its record) and id, looked up in one
+    pipeline; ``partitions`` gives a type's partition count. InvalidArgument for a parent
+    that has no record: a typo, or one whose retention is over."""
+    refs = [parse_ref(ref) for ref in parents]
+    candidates: list[tuple[TypeKeys, str]] = []
+    for type_, job_id in refs:
+        tk = TypeKeys(prefix, type_)
+        candidates += [(part, job_id) for part in tk.partitions(await partitions(type_))]
+    async with redis.pipeline(transaction=False) as pipe:
+        for tk, job_id in candidates:
+            pipe.exists(tk.job(job_id))
+        exists = await pipe.execute()
+    where = {(tk.type, job_id): tk for (tk, job_id), n in zip(candidates, exists, strict=True)
+             if n}
     found: list[tuple[TypeKeys, str]] = []
-    for ref in parents:
-        type_, job_id = parse_ref(ref)
-        where = None
-        for tk in await partition_keys(redis, TypeKeys(prefix, type_)):
-            if await redis.exists(tk.job(job_id)):
-                where = tk
-                break
-        if where is None:
+    for type_, job_id in refs:
+        if (type_, job_id) not in where:
             raise InvalidArgument(f"parent {type_}/{job_id} is not known (no record: never "
                                   "enqueued, or its result retention is over)")
-        found.append((where, job_id))
+        found.append((where[type_, job_id], job_id))
     if len({ref_of(tk, j) for tk, j in found}) != len(found):
         raise InvalidArgument("a parent is named twice")
     return found
@@ -124,8 +130,11 @@ async def register(scripts: Scripts, child: TypeKeys, child_id: str,
     """Step 2 for a child just enqueued blocked: register it with each parent, passing on
     the end of those that have ended. Returns the child's state after."""
     state = "blocked"
-    for ptk, pid in parents:
-        code, pstate, result = await scripts.depend(ptk, pid, ref_of(child, child_id))
+    parents = list(parents)
+    if not parents:
+        return state
+    answers = await scripts.depend(parents, ref_of(child, child_id))
+    for (ptk, pid), (code, pstate, result) in zip(parents, answers, strict=True):
         if code is Code.OK:
             continue
         _, state = await scripts.parent_done(

@@ -550,7 +550,8 @@ class Producer:
         if spec.on_parent_failure is not None and spec.on_parent_failure not in PARENT_POLICIES:
             raise InvalidArgument("on_parent_failure must be fail, run or drop, not "
                                   f"{spec.on_parent_failure!r}")
-        parents = await find_parents(self.redis, self.settings.prefix, list(spec.after))
+        parents = await find_parents(self.redis, self.settings.prefix, list(spec.after),
+                                     self.partitions)
         spec = replace(spec, job_id=spec.job_id or new_job_ids(1)[0])
         (tk,) = await self._spread(type_, [spec.partition_key()])
         item = self._item(spec, "")

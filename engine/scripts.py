@@ -516,11 +516,23 @@ class Scripts:
                                    result_ttl_ms=result_ttl_ms, entry_id=entry_id)
         return head["code"], head["previous_state"]
 
-    async def depend(self, tk: TypeKeys, job_id: str, child_ref: str) -> tuple[Code, str, str]:
-        """Register ``child_ref`` as waiting for ``job_id``: (code, the parent's state,
-        its result when it completed already)."""
-        head, _ = await self._call("depend", tk, job_id=job_id, child_ref=child_ref)
-        return head["code"], head["state"], head["result"]
+    async def depend(self, parents: Sequence[tuple[TypeKeys, str]], child_ref: str
+                     ) -> list[tuple[Code, str, str]]:
+        """Register ``child_ref`` as waiting for each parent (keys, id), one pipeline:
+        per parent (code, its state, its result when it completed already)."""
+        script = self._registered["depend"]
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for tk, job_id in parents:
+                keys = script_keys("depend", tk)
+                pipe.evalsha(script.sha, len(keys), *keys,
+                             *build_argv("depend", job_id=job_id, child_ref=child_ref))
+            pipe.scripts.add(script)  # type: ignore[arg-type]  # NOSCRIPT: loaded first
+            raws = await pipe.execute()
+        out = []
+        for raw in raws:
+            head, _ = parse_reply("depend", raw)
+            out.append((head["code"], head["state"], head["result"]))
+        return out
 
     async def parent_done(self, tk: TypeKeys, job_id: str, parent_ref: str, parent_state: str,
                           parent_result: str, result_ttl_ms: int) -> tuple[Code, str]:

@@ -4,10 +4,12 @@ enqueue and its registration healed by the sweep; a worker SIGKILLed mid-diamond
 
 from __future__ import annotations
 
+import asyncio
 import signal
 from typing import TYPE_CHECKING, Any
 
 import anyio
+import orjson
 import pytest
 
 from streamjobs import (
@@ -22,6 +24,7 @@ from streamjobs import (
     chain,
     group,
 )
+from streamjobs.codes import Code
 from streamjobs.contract import Wire
 from streamjobs.counts import type_stats
 from streamjobs.deps import RECHECK_MS, DependencyRelay
@@ -314,3 +317,35 @@ def test_cli_enqueue_after(redis_url: str, type_name: str) -> None:
     st = orjson.loads(cli("status", type_name, child.stdout.strip(), url=redis_url).stdout)
     assert st["state"] == "blocked"
     assert "blocked" in cli("stats", url=redis_url).stdout.splitlines()[0]
+
+
+async def test_the_last_two_parents_told_at_the_same_moment_release_the_child_once(
+    redis_url: str, r: Redis, type_name: str,
+) -> None:
+    """Two workers relaying the last two parents at once, each call repeated: one entry."""
+    from streamjobs.connection import client_from_url
+
+    tk = TypeKeys("sj", type_name)
+    refs = [f"{type_name}/p{i}" for i in range(3)]
+    (res,) = await Scripts(r).enqueue(tk, [EnqueueItem(
+        ("payload", "1", Wire.DEPENDS_ON, orjson.dumps(refs).decode()), "kid")])
+    assert res.state == "blocked"
+    scripts = Scripts(r)
+    assert await scripts.parent_done(tk, "kid", refs[0], "completed", "0", 60_000) == (
+        Code.OK, "blocked")
+    others = [client_from_url(redis_url) for _ in range(4)]
+    try:
+        answers = await asyncio.gather(*(
+            Scripts(c).parent_done(tk, "kid", refs[1 + i % 2], "completed", str(i), 60_000)
+            for i, c in enumerate(others)))
+    finally:
+        for c in others:
+            await c.aclose()
+    # one call released it; the other new parent counted; the repeats changed nothing
+    assert answers.count((Code.OK, "waiting")) == 1
+    assert answers.count((Code.OK, "blocked")) == 1
+    assert all(code in (Code.ALREADY, Code.WRONG_STATE) for code, _ in answers
+               if code is not Code.OK)
+    assert await r.xlen(tk.stream) == 1
+    (entry,) = await r.xrange(tk.stream)
+    assert orjson.loads(entry[1][b"parent_states"]) == dict.fromkeys(refs, "completed")

@@ -81,7 +81,11 @@ def run(n: int, chain_n: int, rounds: int) -> dict[str, dict[str, object]]:
                     res = asyncio.run(_one(url, shape, count))
                 finally:
                     worker.terminate()
-                    worker.wait(15)
+                    try:
+                        worker.wait(15)
+                    except subprocess.TimeoutExpired:
+                        worker.kill()
+                        worker.wait()
             runs[shape].append(res)
             print(f"round {r + 1} {shape:<12} {res['jobs']:>6} jobs {res['seconds']:7.2f} s "
                   f"{res['jobs_per_s']:9.1f} jobs/s {res['ms_per_job']:7.2f} ms/job "

@@ -65,6 +65,9 @@ RECHECK_MS = 30_000
 #: The state a parent is reported in when its record is gone (expired or deleted).
 GONE = "gone"
 
+#: Parents one job may have (``enqueue.lua``'s MAX_PARENTS).
+MAX_PARENTS = 10_000
+
 #: A parent as the caller names it: ``(type, id)`` or ``"type/id"``.
 JobRef = tuple[str, str] | str
 
@@ -99,6 +102,8 @@ async def find_parents(redis: Redis, prefix: str, parents: Sequence[JobRef],
     """Each parent's keys (the partition holding its record) and id, looked up in one
     pipeline; ``partitions`` gives a type's partition count. InvalidArgument for a parent
     that has no record: a typo, or one whose retention is over."""
+    if len(parents) > MAX_PARENTS:
+        raise InvalidArgument(f"a job waits for at most {MAX_PARENTS} parents")
     refs = [parse_ref(ref) for ref in parents]
     candidates: list[tuple[TypeKeys, str]] = []
     for type_, job_id in refs:

@@ -38,7 +38,7 @@
 --@include lane
 local stream, delayed, stats, job_prefix = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local events = KEYS[5]
-local MAX_PARENTS = 1000
+local MAX_PARENTS = 10000
 
 -- The number of parent refs in a `depends_on` value, or nil when it is no such list.
 local function parent_count(raw)

@@ -207,7 +207,8 @@ class DependencyRelay:
                                            (result or b"").decode() if state == "completed"
                                            else "", self.result_ttl_ms)
         async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.delete(tk.dependents(job_id))
+            # The set stays for the retention (a workflow's graph, GET /jobs); the mark goes.
+            pipe.pexpire(tk.dependents(job_id), max(1, self.result_ttl_ms))
             pipe.hdel(tk.job(job_id), "dependents")
             pipe.hdel(tk.dep_outbox, job_id)
             await pipe.execute()

@@ -87,7 +87,17 @@ async def test_diamond_runs_the_last_step_once_after_both_with_their_results(
     assert set(d.parent_states.values()) == {"completed"}
     tk = TypeKeys("sj", type_name)
     assert await r.hlen(tk.dep_outbox) == 0  # every notice relayed and cleared
-    assert await r.exists(tk.dependents(ids["A"])) == 0
+    assert await r.hget(tk.job(ids["A"]), "dependents") is None  # the mark is gone
+    assert 0 < await r.pttl(tk.dependents(ids["A"])) <= 3_600_000  # kept for the retention
+    async with Producer(redis_url) as p:
+        a = await p.status(type_name, ids["A"])
+        d_status = await p.status(type_name, ids["D"])
+    middle = [f"{type_name}/{ids['B']}", f"{type_name}/{ids['C']}"]
+    middle.sort()
+    assert a is not None
+    assert a.dependents == middle
+    assert d_status is not None
+    assert d_status.parents == middle
 
 
 async def test_a_chain_of_three_types_passes_each_result_on(

@@ -452,3 +452,26 @@ def test_events_page_shows_a_job_enqueued_after_it_opened(page: Page, site: Site
     page.click("#events-pause")
     page.wait_for_selector("#events-state:has-text('paused')")
     _shot(page, site, "events")
+
+
+def test_a_workflows_graph_shows_each_steps_state(page: Page, site: Site) -> None:
+    steps = [{"name": "a", "type": "emails", "payload": {"to": "a@example.com"}, "id": "wf-a"},
+             {"name": "b", "type": "emails", "payload": {"to": "b@example.com"}, "after": ["a"]},
+             {"name": "c", "type": "emails", "payload": {"to": "c@example.com"}, "after": ["a"]},
+             {"name": "zip", "type": "zips", "payload": {}, "after": ["b", "c"], "id": "wf-zip"},
+             {"name": "notify", "type": "zips", "payload": {}, "after": ["zip"]}]
+    r = site.api.post("/workflows", json={"steps": steps})
+    assert r.status_code == 201, r.text
+    poll(lambda: site.api.get("/jobs/zips/wf-zip").json()["state"] == "waiting", timeout=20)
+    page.goto(f"{site.url}/ui#/job/zips/wf-zip")
+    page.wait_for_selector("#workflow .wf-node")
+    columns = page.locator("#workflow .wf-col")
+    assert columns.count() == 4  # a; b and c; zip; notify
+    assert columns.nth(1).locator(".wf-node").count() == 2
+    states = page.locator("#workflow .wf-node .badge").all_inner_texts()
+    assert sorted(states) == ["blocked", "completed", "completed", "completed", "waiting"]
+    assert page.locator("#workflow .wf-node.here").get_attribute("data-ref") == "zips/wf-zip"
+    page.locator("#workflow").scroll_into_view_if_needed()
+    _shot(page, site, "workflow")
+    page.click("#workflow .wf-node a:has-text('wf-a')")
+    page.wait_for_selector("#job-id:has-text('wf-a')")

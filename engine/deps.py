@@ -160,10 +160,14 @@ class DependencyRelay:
         self.result_ttl_ms = result_ttl_ms
         self._swept_at = 0.0
         self._settled: anyio.Event | None = None
+        #: The types that had a dependent registered lately (``deps_seen``): only their
+        #: settles wake the relay, so a worker whose types have none pays a read every
+        #: RELAY_S and nothing per settle.
+        self._parents: list[TypeKeys] = []
 
     def wake(self) -> None:
         """Jobs were settled: one of them may have been a parent."""
-        if self._settled is not None:
+        if self._settled is not None and self._parents:
             self._settled.set()
 
     async def run(self) -> None:
@@ -185,7 +189,10 @@ class DependencyRelay:
         async with self.redis.pipeline(transaction=False) as pipe:
             for tk in self.keys:
                 pipe.hlen(tk.dep_outbox)
-            sizes = await pipe.execute()
+                pipe.exists(tk.deps_seen)
+            replies_ = await pipe.execute()
+        sizes, seen = replies_[0::2], replies_[1::2]
+        self._parents = [tk for tk, n in zip(self.keys, seen, strict=True) if n]
         done = 0
         for tk, size in zip(self.keys, sizes, strict=True):
             if size:

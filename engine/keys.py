@@ -190,6 +190,12 @@ class TypeKeys:
         whose dependents are not all told yet (lua/includes/dependents.lua)."""
         return self.base + "dep_outbox"
 
+    @property
+    def deps_seen(self) -> str:
+        """Present (a day, renewed) once a job of this type had a dependent registered:
+        its workers then relay after their settles (engine/deps.py)."""
+        return self.base + "deps_seen"
+
     def dependents(self, job_id: str) -> str:
         """Set: refs (``<tag>/<id>``) of the jobs waiting for ``job_id`` (depend.lua)."""
         return f"{self.base}dependents:{job_id}"

@@ -1,7 +1,8 @@
 -- depend: register a blocked job (in another type or slot: `child_ref`, "<tag>/<id>") as
 -- waiting for the parent `job_id` of this type. An active parent keeps the ref in its
 -- dependents set and is marked (`dependents` 1): its end goes into the dependency outbox
--- (lua/includes/dependents.lua). A parent that has ended already answers its final state
+-- (lua/includes/dependents.lua); its type's `deps_seen` is set (a day) so its workers relay
+-- after their settles. A parent that has ended already answers its final state
 -- and its result, and the caller passes them to the child (parent_done.lua). Idempotent.
 -- KEYS[1] job_prefix
 -- ARGV[1] job_id
@@ -22,5 +23,6 @@ if state == COMPLETED or state == DEAD or state == CANCELLED or state == EXPIRED
   return {ALREADY, state, rec[2] or ''}
 end
 redis.call('SADD', string.sub(job_prefix, 1, -5) .. 'dependents:' .. id, child)
+redis.call('SET', string.sub(job_prefix, 1, -5) .. 'deps_seen', 1, 'EX', 86400)
 redis.call('HSET', key, 'dependents', 1)
 return {OK, state, ''}

@@ -207,9 +207,10 @@ async def test_api_long_poll_and_sse(redis_url: str, producer: Producer,
                                 seen.append((name, orjson.loads(line[6:])))
                                 if name == "completed":
                                     break
-    assert [n for n, _ in seen] == ["enqueued", "started", "completed"]
-    assert all(d["id"] == job_id and d["type"] == type_name for _, d in seen)
-    assert seen[2][1]["attempt"] == 1
+    assert [n for n, _ in seen] == ["ready", "enqueued", "started", "completed"]
+    assert seen[0][1] == {"since": "0"}  # first: where the stream follows from
+    assert all(d["id"] == job_id and d["type"] == type_name for _, d in seen[1:])
+    assert seen[3][1]["attempt"] == 1
 
 
 async def test_progress_logs_and_history(redis_url: str, r: Redis, producer: Producer,

@@ -51,6 +51,7 @@ class Site:
     url: str
     api: httpx.Client
     shots: Path
+    redis_url: str = ""
     fixed: set[str] = field(default_factory=set)
     release: threading.Event = field(default_factory=threading.Event)
 
@@ -141,7 +142,7 @@ def site(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[S
     with serving(server_config(app, settings, "127.0.0.1", free_port(), "warning")) as url, \
             httpx.Client(base_url=url, headers={"authorization": f"Bearer {KEY}"},
                          timeout=30) as api:
-        s = Site(url, api, shots)
+        s = Site(url, api, shots, redis_url)
         thread = _worker_thread(redis_url, s, settings, stop)
         try:
             _seed(s)
@@ -449,9 +450,37 @@ def test_events_page_shows_a_job_enqueued_after_it_opened(page: Page, site: Site
     kinds = page.locator("#events tr:has(a:has-text('welcome-live'))").evaluate_all(
         "rows => rows.map(r => r.dataset.event)")
     assert kinds[:1] == ["completed"] and "enqueued" in kinds  # newest first
+    # each event in its state's colour: started as running, completed as completed
+    started = page.locator("#events tr[data-event=started]:has(a:has-text('welcome-live'))")
+    assert "running" in (started.locator(".badge").get_attribute("class") or "")
     page.click("#events-pause")
     page.wait_for_selector("#events-state:has-text('paused')")
+    # paused: events are held (the connection stays), shown on resume
+    assert site.api.post("/jobs/emails", json={"payload": {"to": "held@example.com"},
+                                               "id": "welcome-held"}).status_code == 201
+    page.wait_for_selector("#events-pause:has-text('new')")
+    assert page.locator("#events a:has-text('welcome-held')").count() == 0
     _shot(page, site, "events")
+    page.click("#events-pause")
+    page.wait_for_selector("#events tr[data-event=completed] a:has-text('welcome-held')")
+    assert page.inner_text("#events-state") == "live"
+
+
+def test_events_of_a_type_with_events_off_are_refused_once(page: Page, site: Site) -> None:
+    assert site.api.post("/jobs/quiet", json={"payload": {}}).status_code == 201
+    import redis
+
+    from streamjobs.contract import EVENTS_OFF
+    from streamjobs.keys import TypeKeys
+
+    r = redis.Redis.from_url(site.redis_url)
+    r.set(TypeKeys(PREFIX, "quiet").events, EVENTS_OFF)  # `streamjobs events quiet off`
+    r.close()
+    res = site.api.get("/events", params={"types": "quiet"})
+    assert res.status_code == 409 and "streamjobs events quiet on" in res.text
+    page.goto(f"{site.url}/ui#/events?types=quiet")
+    page.wait_for_selector("#events-state:has-text('refused')")
+    assert "switched off" in page.inner_text("#flash")
 
 
 def test_a_workflows_graph_shows_each_steps_state(page: Page, site: Site) -> None:

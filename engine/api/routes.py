@@ -63,7 +63,7 @@ from streamjobs.errors import (
     PayloadTooLarge,
     WrongState,
 )
-from streamjobs.events import Events
+from streamjobs.events import Events, events_on
 from streamjobs.history import KEEP_MINUTES, throughput
 from streamjobs.job import check_job_id
 from streamjobs.keys import check_type_name, ready_probe_key
@@ -264,7 +264,7 @@ async def cancel(type_: TypeName, job_id: JobId, api: Api) -> Cancelled:
 @router.get("/events", tags=["jobs"], response_class=StreamingResponse,
             responses={200: {"content": {"text/event-stream": {}},
                              "description": "Server-Sent Events, one per transition"},
-                       **_errors()})
+                       **_errors(409)})
 async def events(
     api: Api,
     types: Annotated[str, Query(max_length=4000, description=(
@@ -276,12 +276,21 @@ async def events(
     (enqueued, started, progress, completed, failed, retrying, dead, cancelled, expired,
     debounced, dead_retried), `data:` a JSON object (type, id, attempt, at, stream_id, the
     event's own fields, and `partition` on a partitioned type's partitions 1 and up),
-    `id:` `tag/stream_id` (the tag: the type, or `type#partition`)."""
+    `id:` `tag/stream_id` (the tag: the type, or `type#partition`). The first event is
+    `ready` (`data`: `{"since": position}`): everything from then on is delivered. A type
+    whose events are switched off is refused with 409 before the stream starts."""
     names = [check_type_name(t) for t in types.split(",") if t]
     if not names:
         raise ApiError(422, "types: name at least one job type")
+    off = [t for t in names if not await events_on(api.redis, api.producer.keys(t))]
+    if off:
+        raise ApiError(409, f"events are switched off for {', '.join(off)}: switch them on "
+                            f"with `streamjobs events {off[0]} on`", types=off)
+    if since == "$":  # a position fixed now, so `ready` means "nothing after it is missed"
+        since = f"{server_ms(await api.redis.time()) - 1}-{2**64 - 1}"
 
     async def stream() -> AsyncIterator[bytes]:
+        yield b"event: ready\ndata: " + orjson.dumps({"since": since}) + b"\n\n"
         async for e in Events(api.redis, settings=api.settings).watch(names, since=since):
             yield (f"id: {e.tag}/{e.stream_id}\nevent: {e.event}\n".encode()
                    + b"data: " + orjson.dumps(e.to_dict()) + b"\n\n")

@@ -686,7 +686,11 @@ function scheduleRow(s) {
 // first; the last EVENTS_KEPT are kept. The types are in the hash: #/events?types=a,b.
 const EVENTS_KEPT = 200;
 const EVENT_KINDS = ["enqueued", "started", "progress", "completed", "retrying", "failed", "dead",
-  "cancelled", "expired", "debounced", "dead_retried"];
+  "cancelled", "expired", "debounced", "dead_retried", "unblocked"];
+// Each event in the colour of the state it leads to (the badges' state colours).
+const EVENT_STATE = { enqueued: "waiting", started: "running", progress: "running", completed: "completed",
+  retrying: "delayed", failed: "dead", dead: "dead", cancelled: "cancelled", expired: "expired",
+  debounced: "delayed", dead_retried: "waiting", unblocked: "waiting" };
 
 async function eventsPage(_, params) {
   const known = (await api("GET", "/types")).types.map((t) => t.type);
@@ -703,13 +707,22 @@ async function eventsPage(_, params) {
       const on = [...pick.querySelectorAll("input:checked")].map((i) => i.value);
       location.hash = `#/events?types=${on.map(enc).join(",")}`;
     } }), t)));
+  // Paused: the connection stays, events wait here (the newest EVENTS_KEPT) until resumed.
+  let paused = false;
+  const held = [];
   const add = (msg) => {
+    if (paused) {
+      held.push(msg);
+      if (held.length > EVENTS_KEPT) held.shift();
+      pause.textContent = `Resume (${held.length} new)`;
+      return;
+    }
     const e = JSON.parse(msg.data);
     const extra = e.error || e.message || e.reason || (e.progress !== undefined ? `${Math.round(e.progress * 100)}%` : "");
     const tr = h("tr", { "data-event": msg.type },
       h("td", {}, e.at ? new Date(Number(e.at)).toLocaleTimeString() : "—"),
       h("td", {}, typeLink(e.type)),
-      h("td", {}, h("span", { class: `badge ${msg.type}` }, msg.type)),
+      h("td", {}, h("span", { class: `badge ${EVENT_STATE[msg.type] || "read"}` }, msg.type)),
       h("td", {}, jobLink(e.type, e.id)),
       h("td", { class: "mono" }, String(e.attempt ?? "")),
       h("td", { class: "err" }, extra));
@@ -720,16 +733,38 @@ async function eventsPage(_, params) {
   const connect = () => {
     if (!chosen.length) { state.textContent = "no type chosen"; return; }
     feed = new EventSource(`/events?types=${chosen.map(enc).join(",")}`, { withCredentials: true });
-    feed.onopen = () => { state.textContent = "live"; state.className = "badge completed"; };
-    feed.onerror = () => { state.textContent = "reconnecting"; state.className = "badge delayed"; };
+    // "live" once the server says it follows from a fixed position: nothing after is missed.
+    feed.addEventListener("ready", () => {
+      state.textContent = paused ? "paused" : "live";
+      state.className = paused ? "badge paused" : "badge completed";
+    });
+    // A refused request (events switched off: 409 before the stream starts) is said once,
+    // instead of an EventSource reconnecting forever.
+    feed.onerror = async () => {
+      const r = await fetch(`/events?types=${chosen.map(enc).join(",")}&probe=1`, { credentials: "same-origin" })
+        .catch(() => null);
+      if (r && r.status >= 400 && r.status < 500) {
+        feed.close(); feed = null;
+        const body = await r.json().catch(() => ({}));
+        state.textContent = "refused"; state.className = "badge dead";
+        flash(body.error || body.detail || `events: ${r.status}`, true);
+        return;
+      }
+      if (r && r.body) r.body.cancel();
+      state.textContent = "reconnecting"; state.className = "badge delayed";
+    };
     for (const k of EVENT_KINDS) feed.addEventListener(k, add);
   };
   const pause = h("button", { id: "events-pause", class: "secondary", onclick: () => {
-    if (feed) {
-      feed.close(); feed = null;
+    paused = !paused;
+    if (paused) {
       state.textContent = "paused"; state.className = "badge paused"; pause.textContent = "Resume";
     } else {
-      connect(); pause.textContent = "Pause";
+      const backlog = held.splice(0);
+      pause.textContent = "Pause";
+      state.textContent = feed ? "live" : "connecting";
+      state.className = feed ? "badge completed" : "badge read";
+      for (const msg of backlog) add(msg);
     }
   } }, "Pause");
   show(h("div", { class: "row spread" }, h("div", { class: "row" }, h("h1", {}, "Events"), state),

@@ -130,6 +130,20 @@ async def check_events_on(redis: Redis, tk: TypeKeys) -> None:
                           f"watching need them (streamjobs events {tk.type} on)")
 
 
+async def recent_events(redis: Redis, tks: Sequence[TypeKeys], n: int) -> list[JobEvent]:
+    """The last ``n`` events of these types (their own streams: partition 0), newest
+    first, in one pipeline; a type whose events are off has none."""
+    async with redis.pipeline(transaction=False) as pipe:
+        for tk in tks:
+            pipe.xrevrange(tk.events, count=n)
+        found = await pipe.execute(raise_on_error=False)
+    events = [JobEvent.parse(tk.type, entry_id, fields)
+              for tk, rows in zip(tks, found, strict=True) if not isinstance(rows, Exception)
+              for entry_id, fields in replies.entries(rows)]
+    events.sort(key=lambda e: e.at, reverse=True)
+    return events[:n]
+
+
 async def last_id(redis: Redis, tk: TypeKeys) -> str:
     """The events stream's last entry id ("0-0" when empty): a position to read after."""
     rows = replies.entries(await redis.xrevrange(tk.events, count=1))

@@ -7,7 +7,7 @@ straight from the server; nothing here writes but the throughput sample ``top`` 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -18,6 +18,7 @@ from rich.text import Text
 
 from streamjobs.contract import JobState
 from streamjobs.counts import known_types, server_ms, types_stats
+from streamjobs.events import JobEvent, recent_events
 from streamjobs.history import throughput
 from streamjobs.keys import TypeKeys
 from streamjobs.presence import live_workers
@@ -34,6 +35,13 @@ if TYPE_CHECKING:
 STATE_STYLE = {"waiting": "blue", "running": "magenta", "delayed": "yellow", "dead": "red",
                "completed": "green"}
 STATES = tuple(STATE_STYLE)
+#: Each event in the colour of the state it leads to (the dashboard's Events page).
+EVENT_STYLE = {"enqueued": "blue", "started": "magenta", "progress": "magenta",
+               "completed": "green", "retrying": "yellow", "failed": "red", "dead": "red",
+               "cancelled": "dim", "expired": "dim", "debounced": "yellow",
+               "dead_retried": "blue", "unblocked": "blue"}
+#: Events ``top`` shows, newest first.
+TOP_EVENTS = 8
 
 
 def _ago(ms: int | None, now_ms: int) -> str:
@@ -114,6 +122,21 @@ def types_table(stats: list[TypeStats], per_minute: dict[str, tuple[float, float
     return t
 
 
+def events_table(events: list[JobEvent], now_ms: int) -> Table | Text:
+    """The last transitions of every type, newest first."""
+    if not events:
+        return Text("no events yet", style="dim")
+    t = Table(title="last events", title_justify="left", expand=True)
+    for col in ("ago", "type", "event", "job", "attempt", ""):
+        t.add_column(col, justify="right" if col in ("ago", "attempt") else "left")
+    for e in events:
+        detail = (e.data.get("error") or e.data.get("message") or e.data.get("reason")
+                  or (f"{float(e.data['progress']):.0%}" if "progress" in e.data else ""))
+        t.add_row(_ago(e.at, now_ms), e.type, Text(e.event, style=EVENT_STYLE.get(e.event, "")),
+                  e.id, str(e.attempt), detail[:80])
+    return t
+
+
 @dataclass
 class Snapshot:
     stats: list[TypeStats]
@@ -121,6 +144,7 @@ class Snapshot:
     #: Per type: jobs completed and attempts failed per minute over the last 5 minutes.
     per_minute: dict[str, tuple[float, float]]
     now_ms: int
+    events: list[JobEvent] = field(default_factory=list)
 
 
 async def snapshot(redis: Redis, prefix: str, minutes: int = 5) -> Snapshot:
@@ -130,14 +154,16 @@ async def snapshot(redis: Redis, prefix: str, minutes: int = 5) -> Snapshot:
     now = server_ms(await redis.time())
     _, series = await throughput(redis, tks, now, minutes)
     rates = {s.type: (sum(s.completed) / minutes, sum(s.failed) / minutes) for s in series}
-    return Snapshot(stats, await live_workers(redis, prefix), rates, now)
+    return Snapshot(stats, await live_workers(redis, prefix), rates, now,
+                    await recent_events(redis, tks, TOP_EVENTS))
 
 
 def top_view(snap: Snapshot) -> Group:
     clock = time.strftime("%H:%M:%S", time.localtime(snap.now_ms / 1000))
     head = Text(f"streamjobs top  {clock}  (rates: last 5 min; Ctrl-C quits)", style="bold")
     return Group(head, types_table(snap.stats, snap.per_minute),
-                 workers_table(snap.workers, snap.now_ms))
+                 workers_table(snap.workers, snap.now_ms),
+                 events_table(snap.events, snap.now_ms))
 
 
 async def run_top(redis: Redis, prefix: str, console: Console, interval: float,

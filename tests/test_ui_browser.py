@@ -84,7 +84,7 @@ def _registry(site: Site) -> Registry:
         await job.progress(1.0, "rendered 10 of 10 pages")
         return "render.pdf"
 
-    @reg.handler("videos", **FAST)
+    @reg.handler("videos", max_running=2, rate_limit="100/s", **FAST)
     async def videos(job: Job) -> str:
         await anyio.sleep(60)  # until cancelled from the dashboard
         return "encoded"
@@ -504,3 +504,16 @@ def test_a_workflows_graph_shows_each_steps_state(page: Page, site: Site) -> Non
     _shot(page, site, "workflow")
     page.click("#workflow .wf-node a:has-text('wf-a')")
     page.wait_for_selector("#job-id:has-text('wf-a')")
+    page.goto(f"{site.url}/ui#/type/zips?state=blocked")
+    page.wait_for_selector("#policy:has-text('waiting for their parents')")
+    assert page.locator("#jobs tbody tr").count() == 1  # the blocked tab lists it
+
+
+def test_a_types_limits_show_what_they_hold(page: Page, site: Site) -> None:
+    assert site.api.post("/jobs/videos", json={"payload": {}, "id": "limits-v"}).status_code == 201
+    poll(lambda: site.api.get("/jobs/videos/limits-v").json()["state"] == "running", timeout=10)
+    page.goto(f"{site.url}/ui#/type/videos")
+    page.wait_for_selector("#policy:has-text('max running')")
+    facts = page.inner_text("#policy")
+    assert "1 of 2 running" in facts and "100/s" in facts
+    site.api.delete("/jobs/videos/limits-v")

@@ -347,7 +347,16 @@ function policyFacts(detail) {
       ["backoff", `${p.backoff_base} s doubling, cap ${p.backoff_cap} s, jitter ${p.jitter}`],
       ["visibility timeout", `${p.visibility_timeout} s`], ["max deliveries", String(p.max_deliveries)],
       ["isolation", p.isolation]);
+    // Limits, with what they hold now (GET /types/{type}: limits).
+    const lim = detail.limits || {};
+    if (p.max_running) items.push(["max running", `${lim.running ?? "?"} of ${p.max_running} running, ${lim.held ?? 0} parked`]);
+    if (p.max_running_per_key) items.push(["max running per key", String(p.max_running_per_key)]);
+    if (p.rate_limit) items.push(["rate limit", `${p.rate_limit} (${lim.rate_window_starts ?? 0} starts in the window${lim.rate_hold_ms ? `, held ${duration(lim.rate_hold_ms / 1000)}` : ""})`]);
+    if (p.rate_limit_per_key) items.push(["rate limit per key", p.rate_limit_per_key]);
   }
+  if (st.blocked) items.push(["blocked", `${st.blocked.toLocaleString()} waiting for their parents`]);
+  const levels = Object.entries(st.waiting_by_priority || {}).filter(([k]) => k !== "normal");
+  if (levels.length) items.push(["waiting by priority", Object.entries(st.waiting_by_priority).map(([k, v]) => `${k} ${v}`).join(", ")]);
   return h("div", {}, h("dl", { class: "facts", id: "policy" }, items.flatMap(([k, v]) => [h("dt", {}, k), h("dd", {}, v)])),
     p ? null : h("p", { class: "muted" }, "Policy: no live worker runs this type, so its policy is not known here."));
 }

@@ -39,7 +39,7 @@ from streamjobs.status import JobStatus, find_entry, type_status
 from streamjobs.streams import ensure_types, partition_keys, partitions_of
 from streamjobs.tracing import ID_ATTR, Tracing
 from streamjobs.webhooks import EVENTS, Webhook, all_webhooks, remove_webhook, set_webhook
-from streamjobs.workflows import Step, run_workflow
+from streamjobs.workflows import Step, ordered
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
@@ -660,9 +660,34 @@ class Producer:
         parents first, each child blocked until its parents have ended. Returns each
         step's job id by its name. With ``settings.tracing``, the steps share one trace."""
         if self._tracing is None:
-            return await run_workflow(self, steps)
+            return await self._workflow(steps)
         with self._tracing.enqueue("workflow", None):
-            return await run_workflow(self, steps)
+            return await self._workflow(steps)
+
+    async def _workflow(self, steps: Sequence[Step]) -> dict[str, Enqueued]:
+        """Checked whole first (``workflows.ordered``). The steps that wait for none go
+        first, pipelined per type; then each waiting step, registered with its parents."""
+        plan = ordered(steps)
+        types = {str(s.name): s.type for s in plan}
+        ids: dict[str, Enqueued] = {}
+        roots: dict[str, list[Step]] = {}
+        for s in plan:
+            if not s.after and s.on_parent_failure is None:
+                roots.setdefault(s.type, []).append(s)
+        for type_, group in roots.items():
+            specs = [JobSpec(s.payload, **dict(s.options)) for s in group]
+            for s, res in zip(group, await self.enqueue_batch(type_, specs), strict=True):
+                if res.code is Code.DUPLICATE:
+                    raise DuplicateJob(res.code, res.job_id,
+                                       f"step {s.name!r}: it is {res.state}")
+                ids[str(s.name)] = Enqueued(res.job_id, res.state,
+                                            res.code is Code.DEDUPLICATED)
+        for s in plan:
+            if str(s.name) not in ids:
+                ids[str(s.name)] = await self.enqueue(
+                    s.type, s.payload, after=[(types[p], str(ids[p])) for p in s.after],
+                    on_parent_failure=s.on_parent_failure, **dict(s.options))
+        return {str(s.name): ids[str(s.name)] for s in plan}
 
     async def status(self, type_: str, job_id: str) -> JobStatus | None:
         """The job's state and record, or None when unknown (or expired). A partitioned

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from streamjobs.codes import Code
+from streamjobs.connection import is_cluster
 from streamjobs.contract import Failure, fields_of
 from streamjobs.errors import ReplyShapeError
 
@@ -520,6 +521,10 @@ class Scripts:
                      ) -> list[tuple[Code, str, str]]:
         """Register ``child_ref`` as waiting for each parent (keys, id), one pipeline:
         per parent (code, its state, its result when it completed already)."""
+        if is_cluster(self.redis):  # no script calls in a cluster pipeline: one by one
+            heads = [(await self._call("depend", tk, job_id=job_id, child_ref=child_ref))[0]
+                     for tk, job_id in parents]
+            return [(h["code"], h["state"], h["result"]) for h in heads]
         script = self._registered["depend"]
         async with self.redis.pipeline(transaction=False) as pipe:
             for tk, job_id in parents:

@@ -17,14 +17,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
-from streamjobs.codes import Code
 from streamjobs.contract import ParentPolicy
-from streamjobs.errors import DuplicateJob, InvalidArgument
+from streamjobs.errors import InvalidArgument
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
-
-    from streamjobs.producer import Enqueued, Producer
 
 #: Job options a step may carry (``Producer.enqueue``'s keyword arguments).
 STEP_OPTIONS = frozenset({"job_id", "max_attempts", "timeout", "headers", "expires_in",
@@ -107,33 +104,3 @@ def _check(steps: Sequence[Step]) -> None:
             if parent not in names or parent == s.name:
                 raise InvalidArgument(f"step {s.name!r} runs after {parent!r}: no such "
                                       "other step")
-
-
-async def run_workflow(producer: Producer, steps: Sequence[Step]) -> dict[str, Enqueued]:
-    """Enqueue the steps, parents first; returns each step's job id by its name. Checked
-    whole before the first enqueue. The steps that wait for none go first, pipelined per
-    type; then each waiting step, registered with its parents."""
-    from streamjobs.producer import Enqueued, JobSpec
-
-    plan = ordered(steps)
-    types = {str(s.name): s.type for s in plan}
-    ids: dict[str, Enqueued] = {}
-    roots: dict[str, list[Step]] = {}
-    for s in plan:
-        if not s.after and s.on_parent_failure is None:
-            roots.setdefault(s.type, []).append(s)
-    for type_, group_ in roots.items():
-        specs = [JobSpec(s.payload, **dict(s.options)) for s in group_]
-        for s, res in zip(group_, await producer.enqueue_batch(type_, specs), strict=True):
-            if res.code is Code.DUPLICATE:
-                raise DuplicateJob(res.code, res.job_id, f"step {s.name!r}: it is {res.state}")
-            ids[str(s.name)] = Enqueued(res.job_id, res.state,
-                                        res.code is Code.DEDUPLICATED)
-    for s in plan:
-        if str(s.name) in ids:
-            continue
-        after = [(types[p], str(ids[p])) for p in s.after]
-        ids[str(s.name)] = await producer.enqueue(
-            s.type, s.payload, after=after, on_parent_failure=s.on_parent_failure,
-            **dict(s.options))
-    return {str(s.name): ids[str(s.name)] for s in plan}

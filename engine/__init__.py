@@ -4,7 +4,7 @@ The public API is ``__all__``; every other module is internal and may change.
 """
 
 from streamjobs.config import Settings
-from streamjobs.contract import DedupMode, Event, JobState
+from streamjobs.contract import DedupMode, Event, JobState, ParentPolicy, Priority
 from streamjobs.counts import TypeStats
 from streamjobs.dead import DeadJob, DeadLetters
 from streamjobs.errors import (
@@ -45,6 +45,7 @@ from streamjobs.schedules import Schedule
 from streamjobs.status import JobStatus
 from streamjobs.webhooks import Webhook
 from streamjobs.worker import Worker
+from streamjobs.workflows import Step, chain, group
 
 __all__ = [
     "ResultTimeout",
@@ -73,7 +74,9 @@ __all__ = [
     "JobStatus",
     "NotOwner",
     "PayloadTooLarge",
+    "ParentPolicy",
     "PermanentError",
+    "Priority",
     "Policy",
     "Producer",
     "Registry",
@@ -82,6 +85,7 @@ __all__ = [
     "Schedule",
     "ServerError",
     "Settings",
+    "Step",
     "StreamJobsError",
     "SyncProducer",
     "TransitionError",
@@ -89,5 +93,7 @@ __all__ = [
     "Webhook",
     "Worker",
     "WrongState",
+    "chain",
+    "group",
     "handler",
 ]

@@ -18,7 +18,7 @@ from redis.exceptions import RedisError
 
 from streamjobs import commands as runner
 from streamjobs import logs
-from streamjobs.contract import DedupMode
+from streamjobs.contract import DedupMode, ParentPolicy, Priority
 from streamjobs.errors import StreamJobsError
 from streamjobs.listing import LISTABLE
 
@@ -108,6 +108,12 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--dedup-mode", choices=[m.value for m in DedupMode], default=None,
                    help="unique (default), throttle or debounce")
     e.add_argument("--dedup-ttl", type=float, default=None, help="the key's window, seconds")
+    e.add_argument("--priority", choices=[p.value for p in Priority], default=None,
+                   help="high, normal (default) or low: higher levels start first")
+    e.add_argument("--after", action="append", default=[], metavar="TYPE/ID",
+                   help="a parent (repeat for more): the job waits until each has ended")
+    e.add_argument("--on-parent-failure", choices=[p.value for p in ParentPolicy],
+                   default=None, help="fail (default), run or drop, when a parent fails")
 
     c = sub.add_parser("cancel", help="cancel a job (waiting, delayed, or running: its "
                                       "worker stops the attempt)")
@@ -143,8 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     j = sub.add_parser("jobs", help="one page of a type's jobs in a state")
     j.add_argument("type")
-    j.add_argument("--state", default="waiting",
-                   choices=["waiting", "running", "delayed", "completed", "dead"])
+    j.add_argument("--state", default="waiting", choices=[s.value for s in LISTABLE])
     j.add_argument("--limit", type=int, default=20, help="jobs per page (1-1000)")
     j.add_argument("--cursor", default=None, help="the cursor the previous page printed")
 
@@ -182,6 +187,9 @@ def build_parser() -> argparse.ArgumentParser:
                                         "letters and stats (stop its workers first)")
     td.add_argument("type")
     td.add_argument("--yes", action="store_true", help="confirm")
+    tsh = tsub.add_parser("show", help="a type's counts, policy and limits as its live "
+                                       "workers run them, and what the limits hold now (JSON)")
+    tsh.add_argument("type")
     tp = tsub.add_parser("partitions", help="show (or set) how many partitions a type's "
                                             "jobs are spread over; its workers set it too")
     tp.add_argument("type")
@@ -207,6 +215,8 @@ def build_parser() -> argparse.ArgumentParser:
     sa.add_argument("--tz", default="UTC", help="IANA time zone of the cron expression")
     sa.add_argument("--max-attempts", type=int, default=None)
     sa.add_argument("--timeout", type=float, default=None)
+    sa.add_argument("--priority", choices=[p.value for p in Priority], default=None,
+                    help="each tick's priority level")
     sa.add_argument("--paused", action="store_true", help="create it paused")
     ssub.add_parser("list", help="every schedule, as JSON lines")
     for verb, what in (("remove", "delete a schedule (its jobs stay)"),

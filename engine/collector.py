@@ -30,13 +30,13 @@ from redis.exceptions import RedisError
 
 from streamjobs import replies
 from streamjobs.connection import SyncClient, sync_client_from_url, sync_client_like
-from streamjobs.contract import JobState, Stat
+from streamjobs.contract import JobState, Priority, Stat
 from streamjobs.counts import (
     COUNT_REPLIES,
     Counts,
     checked,
     fold,
-    more_partitions,
+    more_streams,
     oldest_age,
     parse_counts,
     queue_counts,
@@ -61,6 +61,7 @@ _GAUGES = {
     JobState.RUNNING: "Jobs delivered to a worker and not finished (consumer group pending list)",
     JobState.DELAYED: "Jobs scheduled for later or waiting out a retry backoff",
     JobState.DEAD: "Jobs in the dead stream",
+    JobState.BLOCKED: "Jobs waiting for their parents to end (after=)",
 }
 #: counter name → field of the type's stats hash
 _COUNTERS = {
@@ -126,7 +127,7 @@ class QueueCollector(Collector):
         # One pipeline; a cluster client splits it per node. TIME is not allowed in a
         # cluster pipeline: read apart.
         rows = self._counts(keys)
-        extra = more_partitions(keys, rows)  # partitioned types: the other partitions
+        extra = more_streams(keys, rows)  # the other partitions and the priority levels
         if extra:
             keys, rows = [*keys, *extra], rows + self._counts(extra)
         ages = self._ages(keys, rows, server_ms(self.client.time()))
@@ -170,6 +171,13 @@ def _families(types: Sequence[str], rows: Sequence[Counts],
     for t, a in zip(types, ages, strict=True):
         age.add_metric([t], a)
     out.append(age)
+    levels = GaugeMetricFamily("streamjobs_queue_waiting_by_priority",
+                               "Jobs waiting, by priority level (high, normal, low)",
+                               labels=["type", "priority"])
+    for t, row in zip(types, rows, strict=True):
+        for level in Priority:
+            levels.add_metric([t, level.value], row.by_level.get(level.value, 0))
+    out.append(levels)
     paused = GaugeMetricFamily("streamjobs_type_paused",
                                "1 while the type is paused (workers start none of its jobs)",
                                labels=["type"])

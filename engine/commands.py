@@ -26,6 +26,7 @@ from streamjobs.listing import Page, list_jobs
 from streamjobs.logs import LogConfig, redact
 from streamjobs.producer import Cancelled, CancelOutcome, Enqueued, Producer
 from streamjobs.streams import keep_types_indexed, partitions_of, publish_partitions
+from streamjobs.typeinfo import describe_type
 
 if TYPE_CHECKING:
     import argparse
@@ -82,7 +83,9 @@ def cmd_enqueue(args: argparse.Namespace) -> int:
                                    delay=args.delay, max_attempts=args.max_attempts,
                                    timeout=args.timeout, expires_in=args.expires_in,
                                    dedup_key=args.dedup_key, dedup_mode=args.dedup_mode,
-                                   dedup_ttl=args.dedup_ttl)
+                                   dedup_ttl=args.dedup_ttl, priority=args.priority,
+                                   after=args.after,
+                                   on_parent_failure=args.on_parent_failure)
 
     job_id = _run(go)
     if job_id.deduplicated:
@@ -198,11 +201,14 @@ def cmd_stats(args: argparse.Namespace) -> int:
             await r.aclose()
 
     rows = _run(go)
-    cols = ["type", "waiting", "running", "delayed", "dead", "completed", "cancelled",
-            "expired", "paused"]
-    print("  ".join(f"{c:>12}" for c in cols))
+    cols = ["type", "waiting", "running", "delayed", "blocked", "dead", "completed",
+            "cancelled", "expired", "paused"]
+    print("  ".join(f"{c:>12}" for c in cols) + "  waiting by priority")
     for s in rows:
-        print("  ".join(f"{getattr(s, c)!s:>12}" for c in cols))
+        levels = s.waiting_by_priority
+        by_level = " ".join(f"{k}={levels[k]}" for k in ("high", "normal", "low") if k in levels)
+        print("  ".join(f"{getattr(s, c)!s:>12}" for c in cols)
+              + ("  " + by_level if set(levels) - {"normal"} else ""))
     return 0
 
 
@@ -353,6 +359,10 @@ def cmd_types(args: argparse.Namespace) -> int:
     check_type_name(args.type)
     if args.types_command == "partitions":
         return _partitions(args)
+    if args.types_command == "show":
+        _print_json(_with_producer(resolve_url(args), lambda p: describe_type(
+            p.redis, p.keys(args.type))))
+        return 0
     if not args.yes:
         raise InvalidArgument(f"deleting type {args.type!r} removes all its jobs, records and "
                          "dead letters: add --yes to confirm")
@@ -398,7 +408,8 @@ def cmd_schedule(args: argparse.Namespace) -> int:
     if verb == "add":
         s = _with_producer(url, lambda p: p.schedule(
             args.name, args.type, args.payload, cron=args.cron, every=args.every, tz=args.tz,
-            max_attempts=args.max_attempts, timeout=args.timeout, paused=args.paused))
+            max_attempts=args.max_attempts, timeout=args.timeout, paused=args.paused,
+            priority=args.priority))
         _print_json(s.to_dict())
     elif verb == "list":
         for s in _with_producer(url, lambda p: p.schedules()):

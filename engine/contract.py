@@ -49,6 +49,9 @@ class JobState(StrEnum):
     CANCELLED = "cancelled"
     #: Not started by its ``expires_at``: never runs.
     EXPIRED = "expired"
+    #: Waiting for its parents (``after``) to end: in its type's blocked set, in no
+    #: stream yet (``parent_done.lua`` moves it on).
+    BLOCKED = "blocked"
 
 
 #: Delivery (XREADGROUP) is the move to running and no script sees it, so a running job's
@@ -82,14 +85,14 @@ FETCH = "fetch"
 #: an empty tuple is a script that moves no job. Each script's ``-- moves:`` lines say the
 #: same (checked by the header test).
 TRANSITIONS: dict[str, tuple[Move, ...]] = {
-    "enqueue": (_m(NEW, f"{_W} {_D}"),),
+    "enqueue": (_m(NEW, f"{_W} {_D} {JobState.BLOCKED}"),),
     FETCH: (_m(_W, _R),),
     "ack": (_m(_R, JobState.COMPLETED),),
     "fail": (_m(_R, f"{_W} {_D} {JobState.DEAD}"),),
     "release": (_m(_R, f"{_W} {JobState.DEAD}"),),
     "reclaim": (_m(_R, f"{_R} {JobState.DEAD}"),),
     "promote": (_m(_D, f"{_W} {JobState.EXPIRED}"),),
-    "cancel": (_m(f"{_W} {_D}", JobState.CANCELLED),),
+    "cancel": (_m(f"{_W} {_D} {JobState.BLOCKED}", JobState.CANCELLED),),
     "stop": (_m(_R, f"{JobState.EXPIRED} {JobState.CANCELLED} {_D}"),),
     "dead_retry": (_m(JobState.DEAD, _W),),
     "dead_purge": (_m(JobState.DEAD, GONE),),
@@ -100,6 +103,11 @@ TRANSITIONS: dict[str, tuple[Move, ...]] = {
     #: A running attempt's progress and log lines.
     "progress": (),
     "schedule_tick": (_m(NEW, _W),),
+    #: Registers a dependent with a parent job (its slot); moves neither.
+    "depend": (),
+    #: A parent of a blocked job ended: the child waits on, starts, or follows its policy.
+    "parent_done": (_m(JobState.BLOCKED,
+                       f"{JobState.BLOCKED} {_W} {JobState.DEAD} {JobState.CANCELLED}"),),
 }
 
 
@@ -126,6 +134,9 @@ class Failure(StrEnum):
     POISON = "poison"
     #: A foreign entry whose ``id`` belongs to another job (its record is left alone).
     DUPLICATE_ID = "duplicate id"
+    #: Reason only: a parent (``after``) ended dead, cancelled or expired and the job's
+    #: ``on_parent_failure`` is fail (dead) or drop (cancelled).
+    PARENT_FAILED = "parent failed"
 
 
 #: Modes a worker sends to ``fail.lua``; the other members are dead reasons only.
@@ -207,6 +218,22 @@ class Wire(_Name):
     #: The key of ``max_running_per_key`` (1-128 printable ASCII, no spaces): a job's
     #: slot is its key's. ``Producer.enqueue(key=...)`` writes it.
     LIMIT_KEY = "limit_key"
+    #: The jobs this one waits for (``enqueue(after=...)``): a JSON list of
+    #: ``"<tag>/<id>"`` (the parent's hash tag, i.e. its type or ``type#partition``, and
+    #: id). Only through ``enqueue.lua``:
+    #: the job is ``blocked`` until each has ended (docs/protocol.md, *Dependencies*).
+    DEPENDS_ON = "depends_on"
+    #: What a parent that ends dead, cancelled or expired does to this job
+    #: (:class:`ParentPolicy`; default fail).
+    ON_PARENT_FAILURE = "on_parent_failure"
+    #: Written when a blocked job starts: JSON objects, parent ref -> its result (null
+    #: when none or not completed) and -> its final state.
+    PARENT_RESULTS = "parent_results"
+    PARENT_STATES = "parent_states"
+    #: The job's level (:class:`Priority`): ``high`` and ``low`` jobs wait in streams of
+    #: their own (``TypeKeys.stream`` of that level), read before / after the type's
+    #: stream; a delayed, retried or released job goes back to its level's stream.
+    PRIORITY = "priority"
 
 
 RESERVED = frozenset(Wire)
@@ -256,6 +283,47 @@ class Rec(_Name):
     #: The scope a job parked over a limit waits for, and the lease it was parked with.
     HELD = "held"
     HELD_LEASE = "held_lease"
+    #: The job's level when not ``normal`` (:class:`Priority`): which stream its entry is in.
+    PRIORITY = "priority"
+    #: A blocked job: how many of its parents have not ended yet.
+    DEPS_LEFT = "deps_left"
+    #: ``1`` on a job other jobs wait for: its end goes into its type's dependency outbox.
+    DEPENDENTS = "dependents"
+
+
+#: A blocked job's record keeps each parent that ended as ``dep:<ref>`` -> its final
+#: state, and a completed one's result as ``depr:<ref>``.
+DEP_STATE = "dep:"
+DEP_RESULT = "depr:"
+
+
+class ParentPolicy(StrEnum):
+    """What a parent that ends dead, cancelled or expired does to a job waiting for it."""
+
+    #: The child ends dead (reason ``parent failed``): visible, retryable by hand.
+    FAIL = "fail"
+    #: The child runs anyway once its parents have ended (``job.parent_states`` tells).
+    RUN = "run"
+    #: The child ends cancelled (reason ``parent failed``), never runs.
+    DROP = "drop"
+
+
+class Priority(StrEnum):
+    """A job's level. Workers start every waiting job of a higher level before any of a
+    lower one (per type); ``normal`` jobs are the type's stream itself, so a type that
+    never uses the others reads one stream, as before."""
+
+    HIGH = "high"
+    NORMAL = "normal"
+    LOW = "low"
+
+    @property
+    def rank(self) -> int:
+        """0 is read first."""
+        return _PRIORITY_RANK[self]
+
+
+_PRIORITY_RANK = {Priority.HIGH: 0, Priority.NORMAL: 1, Priority.LOW: 2}
 
 
 class DedupMode(StrEnum):
@@ -368,6 +436,8 @@ class Event(StrEnum):
     DEBOUNCED = "debounced"
     #: A dead job put back to waiting with fresh attempts (``dead_retry``).
     DEAD_RETRIED = "dead_retried"
+    #: Its parents have ended: a blocked job moved to waiting (``parent_done``).
+    UNBLOCKED = "unblocked"
 
 
 #: The events that end a job: a waiter for its result stops at one of them.
@@ -474,6 +544,8 @@ def job_id_of(entry_id: str, fields: Mapping[bytes, bytes]) -> str:
 
 
 DEDUP_MODES = frozenset(DedupMode)
+PRIORITIES = frozenset(Priority)
+PARENT_POLICIES = frozenset(ParentPolicy)
 
 
 def entry_problem(fields: Mapping[bytes, bytes]) -> str | None:

@@ -7,13 +7,13 @@ raises: a node that cannot be read is an error, never a zero."""
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from redis.exceptions import ResponseError
 
 from streamjobs import replies
-from streamjobs.contract import TYPE_NAME, Stat
+from streamjobs.contract import TYPE_NAME, Priority, Stat
 from streamjobs.keys import GROUP, PARTITIONS_FIELD, TypeKeys, parse_partitions, types_key
 from streamjobs.records import Record
 
@@ -21,6 +21,8 @@ if TYPE_CHECKING:
     from collections.abc import Iterable, Sequence
 
     from redis.asyncio import Redis
+
+NORMAL = Priority.NORMAL
 
 log = logging.getLogger("streamjobs")
 
@@ -46,6 +48,10 @@ class TypeStats(Record):
     deduplicated: int = 0
     #: Paused: workers start none of its jobs (``streamjobs pause``).
     paused: bool = False
+    #: Waiting for their parents (``after``).
+    blocked: int = 0
+    #: Waiting jobs of each priority level in use (``high``/``normal``/``low``).
+    waiting_by_priority: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,13 +68,16 @@ class Counts:
     paused: bool = False
     #: Partitions the type is spread over (its config; read with partition 0's counts).
     partitions: int = 1
+    #: Waiting entries by priority level (set by :func:`fold`).
+    by_level: dict[str, int] = field(default_factory=dict)
+    blocked: int = 0
 
     def counter(self, name: Stat) -> int:
         return int(self.counters.get(name.b, 0))
 
 
 #: Replies :func:`queue_counts` adds to a pipeline per type.
-COUNT_REPLIES = 8
+COUNT_REPLIES = 9
 
 
 def queue_counts(pipe: Any, tk: TypeKeys) -> None:
@@ -85,6 +94,7 @@ def queue_counts(pipe: Any, tk: TypeKeys) -> None:
     pipe.xinfo_groups(tk.stream)
     pipe.exists(tk.paused)
     pipe.hget(tk.config, PARTITIONS_FIELD)
+    pipe.zcard(tk.blocked)
 
 
 def checked(reply: Any) -> Any:
@@ -99,7 +109,8 @@ def checked(reply: Any) -> Any:
 
 def parse_counts(res: Sequence[Any]) -> Counts:
     """Read the replies of :func:`queue_counts` (a missing stream or group counts as 0)."""
-    length, pend, delayed, dead, counters, groups, paused, parts = (checked(r) for r in res)
+    length, pend, delayed, dead, counters, groups, paused, parts, blocked = (
+        checked(r) for r in res)
     length = length if isinstance(length, int) else 0
     running = int(pend["pending"]) if isinstance(pend, dict) else 0
     last = None
@@ -114,14 +125,21 @@ def parse_counts(res: Sequence[Any]) -> Counts:
         counters=counters if isinstance(counters, dict) else {}, last_delivered=last,
         paused=bool(paused),
         partitions=parse_partitions(parts),
+        blocked=blocked if isinstance(blocked, int) else 0,
     )
 
 
-def more_partitions(tks: Sequence[TypeKeys], rows: Sequence[Counts]) -> list[TypeKeys]:
-    """The partitions (after the first) of the types whose counts say they have some:
-    their counts are read next, and :func:`fold` adds them up."""
-    return [p for tk, c in zip(tks, rows, strict=True) if tk.partition == 0
-            for p in tk.partitions(c.partitions)[1:]]
+def more_streams(tks: Sequence[TypeKeys], rows: Sequence[Counts]) -> list[TypeKeys]:
+    """The other streams of these types: the partitions (after the first) of those whose
+    counts say they have some, and every partition's priority levels. Their counts are
+    read next, and :func:`fold` adds them up."""
+    out: list[TypeKeys] = []
+    for tk, c in zip(tks, rows, strict=True):
+        if tk.partition == 0:
+            parts = tk.partitions(c.partitions)
+            out += parts[1:]
+            out += [lane for p in parts for lane in p.levels() if lane.level is not NORMAL]
+    return out
 
 
 def fold(tks: Sequence[TypeKeys], rows: Sequence[Counts], ages: Sequence[float]
@@ -131,10 +149,19 @@ def fold(tks: Sequence[TypeKeys], rows: Sequence[Counts], ages: Sequence[float]
     out: dict[str, tuple[TypeKeys, Counts, float]] = {}
     for tk, c, a in zip(tks, rows, ages, strict=True):
         seen = out.get(tk.type)
+        c = replace(c, by_level={tk.level.value: c.waiting} if c.waiting else {})
         if seen is None:
             out[tk.type] = (TypeKeys(tk.prefix, tk.type), c, a)
             continue
         s = seen[1]
+        by_level = dict(s.by_level)
+        for level, n in c.by_level.items():
+            by_level[level] = by_level.get(level, 0) + n
+        if tk.level is not NORMAL:  # a level's stream: its entries (the rest is shared)
+            out[tk.type] = (seen[0], replace(s, waiting=s.waiting + c.waiting,
+                                             running=s.running + c.running,
+                                             by_level=by_level), max(seen[2], a))
+            continue
         counters = dict(s.counters)
         for name, v in c.counters.items():
             if name != Stat.SEQ.b:
@@ -142,7 +169,7 @@ def fold(tks: Sequence[TypeKeys], rows: Sequence[Counts], ages: Sequence[float]
         out[tk.type] = (seen[0], Counts(
             s.waiting + c.waiting, s.running + c.running, s.delayed + c.delayed,
             s.dead + c.dead, counters, s.last_delivered, s.paused or c.paused,
-            max(s.partitions, c.partitions),
+            max(s.partitions, c.partitions), by_level, s.blocked + c.blocked,
         ), max(seen[2], a))
     return ([v[0] for v in out.values()], [v[1] for v in out.values()],
             [v[2] for v in out.values()])
@@ -168,6 +195,7 @@ def _stats(tk: TypeKeys, c: Counts, age: float) -> TypeStats:
         enqueued=c.counter(Stat.ENQUEUED), oldest_waiting_age=age,
         cancelled=c.counter(Stat.CANCELLED), expired=c.counter(Stat.EXPIRED),
         deduplicated=c.counter(Stat.DEDUPLICATED), paused=c.paused,
+        waiting_by_priority=c.by_level, blocked=c.blocked,
     )
 
 
@@ -186,7 +214,7 @@ async def types_stats(redis: Redis, tks: Sequence[TypeKeys]) -> list[TypeStats]:
     if not tks:
         return []
     rows = await _counts(redis, tks)
-    extra = more_partitions(tks, rows)
+    extra = more_streams(tks, rows)
     if extra:
         tks, rows = [*tks, *extra], rows + await _counts(redis, extra)
     now_ms = server_ms(await redis.time())

@@ -16,6 +16,12 @@ stream of its group from the position up to which each stream is known to be del
 (:class:`ReadState`), which claims nothing, then claims from the streams that woke it
 with a non-blocking XREADGROUP sized to its free slots. A job in any type wakes the
 reader at once, whatever the number of types and the concurrency.
+
+**Priority levels.** A type's ``high`` and ``low`` jobs wait in streams of their own, in
+the type's slot (``TypeKeys.level``), read once they exist. A type with more than one such
+stream is read level by level: each claim takes from its first level that may hold
+entries (:func:`first_levels`), and looks at the top of the levels above it in the same
+round trip (:meth:`ReadState.watched`), so a job of a higher level is claimed next.
 """
 
 from __future__ import annotations
@@ -111,6 +117,43 @@ class ReadState:
 
     def woke(self, tags: Iterable[str]) -> None:
         self.ready.update(tags)
+
+    def watched(self, tags: Iterable[str], tops: Iterable[str | None]) -> None:
+        """The last ids of streams not claimed from: one with entries past its delivered
+        position is ready again."""
+        for tag, top in zip(tags, tops, strict=True):
+            seen = self.after.get(tag)
+            if top is not None and (seen is None or _id_key(top) > _id_key(seen)):
+                self.ready.add(tag)
+
+
+def by_level(keys: Mapping[str, TypeKeys], names: Iterable[str]) -> dict[str, list[str]]:
+    """The types (by hash tag) read at more than one priority level among ``names``:
+    their streams' names, the first read first. Empty when no type is."""
+    out: dict[str, list[str]] = {}
+    for name in names:
+        out.setdefault(keys[name].tag, []).append(name)
+    return {tag: sorted(ns, key=lambda n: keys[n].level.rank)
+            for tag, ns in out.items() if len(ns) > 1}
+
+
+def first_levels(keys: Mapping[str, TypeKeys], ready: list[str]) -> list[str]:
+    """``ready`` with only the first level of each type (order kept)."""
+    best: dict[str, int] = {}
+    for name in ready:
+        tk = keys[name]
+        best[tk.tag] = min(best.get(tk.tag, 9), tk.level.rank)
+    return [n for n in ready if keys[n].level.rank == best[keys[n].tag]]
+
+
+def above(keys: Mapping[str, TypeKeys], chosen: Iterable[str],
+          levels: Mapping[str, list[str]]) -> list[str]:
+    """The streams of higher levels than those ``chosen`` of their types."""
+    out: list[str] = []
+    for name in chosen:
+        tk = keys[name]
+        out += [n for n in levels.get(tk.tag, ()) if keys[n].level.rank < tk.level.rank]
+    return out
 
 
 def _id_key(entry_id: str) -> tuple[int, int]:

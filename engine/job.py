@@ -19,7 +19,9 @@ from streamjobs.contract import (
     INTEGER,
     JOB_ID,
     MAX_JOB_FIELDS,
+    PRIORITIES,
     RESERVED,
+    Priority,
     Wire,
     check_payload_size,
     entry_problem,
@@ -95,6 +97,16 @@ class Job:
     #: Bound by the worker: where progress and log lines go (None: nowhere, e.g. a Job
     #: built by hand, or one run in a child process).
     context: JobContext | None = field(default=None, repr=False, compare=False)
+    #: A job enqueued with ``after``: each parent's result (None when it had none or did
+    #: not complete) and final state, by parent ref (``"<type>/<id>"``; a partitioned
+    #: type's ``"<type>#<k>/<id>"``).
+    parent_results: Mapping[str, Any] = field(default_factory=dict)
+    parent_states: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def parent_result(self) -> Any:
+        """The result of the one parent (a chain's previous step); None without one."""
+        return next(iter(self.parent_results.values()), None)
 
     async def progress(self, fraction: float, message: str = "") -> None:
         """Report progress (0 to 1) and a message: kept in the job's record, shown by
@@ -153,7 +165,24 @@ class Job:
             headers=headers,
             deliveries=deliveries,
             context=context,
+            **_parents(fields),
         )
+
+
+def _parents(fields: Mapping[bytes, bytes]) -> dict[str, Any]:
+    """``parent_results`` and ``parent_states`` of a released blocked job (none: {})."""
+    out: dict[str, Any] = {}
+    for name, attr in ((Wire.PARENT_RESULTS.b, "parent_results"),
+                       (Wire.PARENT_STATES.b, "parent_states")):
+        raw = fields.get(name)
+        if raw:
+            try:
+                value = orjson.loads(raw)
+            except orjson.JSONDecodeError as e:
+                raise DecodeError(f"{name.decode()} is not valid JSON: {e}") from e
+            if isinstance(value, dict):
+                out[attr] = value
+    return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,9 +199,11 @@ class Flow:
     dedup_ttl_ms: int | None = None
     #: The job's key for ``max_running_per_key`` (``Producer.enqueue(key=...)``).
     limit_key: str | None = None
+    #: A :class:`streamjobs.contract.Priority` value (default: normal).
+    priority: str | None = None
 
     def fields(self) -> list[bytes | str]:
-        flat: list[bytes | str] = []
+        flat = priority_fields(self.priority)
         for name, ms in ((Wire.EXPIRES_IN, self.expires_in_ms),
                          (Wire.EXPIRES_AT, self.expires_at_ms),
                          (Wire.DEDUP_TTL, self.dedup_ttl_ms)):
@@ -198,6 +229,15 @@ class Flow:
 
 
 NO_FLOW = Flow()
+
+
+def priority_fields(priority: str | None) -> list[bytes | str]:
+    """The wire fields of a job's priority (none for normal)."""
+    if priority is None:
+        return []
+    if priority not in PRIORITIES:
+        raise InvalidArgument(f"priority must be one of high, normal, low, not {priority!r}")
+    return [] if priority == Priority.NORMAL else [Wire.PRIORITY, priority]
 
 
 def encode_fields(

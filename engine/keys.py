@@ -10,7 +10,7 @@ from __future__ import annotations
 import zlib
 from dataclasses import dataclass
 
-from streamjobs.contract import TYPE_NAME
+from streamjobs.contract import TYPE_NAME, Priority
 from streamjobs.errors import InvalidTypeName
 
 GROUP = "workers"
@@ -50,8 +50,17 @@ def partition_tag(type_: str, partition: int) -> str:
     return type_ if partition == 0 else f"{type_}{PARTITION_SEP}{partition}"
 
 
+#: Separates a hash tag from a priority level in a worker's name for one of its streams
+#: (``T!high``, ``T#1!low``: :attr:`TypeKeys.name`); no type name has it.
+LEVEL_SEP = "!"
+#: The levels with streams of their own (``normal`` is the type's stream), first read first.
+LEVELS = (Priority.HIGH, Priority.LOW)
+
+
 def split_tag(tag: str) -> tuple[str, int]:
-    """(type, partition) of a hash tag made by :func:`partition_tag`."""
+    """(type, partition) of a hash tag made by :func:`partition_tag` (or of a stream's
+    name, :attr:`TypeKeys.name`: its level is ignored)."""
+    tag = tag.partition(LEVEL_SEP)[0]
     type_, sep, k = tag.partition(PARTITION_SEP)
     if not sep:
         return tag, 0
@@ -75,6 +84,9 @@ class TypeKeys:
     prefix: str
     type: str
     partition: int = 0
+    #: The priority level whose stream :attr:`stream` is: ``normal`` is the type's stream;
+    #: every other key is the type's own whatever the level (one record, one delayed set).
+    level: Priority = Priority.NORMAL
 
     def __post_init__(self) -> None:
         check_type_name(self.type)
@@ -86,6 +98,19 @@ class TypeKeys:
     def tag(self) -> str:
         """The hash tag: the type, or ``type#partition``."""
         return partition_tag(self.type, self.partition)
+
+    @property
+    def name(self) -> str:
+        """What a worker calls this stream: the tag, ``tag!level`` for a level's own."""
+        return self.tag if self.level is Priority.NORMAL else self.tag + LEVEL_SEP + self.level
+
+    def at(self, level: Priority) -> TypeKeys:
+        """These keys with ``level``'s stream."""
+        return TypeKeys(self.prefix, self.type, self.partition, Priority(level))
+
+    def levels(self) -> list[TypeKeys]:
+        """These keys at every level, the first read first."""
+        return [self.at(level) for level in sorted(Priority, key=lambda p: p.rank)]
 
     @property
     def base(self) -> str:
@@ -109,7 +134,11 @@ class TypeKeys:
 
     @property
     def stream(self) -> str:
-        return self.base + "stream"
+        """The stream of :attr:`level`: ``stream`` (normal), ``stream:high``, ``stream:low``
+        (the rule ``lua/includes/lane.lua`` follows)."""
+        if self.level is Priority.NORMAL:
+            return self.base + "stream"
+        return self.base + "stream:" + self.level
 
     @property
     def delayed(self) -> str:
@@ -148,6 +177,28 @@ class TypeKeys:
     def dedup(self, key: str) -> str:
         """The key a ``dedup_key`` holds its job's id under (``lua/includes/dedup.lua``)."""
         return self.base + "dedup:" + key
+
+    @property
+    def blocked(self) -> str:
+        """Sorted set: jobs waiting for their parents (``after``), by when their
+        registration with the parents was last made sure of (engine/deps.py)."""
+        return self.base + "blocked"
+
+    @property
+    def dep_outbox(self) -> str:
+        """Hash: job id -> its final state, for a job others wait for that has ended and
+        whose dependents are not all told yet (lua/includes/dependents.lua)."""
+        return self.base + "dep_outbox"
+
+    @property
+    def deps_seen(self) -> str:
+        """Present (a day, renewed) once a job of this type had a dependent registered:
+        its workers then relay after their settles (engine/deps.py)."""
+        return self.base + "deps_seen"
+
+    def dependents(self, job_id: str) -> str:
+        """Set: refs (``<tag>/<id>``) of the jobs waiting for ``job_id`` (depend.lua)."""
+        return f"{self.base}dependents:{job_id}"
 
     @property
     def paused(self) -> str:
@@ -190,6 +241,25 @@ class TypeKeys:
         """Hash of minute (epoch minutes) -> the stats counters as first seen in that
         minute (the dashboard's throughput chart; see streamjobs.history)."""
         return self.base + "minutes"
+
+    # Flow-control keys, written by stop.lua and lua/includes/slots.lua (the same names):
+    # ``scope`` is ``@`` (the type's) or ``k:<limit_key>`` (a key's).
+
+    def slots(self, scope: str) -> str:
+        """Sorted set: the running job ids holding a concurrency slot, by lease end."""
+        return f"{self.base}slots:{scope}"
+
+    def held(self, scope: str) -> str:
+        """List: ids of jobs parked over the scope's concurrency limit, in order."""
+        return f"{self.base}held:{scope}"
+
+    def rate(self, scope: str) -> str:
+        """Sorted set: starts within the rate limit's window (members ``<ms>:<id>``)."""
+        return f"{self.base}rate:{scope}"
+
+    def rate_hold(self, scope: str) -> str:
+        """Present (with a TTL) while a handler's ``RateLimited`` holds the scope back."""
+        return f"{self.base}rate_hold:{scope}"
 
     @property
     def job_prefix(self) -> str:

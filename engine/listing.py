@@ -9,7 +9,15 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from streamjobs import replies
-from streamjobs.contract import STREAM_ID, DeadField, JobState, Wire, job_id_of
+from streamjobs.contract import (
+    PRIORITIES,
+    STREAM_ID,
+    DeadField,
+    JobState,
+    Priority,
+    Wire,
+    job_id_of,
+)
 from streamjobs.counts import checked
 from streamjobs.errors import InvalidArgument
 from streamjobs.keys import GROUP
@@ -24,6 +32,9 @@ if TYPE_CHECKING:
 
 #: The cursor of a list kept in a sorted set (delayed, completed): ``score:member``.
 SCORE_CURSOR = re.compile(r"[0-9]{1,20}:.+", re.DOTALL)
+#: A waiting or running page that ends in a priority level's stream (``high:<entry id>``;
+#: the entry id left out: that level from its start).
+LEVEL_CURSOR = re.compile(f"(?:high|normal|low):(?:{STREAM_ID.pattern})?")
 #: A stream id's two parts are unsigned 64-bit integers.
 MAX_ID_PART = 2**64 - 1
 #: Nothing comes after the largest id, so no page hands it out as a cursor.
@@ -180,6 +191,12 @@ async def _list_delayed(redis: Redis, tk: TypeKeys, cursor: str | None, limit: i
     return Page([JobSummary(id=m, state=JobState.DELAYED, due_at=s) for m, s in page], nxt)
 
 
+async def _list_blocked(redis: Redis, tk: TypeKeys, cursor: str | None, limit: int) -> Page:
+    # Scored by when the job's registration with its parents was last made sure of.
+    page, nxt = await _zset_page(redis, tk.blocked, cursor, limit)
+    return Page([JobSummary(id=m, state=JobState.BLOCKED) for m, _ in page], nxt)
+
+
 async def _list_completed(redis: Redis, tk: TypeKeys, cursor: str | None, limit: int,
                           since_ms: int | None = None) -> Page:
     page, nxt = await _zset_page(redis, tk.done, cursor, limit, since_ms)
@@ -212,7 +229,7 @@ async def _list_dead(redis: Redis, tk: TypeKeys, cursor: str | None, limit: int)
 
 #: States a list can be filtered by (cancelled jobs are not indexed anywhere).
 LISTABLE = (JobState.WAITING, JobState.RUNNING, JobState.DELAYED, JobState.COMPLETED,
-            JobState.DEAD, JobState.EXPIRED)
+            JobState.DEAD, JobState.EXPIRED, JobState.BLOCKED)
 
 
 async def list_jobs(
@@ -225,14 +242,15 @@ async def list_jobs(
     to those finished since then (older ids may have outlived their record).
     Raises InvalidArgument for a bad limit or cursor, or a state that is not listable.
     """
-    stream = state not in (JobState.DELAYED, JobState.COMPLETED, JobState.EXPIRED)
+    stream = state not in (JobState.DELAYED, JobState.COMPLETED, JobState.EXPIRED,
+                           JobState.BLOCKED)
+    if state in (JobState.WAITING, JobState.RUNNING):
+        return await _across_levels(redis, tk, state, cursor, limit)
     _check_page(cursor, limit, stream)
-    if state is JobState.WAITING:
-        return await _list_waiting(redis, tk, cursor, limit)
-    if state is JobState.RUNNING:
-        return await _list_running(redis, tk, cursor, limit)
     if state is JobState.DELAYED:
         return await _list_delayed(redis, tk, cursor, limit)
+    if state is JobState.BLOCKED:
+        return await _list_blocked(redis, tk, cursor, limit)
     if state is JobState.COMPLETED:
         return await _list_completed(redis, tk, cursor, limit, since_ms)
     if state is JobState.DEAD:
@@ -241,6 +259,42 @@ async def list_jobs(
         return await _list_expired(redis, tk, cursor, limit, since_ms)
     raise InvalidArgument(f"cannot list {state.value} jobs; listable: "
                      + ", ".join(s.value for s in LISTABLE))
+
+
+#: A page of waiting or running jobs that ends in a priority level's stream says so in its
+#: cursor: ``high:<entry id>`` (a cursor without a level is of the type's own stream).
+_LEVEL_ORDER = [Priority.HIGH, Priority.NORMAL, Priority.LOW]
+
+
+def _level_cursor(cursor: str | None) -> tuple[int, str | None]:
+    """(index in :data:`_LEVEL_ORDER`, entry id or None) of a waiting/running cursor."""
+    if cursor is None:
+        return 0, None
+    level, sep, rest = cursor.partition(":")
+    if sep and level in PRIORITIES:
+        return _LEVEL_ORDER.index(Priority(level)), rest or None
+    return _LEVEL_ORDER.index(Priority.NORMAL), cursor
+
+
+async def _across_levels(redis: Redis, tk: TypeKeys, state: JobState, cursor: str | None,
+                         limit: int) -> Page:
+    """Waiting or running jobs level by level, in the order they start: high, normal,
+    low (each level's stream oldest first)."""
+    start, entry = _level_cursor(cursor)
+    _check_page(entry, limit, True)
+    one = _list_waiting if state is JobState.WAITING else _list_running
+    jobs: list[JobSummary] = []
+    for i in range(start, len(_LEVEL_ORDER)):
+        if len(jobs) == limit:
+            return Page(jobs, f"{_LEVEL_ORDER[i]}:")
+        page = await one(redis, tk.at(_LEVEL_ORDER[i]), entry if i == start else None,
+                         limit - len(jobs))
+        jobs += page.jobs
+        if page.next_cursor:
+            level = _LEVEL_ORDER[i]
+            return Page(jobs, page.next_cursor if level is Priority.NORMAL
+                        else f"{level}:{page.next_cursor}")
+    return Page(jobs, None)
 
 
 def _order(state: JobState, job: JobSummary) -> tuple[int, int, str]:

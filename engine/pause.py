@@ -32,12 +32,12 @@ async def resume_type(redis: Redis, tk: TypeKeys) -> bool:
 
 
 async def paused_types(redis: Redis, tks: Sequence[TypeKeys]) -> set[str]:
-    """The tags (``TypeKeys.tag``) of these keys whose type is paused (one pipeline): a
-    partitioned type's pause, under its own tag, pauses all its partitions."""
+    """The names (``TypeKeys.name``) of these keys whose type is paused (one pipeline): a
+    partitioned type's pause, under its own tag, pauses all its partitions and levels."""
     if not tks:
         return set()
     async with redis.pipeline(transaction=False) as pipe:
         for tk in tks:
             pipe.exists(tk.paused)
         found = await pipe.execute()
-    return {tk.tag for tk, n in zip(tks, found, strict=True) if n}
+    return {tk.name for tk, n in zip(tks, found, strict=True) if n}

@@ -18,6 +18,7 @@ from streamjobs.codes import Code
 from streamjobs.config import Settings
 from streamjobs.connection import client_from_url, cluster_of, is_cluster, node_client
 from streamjobs.contract import (
+    PARENT_POLICIES,
     RUNNING_RECORDED_AS,
     CancelMark,
     JobState,
@@ -25,6 +26,7 @@ from streamjobs.contract import (
     Wire,
     check_payload_size,
 )
+from streamjobs.deps import JobRef, depends_on_field, find_parents, register
 from streamjobs.errors import DuplicateJob, InvalidArgument, NotDurable, raise_for_code
 from streamjobs.failover import is_transient, until_deadline
 from streamjobs.job import NO_FLOW, Flow, check_job_id, dumps, encode_fields, new_job_ids, new_token
@@ -37,6 +39,7 @@ from streamjobs.status import JobStatus, find_entry, type_status
 from streamjobs.streams import ensure_types, partition_keys, partitions_of
 from streamjobs.tracing import ID_ATTR, Tracing
 from streamjobs.webhooks import EVENTS, Webhook, all_webhooks, remove_webhook, set_webhook
+from streamjobs.workflows import Step, ordered
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
@@ -76,6 +79,13 @@ class JobSpec:
     key: str | None = None
     #: An http(s) URL called when the job completes or ends dead (engine/webhooks.py).
     webhook: str | None = None
+    #: ``high``, ``normal`` (the default) or ``low`` (``contract.Priority``).
+    priority: str | None = None
+    #: Parents (``(type, id)`` or ``"type/id"``): the job is blocked until each has ended.
+    after: Sequence[JobRef] = ()
+    #: ``fail`` (default), ``run`` or ``drop``: what a parent that ends dead, cancelled or
+    #: expired does to this job (``contract.ParentPolicy``).
+    on_parent_failure: str | None = None
 
     def is_plain(self) -> bool:
         """Payload only: no id, time, policy, header, key or flow option."""
@@ -91,7 +101,8 @@ class JobSpec:
 
     def flow(self) -> Flow:
         if (self.expires_in is None and self.expires_at is None and self.dedup_key is None
-                and self.dedup_mode is None and self.dedup_ttl is None and self.key is None):
+                and self.dedup_mode is None and self.dedup_ttl is None and self.key is None
+                and self.priority is None):
             return NO_FLOW  # the common case: nothing to check
         if self.expires_in is not None and self.expires_at is not None:
             raise InvalidArgument("give expires_in or expires_at, not both")
@@ -103,7 +114,7 @@ class JobSpec:
         return Flow(
             expires_in_ms=_ms(self.expires_in), expires_at_ms=_ms(at),
             dedup_key=self.dedup_key, dedup_mode=self.dedup_mode,
-            dedup_ttl_ms=_ms(self.dedup_ttl), limit_key=self.key,
+            dedup_ttl_ms=_ms(self.dedup_ttl), limit_key=self.key, priority=self.priority,
         )
 
 
@@ -472,6 +483,8 @@ class Producer:
         expires_in: float | None = None, expires_at: datetime | float | None = None,
         dedup_key: str | None = None, dedup_mode: str | None = None,
         dedup_ttl: float | None = None, key: str | None = None, webhook: str | None = None,
+        priority: str | None = None, after: Sequence[JobRef] = (),
+        on_parent_failure: str | None = None,
     ) -> Enqueued:
         """Enqueue one job; returns its id. Raises DuplicateJob if ``job_id`` exists.
 
@@ -489,11 +502,19 @@ class Producer:
         type, jobs of one key go to one partition (in order); without it, round-robin.
         ``webhook``: an http(s) URL called when the job completes or ends dead (signed
         with ``settings.webhook_secret`` of the worker that delivers it).
+        ``priority``: ``high``, ``normal`` (the default) or ``low``: a worker starts every
+        waiting job of a higher level of the type before any of a lower one.
+        ``after``: parents, each ``(type, id)`` or ``"type/id"``; the job is ``blocked``
+        until every one has ended, then runs with their results (``job.parent_results``).
+        ``on_parent_failure``: ``fail`` (default: the job ends dead), ``run`` (it runs
+        anyway) or ``drop`` (it ends cancelled) when a parent ends dead, cancelled or
+        expired.
         With ``settings.tracing``, the call is a span and the job carries its
         ``traceparent`` header (engine/tracing.py).
         """
         spec = JobSpec(payload, job_id, delay, run_at, max_attempts, timeout, headers or {},
-                       expires_in, expires_at, dedup_key, dedup_mode, dedup_ttl, key, webhook)
+                       expires_in, expires_at, dedup_key, dedup_mode, dedup_ttl, key, webhook,
+                       priority, after, on_parent_failure)
         if self._tracing is None:
             return await self._enqueue_spec(type_, spec, durable)
         with self._tracing.enqueue(type_, spec.headers) as (span, traced):
@@ -503,16 +524,47 @@ class Producer:
 
     async def _enqueue_spec(self, type_: str, spec: JobSpec,
                             durable: bool | str | None) -> Enqueued:
-        (tk,) = await self._spread(type_, [spec.partition_key()])
-        if spec.is_plain():  # the common case, built directly
-            body = check_payload_size(dumps(spec.payload), self.settings.max_payload_bytes)
-            item = EnqueueItem((Wire.PAYLOAD, body), "")
+        if spec.after or spec.on_parent_failure is not None:
+            res = await self._enqueue_after(type_, spec, durable)
         else:
-            item = self._item(spec, "")
-        res = await self._enqueue_one(tk, item, durable)
+            (tk,) = await self._spread(type_, [spec.partition_key()])
+            if spec.is_plain():  # the common case, built directly
+                body = check_payload_size(dumps(spec.payload), self.settings.max_payload_bytes)
+                item = EnqueueItem((Wire.PAYLOAD, body), "")
+            else:
+                item = self._item(spec, "")
+            res = await self._enqueue_one(tk, item, durable)
         if res.code is Code.DUPLICATE:
             raise DuplicateJob(res.code, res.job_id, f"it is {res.state}")
         return Enqueued(res.job_id, res.state, res.code is Code.DEDUPLICATED)
+
+    async def _enqueue_after(self, type_: str, spec: JobSpec,
+                             durable: bool | str | None) -> EnqueueResult:
+        """A job that waits for its parents (engine/deps.py): enqueued blocked, then
+        registered with each parent."""
+        if not spec.after:
+            raise InvalidArgument("on_parent_failure needs after=")
+        if spec.delay is not None or spec.run_at is not None:
+            raise InvalidArgument("a job with after= starts when its parents end: give it "
+                                  "no delay or run_at")
+        if spec.on_parent_failure is not None and spec.on_parent_failure not in PARENT_POLICIES:
+            raise InvalidArgument("on_parent_failure must be fail, run or drop, not "
+                                  f"{spec.on_parent_failure!r}")
+        parents = await find_parents(self.redis, self.settings.prefix, list(spec.after),
+                                     self.partitions)
+        spec = replace(spec, job_id=spec.job_id or new_job_ids(1)[0])
+        (tk,) = await self._spread(type_, [spec.partition_key()])
+        item = self._item(spec, "")
+        extra: list[bytes | str] = [Wire.DEPENDS_ON, depends_on_field(parents)]
+        if spec.on_parent_failure is not None:
+            extra += [Wire.ON_PARENT_FAILURE, spec.on_parent_failure]
+        res = await self._enqueue_one(tk, item._replace(fields=[*item.fields, *extra]),
+                                      durable)
+        if res.code is not Code.OK:  # a duplicate id, or deduplicated: nothing to register
+            return res
+        state = await register(self.scripts, tk, res.job_id, parents,
+                               self.settings.result_ttl * 1000)
+        return EnqueueResult(res.code, res.job_id, state)
 
     async def _enqueue_one(self, tk: TypeKeys, item: EnqueueItem,
                            durable: bool | str | None) -> EnqueueResult:
@@ -554,6 +606,15 @@ class Producer:
     async def _enqueue_specs(self, type_: str, specs: Sequence[JobSpec],
                              durable: bool | str | None,
                              key: str | None) -> list[EnqueueResult]:
+        if any(s.after or s.on_parent_failure is not None for s in specs):
+            # Each waits for its parents: enqueued and registered one by one, in order.
+            out: list[EnqueueResult] = []
+            for s in specs:
+                if s.after or s.on_parent_failure is not None:
+                    out.append(await self._enqueue_after(type_, s, durable))
+                else:
+                    out += await self._enqueue_specs(type_, [s], durable, key)
+            return out
         if len(specs) == 1:
             (tk,) = await self._spread(type_, [key if key is not None
                                                else specs[0].partition_key()])
@@ -593,6 +654,40 @@ class Producer:
             done = await self._enqueue(tk, chunks[i : i + PIPELINE_CHUNKS], durable)
             ids += [r.job_id for r in done]
         return ids
+
+    async def workflow(self, steps: Sequence[Step]) -> dict[str, Enqueued]:
+        """Enqueue a workflow (``streamjobs.workflows``: ``Step``, ``chain``, ``group``):
+        parents first, each child blocked until its parents have ended. Returns each
+        step's job id by its name. With ``settings.tracing``, the steps share one trace."""
+        if self._tracing is None:
+            return await self._workflow(steps)
+        with self._tracing.enqueue("workflow", None):
+            return await self._workflow(steps)
+
+    async def _workflow(self, steps: Sequence[Step]) -> dict[str, Enqueued]:
+        """Checked whole first (``workflows.ordered``). The steps that wait for none go
+        first, pipelined per type; then each waiting step, registered with its parents."""
+        plan = ordered(steps)
+        types = {str(s.name): s.type for s in plan}
+        ids: dict[str, Enqueued] = {}
+        roots: dict[str, list[Step]] = {}
+        for s in plan:
+            if not s.after and s.on_parent_failure is None:
+                roots.setdefault(s.type, []).append(s)
+        for type_, group in roots.items():
+            specs = [JobSpec(s.payload, **dict(s.options)) for s in group]
+            for s, res in zip(group, await self.enqueue_batch(type_, specs), strict=True):
+                if res.code is Code.DUPLICATE:
+                    raise DuplicateJob(res.code, res.job_id,
+                                       f"step {s.name!r}: it is {res.state}")
+                ids[str(s.name)] = Enqueued(res.job_id, res.state,
+                                            res.code is Code.DEDUPLICATED)
+        for s in plan:
+            if str(s.name) not in ids:
+                ids[str(s.name)] = await self.enqueue(
+                    s.type, s.payload, after=[(types[p], str(ids[p])) for p in s.after],
+                    on_parent_failure=s.on_parent_failure, **dict(s.options))
+        return {str(s.name): ids[str(s.name)] for s in plan}
 
     async def status(self, type_: str, job_id: str) -> JobStatus | None:
         """The job's state and record, or None when unknown (or expired). A partitioned
@@ -669,13 +764,14 @@ class Producer:
         every: float | None = None, tz: str = "UTC", max_attempts: int | None = None,
         timeout: float | None = None,  # noqa: ASYNC109 - the job's own time limit
         headers: Mapping[str, str] | None = None, paused: bool = False,
+        priority: str | None = None,
     ) -> Schedule:
         """Create or replace the schedule ``name``: a job of ``type_`` with ``payload`` at
         each tick of ``cron`` (5 fields, or 6 with seconds first) in ``tz``, or ``every``
         seconds. Workers of the type enqueue each tick exactly once."""
         s = Schedule(name, type_, cron=cron, every=every, tz=tz, payload=payload,
                      max_attempts=max_attempts, timeout=timeout, headers=dict(headers or {}),
-                     paused=paused)
+                     paused=paused, priority=priority)
         return await schedules.upsert(self.redis, self.settings.prefix, s)
 
     async def unschedule(self, name: str) -> bool:

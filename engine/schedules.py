@@ -35,7 +35,7 @@ from streamjobs.codes import Code
 from streamjobs.contract import TYPE_NAME
 from streamjobs.counts import known_types, server_ms
 from streamjobs.errors import ConfigError, InvalidArgument
-from streamjobs.job import dumps, encode_fields
+from streamjobs.job import NO_FLOW, Flow, dumps, encode_fields
 from streamjobs.keys import TypeKeys
 from streamjobs.reconnect import SERVER_ERRORS, Backoff
 from streamjobs.records import Record
@@ -71,6 +71,8 @@ class Schedule(Record):
     timeout: float | None = None
     headers: dict[str, str] = field(default_factory=dict)
     paused: bool = False
+    #: The ticks' priority level (``contract.Priority``; None: normal).
+    priority: str | None = None
     last_run_ms: int | None = None
     next_run_ms: int | None = None
 
@@ -101,12 +103,13 @@ class Schedule(Record):
         return dumps({"cron": self.cron, "every": self.every, "tz": self.tz,
                       "payload": self.payload, "max_attempts": self.max_attempts,
                       "timeout": self.timeout, "headers": self.headers,
-                      "paused": self.paused})
+                      "paused": self.paused, "priority": self.priority})
 
     def job_fields(self) -> list[bytes | str]:
         """The tick's job fields (its id is added by the script)."""
         return encode_fields(self.payload, max_attempts=self.max_attempts,
-                             timeout=self.timeout, headers=self.headers)
+                             timeout=self.timeout, headers=self.headers,
+                             flow=Flow(priority=self.priority) if self.priority else NO_FLOW)
 
     def ticks(self, now_ms: int) -> tuple[int, int]:
         """The latest tick at or before ``now_ms`` and the first one after it."""
@@ -129,6 +132,7 @@ def _load(name: str, type_: str, raw: bytes | str, next_ms: Any, last: Any) -> S
         tz=d.get("tz") or "UTC", payload=d.get("payload"),
         max_attempts=d.get("max_attempts"), timeout=d.get("timeout"),
         headers=d.get("headers") or {}, paused=bool(d.get("paused")),
+        priority=d.get("priority"),
         last_run_ms=int(last) if last is not None else None,
         next_run_ms=int(next_ms) if next_ms is not None else None,
     )

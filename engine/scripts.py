@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from streamjobs.codes import Code
+from streamjobs.connection import is_cluster
 from streamjobs.contract import Failure, fields_of
 from streamjobs.errors import ReplyShapeError
 
@@ -84,7 +85,7 @@ CONVERT: dict[str, Callable[[Any], Any]] = {
     "code": _code, "job_id": _s, "state": _s, "previous_state": _s, "entry_id": _s,
     "fields": fields_of, "attempts": int, "due_at_ms": int, "moved": int,
     "next_due_in_ms": int, "orphans": int, "dead_count": int, "deliveries": int,
-    "pruned": int, "expired_count": int,
+    "pruned": int, "expired_count": int, "result": _s,
 }
 
 #: A tail ending so carries a job's flat field list: its pair count, then the pairs
@@ -116,7 +117,7 @@ _EACH_CODE = Reply(each=("code",))
 
 SPECS: dict[str, Spec] = {
     "enqueue": Spec(
-        keys=("stream", "delayed", "stats", "job_prefix", "events"),
+        keys=("stream", "delayed", "stats", "job_prefix", "events", "blocked"),
         tail=("job_id", "token", "delay_ms", "run_at_ms", *FLAT_FIELDS),
         reply=Reply(each=("code", "job_id", "state")),
         codes=(Code.OK, Code.DUPLICATE, Code.DEDUPLICATED),
@@ -174,7 +175,7 @@ SPECS: dict[str, Spec] = {
                      argv=("job_id", "attempt", "progress", "message", "max_lines"),
                      tail=("line",)),
     "cancel": Spec(
-        keys=("stream", "delayed", "stats", "cancels", "job_prefix", "events"),
+        keys=("stream", "delayed", "stats", "cancels", "job_prefix", "events", "blocked"),
         argv=("group", "job_id", "result_ttl_ms", "entry_id"),
         reply=Reply(("code", "previous_state")),
         codes=(Code.OK, Code.NOT_FOUND, Code.WRONG_STATE, Code.REQUESTED),
@@ -193,6 +194,17 @@ SPECS: dict[str, Spec] = {
         argv=("schedule", "expected_ms", "tick_ms", "next_ms"), tail=("field",),
         reply=Reply(("code", "job_id")),
         codes=(Code.OK, Code.ALREADY, Code.WRONG_STATE, Code.DUPLICATE),
+    ),
+    "depend": Spec(
+        keys=("job_prefix",), argv=("job_id", "child_ref"),
+        reply=Reply(("code", "state", "result")),
+        codes=(Code.OK, Code.NOT_FOUND, Code.ALREADY),
+    ),
+    "parent_done": Spec(
+        keys=("stream", "stats", "dead", "blocked", "job_prefix", "events"),
+        argv=("job_id", "parent_ref", "parent_state", "parent_result", "result_ttl_ms"),
+        reply=Reply(("code", "state")),
+        codes=(Code.OK, Code.NOT_FOUND, Code.WRONG_STATE, Code.ALREADY),
     ),
 }
 
@@ -504,6 +516,36 @@ class Scripts:
         head, _ = await self._call("cancel", tk, group=group, job_id=job_id,
                                    result_ttl_ms=result_ttl_ms, entry_id=entry_id)
         return head["code"], head["previous_state"]
+
+    async def depend(self, parents: Sequence[tuple[TypeKeys, str]], child_ref: str
+                     ) -> list[tuple[Code, str, str]]:
+        """Register ``child_ref`` as waiting for each parent (keys, id), one pipeline:
+        per parent (code, its state, its result when it completed already)."""
+        if is_cluster(self.redis):  # no script calls in a cluster pipeline: one by one
+            heads = [(await self._call("depend", tk, job_id=job_id, child_ref=child_ref))[0]
+                     for tk, job_id in parents]
+            return [(h["code"], h["state"], h["result"]) for h in heads]
+        script = self._registered["depend"]
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for tk, job_id in parents:
+                keys = script_keys("depend", tk)
+                pipe.evalsha(script.sha, len(keys), *keys,
+                             *build_argv("depend", job_id=job_id, child_ref=child_ref))
+            pipe.scripts.add(script)  # type: ignore[arg-type]  # NOSCRIPT: loaded first
+            raws = await pipe.execute()
+        out = []
+        for raw in raws:
+            head, _ = parse_reply("depend", raw)
+            out.append((head["code"], head["state"], head["result"]))
+        return out
+
+    async def parent_done(self, tk: TypeKeys, job_id: str, parent_ref: str, parent_state: str,
+                          parent_result: str, result_ttl_ms: int) -> tuple[Code, str]:
+        """Tell the blocked job ``job_id`` that a parent ended: (code, its state now)."""
+        head, _ = await self._call("parent_done", tk, job_id=job_id, parent_ref=parent_ref,
+                                   parent_state=parent_state, parent_result=parent_result,
+                                   result_ttl_ms=result_ttl_ms)
+        return head["code"], head["state"]
 
     async def schedule_tick(
         self, tk: TypeKeys, name: str, expected_ms: int, tick_ms: int, next_ms: int,

@@ -15,12 +15,15 @@ from redis.exceptions import ResponseError
 
 from streamjobs import replies
 from streamjobs.contract import (
+    DEP_STATE,
     HISTORY_LENGTH,
+    PRIORITIES,
     RUNNING_RECORDED_AS,
     STASH_B,
     STREAM_ID,
     Event,
     JobState,
+    Priority,
     Rec,
     Wire,
     job_id_of,
@@ -58,6 +61,12 @@ class JobStatus(Record):
     entry_id: str | None
     consumer: str | None = None
     deliveries: int = 0
+    #: ``high``, ``normal`` or ``low`` (``contract.Priority``).
+    priority: str = Priority.NORMAL
+    #: The jobs it runs after (``after``), as refs ``<type>/<id>``, and those known to run
+    #: after it (kept for the result retention once it has ended).
+    parents: list[str] = field(default_factory=list)
+    dependents: list[str] = field(default_factory=list)
     #: The last progress its handler reported (0 to 1) and its message.
     progress: float | None = None
     progress_message: str | None = None
@@ -147,13 +156,18 @@ async def job_status(redis: Redis, tk: TypeKeys, job_id: str,
     # Only a waiting (or running) job has a live entry; others may keep a stale id.
     entry_id = text(rec.get(Rec.ENTRY.b)) if state is RUNNING_RECORDED_AS else None
     consumer, deliveries = None, 0
-    if state is JobState.DELAYED:
+    entry: dict[bytes, bytes] = {}
+    if state in (JobState.DELAYED, JobState.BLOCKED):
         payload, headers = split_fields(rec, STASH_B)
     elif state is JobState.DEAD and rec.get(Rec.DEAD_ENTRY.b):
         dead = await _entry_fields(redis, tk.dead, rec[Rec.DEAD_ENTRY.b].decode())
         payload, headers = split_fields(dead, STASH_B)
     elif state is RUNNING_RECORDED_AS and entry_id:
-        payload, headers = split_fields(await _entry_fields(redis, tk.stream, entry_id))
+        level = text(rec.get(Rec.PRIORITY.b))  # its entry is in its level's stream
+        if level in PRIORITIES:
+            tk = tk.at(Priority(level))
+        entry = await _entry_fields(redis, tk.stream, entry_id)
+        payload, headers = split_fields(entry)
         pending = await _pending_info(redis, tk, entry_id)
         if pending:
             state, (consumer, deliveries) = JobState.RUNNING, pending
@@ -172,7 +186,25 @@ async def job_status(redis: Redis, tk: TypeKeys, job_id: str,
         reason=text(rec.get(Rec.REASON.b)), result=json_or_text(rec.get(Rec.RESULT.b)),
         payload=payload, headers=headers, entry_id=entry_id,
         consumer=consumer, deliveries=deliveries, **extras(rec),
+        priority=text(rec.get(Rec.PRIORITY.b) or rec.get(STASH_B + Wire.PRIORITY.b))
+        or Priority.NORMAL,
+        parents=_parents(rec, entry),
+        dependents=sorted(m.decode("utf-8", "replace") for m in replies.member_set(
+            await redis.smembers(tk.dependents(job_id)))),
     )
+
+
+def _parents(rec: dict[bytes, bytes], entry: dict[bytes, bytes]) -> list[str]:
+    """A job's parent refs: those heard from (``dep:<ref>``) and those it names."""
+    refs = {k[len(DEP_STATE):].decode("utf-8", "replace") for k in rec
+            if k.startswith(DEP_STATE.encode())}
+    named = rec.get(STASH_B + Wire.DEPENDS_ON.b) or entry.get(Wire.DEPENDS_ON.b)
+    if named:
+        try:
+            refs.update(r for r in orjson.loads(named) if isinstance(r, str))
+        except orjson.JSONDecodeError:
+            pass  # the entry's own problem: dead-lettered as malformed when it is read
+    return sorted(refs)
 
 
 def extras(rec: dict[bytes, bytes]) -> dict[str, Any]:

@@ -41,6 +41,7 @@ _ENDED = "bright_black"  # cancelled, expired: grey, as in the web dashboard
 #: An event wears the colour of the state it begins or stands for (the dashboard's CSS).
 EVENT_STYLE: dict[str, str] = {
     Event.ENQUEUED: STATE_STYLE["waiting"], Event.DEAD_RETRIED: STATE_STYLE["waiting"],
+    Event.UNBLOCKED: STATE_STYLE["waiting"],
     Event.STARTED: STATE_STYLE["running"], Event.PROGRESS: STATE_STYLE["running"],
     Event.RETRYING: STATE_STYLE["delayed"], Event.DEBOUNCED: STATE_STYLE["delayed"],
     Event.FAILED: STATE_STYLE["dead"], Event.DEAD: STATE_STYLE["dead"],

@@ -51,7 +51,7 @@ import orjson
 
 from streamjobs.about import version
 from streamjobs.codes import Code
-from streamjobs.contract import RUNNING_RECORDED_AS, TYPE_NAME, JobState, Rec
+from streamjobs.contract import RUNNING_RECORDED_AS, TYPE_NAME, JobState, Priority, Rec
 from streamjobs.counts import known_types
 from streamjobs.errors import InvalidArgument, PermanentError, RetryAfter
 from streamjobs.job import check_url, encode_fields
@@ -272,12 +272,13 @@ class Notifier:
                    for entry, job in entries if typed or entry in self._job_urls}
         if mapping:
             await self.redis.hset(tk.webhook_outbox, mapping=mapping)  # type: ignore[arg-type]
-            self._in_outbox.update((tag, entry) for entry in mapping)
+            self._in_outbox.update((tk.webhook_outbox, entry) for entry in mapping)
 
     def _settled(self, tag: str, entry_id: str) -> str | None:
         """The entry's settle is known: its outbox field goes with the next flush."""
-        if (tag, entry_id) in self._in_outbox:
-            self._in_outbox.discard((tag, entry_id))
+        tk = self.keys.get(tag)
+        if tk is not None and (tk.webhook_outbox, entry_id) in self._in_outbox:
+            self._in_outbox.discard((tk.webhook_outbox, entry_id))
             self._cleared.setdefault(tag, []).append(entry_id)
         return self._job_urls.pop(entry_id, None)
 
@@ -362,9 +363,11 @@ class Notifier:
         its deliveries' enqueue (older than :data:`OUTBOX_AGE_S`); how many were."""
         now, taken = time.time() * 1000, 0
         for tag, tk in self.keys.items():
+            if tk.level is not Priority.NORMAL:
+                continue  # a priority level's stream: its type's outbox is read once
             for raw_entry, raw in (await self.redis.hgetall(tk.webhook_outbox)).items():
                 entry = raw_entry.decode() if isinstance(raw_entry, bytes) else raw_entry
-                if (tag, entry) in self._in_outbox:
+                if (tk.webhook_outbox, entry) in self._in_outbox:
                     continue
                 try:
                     left = orjson.loads(raw)

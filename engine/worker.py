@@ -36,24 +36,35 @@ from streamjobs.connection import (
 )
 from streamjobs.contract import (
     HEARTBEAT_RUNNING_MAX,
+    PRIORITIES,
     Attempt,
     Failure,
     Heartbeat,
     JobState,
     Outcome,
+    Priority,
     Rec,
     Wire,
     job_id_of,
 )
+from streamjobs.deps import DependencyRelay
 from streamjobs.errors import (
     ConfigError,
     DecodeError,
     InvalidArgument,
 )
-from streamjobs.fetch import Capacity, ReadState, fetch_groups
+from streamjobs.fetch import Capacity, ReadState, above, by_level, fetch_groups, first_levels
 from streamjobs.isolation import Processes, Threads
 from streamjobs.job import Job
-from streamjobs.keys import GROUP, PARTITION_SEP, TypeKeys, split_tag, worker_key, workers_key
+from streamjobs.keys import (
+    GROUP,
+    LEVEL_SEP,
+    PARTITION_SEP,
+    TypeKeys,
+    split_tag,
+    worker_key,
+    workers_key,
+)
 from streamjobs.metrics import WorkerMetrics
 from streamjobs.outcomes import Result, error_outcome, ok
 from streamjobs.pause import REFRESH_S, paused_types
@@ -78,7 +89,7 @@ from streamjobs.scripts import (
     StopResult,
 )
 from streamjobs.settle import Settler
-from streamjobs.streams import ensure_types, publish_partitions
+from streamjobs.streams import ensure_group, ensure_types, publish_partitions
 from streamjobs.tracing import Tracing
 from streamjobs.webhooks import DEFAULT_POLICY, WEBHOOK_TYPE, Deliverer, Notifier, set_webhook
 
@@ -181,14 +192,26 @@ class Worker:
                                    self.metrics)
         self._builtin = {WEBHOOK_TYPE: Handler(WEBHOOK_TYPE, self.deliverer,
                                                webhook_policy or DEFAULT_POLICY, True)}
-        # Keyed by hash tag: a partitioned type is served as each of its partitions
-        # (``T``, ``T#1`` …), all mapped to its one handler.
+        # Keyed by stream name (``TypeKeys.name``): a partitioned type is served as each of
+        # its partitions (``T``, ``T#1`` …), each of them at every priority level (``T``,
+        # ``T!high``, ``T!low``), all mapped to its one handler.
         self.handlers: dict[str, Handler] = {}
         self.keys: dict[str, TypeKeys] = {}
+        #: The streams read: every type's own, and a level's once it exists (engine/fetch.py
+        #: levels_found): a type that never uses priorities reads one stream.
+        self._live: set[str] = set()
         for t in chosen:
             for tk in self._partitions(t):
-                self.handlers[tk.tag] = self._handler(tk.type)
-                self.keys[tk.tag] = tk
+                lanes = tk.levels() if LEVEL_SEP not in t else [tk]
+                for lane in lanes:
+                    self.handlers[lane.name] = self._handler(tk.type)
+                    self.keys[lane.name] = lane
+                    if lane.level is Priority.NORMAL or len(lanes) == 1:
+                        self._live.add(lane.name)
+        self._by_stream = {tk.stream.encode(): name for name, tk in self.keys.items()}
+        #: One promoter per type and partition (its delayed set is every level's): the
+        #: promote script sends each job to its level's stream.
+        self._delayed_keys = list({tk.at(Priority.NORMAL): None for tk in self.keys.values()})
         # Entries are read with repeated field names kept track of (they are malformed).
         self.redis.set_response_callback("XREADGROUP", replies.read_groups)
         self.scripts = Scripts(self.redis)
@@ -211,6 +234,8 @@ class Worker:
             self._settled,
         )
         self.notifier = Notifier(self.redis, self.scripts, self.settings.prefix, self.keys)
+        self.deps = DependencyRelay(self.redis, self.scripts, self.settings.prefix,
+                                    self.keys.values(), self.settings.result_ttl * 1000)
         self.settler.notifier = self.notifier
         self._tracing = Tracing() if self.settings.tracing else None
         self._pruned_at = -PRUNE_EVERY_S
@@ -237,7 +262,14 @@ class Worker:
 
     def _partitions(self, name: str) -> list[TypeKeys]:
         """The partitions a worker on ``name`` serves: every partition of a type, or the
-        one partition ``T#k`` names."""
+        one partition ``T#k`` names; a name ending ``!high`` / ``!low`` (``!normal``) serves
+        only that level's stream of them (a worker of its own for a level no busier level
+        may starve)."""
+        name, sep, level = name.partition(LEVEL_SEP)
+        if sep:
+            if level not in PRIORITIES:
+                raise ConfigError(f"{name}{sep}{level!r}: a level is high, normal or low")
+            return [tk.at(Priority(level)) for tk in self._partitions(name)]
         if name.endswith(PARTITION_SEP + "0"):  # partition 0 alone (its tag is the type)
             self._handler(name[:-2])
             return [TypeKeys(self.settings.prefix, name[:-2])]
@@ -285,7 +317,7 @@ class Worker:
                 tg.start_soon(self._reclaimer, send.clone())
                 for role in (self.settler.run, self._promoter, self._toucher, self._heartbeat,
                              self._cancel_watcher, self._pause_watch, self._scheduler,
-                             self.notifier.run):
+                             self.notifier.run, self.deps.run):
                     tg.start_soon(role)
                 task_status.started()
                 await self._stop.wait()
@@ -303,7 +335,8 @@ class Worker:
         backoff = Backoff()
         while True:
             try:
-                await ensure_types(self.redis, list(self.keys.values()))
+                await ensure_types(self.redis, self._live_keys())
+                await self._find_levels()
                 await self._publish_partitions()
                 # Before the first fetch: a paused type stays paused across a restart.
                 self._paused = await paused_types(self.redis, list(self.keys.values()))
@@ -321,6 +354,27 @@ class Worker:
             except SERVER_ERRORS as e:
                 await backoff.wait("server unreachable at start" if isinstance(e, NETWORK_ERRORS)
                                    else "setting up the consumer groups failed", e)
+
+    def _live_keys(self) -> list[TypeKeys]:
+        return [tk for name, tk in self.keys.items() if name in self._live]
+
+    async def _find_levels(self) -> None:
+        """Start reading the stream of a priority level once it exists (its first job
+        made it): one EXISTS per level stream not read yet, at start and with each pause
+        refresh (REFRESH_S), so a level's first job waits at most that and a block."""
+        unread = [name for name in self.keys if name not in self._live]
+        if not unread:
+            return
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for name in unread:
+                pipe.exists(self.keys[name].stream)
+            found = await pipe.execute()
+        for name, n in zip(unread, found, strict=True):
+            if n:
+                await ensure_group(self.redis, self.keys[name])
+                self._live.add(name)
+                log.info("reading %s: its first job of priority %s arrived",
+                         self.keys[name].stream, self.keys[name].level)
 
     async def _publish_partitions(self) -> None:
         """Producers spread a type over the partitions its workers declare: each worker
@@ -344,7 +398,7 @@ class Worker:
         for state in self._read_states:
             state.reset()
         try:
-            await ensure_types(self.redis, list(self.keys.values()))
+            await ensure_types(self.redis, self._live_keys())
         except SERVER_ERRORS as e:
             if ours(e):
                 raise
@@ -382,6 +436,8 @@ class Worker:
         """Entries still in this consumer's pending list (a fetch cut short by shutdown
         was delivered but never seen) go back to the stream."""
         for type_, tk in self.keys.items():
+            if type_ not in self._live:
+                continue
             try:
                 rows = replies.pending_rows(await self.redis.xpending_range(
                     tk.stream, GROUP, "-", "+", 10_000, consumername=self.name
@@ -442,11 +498,12 @@ class Worker:
 
     async def _read_once(self, state: ReadState, alone: bool,
                          send: MemoryObjectSendStream[Delivery]) -> None:
-        active = [t for t in state.tags if t not in self._paused]
+        active = [t for t in state.tags if t in self._live and t not in self._paused]
         if not active:
             await anyio.sleep(REFRESH_S)
             return
-        if alone and (len(active) == 1 or self.capacity.free >= len(active)):
+        levels = by_level(self.keys, active)
+        if alone and not levels and (len(active) == 1 or self.capacity.free >= len(active)):
             # Every stream may deliver its share: block in XREADGROUP itself. One stream
             # always may, once a slot is free: it waits for one here (a wait in XREAD
             # would cost two more commands a cycle, and learn nothing it needs).
@@ -457,6 +514,8 @@ class Worker:
                 return
             self.capacity.give(n)
         ready = [t for t in active if t in state.ready]
+        if levels:  # per type, its first level that may have jobs, alone
+            ready = first_levels(self.keys, ready)
         if not ready:
             # Wait for news in any stream of the group, claiming nothing.
             resp = await self.redis.xread({self.keys[t].stream: state.after[t] for t in active},
@@ -466,14 +525,17 @@ class Worker:
         n = await self.capacity.take(self.concurrency)
         chosen = ready[:n]
         state.rotate(len(chosen))
-        await self._claim(chosen, n, state, block=None, send=send)
+        await self._claim(chosen, n, state, block=None, send=send,
+                          watch=above(self.keys, chosen, levels))
 
     async def _claim(self, tags: list[str], n: int, state: ReadState | None, *,
-                     block: int | None, send: MemoryObjectSendStream[Delivery]) -> None:
+                     block: int | None, send: MemoryObjectSendStream[Delivery],
+                     watch: Sequence[str] = ()) -> None:
         """One XREADGROUP over ``tags`` (one slot), at most ``n`` entries (the slots taken
         for it): COUNT applies per stream, ``n // len(tags)`` each. With ``state``, each
         stream's last id is read just before (same round trip) to learn how far it is
-        delivered when it gives fewer entries than asked."""
+        delivered when it gives fewer entries than asked; so is each of ``watch`` (higher
+        levels of the types read), which is ready again once it has more."""
         count = n // len(tags)
         streams: dict[Any, Any] = {self.keys[t].stream: ">" for t in tags}
         got = 0
@@ -484,7 +546,7 @@ class Worker:
                 tops: list[Any] = []
             else:
                 async with self.redis.pipeline(transaction=False) as pipe:
-                    for t in tags:
+                    for t in (*tags, *watch):
                         pipe.xrevrange(self.keys[t].stream, count=1)
                     pipe.xreadgroup(GROUP, self.name, streams, count=count)
                     *tops, resp = await pipe.execute()
@@ -493,10 +555,12 @@ class Worker:
         finally:
             self.capacity.give(n - got)  # each entry read keeps its slot until it settles
         if state is not None:
-            for t, top in zip(tags, tops, strict=True):
+            for t, top in zip(tags, tops, strict=False):
                 entries = reads.get(t, [])
                 state.read(t, top[0][0].decode() if top else None,
                            entries[-1][0].decode() if entries else None, len(entries) >= count)
+            state.watched(watch, [top[0][0].decode() if top else None
+                                  for top in tops[len(tags):]])
         for type_, entries in reads.items():
             fetched = [Delivery(type_, e.decode(), fields) for e, fields in entries]
             if type_ in self._paused:  # paused while the read blocked: hand them back
@@ -542,9 +606,8 @@ class Worker:
         return [d for d in fetched if d.entry_id not in duplicate]
 
     def _type_of_stream(self, stream: bytes) -> str:
-        # sj:{TYPE}:stream
-        name = stream.decode()
-        return name[name.index("{") + 1 : name.rindex("}")]
+        """The name (``TypeKeys.name``) of one of this worker's streams."""
+        return self._by_stream[stream]
 
     # ---- runners ---------------------------------------------------------------------
 
@@ -640,7 +703,7 @@ class Worker:
                         d.type, d.job_id, "rate_limit_per_key and a key" if outcome.per_key
                         else "rate_limit")
             return Result(Attempt.AFTER, error=outcome.error, retry_after=outcome.retry_after)
-        hold = f"{self.keys[d.type].base}rate_hold:{scope}"
+        hold = self.keys[d.type].rate_hold(scope)
         try:
             await self.redis.set(hold, 1, px=max(1, int(outcome.retry_after * 1000)))
         except SERVER_ERRORS as e:  # the job is handed back all the same
@@ -708,6 +771,7 @@ class Worker:
     def _settled(self, n: int) -> None:
         """The settler wrote ``n`` outcomes: their entries left the pending list."""
         self.capacity.give(n)
+        self.deps.wake()
 
     def _on_ok(self, d: Delivery, outcome: Result, idle: bool) -> None:
         url = d.fields.get(_WEBHOOK)
@@ -835,6 +899,7 @@ class Worker:
         tks = list(self.keys.values())
         while True:
             try:
+                await self._find_levels()
                 paused = await paused_types(self.redis, tks)
             except SERVER_ERRORS as e:
                 if ours(e):
@@ -849,7 +914,8 @@ class Worker:
     async def _scheduler(self) -> None:
         """Enqueue the due cron ticks of this worker's types (engine/schedules.py): a
         partitioned type's schedules live in, and tick into, partition 0."""
-        own = [tk for tk in self.keys.values() if tk.partition == 0]
+        own = [tk for tk in self.keys.values()
+               if tk.partition == 0 and tk.level is Priority.NORMAL]
         await schedules.run_scheduler(self.redis, self.scripts, own)
 
     async def _promoter(self) -> None:
@@ -857,7 +923,7 @@ class Worker:
         while True:
             sleep = 0.25
             try:
-                for tk in self.keys.values():
+                for tk in self._delayed_keys:
                     moved, next_in, orphans = await self.scripts.promote(
                         tk, result_ttl_ms=self.settings.result_ttl * 1000)
                     if orphans:
@@ -880,7 +946,8 @@ class Worker:
                 await anyio.sleep(interval)
                 try:
                     for type_ in self.keys:
-                        await self._reclaim(type_, send)
+                        if type_ in self._live:
+                            await self._reclaim(type_, send)
                     await self._prune()
                     backoff.reset()
                 except SERVER_ERRORS as e:
@@ -892,7 +959,7 @@ class Worker:
         if now - self._pruned_at < PRUNE_EVERY_S:
             return
         self._pruned_at = now
-        for tk in self.keys.values():
+        for tk in self._live_keys():
             n = await self.scripts.prune_consumers(tk, GROUP, int(PRUNE_IDLE_S * 1000))
             if n:
                 log.info("pruned %d idle consumers of %s", n, tk.type)

@@ -28,6 +28,7 @@
 --@include emit
 --@include free_unique
 --@include slots
+--@include dependents
 local stream, stats, done, job_prefix, events = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local group, consumer, ttl = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local now = now_ms()
@@ -39,7 +40,8 @@ local held = held_entries(stream, group, consumer, ARGV, 4, 7)
 local out, entries, index, accepted, recs = {}, {}, {}, {}, {}
 for i = 4, #ARGV, 7 do
   local entry, id = ARGV[i], ARGV[i + 1]
-  local rec = redis.call('HMGET', job_prefix .. id, 'state', 'entry', 'finished_by', 'unique', 'slots')
+  local rec = redis.call('HMGET', job_prefix .. id, 'state', 'entry', 'finished_by', 'unique', 'slots',
+    'dependents')
   local state, mine = rec[1], rec[2] == entry and rec[3] == consumer
   if not held[entry] then
     -- A replay of this very ack (its reply was lost) finds the job completed by it.
@@ -67,6 +69,7 @@ for _, i in ipairs(accepted) do
   emit(events, 'completed', id, attempt, now)
   free_unique_key(recs[i][4], id)  -- read above: no command for a job without one
   free_slots(job_prefix, key, id, recs[i][5], now)
+  notify_dependents(job_prefix, id, COMPLETED, recs[i][6])
   if ttl > 0 then
     if not recs[i][1] then  -- a plain XADD's first transition: its record starts here
       redis.call('HSET', key, 'enqueued_at', string.match(entry, '^(%d+)'))

@@ -1,4 +1,5 @@
--- dead_retry: move dead jobs back to the stream with a fresh set of attempts.
+-- dead_retry: move dead jobs back to the stream (their priority level's) with a fresh set
+-- of attempts.
 -- KEYS[1] stream
 -- KEYS[2] dead
 -- KEYS[3] stats
@@ -15,6 +16,7 @@
 --@include read_entry
 --@include stash_prefix
 --@include emit
+--@include lane
 local stream, dead, stats, job_prefix = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local now = now_ms()
 local out = {}
@@ -36,7 +38,7 @@ for i = 1, #ARGV do
     else
       set_field(flat, 'attempts', '0')
       set_field(flat, 'id', id)  -- the record's id (a malformed or duplicate one had another)
-      local entry = redis.call('XADD', stream, '*', unpack(flat))
+      local entry = add_to_lane(stream, key, flat)
       redis.call('HSET', key, 'state', WAITING, 'entry', entry, 'attempts', 0,
         'updated_at', now)
       redis.call('HDEL', key, 'dead_entry', 'reason', 'finished_at')

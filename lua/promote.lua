@@ -1,4 +1,5 @@
--- promote: move due jobs from the delayed set to the stream (bounded batch, server clock).
+-- promote: move due jobs from the delayed set to the stream (bounded batch, server clock);
+-- a job of another priority level to its level's stream.
 -- Safe to run from every worker at once: each id moves exactly once.
 -- A due job whose `expires_at` has come ends expired instead (record kept result_ttl_ms).
 -- KEYS[1] stream
@@ -21,6 +22,7 @@
 --@include call_chunked
 --@include expire_job
 --@include emit
+--@include lane
 local stream, delayed, stats, expired, job_prefix = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local ttl = tonumber(ARGV[2])
 local now = now_ms()
@@ -39,7 +41,7 @@ for _, id in ipairs(ids) do
     expired_count = expired_count + 1
   else
     -- The entry first, the stash last: an error between them leaves the job twice.
-    local entry = redis.call('XADD', stream, '*', unpack(flat))
+    local entry = add_to_lane(stream, key, flat)
     redis.call('HSET', key, 'state', WAITING, 'entry', entry, 'updated_at', now)
     names[#names + 1] = 'due_at'
     call_chunked('HDEL', key, names)

@@ -58,6 +58,10 @@ for _, e in ipairs(res[2]) do
     end
     dead_letter(dead, stats, key, id, flat, reason, err, '', attempts, now)
     emit(KEYS[5], 'dead', id, attempts, now, 'reason', reason, 'error', err)
+    -- No worker settles it: a webhook notice for the next sweep of any worker of the type
+    -- (`at` 0: taken over at once; engine/webhooks.py drops it if no webhook wants it).
+    redis.call('HSET', string.sub(job_prefix, 1, -5) .. 'webhook_outbox', entry,
+      cjson.encode({job = id, url = get_field(flat, 'webhook') or cjson.null, at = 0}))
     redis.call('XACK', stream, group, entry)
     redis.call('XDEL', stream, entry)
     out[2] = out[2] + 1

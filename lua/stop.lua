@@ -53,6 +53,7 @@
 --@include slots
 --@include stash
 --@include emit
+--@include dependents
 local stream, stats, expired, cancels, job_prefix = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local events = KEYS[6]
 local group, consumer, ttl = ARGV[1], ARGV[2], tonumber(ARGV[3])
@@ -74,6 +75,7 @@ local function end_cancelled(key, id, reason, attempt)
   redis.call('ZREM', cancels, id)
   redis.call('HSET', key, 'state', CANCELLED, 'entry', '', 'reason', reason,
     'finished_at', now, 'updated_at', now)
+  notify_dependents(job_prefix, id, CANCELLED)
   if ttl > 0 then redis.call('PEXPIRE', key, ttl) else redis.call('DEL', key) end
   emit(events, 'cancelled', id, attempt, now, 'reason', reason)
 end

@@ -75,7 +75,7 @@ def test_schema_patterns_are_the_engines() -> None:
     """The document states exactly what the code accepts: the engine's compiled patterns."""
     from streamjobs.job import JOB_ID
     from streamjobs.keys import TYPE_NAME
-    from streamjobs.listing import SCORE_CURSOR, STREAM_ID
+    from streamjobs.listing import LEVEL_CURSOR, SCORE_CURSOR, STREAM_ID
 
     def anchored(*patterns: re.Pattern[str]) -> str:
         body = "|".join(p.pattern for p in patterns)
@@ -87,7 +87,8 @@ def test_schema_patterns_are_the_engines() -> None:
                 assert _param_pattern(path, method, "type") == anchored(TYPE_NAME), path
             if "{id}" in path:
                 assert _param_pattern(path, method, "id") == anchored(JOB_ID), path
-    assert _param_pattern("/jobs/{type}", "get", "cursor") == anchored(STREAM_ID, SCORE_CURSOR)
+    assert _param_pattern("/jobs/{type}", "get", "cursor") == anchored(
+        LEVEL_CURSOR, STREAM_ID, SCORE_CURSOR)
     assert _param_pattern("/dead/{type}", "get", "cursor") == anchored(STREAM_ID)
     item = DOC["components"]["schemas"]["EnqueueRequest"]["properties"]["id"]
     assert next(s["pattern"] for s in item["anyOf"] if "pattern" in s) == anchored(JOB_ID)

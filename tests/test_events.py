@@ -204,13 +204,14 @@ async def test_api_long_poll_and_sse(redis_url: str, producer: Producer,
                         async for line in sse.aiter_lines():
                             if line.startswith("event: "):
                                 name = line[7:]
-                            elif line.startswith("data: ") and name != "ready":
+                            elif line.startswith("data: "):
                                 seen.append((name, orjson.loads(line[6:])))
                                 if name == "completed":
                                     break
-    assert [n for n, _ in seen] == ["enqueued", "started", "completed"]
-    assert all(d["id"] == job_id and d["type"] == type_name for _, d in seen)
-    assert seen[2][1]["attempt"] == 1
+    assert [n for n, _ in seen] == ["ready", "enqueued", "started", "completed"]
+    assert seen[0][1] == {"types": [type_name]}  # first: the stream is followed from here
+    assert all(d["id"] == job_id and d["type"] == type_name for _, d in seen[1:])
+    assert seen[3][1]["attempt"] == 1
 
 
 async def test_progress_logs_and_history(redis_url: str, r: Redis, producer: Producer,

@@ -28,7 +28,7 @@ def _readme_blocks() -> dict[str, str]:
 def test_readme_shows_the_example_files_as_they_are() -> None:
     blocks = _readme_blocks()
     assert set(blocks) == {"docs/examples/jobs.py", "docs/examples/enqueue.py",
-                           "docs/examples/flow.py"}
+                           "docs/examples/flow.py", "docs/examples/workflow.py"}
     for path, body in blocks.items():
         assert (ROOT / path).read_text() == body, path
 
@@ -87,6 +87,15 @@ def test_flow_example_runs(redis_url: str) -> None:
             r.delete(*(r.keys(f"sj:{{{t}}}:*") or ["-"]))
         r.srem("sj:types", *TYPES)
         r.close()
+
+
+def test_workflow_example_runs(redis_url: str) -> None:
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("STREAMJOBS_")},
+           "STREAMJOBS_REDIS_URL": redis_url}
+    res = subprocess.run([sys.executable, str(EXAMPLES / "workflow.py")], cwd=ROOT, env=env,
+                         capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.splitlines() == ["8", "27", "blocked 8"]
 
 
 def test_make_up_installs_the_package_without_dev_extras() -> None:

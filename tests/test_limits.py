@@ -149,3 +149,44 @@ async def test_a_sigkilled_worker_holding_a_slot_does_not_leak_it(
         await wait_equal(lambda: stat(r, tk, "completed"), 3, timeout=20)
     assert await stat(r, tk, "reclaimed") == 1
     assert await r.exists(_slots(tk)) == 0
+
+
+async def test_api_and_cli_show_what_the_limits_hold(
+    redis_url: str, r: Redis, type_name: str,
+) -> None:
+    import httpx
+
+    from streamjobs.api.app import create_app
+    from streamjobs.config import Settings
+    from tests.test_cli import cli
+
+    reg = Registry()
+
+    @reg.handler(type_name, max_running=1, rate_limit="1000/s")
+    async def work(job: Job) -> None:
+        await anyio.sleep(30 if job.payload == "long" else 0)
+
+    app = create_app(redis_url, Settings(redis_url=redis_url))
+    tk = TypeKeys("sj", type_name)
+    async with Producer(redis_url) as p, running(Worker(redis_url, reg, concurrency=4)), \
+            app.router.lifespan_context(app), httpx.AsyncClient(
+                transport=httpx.ASGITransport(app), base_url="http://api") as client:
+        long = await p.enqueue(type_name, "long")
+        await wait_equal(lambda: r.zcard(_slots(tk)), 1)
+        await p.enqueue_many(type_name, ["a", "b"])
+        await wait_equal(lambda: stat(r, tk, "held"), 2)
+        body = (await client.get(f"/types/{type_name}")).json()
+        assert body["limits"]["running"] == 1 and body["limits"]["held"] == 2
+        assert body["limits"]["rate_window_starts"] >= 1
+        assert body["policy"]["max_running"] == 1 and body["policy"]["rate_limit"] == "1000/s"
+        shown = await anyio.to_thread.run_sync(
+            lambda: cli("types", "show", type_name, url=redis_url))
+        assert shown.returncode == 0, shown.stderr
+        import orjson
+        detail = orjson.loads(shown.stdout)
+        assert detail["limits"]["running"] == 1 and detail["limits"]["held"] == 2
+        assert detail["policy"]["max_running"] == 1 and detail["workers"] == 1
+        await p.cancel(type_name, long)
+        await wait_equal(lambda: stat(r, tk, "completed"), 2)
+        body = (await client.get(f"/types/{type_name}")).json()
+        assert body["limits"]["running"] == 0 and body["limits"]["held"] == 0

@@ -62,12 +62,16 @@ async def test_queue_figures_follow_the_jobs(
     api: httpx.AsyncClient, redis_url: str, type_name: str
 ) -> None:
     t = type_name
-    jobs = [{"payload": i} for i in range(5)] + [{"payload": "later", "delay": 60}]
+    jobs = [{"payload": i} for i in range(4)] + [{"payload": "later", "delay": 60},
+                                                   {"payload": 4, "priority": "high"}]
     assert (await api.post(f"/jobs/{t}/bulk", json={"jobs": jobs})).status_code == 201
     await api.post(f"/jobs/{t}", json={"payload": "boom", "id": "doomed"})
     await anyio.sleep(0.05)
     text = await scrape(api)
     assert sample(text, "streamjobs_queue_waiting", type=t) == 6
+    assert sample(text, "streamjobs_queue_waiting_by_priority", type=t, priority="high") == 1
+    assert sample(text, "streamjobs_queue_waiting_by_priority", type=t, priority="normal") == 5
+    assert sample(text, "streamjobs_queue_waiting_by_priority", type=t, priority="low") == 0
     assert sample(text, "streamjobs_queue_delayed", type=t) == 1
     assert sample(text, "streamjobs_queue_running", type=t) == 0
     assert sample(text, "streamjobs_queue_dead", type=t) == 0

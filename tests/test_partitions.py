@@ -80,9 +80,10 @@ def test_partitions_are_declared_sanely(type_name: str) -> None:
     reg.handler(type_name, partitions=2)(_echo)
     assert reg.get(type_name).partitions == 2
     w = Worker("redis://127.0.0.1:1", reg, types=[f"{type_name}#1"])
-    assert list(w.keys) == [f"{type_name}#1"]
-    assert list(Worker("redis://127.0.0.1:1", reg, types=[f"{type_name}#0"]).keys) == [
-        type_name]
+    # each partition served at every priority level (engine/keys.py, TypeKeys.name)
+    assert list(w.keys) == [f"{type_name}#1!high", f"{type_name}#1", f"{type_name}#1!low"]
+    assert {tk.tag for tk in Worker("redis://127.0.0.1:1", reg,
+                                    types=[f"{type_name}#0"]).keys.values()} == {type_name}
     for wrong in (f"{type_name}#2", f"{type_name}#x"):
         with pytest.raises(ConfigError):
             Worker("redis://127.0.0.1:1", reg, types=[wrong])
@@ -96,7 +97,8 @@ async def test_round_robin_spread_one_worker_drains_all(r: Redis, redis_url: str
     settings = Settings(redis_url=redis_url)
     reg = _registry(type_name)
     async with running(Worker(r, reg, settings=settings, block_ms=50)) as w:
-        assert sorted(w.keys) == sorted(partition_tag(type_name, k) for k in range(N))
+        assert sorted({tk.tag for tk in w.keys.values()}) == sorted(
+            partition_tag(type_name, k) for k in range(N))
         assert await partitions_of(r, TypeKeys("sj", type_name)) == N  # published
         async with Producer(r, settings=settings) as p:
             ids = await p.enqueue_many(type_name, [{"n": i} for i in range(300)])
@@ -285,7 +287,7 @@ async def test_cli_partitions_stats_and_delete(r: Redis, redis_url: str, type_na
     assert await _lengths(r, type_name) == [3, 3, 3]
     res = cli("stats", url=redis_url)
     rows = [line.split() for line in res.stdout.splitlines() if type_name in line]
-    assert rows == [[type_name, "9", "0", "0", "0", "0", "0", "0", "False"]], res.stdout
+    assert rows == [[type_name, "9", "0", "0", "0", "0", "0", "0", "0", "False"]], res.stdout
     res = cli("types", "partitions", type_name, "2", url=redis_url)
     assert "was 3" in res.stdout and f"--types {type_name}#k" in res.stderr
     res = cli("types", "delete", type_name, "--yes", url=redis_url)

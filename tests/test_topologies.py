@@ -33,7 +33,7 @@ from streamjobs.logs import redact
 from streamjobs.registry import Registry
 from streamjobs.streams import rescan_types
 from tests import servers
-from tests.helpers import ROOT, pending, poll, running, wait_equal, wait_state
+from tests.helpers import ROOT, pending, poll, running, wait_equal, wait_for, wait_state
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -247,7 +247,7 @@ async def test_cluster_one_worker_serves_types_and_partitions_on_every_primary(
     reg.handler(hot, partitions=4)(_echo)
     settings = Settings(redis_url=cluster)
     worker = Worker(cluster, reg, settings=settings, concurrency=3, block_ms=200)
-    tks = list(worker.keys.values())
+    tks = [worker.keys[name] for name in worker._live]  # no job of a priority level
     assert len({cr.keyslot(tk.stream) for tk in tks}) >= 20  # 25 streams; names may share a slot
     async with Producer(cr, settings=settings) as p, running(worker):
         last = {}
@@ -376,7 +376,7 @@ def test_cli_up_and_stats_on_a_cluster(cluster: str, procs: list[subprocess.Pope
     poll(completed, 60, 0.5)
     stats = subprocess.run([*base, "stats"], cwd=ROOT, env=env, capture_output=True,
                            text=True, timeout=60, check=True)
-    assert any(line.split()[0] == t and line.split()[5] == "1"
+    assert any(line.split()[0] == t and line.split()[6] == "1"
                for line in stats.stdout.splitlines()[1:])
 
 
@@ -500,3 +500,76 @@ async def test_cluster_schedules_tick_once_on_every_primary_and_pause(
         assert ticks == list(range(ticks[0], ticks[-1] + 1000, 1000))
     paused = {s.type: s.paused for s in await types_stats(cr, [TypeKeys("sj", t) for t in types])}
     assert paused == {types[0]: True, types[1]: False, types[2]: False}
+
+
+async def test_cluster_priorities_on_every_primary(cluster: str, cr: Redis) -> None:
+    """Each type's levels live in its slot: high before low, a retried high job goes
+    back to its level (ahead of the low ones left), stats count every level."""
+    types = spread_types(cluster, per_primary=1)
+    settings = Settings(redis_url=cluster)
+    order: dict[str, list[str]] = {t: [] for t in types}
+    reg = Registry()
+
+    async def record(job: Job) -> None:
+        order[job.type].append(job.payload)
+        if job.payload == "retry" and job.attempt == 1:
+            raise RuntimeError("once")
+        if job.payload == "low":
+            await anyio.sleep(0.05)
+
+    for t in types:
+        reg.handler(t, max_attempts=2, backoff_base=0.01, immediate_retries=0)(record)
+    async with Producer(cr, settings=settings) as p:
+        for t in types:
+            for i in range(10):
+                await p.enqueue(t, "low", priority="low")
+                if i < 5:
+                    await p.enqueue(t, "high", priority="high")
+            await p.enqueue(t, "retry", priority="high")
+        (s,) = await types_stats(cr, [TypeKeys("sj", types[0])])
+        assert s.waiting_by_priority == {"high": 6, "low": 10}
+        async with running(Worker(cluster, reg, settings=settings, concurrency=1,
+                                  block_ms=100)):
+            for t in types:
+                await wait_for(lambda t=t: _count(order[t], 17), timeout=30)
+    for t in types:
+        assert order[t][:6] == ["high"] * 5 + ["retry"], order[t]
+        assert order[t].index("retry", 6) < 16, order[t]  # back before the lows ended
+
+
+async def _count(items: list[str], n: int) -> bool:
+    return len(items) >= n
+
+
+async def test_cluster_dependencies_and_groups_across_slots(cluster: str, cr: Redis) -> None:
+    """A diamond and a group whose members live on every primary: each child is told by
+    its parents' slots (the relay), runs once, with their results."""
+    from streamjobs import Step, group
+
+    a, b, c = spread_types(cluster, per_primary=1)
+    settings = Settings(redis_url=cluster)
+    seen: list[tuple[str, Any]] = []
+    reg = Registry()
+
+    async def work(job: Job) -> Any:
+        seen.append((job.payload, job.parent_results))
+        return job.payload
+
+    for t in (a, b, c):
+        reg.handler(t)(work)
+    async with Producer(cr, settings=settings) as p:
+        ids = await p.workflow([
+            Step(a, "A", name="A"), Step(b, "B", name="B", after=["A"]),
+            Step(c, "C", name="C", after=["A"]), Step(a, "D", name="D", after=["B", "C"])])
+        gids = await p.workflow(group([Step((a, b, c)[i % 3], f"m{i}") for i in range(12)],
+                                      then=Step(b, "then")))
+        async with running(Worker(cluster, reg, settings=settings, concurrency=4,
+                                  block_ms=100)):
+            await wait_state(p, a, ids["D"], JobState.COMPLETED, timeout=30)
+            await wait_state(p, b, gids["then"], JobState.COMPLETED, timeout=30)
+    payloads = [s[0] for s in seen]
+    assert payloads.count("D") == 1 and payloads.count("then") == 1
+    d = next(s[1] for s in seen if s[0] == "D")
+    assert d == {f"{b}/{ids['B']}": "B", f"{c}/{ids['C']}": "C"}
+    then = next(s[1] for s in seen if s[0] == "then")
+    assert sorted(then.values()) == sorted(f"m{i}" for i in range(12))

@@ -172,3 +172,26 @@ def test_a_sync_producer_enqueues_under_the_callers_span(
     assert enqueue.parent.span_id == request.get_span_context().span_id
     assert st is not None and st.headers[TRACEPARENT].split("-")[2] == (
         f"{enqueue.context.span_id:016x}")
+
+
+async def test_a_workflows_steps_share_one_trace(
+        redis_url: str, type_name: str, spans: InMemorySpanExporter) -> None:
+    from streamjobs import Step, chain
+
+    settings = Settings(redis_url=redis_url, tracing=True)
+    reg = Registry()
+
+    @reg.handler(type_name)
+    async def step(job: Job) -> Any:
+        return job.payload
+
+    async with Producer(redis_url, settings=settings) as p:
+        ids = await p.workflow(chain(Step(type_name, 1), Step(type_name, 2),
+                                     Step(type_name, 3)))
+        async with running(Worker(redis_url, reg, settings=settings, block_ms=100)):
+            await wait_state(p, type_name, ids["step2"], JobState.COMPLETED)
+    found = _of(spans, type_name)
+    assert len([s for s in found if s.kind is SpanKind.CONSUMER]) == 3
+    assert len({s.context.trace_id for s in found}) == 1  # enqueues and attempts: one trace
+    (root,) = [s for s in spans.get_finished_spans() if s.name == "enqueue workflow"]
+    assert all(s.context.trace_id == root.context.trace_id for s in found)

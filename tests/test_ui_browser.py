@@ -55,6 +55,7 @@ class Site:
     url: str
     api: httpx.Client
     shots: Path
+    redis_url: str = ""
     fixed: set[str] = field(default_factory=set)
     release: threading.Event = field(default_factory=threading.Event)
 
@@ -87,7 +88,7 @@ def _registry(site: Site) -> Registry:
         await job.progress(1.0, "rendered 10 of 10 pages")
         return "render.pdf"
 
-    @reg.handler("videos", **FAST)
+    @reg.handler("videos", max_running=2, rate_limit="100/s", **FAST)
     async def videos(job: Job) -> str:
         await anyio.sleep(60)  # until cancelled from the dashboard
         return "encoded"
@@ -145,7 +146,7 @@ def site(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[S
     with serving(server_config(app, settings, "127.0.0.1", free_port(), "warning")) as url, \
             httpx.Client(base_url=url, headers={"authorization": f"Bearer {KEY}"},
                          timeout=30) as api:
-        s = Site(url, api, shots)
+        s = Site(url, api, shots, redis_url)
         thread = _worker_thread(redis_url, s, settings, stop)
         try:
             _seed(s)
@@ -491,12 +492,14 @@ def test_events_page_says_why_when_a_types_events_are_off(
         page.goto(f"{site.url}/ui#/events?types=emails,audits")
         page.wait_for_selector("#events-error:has-text('switched off')")
         assert "streamjobs events audits on" in page.inner_text("#events-error")
-        assert page.get_attribute("#events-state", "data-state") == "stopped"
+        assert page.get_attribute("#events-state", "data-state") == "refused"
         page.wait_for_timeout(3500)  # past an EventSource's reconnection delay (3 s)
         assert len(streams) == 2  # the EventSource's request and the one asking why
-        assert page.get_attribute("#events-state", "data-state") == "stopped"
+        assert page.get_attribute("#events-state", "data-state") == "refused"
     finally:
         page.remove_listener("request", seen)
+    res = site.api.get("/events", params={"types": "emails,audits"})
+    assert res.status_code == 409 and res.json()["types"] == ["audits"]
 
 
 def test_events_pause_holds_new_events_and_shows_them_on_resume(page: Page, site: Site) -> None:
@@ -546,13 +549,14 @@ def test_events_pause_holds_new_events_and_shows_them_on_resume(page: Page, site
 EVENT_COLOUR = {Event.ENQUEUED: "waiting", Event.STARTED: "running", Event.PROGRESS: "running",
                 Event.COMPLETED: "completed", Event.FAILED: "dead", Event.RETRYING: "delayed",
                 Event.DEAD: "dead", Event.CANCELLED: "cancelled", Event.EXPIRED: "expired",
-                Event.DEBOUNCED: "delayed", Event.DEAD_RETRIED: "waiting"}
+                Event.DEBOUNCED: "delayed", Event.DEAD_RETRIED: "waiting",
+                Event.UNBLOCKED: "waiting"}
 
 
 def test_every_event_and_state_badge_wears_its_state_colour(page: Page, site: Site) -> None:
     page.goto(f"{site.url}/ui#/events?types=emails")
     page.wait_for_selector("#events-state[data-state=live]")
-    names = [*JobState, *Event, "paused", "stale"]
+    names = [*JobState, *Event, "paused", "stale", "gone"]
     colours: dict[str, str] = page.evaluate("""names => {
         const out = {};
         for (const n of names) {
@@ -570,8 +574,45 @@ def test_every_event_and_state_badge_wears_its_state_colour(page: Page, site: Si
     assert set(EVENT_COLOUR) == set(Event)
     assert {e.value: colours[e] for e in Event} == {
         e.value: colours[s] for e, s in EVENT_COLOUR.items()}
-    assert colours["paused"] == colours["stale"] == states["delayed"]
+    assert colours["paused"] == colours["stale"] == colours["blocked"] == states["delayed"]
+    assert colours["gone"] == colours["cancelled"]
     # The page's own rows wear them too.
     site.api.post("/jobs/emails", json={"payload": {"to": "colour@example.com"}})
     started = page.wait_for_selector("#events tr[data-event=started] .badge")
     assert started.evaluate("b => getComputedStyle(b).backgroundColor") == states["running"]
+
+
+def test_a_workflows_graph_shows_each_steps_state(page: Page, site: Site) -> None:
+    steps = [{"name": "a", "type": "emails", "payload": {"to": "a@example.com"}, "id": "wf-a"},
+             {"name": "b", "type": "emails", "payload": {"to": "b@example.com"}, "after": ["a"]},
+             {"name": "c", "type": "emails", "payload": {"to": "c@example.com"}, "after": ["a"]},
+             {"name": "zip", "type": "zips", "payload": {}, "after": ["b", "c"], "id": "wf-zip"},
+             {"name": "notify", "type": "zips", "payload": {}, "after": ["zip"]}]
+    r = site.api.post("/workflows", json={"steps": steps})
+    assert r.status_code == 201, r.text
+    poll(lambda: site.api.get("/jobs/zips/wf-zip").json()["state"] == "waiting", timeout=20)
+    page.goto(f"{site.url}/ui#/job/zips/wf-zip")
+    page.wait_for_selector("#workflow .wf-node")
+    columns = page.locator("#workflow .wf-col")
+    assert columns.count() == 4  # a; b and c; zip; notify
+    assert columns.nth(1).locator(".wf-node").count() == 2
+    states = page.locator("#workflow .wf-node .badge").all_inner_texts()
+    assert sorted(states) == ["blocked", "completed", "completed", "completed", "waiting"]
+    assert page.locator("#workflow .wf-node.here").get_attribute("data-ref") == "zips/wf-zip"
+    page.locator("#workflow").scroll_into_view_if_needed()
+    _shot(page, site, "workflow")
+    page.click("#workflow .wf-node a:has-text('wf-a')")
+    page.wait_for_selector("#job-id:has-text('wf-a')")
+    page.goto(f"{site.url}/ui#/type/zips?state=blocked")
+    page.wait_for_selector("#policy:has-text('waiting for their parents')")
+    assert page.locator("#jobs tbody tr").count() == 1  # the blocked tab lists it
+
+
+def test_a_types_limits_show_what_they_hold(page: Page, site: Site) -> None:
+    assert site.api.post("/jobs/videos", json={"payload": {}, "id": "limits-v"}).status_code == 201
+    poll(lambda: site.api.get("/jobs/videos/limits-v").json()["state"] == "running", timeout=10)
+    page.goto(f"{site.url}/ui#/type/videos")
+    page.wait_for_selector("#policy:has-text('max running')")
+    facts = page.inner_text("#policy")
+    assert "1 of 2 running" in facts and "100/s" in facts
+    site.api.delete("/jobs/videos/limits-v")

@@ -138,6 +138,57 @@ async def test_type_webhook_is_called_once_signed(settings: Settings, type_name:
         assert w.metrics.webhooks.labels("ok")._value.get() == 1
 
 
+async def test_a_high_priority_job_is_notified_once_while_sweeps_run(
+        settings: Settings, type_name: str, receiver: Receiver,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A job of a priority level settles through its level's stream: the sweep of left
+    outbox fields (one outbox per type) must not take its live notice over."""
+    from streamjobs import webhooks
+
+    monkeypatch.setattr(webhooks, "OUTBOX_AGE_S", 0.05)
+    monkeypatch.setattr(webhooks, "SWEEP_S", 0.02)
+
+    async def slow(job: Job) -> Any:
+        await anyio.sleep(0.2)
+        return {"echo": job.payload}
+
+    async with Producer(settings.redis_url or "", settings=settings) as p:
+        await p.set_webhook(type_name, receiver.url)
+        async with running(worker(settings, registry_of(type_name, slow))):
+            await p.enqueue(type_name, {"n": 1}, priority="high")
+            await wait_for(lambda: len(receiver.calls) == 1)
+            await anyio.sleep(0.5)
+        assert len(receiver.calls) == 1
+
+
+async def test_a_poison_job_dead_lettered_by_reclaim_is_notified(
+        settings: Settings, type_name: str, receiver: Receiver,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """No worker settles a job its reclaim dead-letters as poison: the reclaim script
+    leaves the notice in the outbox for the sweep."""
+    from streamjobs import webhooks
+    from streamjobs.keys import GROUP
+
+    monkeypatch.setattr(webhooks, "SWEEP_S", 0.05)
+    reg = Registry()
+    reg.handler(type_name, max_deliveries=1, visibility_timeout=0.3)(lambda job: None)
+    async with Producer(settings.redis_url or "", settings=settings) as p:
+        await p.set_webhook(type_name, receiver.url)
+        job_id = await p.enqueue(type_name, {"n": 1})
+        tk = p.keys(type_name)
+        # a worker that died running it: delivered once, never settled
+        await p.redis.xreadgroup(GROUP, "ghost", {tk.stream: ">"}, count=1)
+        await anyio.sleep(0.4)
+        async with running(worker(settings, reg)):
+            await wait_state(p, type_name, job_id, JobState.DEAD)
+            await wait_for(lambda: len(receiver.calls) == 1)
+            await anyio.sleep(0.3)
+        assert len(receiver.calls) == 1
+        call = receiver.calls[0].json
+        assert call["event"] == "dead" and call["id"] == job_id
+        assert call["reason"] == "poison"
+
+
 async def test_a_failing_receiver_is_retried_then_succeeds(
         settings: Settings, type_name: str, receiver: Receiver) -> None:
     receiver.statuses = [500, 429, 200]

@@ -41,11 +41,16 @@ from streamjobs import Job, Producer, Registry, Settings, Worker  # noqa: E402
 from streamjobs.connection import client_from_url, is_cluster  # noqa: E402
 from streamjobs.events import switch_events  # noqa: E402
 from streamjobs.keys import TypeKeys  # noqa: E402
+from streamjobs.producer import JobSpec  # noqa: E402
 
 TYPE = "bench"
 #: Flow-control options for the bench type's handler, to show what they cost, e.g.
 #: BENCH_LIMITS='{"max_running": 1000000}' or '{"rate_limit": "1000000/s"}'.
 LIMITS = json.loads(os.environ.get("BENCH_LIMITS") or "{}")
+#: BENCH_PRIORITY=high (every job high) or mixed (high, normal, low in turn): the cost of
+#: reading the bench type at more than one priority level.
+PRIORITY = os.environ.get("BENCH_PRIORITY") or ""
+LEVELS = {"": [], "high": ["high"], "mixed": ["high", "normal", "low"]}[PRIORITY]
 MANY_TYPES = 50
 #: many_types bounds: each pickup, the idle phase, the drain.
 PICKUP_WAIT_S = 10.0
@@ -86,6 +91,10 @@ class StreamjobsPeer(Peer):
         await self.producer.enqueue(TYPE, payload)
 
     async def enqueue_many(self, payloads):
+        if LEVELS:
+            await self.producer.enqueue_batch(TYPE, [
+                JobSpec(p, priority=LEVELS[i % len(LEVELS)]) for i, p in enumerate(payloads)])
+            return
         await self.producer.enqueue_many(TYPE, payloads)
 
     async def on_enqueued(self, res):

@@ -18,20 +18,26 @@ from pydantic import (
 )
 
 from streamjobs import contract
-from streamjobs.contract import DedupMode, JobState
+from streamjobs.contract import DedupMode, JobState, ParentPolicy, Priority
 from streamjobs.counts import TypeStats
 from streamjobs.dead import DeadJob
 from streamjobs.job import MAX_URL
-from streamjobs.listing import SCORE_CURSOR, JobSummary
+from streamjobs.limits import LimitUsage
+from streamjobs.listing import LEVEL_CURSOR, SCORE_CURSOR, JobSummary
 from streamjobs.producer import CancelOutcome, JobSpec
 from streamjobs.schedules import Schedule
+from streamjobs.workflows import Step
 
 # The engine's patterns, anchored for JSON Schema (which searches rather than matches).
 JOB_ID_PATTERN = f"^{contract.JOB_ID_PATTERN}$"
 TYPE_PATTERN = f"^{contract.TYPE_NAME_PATTERN}$"
 STREAM_ID_PATTERN = f"^{contract.STREAM_ID_PATTERN}$"
 HEADER_NAME_PATTERN = f"^{contract.HEADER_NAME_PATTERN}$"
-LIST_CURSOR_PATTERN = f"^(?:{contract.STREAM_ID_PATTERN}|{SCORE_CURSOR.pattern})$"
+LIST_CURSOR_PATTERN = (f"^(?:{LEVEL_CURSOR.pattern}|{contract.STREAM_ID_PATTERN}"
+                       f"|{SCORE_CURSOR.pattern})$")
+#: A parent of a job: ``<type>/<id>``.
+#: (The type's own rules, such as no ``..``, are checked when it is looked up.)
+PARENT_REF_PATTERN = f"^[A-Za-z0-9_.\\-]{{1,64}}/{contract.JOB_ID_PATTERN}$"
 #: Ten years: a longer delay is a mistake, not a schedule.
 MAX_DELAY_S = 10 * 365 * 86400
 MAX_BULK = 5000
@@ -148,12 +154,23 @@ class EnqueueRequest(BaseModel):
                                 description="an http(s) URL POSTed when the job completes "
                                             "or ends dead (signed with the delivering "
                                             "worker's webhook_secret)")
+    priority: Priority | None = Field(
+        None, description="high, normal (default) or low: workers start every waiting job "
+                          "of a higher level of the type before any of a lower one")
+    after: list[Annotated[str, StringConstraints(pattern=PARENT_REF_PATTERN)]] = Field(
+        default_factory=list, max_length=1000,
+        description="parents, each `<type>/<id>`: the job is blocked until every one has "
+                    "ended, then runs with their results (no delay or run_at with it)")
+    on_parent_failure: ParentPolicy | None = Field(
+        None, description="fail (default: the job ends dead), run or drop (it ends "
+                          "cancelled) when a parent ends dead, cancelled or expired")
 
     def spec(self) -> JobSpec:
         run_at, expires_at = _utc(self.run_at), _utc(self.expires_at)
         return JobSpec(self.payload, self.id, self.delay, run_at, self.max_attempts,
                        self.timeout, self.headers, self.expires_in, expires_at,
-                       self.dedup_key, self.dedup_mode, self.dedup_ttl, self.key, self.webhook)
+                       self.dedup_key, self.dedup_mode, self.dedup_ttl, self.key, self.webhook,
+                       self.priority, list(self.after), self.on_parent_failure)
 
 
 def _utc(value: datetime | None) -> datetime | None:
@@ -161,6 +178,56 @@ def _utc(value: datetime | None) -> datetime | None:
     if isinstance(value, datetime) and value.tzinfo is None:
         return value.replace(tzinfo=UTC)
     return value
+
+
+class WorkflowStep(BaseModel):
+    """One job of a workflow: its name here, its type, and the steps it runs after."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(max_length=64, json_schema_extra={"pattern": TYPE_PATTERN},
+                      description="the step's name within this workflow")
+    type: str = Field(max_length=64, json_schema_extra={"pattern": TYPE_PATTERN})
+    payload: Any = None
+    after: list[str] = Field(default_factory=list, max_length=1000,
+                             description="names of steps of this workflow to run after")
+    on_parent_failure: ParentPolicy | None = None
+    id: str | None = Field(None, pattern=JOB_ID_PATTERN)
+    max_attempts: int | None = Field(None, ge=1, le=10_000, strict=True)
+    timeout: float | None = Field(None, gt=0, le=7 * 86400, allow_inf_nan=False, strict=True)
+    headers: dict[HeaderName, str] = Field(default_factory=dict, max_length=64)
+    priority: Priority | None = None
+
+    def step(self) -> Step:
+        options: dict[str, Any] = {
+            k: v for k, v in (("job_id", self.id), ("max_attempts", self.max_attempts),
+                              ("timeout", self.timeout), ("priority", self.priority))
+            if v is not None}
+        if self.headers:
+            options["headers"] = dict(self.headers)
+        return Step(self.type, self.payload, self.name, list(self.after),
+                    self.on_parent_failure, options)
+
+
+class WorkflowRequest(BaseModel):
+    """A workflow: steps that run after other steps (an acyclic graph)."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"steps": [
+        {"name": "fetch", "type": "fetch", "payload": {"url": "https://example.com"}},
+        {"name": "parse", "type": "parse", "after": ["fetch"]},
+        {"name": "store", "type": "store", "after": ["parse"]}]}]})
+
+    steps: list[WorkflowStep] = Field(min_length=1, max_length=1000)
+
+
+class WorkflowJob(BaseModel):
+    type: str
+    id: str
+    state: str = Field(description="waiting, or blocked until its parents end")
+
+
+class WorkflowOut(BaseModel):
+    jobs: dict[str, WorkflowJob] = Field(description="each step's job, by step name")
 
 
 class BulkRequest(BaseModel):
@@ -321,11 +388,13 @@ class ScheduleRequest(BaseModel):
     timeout: float | None = Field(None, gt=0, le=7 * 86400, allow_inf_nan=False, strict=True)
     headers: dict[HeaderName, str] = Field(default_factory=dict, max_length=64)
     paused: bool = False
+    priority: Priority | None = Field(None, description="each tick's priority level")
 
     def schedule(self, name: str) -> Schedule:
         return Schedule(name, self.type, cron=self.cron, every=self.every, tz=self.tz,
                         payload=self.payload, max_attempts=self.max_attempts,
-                        timeout=self.timeout, headers=dict(self.headers), paused=self.paused)
+                        timeout=self.timeout, headers=dict(self.headers), paused=self.paused,
+                        priority=self.priority)
 
 
 class SchedulesOut(BaseModel):
@@ -348,6 +417,8 @@ class TypeDetail(BaseModel):
     policy: dict[str, Any] | None = Field(description="the type's retry policy, as its live "
                                                       "workers run it; null: no live worker")
     workers: int = Field(description="live workers that run the type")
+    limits: LimitUsage = Field(description="what the type's limits hold now (its own "
+                                           "scope: max_running and rate_limit)")
 
 
 class ThroughputSeries(BaseModel):

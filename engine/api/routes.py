@@ -48,29 +48,34 @@ from streamjobs.api.models import (
     WebhookRequest,
     WebhooksOut,
     WorkersOut,
+    WorkflowJob,
+    WorkflowOut,
+    WorkflowRequest,
 )
 from streamjobs.api.state import ApiState
 from streamjobs.codes import Code
 from streamjobs.contract import STREAM_ID, TYPE_NAME, JobState
-from streamjobs.counts import known_types, server_ms, type_stats, types_stats
+from streamjobs.counts import known_types, server_ms, types_stats
 from streamjobs.errors import (
     DecodeError,
+    EventsOff,
     InvalidArgument,
     JobNotFound,
     PayloadTooLarge,
     WrongState,
 )
-from streamjobs.events import Events
+from streamjobs.events import Events, events_on
 from streamjobs.history import KEEP_MINUTES, throughput
 from streamjobs.job import check_job_id
 from streamjobs.keys import check_type_name, ready_probe_key
 from streamjobs.listing import LISTABLE, MAX_PAGE, list_type_jobs
-from streamjobs.presence import live_workers, policies_of
+from streamjobs.presence import live_workers
 from streamjobs.producer import CancelOutcome, JobSpec
 from streamjobs.results import wait_status
 from streamjobs.schedules import Schedule
 from streamjobs.scripts import SPECS, EnqueueResult, source
 from streamjobs.status import JobStatus, type_status
+from streamjobs.typeinfo import describe_type
 
 
 class ApiRoute(APIRoute):
@@ -188,6 +193,19 @@ async def enqueue_bulk(type_: TypeName, body: BulkRequest, api: Api) -> BulkEnqu
     ])
 
 
+@router.post("/workflows", status_code=201, response_model=WorkflowOut, tags=["jobs"],
+             responses=_errors(503))
+async def enqueue_workflow(body: WorkflowRequest, api: Api) -> WorkflowOut:
+    """Enqueue a workflow: each step a job, blocked until the steps it runs `after` have
+    ended (then it runs with their results). Checked whole first (names, cycles); steps
+    are enqueued parents first."""
+    steps = [s.step() for s in body.steps]
+    ids = await api.producer.workflow(steps)
+    types = {str(s.name): s.type for s in steps}
+    return WorkflowOut(jobs={name: WorkflowJob(type=types[name], id=str(job), state=job.state)
+                             for name, job in ids.items()})
+
+
 @router.get("/jobs/{type}", response_model=JobPage, tags=["jobs"], responses=_errors(503))
 async def list_by_state(
     type_: TypeName, api: Api,
@@ -264,12 +282,17 @@ async def events(
     debounced, dead_retried), `data:` a JSON object (type, id, attempt, at, stream_id, the
     event's own fields, and `partition` on a partitioned type's partitions 1 and up),
     `id:` `tag/stream_id` (the tag: the type, or `type#partition`). A type whose events are
-    switched off is refused with 409 before the stream starts (`type` names it)."""
+    switched off is refused with 409 before the stream starts (`type` names the first,
+    `types` every one)."""
     names = [check_type_name(t) for t in types.split(",") if t]
     if not names:
         raise ApiError(422, "types: name at least one job type")
     watch = Events(api.redis, settings=api.settings)
-    positions = await watch.start(names, since=since)  # EventsOff: 409, nothing streamed
+    try:
+        positions = await watch.start(names, since=since)
+    except EventsOff as e:  # 409 before anything is streamed: an EventSource stops there
+        off = [t for t in names if not await events_on(api.redis, api.producer.keys(t))]
+        raise ApiError(409, str(e), type=e.type, types=off or [e.type]) from e
 
     async def stream() -> AsyncIterator[bytes]:
         yield b"event: ready\ndata: " + orjson.dumps({"types": names}) + b"\n\n"
@@ -517,12 +540,9 @@ async def run_schedule_now(name: ScheduleName, api: Api) -> RanNow:
 @router.get("/types/{type}", response_model=TypeDetail, tags=["operations"],
             responses=_errors(503))
 async def type_detail(type_: TypeName, api: Api) -> dict[str, Any]:
-    """One type's counts, and its retry policy as its live workers run it."""
-    stats = await type_stats(api.redis, api.producer.keys(type_))
-    workers = await live_workers(api.redis, api.settings.prefix)
-    serving = [w for w in workers if type_ in w.get("types", ())]
-    return {"stats": stats.to_dict(), "policy": policies_of(serving).get(type_),
-            "workers": len(serving)}
+    """One type's counts, its policy (limits included) as its live workers run it, and
+    what its limits hold now (slots taken, jobs parked, starts in the rate window)."""
+    return await describe_type(api.redis, api.producer.keys(type_))
 
 
 @router.get("/throughput", response_model=ThroughputOut, tags=["operations"],

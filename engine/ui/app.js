@@ -4,7 +4,7 @@ import { chart, spark } from "./chart.js";
 
 const STATES = ["waiting", "running", "delayed", "dead", "completed"];
 // A type page's tabs: the overview's columns, and the jobs that ended before they ran.
-const TAB_STATES = [...STATES, "expired"];
+const TAB_STATES = [...STATES, "blocked", "expired"];
 const POLL_MS = 3000;
 // The pages in the nav. A new page is one entry here and one render function.
 const PAGES = [
@@ -347,7 +347,16 @@ function policyFacts(detail) {
       ["backoff", `${p.backoff_base} s doubling, cap ${p.backoff_cap} s, jitter ${p.jitter}`],
       ["visibility timeout", `${p.visibility_timeout} s`], ["max deliveries", String(p.max_deliveries)],
       ["isolation", p.isolation]);
+    // Limits, with what they hold now (GET /types/{type}: limits).
+    const lim = detail.limits || {};
+    if (p.max_running) items.push(["max running", `${lim.running ?? "?"} of ${p.max_running} running, ${lim.held ?? 0} parked`]);
+    if (p.max_running_per_key) items.push(["max running per key", String(p.max_running_per_key)]);
+    if (p.rate_limit) items.push(["rate limit", `${p.rate_limit} (${lim.rate_window_starts ?? 0} starts in the window${lim.rate_hold_ms ? `, held ${duration(lim.rate_hold_ms / 1000)}` : ""})`]);
+    if (p.rate_limit_per_key) items.push(["rate limit per key", p.rate_limit_per_key]);
   }
+  if (st.blocked) items.push(["blocked", `${st.blocked.toLocaleString()} waiting for their parents`]);
+  const levels = Object.entries(st.waiting_by_priority || {}).filter(([k]) => k !== "normal");
+  if (levels.length) items.push(["waiting by priority", Object.entries(st.waiting_by_priority).map(([k, v]) => `${k} ${v}`).join(", ")]);
   return h("div", {}, h("dl", { class: "facts", id: "policy" }, items.flatMap(([k, v]) => [h("dt", {}, k), h("dd", {}, v)])),
     p ? null : h("p", { class: "muted" }, "Policy: no live worker runs this type, so its policy is not known here."));
 }
@@ -360,6 +369,7 @@ function jobsTable(type, state, jobs, errorText) {
     waiting: [["enqueued", (j) => when(j.enqueued_at)], ["attempts", (j) => j.attempts]],
     running: [["worker", (j) => j.consumer], ["running for", (j) => duration(j.idle_ms / 1000)], ["deliveries", (j) => j.deliveries]],
     delayed: [["due", (j) => when(j.due_at)]],
+    blocked: [],
     completed: [["finished", (j) => when(j.finished_at)]],
     expired: [["expired", (j) => when(j.finished_at)]],
     dead: [["failed", (j) => when(j.failed_at)], ["attempts", (j) => j.attempts], ["reason", (j) => j.reason],
@@ -405,7 +415,7 @@ function jobView(type, job) {
       render();
     }));
   }
-  if (job.state === "waiting" || job.state === "delayed" || job.state === "running") {
+  if (["waiting", "delayed", "running", "blocked"].includes(job.state)) {
     const running = job.state === "running";
     actions.push(act("Cancel", "danger", async () => {
       const text = running ? `Stop job ${job.id}? Its attempt is stopped and it is not retried.`
@@ -436,6 +446,7 @@ function jobView(type, job) {
     !canWrite() ? h("p", { class: "muted" }, "Read-only key: actions are disabled.") : null,
     h("div", { class: "panel" }, h("dl", { class: "facts" }, facts.flatMap(([k, v]) => [h("dt", {}, k), h("dd", {}, v)]))),
     progressView(job),
+    workflowView(type, job),
     job.error ? h("div", {}, h("h2", {}, "Last error"), h("pre", { class: "err", id: "job-error" }, job.error)) : null,
     job.traceback ? h("details", {}, h("summary", {}, "Traceback"), h("pre", {}, job.traceback)) : null,
     h("h2", {}, "Payload"),
@@ -446,6 +457,69 @@ function jobView(type, job) {
     job.result !== null && job.result !== undefined ? [h("h2", {}, "Result"), h("div", { id: "job-result" }, pretty(job.result))] : null,
     historyView(job.history || []),
     job.logs && job.logs.length ? [h("h2", {}, "Log"), h("pre", { id: "job-logs", class: "logs" }, job.logs.join("\n"))] : null);
+}
+
+// ---- workflow ---------------------------------------------------------------------------
+
+// A job's workflow: the jobs it runs after and those that run after it, walked both ways
+// (at most WORKFLOW_MAX of them), laid out in columns by their longest path from a root,
+// each with its state. Loaded after the page, so a large graph never holds it up.
+const WORKFLOW_MAX = 40;
+const refType = (ref) => ref.slice(0, ref.indexOf("/")).split("#")[0];
+const refId = (ref) => ref.slice(ref.indexOf("/") + 1);
+
+function workflowView(type, job) {
+  if (!(job.parents || []).length && !(job.dependents || []).length) return null;
+  const box = h("div", { class: "panel", id: "workflow" }, h("p", { class: "muted" }, "loading the workflow…"));
+  loadWorkflow(type, job).then((nodes) => box.replaceChildren(workflowGraph(nodes, `${type}/${job.id}`)))
+    .catch((e) => box.replaceChildren(h("p", { class: "err" }, `workflow: ${e.message}`)));
+  return [h("h2", {}, "Workflow"), box];
+}
+
+async function loadWorkflow(type, job) {
+  const nodes = new Map([[`${type}/${job.id}`, { type, id: job.id, state: job.state, parents: job.parents || [], dependents: job.dependents || [] }]]);
+  const todo = [...nodes.values()].flatMap((n) => [...n.parents, ...n.dependents]);
+  while (todo.length && nodes.size < WORKFLOW_MAX) {
+    const ref = todo.shift();
+    const key = `${refType(ref)}/${refId(ref)}`;
+    if (nodes.has(key)) continue;
+    let st;
+    try {
+      st = await api("GET", `/jobs/${enc(refType(ref))}/${enc(refId(ref))}`);
+    } catch (e) {
+      if (e.status !== 404) throw e;
+      st = { state: "gone", parents: [], dependents: [] };
+    }
+    const node = { type: refType(ref), id: refId(ref), state: st.state, parents: st.parents || [], dependents: st.dependents || [] };
+    nodes.set(key, node);
+    todo.push(...node.parents, ...node.dependents);
+  }
+  return nodes;
+}
+
+function workflowGraph(nodes, here) {
+  const keyOf = (ref) => `${refType(ref)}/${refId(ref)}`;
+  const depth = new Map();
+  const level = (key, seen = new Set()) => {
+    if (depth.has(key)) return depth.get(key);
+    if (seen.has(key)) return 0;  // a cycle cannot be enqueued; never loop on bad data
+    seen.add(key);
+    const parents = (nodes.get(key)?.parents || []).map(keyOf).filter((k) => nodes.has(k));
+    const d = parents.length ? 1 + Math.max(...parents.map((k) => level(k, seen))) : 0;
+    depth.set(key, d);
+    return d;
+  };
+  const columns = [];
+  for (const key of nodes.keys()) (columns[level(key)] ||= []).push(key);
+  return h("div", { class: "workflow" }, columns.map((keys, i) => h("div", { class: "wf-col" },
+    h("div", { class: "muted wf-step" }, i === 0 ? "first" : `then (${i})`),
+    keys.map((key) => {
+      const n = nodes.get(key);
+      return h("div", { class: `wf-node${key === here ? " here" : ""}`, "data-ref": key },
+        badge(n.state), h("div", { class: "mono" }, h("a", { href: `#/job/${enc(n.type)}/${enc(n.id)}` }, n.id.length > 14 ? `${n.id.slice(0, 12)}…` : n.id)),
+        h("div", { class: "muted" }, n.type));
+    }))),
+  nodes.size >= WORKFLOW_MAX ? h("p", { class: "muted" }, `the first ${WORKFLOW_MAX} jobs of the workflow`) : null);
 }
 
 // What the handler reported with job.progress(fraction, message), while it runs and after.
@@ -623,18 +697,21 @@ function scheduleRow(s) {
 // then is the page "live". A refusal (409: a type's events are off) is shown, not retried.
 const EVENTS_KEPT = 200;
 const EVENT_KINDS = ["enqueued", "started", "progress", "completed", "retrying", "failed", "dead",
-  "cancelled", "expired", "debounced", "dead_retried"];
+  "cancelled", "expired", "debounced", "dead_retried", "unblocked"];
+// Each event's badge wears the colour of the state it leads to: style.css, one place.
 
-// Why the server refused the stream (its JSON error), or null when it serves it now.
+// Why the stream cannot be had: {refused: true, error} when the server answers it with an
+// error (its JSON message), {refused: false, error} when it cannot be reached, null when
+// it serves the stream now.
 async function refusal(url) {
   const ctl = new AbortController();
   try {
     const r = await fetch(url, { credentials: "same-origin", signal: ctl.signal, headers: { accept: "application/json" } });
     if (r.ok) return null;
     const data = r.headers.get("content-type")?.includes("json") ? await r.json() : null;
-    return (data && data.error) || `HTTP ${r.status}`;
+    return { refused: true, error: (data && data.error) || `HTTP ${r.status}` };
   } catch (e) {
-    return e.message;
+    return { refused: false, error: e.message };
   } finally {
     ctl.abort();
   }
@@ -703,8 +780,9 @@ async function eventsPage(_, params) {
       if (feed !== mine) return; // the page was left meanwhile
       feed = null;
       if (why === null) { connect(); return; }
-      setState("stopped", "dead");
-      problem.replaceChildren(h("strong", {}, "No live events: "), why, " ",
+      problem.dataset.state = why.refused ? "refused" : "stopped";
+      setState(problem.dataset.state, "dead");
+      problem.replaceChildren(h("strong", {}, "No live events: "), why.error, " ",
         h("button", { class: "secondary", onclick: () => { setState("connecting", "read"); connect(); } }, "Try again"));
       problem.hidden = false;
     };
@@ -721,7 +799,8 @@ async function eventsPage(_, params) {
     held = [];
     heldCount = 0;
     pause.textContent = "Pause";
-    if (!feed) setState(problem.hidden ? "no type chosen" : "stopped", problem.hidden ? "read" : "dead");
+    if (!feed && !problem.hidden) setState(problem.dataset.state, "dead");
+    else if (!feed) setState("no type chosen", "read");
     else if (subscribed) setState("live", "completed");
     else setState("reconnecting", "delayed");
   } }, "Pause");

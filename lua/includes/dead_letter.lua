@@ -3,6 +3,7 @@
 --@include max_fields
 --@include free_unique
 --@include slots
+--@include dependents
 -- Move a job to the dead stream. `flat` is its fields; the record keeps the error. Written
 -- before the caller deletes the entry. An entry over MAX_FIELDS (malformed) keeps its first
 -- MAX_FIELDS fields: one XADD cannot carry more.
@@ -22,6 +23,7 @@ local function dead_letter(dead, stats, key, job_id, flat, reason, err, tb, atte
     'reason', reason, 'error', err, 'traceback', tb, 'attempts', attempts,
     'finished_at', now, 'updated_at', now)
   redis.call('PERSIST', key)
+  notify_dependents(string.sub(key, 1, #key - #job_id), job_id, DEAD)
   redis.call('HINCRBY', stats, 'dead', 1)
   return dead_id
 end

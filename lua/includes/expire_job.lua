@@ -2,6 +2,7 @@
 --@include fields
 --@include free_unique
 --@include slots
+--@include dependents
 -- Expiry before start: a job whose `expires_at` (ms, server clock) has come never runs.
 -- A job that already ran an attempt (its entry counts failed ones) is past its start:
 -- its retries are not expired.
@@ -18,6 +19,7 @@ local function expire_job(key, id, expired, stats, ttl, now)
   free_unique(key, id)
   free_slots(string.sub(key, 1, #key - #id), key, id, redis.call('HGET', key, 'slots'), now)
   redis.call('HSET', key, 'state', EXPIRED, 'entry', '', 'finished_at', now, 'updated_at', now)
+  notify_dependents(string.sub(key, 1, #key - #id), id, EXPIRED)
   if ttl > 0 then
     redis.call('PEXPIRE', key, ttl)
     redis.call('ZADD', expired, now, id)

@@ -6,6 +6,7 @@ local COMPLETED = 'completed'
 local DEAD = 'dead'
 local CANCELLED = 'cancelled'
 local EXPIRED = 'expired'
+local BLOCKED = 'blocked'
 -- Delivery (XREADGROUP) is the move to running and no script sees it, so a running job's
 -- record says waiting; the group's pending list tells the two apart.
 local RUNNING_RECORDED_AS = WAITING

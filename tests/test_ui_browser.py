@@ -14,6 +14,7 @@ import os
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -192,6 +193,22 @@ def _shot(page: Page, site: Site, name: str, full_page: bool = True) -> None:
     page.evaluate("document.getElementById('flash').replaceChildren()")  # earlier toasts
     page.screenshot(path=str(path), full_page=full_page)
     assert path.stat().st_size > 5_000, name
+
+
+@contextmanager
+def _event_streams(page: Page) -> Iterator[list[str]]:
+    """The URLs of the page's requests to /events while the block runs."""
+    streams: list[str] = []
+
+    def seen(request: Request) -> None:
+        if "/events?" in request.url:
+            streams.append(request.url)
+
+    page.on("request", seen)
+    try:
+        yield streams
+    finally:
+        page.remove_listener("request", seen)
 
 
 # ---- the tests --------------------------------------------------------------------------
@@ -481,14 +498,7 @@ def test_events_page_says_why_when_a_types_events_are_off(
 
     with ThreadPoolExecutor(1) as pool:  # Playwright's loop runs in this thread
         pool.submit(anyio.run, off).result()
-    streams: list[str] = []
-
-    def seen(request: Request) -> None:
-        if "/events?" in request.url:
-            streams.append(request.url)
-
-    page.on("request", seen)
-    try:
+    with _event_streams(page) as streams:
         page.goto(f"{site.url}/ui#/events?types=emails,audits")
         page.wait_for_selector("#events-error:has-text('switched off')")
         assert "streamjobs events audits on" in page.inner_text("#events-error")
@@ -496,21 +506,12 @@ def test_events_page_says_why_when_a_types_events_are_off(
         page.wait_for_timeout(3500)  # past an EventSource's reconnection delay (3 s)
         assert len(streams) == 2  # the EventSource's request and the one asking why
         assert page.get_attribute("#events-state", "data-state") == "refused"
-    finally:
-        page.remove_listener("request", seen)
     res = site.api.get("/events", params={"types": "emails,audits"})
     assert res.status_code == 409 and res.json()["types"] == ["audits"]
 
 
 def test_events_pause_holds_new_events_and_shows_them_on_resume(page: Page, site: Site) -> None:
-    streams: list[str] = []
-
-    def seen(request: Request) -> None:
-        if "/events?" in request.url:
-            streams.append(request.url)
-
-    page.on("request", seen)
-    try:
+    with _event_streams(page) as streams:
         page.goto(f"{site.url}/ui#/events?types=emails")
         page.wait_for_selector("#events-state[data-state=live]")
         page.click("#events-pause")
@@ -541,8 +542,6 @@ def test_events_pause_holds_new_events_and_shows_them_on_resume(page: Page, site
         assert page.locator("#events tr:has(a:has-text('many-79'))").count() == 3
         assert page.locator("#events tr:has(a:has-text('many-00'))").count() < 3
         assert len(streams) == 1  # one connection all along: nothing missed
-    finally:
-        page.remove_listener("request", seen)
 
 
 #: The state whose colour each event's badge wears (the event a state begins with).

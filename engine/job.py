@@ -21,6 +21,7 @@ from streamjobs.contract import (
     MAX_JOB_FIELDS,
     PRIORITIES,
     RESERVED,
+    RESERVED_B,
     Priority,
     Wire,
     check_payload_size,
@@ -131,31 +132,29 @@ class Job:
     def from_fields(
         cls, type_: str, entry_id: str, fields: Mapping[bytes, bytes],
         *, max_payload_bytes: int | None = None, deliveries: int = 1,
-        context: JobContext | None = None,
+        context: JobContext | None = None, job_id: str | None = None,
     ) -> Job:
-        """Decode a stream entry; raises DecodeError with the reason when malformed."""
+        """Decode a stream entry; raises DecodeError with the reason when malformed.
+        ``job_id``: its ``job_id_of`` when the caller has it already."""
         problem = entry_problem(fields)
         if problem is not None:
             raise DecodeError(problem)
-        raw = fields[Wire.PAYLOAD.b]
+        raw = fields[_PAYLOAD]
         if max_payload_bytes is not None:
             check_payload_size(raw, max_payload_bytes)
         try:
             payload = orjson.loads(raw)
         except orjson.JSONDecodeError as e:
             raise DecodeError(f"payload is not valid JSON: {e}") from e
-        headers: dict[str, str] = {}
-        for k, v in fields.items():
-            name = k.decode("utf-8", "replace")
-            if name not in RESERVED:
-                headers[name] = v.decode("utf-8", "replace")
+        headers = {k.decode("utf-8", "replace"): v.decode("utf-8", "replace")
+                   for k, v in fields.items() if k not in RESERVED_B}
         # entry_problem() checked every number: the conversions below cannot fail.
         get = fields.get
-        attempts, max_attempts = get(Wire.ATTEMPTS.b), get(Wire.MAX_ATTEMPTS.b)
-        timeout, enqueued_at = get(Wire.TIMEOUT.b), get(Wire.ENQUEUED_AT.b)
+        attempts, max_attempts = get(_ATTEMPTS), get(_MAX_ATTEMPTS)
+        timeout, enqueued_at = get(_TIMEOUT), get(_ENQUEUED_AT)
         return cls(
             type=type_,
-            id=job_id_of(entry_id, fields),
+            id=job_id if job_id is not None else job_id_of(entry_id, fields),
             payload=payload,
             entry_id=entry_id,
             attempt=(int(attempts) if attempts else 0) + 1,
@@ -165,8 +164,15 @@ class Job:
             headers=headers,
             deliveries=deliveries,
             context=context,
-            **_parents(fields),
+            **(_parents(fields) if _PARENT_RESULTS in fields or _PARENT_STATES in fields
+               else _NO_PARENTS),
         )
+
+
+_PAYLOAD, _ATTEMPTS, _MAX_ATTEMPTS = Wire.PAYLOAD.b, Wire.ATTEMPTS.b, Wire.MAX_ATTEMPTS.b
+_TIMEOUT, _ENQUEUED_AT = Wire.TIMEOUT.b, Wire.ENQUEUED_AT.b
+_PARENT_RESULTS, _PARENT_STATES = Wire.PARENT_RESULTS.b, Wire.PARENT_STATES.b
+_NO_PARENTS: dict[str, Any] = {}
 
 
 def _parents(fields: Mapping[bytes, bytes]) -> dict[str, Any]:

@@ -633,7 +633,7 @@ class Worker:
             job = Job.from_fields(
                 h.type, d.entry_id, d.fields,
                 max_payload_bytes=self.settings.max_payload_bytes, deliveries=d.deliveries,
-                context=context,
+                context=context, job_id=d.job_id,
             )
         except DecodeError as e:
             return Result(Attempt.MALFORMED, error=f"malformed entry: {e}")

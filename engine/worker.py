@@ -216,6 +216,9 @@ class Worker:
         self.redis.set_response_callback("XREADGROUP", replies.read_groups)
         self.scripts = Scripts(self.redis)
         self.concurrency = concurrency
+        #: Entries one read takes at most: half the slots, so the next read is under way
+        #: while the jobs of this one run, and their acks while the next ones run.
+        self._read_size = max(1, -(-concurrency // 2))
         self.grace_period = grace_period
         self.block_ms = block_ms
         self.name = name or consumer_name()
@@ -504,7 +507,7 @@ class Worker:
             # Every stream may deliver its share: block in XREADGROUP itself. One stream
             # always may, once a slot is free: it waits for one here (a wait in XREAD
             # would cost two more commands a cycle, and learn nothing it needs).
-            n = await self.capacity.take(self.concurrency)
+            n = await self.capacity.take(self._read_size)
             if n >= len(active):
                 state.reset()
                 await self._claim(active, n, None, block=self.block_ms, send=send)
@@ -519,7 +522,7 @@ class Worker:
                                           count=1, block=self.block_ms)
             state.woke(self._type_of_stream(s) for s in replies.read_stream_names(resp))
             return
-        n = await self.capacity.take(self.concurrency)
+        n = await self.capacity.take(self._read_size)
         chosen = ready[:n]
         state.rotate(len(chosen))
         await self._claim(chosen, n, state, block=None, send=send,

@@ -194,6 +194,53 @@ async def test_body_limit_413(make_client: MakeClient, type_name: str) -> None:
     assert r.status_code == 413
 
 
+async def _plain_and_routed(client: httpx.AsyncClient, path: str, content: bytes
+                            ) -> tuple[httpx.Response, httpx.Response]:
+    """``{"payload": ...}`` alone (served by api/fast.py) and the same body with an empty
+    ``headers`` (served by the FastAPI route)."""
+    routed = content[:-1] + b', "headers": {}}'
+    hdrs = {"content-type": "application/json"}
+    return (await client.post(path, content=content, headers=hdrs),
+            await client.post(path, content=routed, headers=hdrs))
+
+
+@pytest.mark.parametrize(("payload", "status"), [
+    (b'{"n": 1}', 201),
+    (b'"' + b"x" * 100 + b'"', 413),  # over max_payload_bytes, inside the body limit
+    (b"100000000000000000000000", 422),  # JSON, but no wire format carries it
+    (b"NaN", 422),  # not JSON: the framework answers it for both
+])
+async def test_the_plain_enqueue_answers_as_the_route_does(
+        make_client: MakeClient, type_name: str, payload: bytes, status: int) -> None:
+    client = await make_client(max_payload_bytes=64)
+    fast, routed = await _plain_and_routed(client, f"/jobs/{type_name}",
+                                           b'{"payload": ' + payload + b"}")
+    assert fast.status_code == routed.status_code == status, (fast.text, routed.text)
+    a, b = fast.json(), routed.json()
+    if status == 201:
+        assert a.pop("id") != b.pop("id")
+    assert a == b
+    assert fast.headers["content-type"] == routed.headers["content-type"]
+    assert int(fast.headers["content-length"]) == len(fast.content)
+
+
+async def test_the_plain_enqueue_keeps_auth_and_server_errors() -> None:
+    from streamjobs.embedded import free_port
+
+    app = create_app(f"redis://127.0.0.1:{free_port()}/0",
+                     Settings(enqueue_deadline=0, api_keys=("k1",)))
+    async with app.router.lifespan_context(app), httpx.AsyncClient(
+        transport=httpx.ASGITransport(app), base_url="http://api"
+    ) as client:
+        r = await client.post("/jobs/t", json={"payload": 1})
+        assert r.status_code == 401  # auth runs before the plain route
+        client.headers["authorization"] = "Bearer k1"
+        fast, routed = await _plain_and_routed(client, "/jobs/t", b'{"payload": 1}')
+        assert fast.status_code == routed.status_code == 503
+        assert fast.json() == routed.json()
+        assert fast.headers["retry-after"] == routed.headers["retry-after"] == "1"
+
+
 # ---- reading and listing ------------------------------------------------------------
 
 

@@ -11,6 +11,7 @@ from fastapi_offline import FastAPIOffline
 
 from streamjobs.about import version
 from streamjobs.api import errors, ui
+from streamjobs.api.fast import PlainEnqueue
 from streamjobs.api.middleware import BearerAuth, BodyLimit
 from streamjobs.api.routes import router
 from streamjobs.api.state import make_state
@@ -71,7 +72,8 @@ def create_app(url_or_client: str | Redis, settings: Settings | None = None, *,
     app.include_router(router)
     app.include_router(ui.router)
     errors.install(app)
-    # Added last = outermost: auth first, then the body limit.
+    # Added last = outermost: auth first, then the body limit, then the hot route.
+    app.add_middleware(PlainEnqueue, state=state)
     app.add_middleware(BodyLimit, limit_for=_limits(settings), timeout=body_timeout)
     open_paths = {"/health", "/ready"} | ({"/metrics"} if settings.metrics_public else set())
     app.add_middleware(BearerAuth, keys=settings.api_keys, open_paths=frozenset(open_paths),

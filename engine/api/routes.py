@@ -115,7 +115,7 @@ def _refusals(job_id: str, *, missing: str,
         raise ApiError(409, wrong_state(e), id=job_id) from e
 
 
-async def _enqueue(api: ApiState, type_: str, specs: list[JobSpec]) -> list[EnqueueResult]:
+async def enqueue_jobs(api: ApiState, type_: str, specs: list[JobSpec]) -> list[EnqueueResult]:
     """Enqueue the request's jobs: a payload the wire format cannot carry (say, an integer
     over 64 bits) is the caller's to fix, whereas a DecodeError elsewhere is server data."""
     try:
@@ -169,7 +169,7 @@ async def enqueue(type_: TypeName, body: EnqueueRequest, api: Api,
     """Enqueue one job. An existing `id` is refused with 409 and that job's id and state.
     A job of the same `dedup_key` that answers for this one is returned with 200 and
     `deduplicated: true` (nothing new enqueued)."""
-    (res,) = await _enqueue(api, type_, [body.spec()])
+    (res,) = await enqueue_jobs(api, type_, [body.spec()])
     if res.code is Code.DUPLICATE:
         raise ApiError(409, f"job {res.job_id!r} already exists ({res.state}): enqueue under "
                             f"another id, or read it at GET /jobs/{type_}/{res.job_id}",
@@ -185,7 +185,7 @@ async def enqueue(type_: TypeName, body: EnqueueRequest, api: Api,
 async def enqueue_bulk(type_: TypeName, body: BulkRequest, api: Api) -> BulkEnqueued:
     """Enqueue many jobs in one request (pipelined). Results are in request order; a job
     whose id already exists is left as is and flagged `duplicate`."""
-    results = await _enqueue(api, type_, [j.spec() for j in body.jobs])
+    results = await enqueue_jobs(api, type_, [j.spec() for j in body.jobs])
     return BulkEnqueued(jobs=[
         BulkItem(id=r.job_id, state=r.state, duplicate=r.code is Code.DUPLICATE,
                  deduplicated=r.code is Code.DEDUPLICATED)

@@ -465,6 +465,8 @@ class Producer:
         call (so a replay of it is recognised), else with ``generated_id`` (``""`` for
         :meth:`_enqueue_one`, which makes it)."""
         payload_json = check_payload_size(dumps(spec.payload), self.settings.max_payload_bytes)
+        if spec.is_plain():  # payload only (most bulk jobs): no field encoding
+            return EnqueueItem((Wire.PAYLOAD, payload_json), generated_id)
         token = ""
         if spec.job_id is not None:
             job_id, token = check_job_id(spec.job_id), new_token()
@@ -552,12 +554,7 @@ class Producer:
             res = await self._enqueue_after(type_, spec, durable)
         else:
             (tk,) = await self._spread(type_, [spec.partition_key()])
-            if spec.is_plain():  # the common case, built directly
-                body = check_payload_size(dumps(spec.payload), self.settings.max_payload_bytes)
-                item = EnqueueItem((Wire.PAYLOAD, body), "")
-            else:
-                item = self._item(spec, "")
-            res = await self._enqueue_one(tk, item, durable)
+            res = await self._enqueue_one(tk, self._item(spec, ""), durable)
         if res.code is Code.DUPLICATE:
             raise DuplicateJob(res.code, res.job_id, f"it is {res.state}")
         return Enqueued(res.job_id, res.state, res.code is Code.DEDUPLICATED)

@@ -224,6 +224,31 @@ async def test_the_plain_enqueue_answers_as_the_route_does(
     assert int(fast.headers["content-length"]) == len(fast.content)
 
 
+@pytest.mark.parametrize(("jobs", "status"), [
+    (b'{"payload": 1}, {"payload": {"n": 2}}', 201),
+    (b'{"payload": 1}, {"payload": "' + b"x" * 100 + b'"}', 413),
+    (b'{"payload": 100000000000000000000000}', 422),
+])
+async def test_the_plain_bulk_enqueue_answers_as_the_route_does(
+        make_client: MakeClient, type_name: str, jobs: bytes, status: int) -> None:
+    client = await make_client(max_payload_bytes=64)
+    hdrs = {"content-type": "application/json"}
+    path = f"/jobs/{type_name}/bulk"
+    fast = await client.post(path, content=b'{"jobs": [' + jobs + b"]}", headers=hdrs)
+    routed = await client.post(path, content=b'{"jobs": [{"payload": 0, "headers": {}}, '
+                               + jobs + b"]}", headers=hdrs)
+    assert fast.status_code == routed.status_code == status, (fast.text, routed.text)
+    a, b = fast.json(), routed.json()
+    if status == 201:
+        b["jobs"] = b["jobs"][1:]  # the routed body's extra first job
+        assert len(a["jobs"]) == 2
+        for x, y in zip(a["jobs"], b["jobs"], strict=True):
+            assert x.pop("id") != y.pop("id")
+            assert list(x) == list(y)  # same fields, same order
+    assert a == b
+    assert fast.headers["content-type"] == routed.headers["content-type"]
+
+
 async def test_the_plain_enqueue_keeps_auth_and_server_errors() -> None:
     from streamjobs.embedded import free_port
 

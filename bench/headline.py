@@ -38,6 +38,8 @@ FIGURES = (
      ("drain_noop", "jobs_per_s"), True),
     ("  same, counted from worker spawn (jobs/s)", ("drain_cli", "jobs_per_s_from_spawn"),
      None, True),
+    ("  server CPU per drained job (µs)", ("drain_cli", "server.server_cpu_us_per_job"),
+     ("drain_noop", "server.server_cpu_us_per_job"), False),
     ("concurrent enqueue, 100 in flight (jobs/s)", ("enqueue_concurrent", "jobs_per_s"),
      ("enqueue_concurrent", "jobs_per_s"), True),
     ("  concurrent enqueue p99 (ms)", ("enqueue_concurrent", "p99_ms"),

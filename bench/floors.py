@@ -10,9 +10,11 @@ target is the machine's or the client library's.
   (concurrency 100, as a worker runs handlers); the batch's ``XACK`` + ``XDEL`` in one
   pipeline. No job record, retries, events or metrics. Beside it: ``streamjobs worker``
   (the CLI, its own process) on the same jobs enqueued by ``enqueue_many``.
-- ``e2e``: one process XADDs at 500 jobs/s with its wall-clock time, another reads with
-  ``XREADGROUP BLOCK`` and records now - t on receipt: the floor of enqueue-to-start.
-  Beside it: the bench's streamjobs e2e workload (``bench/peers/streamjobs_peer.py``).
+- ``e2e``: one process enqueues at 500 jobs/s with its wall-clock time in the payload,
+  another records now - t when the job reaches it, in four pairings: a bare producer
+  (``XADD`` of the wire format) or ``Producer.enqueue``, and a bare consumer
+  (``XREADGROUP BLOCK``, on receipt) or a streamjobs ``Worker`` (in-process, uvloop, at
+  the handler's start). The pairings split the engine's latency between its two sides.
 - ``http``: a bare ASGI app (no framework) on uvicorn + httptools whose one route calls
   ``Producer.enqueue``, loaded by wrk (50 clients, 5 s). Beside it: ``streamjobs api``.
 
@@ -81,35 +83,77 @@ async def _bare_drain(url: str, n: int) -> dict:
     return {"jobs_per_s": round(n / secs, 1), "client_us_per_job": round(cpu / n * 1e6, 1)}
 
 
-async def _bare_e2e_consumer(url: str, expected: int) -> dict:
-    import redis.asyncio as aioredis
+E2E_TYPE = "e2e"
 
-    r = aioredis.from_url(url)
-    lat: list[float] = []
-    while len(lat) < expected:
-        reply = await r.xreadgroup(GROUP, "c", {STREAM: ">"}, count=10, block=5000)
-        if not reply:
-            break
-        now = time.time()
-        entries = reply[0][1]
-        lat += [(now - float(f[b"t"])) * 1000 for _, f in entries]
-        await r.xack(STREAM, GROUP, *[eid for eid, _ in entries])
-    await r.aclose()
+
+def _e2e_stream() -> str:
+    from streamjobs.keys import TypeKeys
+
+    return TypeKeys("sj", E2E_TYPE).stream
+
+
+def _latencies(lat: list[float]) -> dict:
     lat.sort()
     return {"jobs": len(lat), "p50_ms": round(lat[len(lat) // 2], 3),
             "p99_ms": round(lat[int(len(lat) * 0.99)], 3)}
 
 
-async def _bare_e2e_producer(url: str) -> None:
+async def _e2e_consumer(url: str, via: str, expected: int) -> dict:
+    import orjson
     import redis.asyncio as aioredis
 
+    lat: list[float] = []
+    if via == "sj":
+        from streamjobs import Job, Registry, Worker
+
+        reg = Registry()
+        done = asyncio.Event()
+
+        @reg.handler(E2E_TYPE)
+        async def record(job: Job) -> None:
+            lat.append((time.time() - job.payload["t"]) * 1000)
+            if len(lat) >= expected:
+                done.set()
+
+        worker = Worker(url, reg, concurrency=100)
+        task = asyncio.create_task(worker.run())
+        await asyncio.wait_for(done.wait(), E2E_SECONDS + 60)
+        worker.stop()
+        await task
+        return _latencies(lat)
     r = aioredis.from_url(url)
+    stream = _e2e_stream()
+    while len(lat) < expected:
+        reply = await r.xreadgroup(GROUP, "c", {stream: ">"}, count=10, block=5000)
+        if not reply:
+            break
+        now = time.time()
+        entries = reply[0][1]
+        lat += [(now - orjson.loads(f[b"payload"])["t"]) * 1000 for _, f in entries]
+        await r.xack(stream, GROUP, *[eid for eid, _ in entries])
+    await r.aclose()
+    return _latencies(lat)
+
+
+async def _e2e_producer(url: str, via: str) -> None:
+    import orjson
+    import redis.asyncio as aioredis
+
+    from streamjobs import Producer
+
+    r = aioredis.from_url(url)
+    p = Producer(url)
+    stream = _e2e_stream()
     t0 = time.perf_counter() + 0.05
     for i in range(E2E_RATE * E2E_SECONDS):
         delay = t0 + i / E2E_RATE - time.perf_counter()
         if delay > 0:
             await asyncio.sleep(delay)
-        await r.xadd(STREAM, {"t": repr(time.time())})
+        if via == "sj":
+            await p.enqueue(E2E_TYPE, {"t": time.time()})
+        else:  # the wire format, as any language's producer writes it
+            await r.xadd(stream, {"payload": orjson.dumps({"t": time.time()})})
+    await p.aclose()
     await r.aclose()
 
 
@@ -183,21 +227,27 @@ def drain_round(n: int) -> dict:
     return {"bare": bare, "streamjobs": {"jobs_per_s": sj.get("jobs_per_s")}}
 
 
-def e2e_round() -> dict:
-    with fresh_server("floor-e2e") as url:
-        import redis
+#: (producer, consumer) pairings of the e2e round, bare or streamjobs ("sj").
+E2E_PAIRS = (("bare", "bare"), ("sj", "bare"), ("bare", "sj"), ("sj", "sj"))
 
-        redis.Redis.from_url(url).xgroup_create(STREAM, GROUP, id="$", mkstream=True)
-        consumer = subprocess.Popen(
-            _me("--role", "e2e-consumer", "--url", url), cwd=ROOT, stdout=subprocess.PIPE,
-            text=True)
-        time.sleep(0.5)
-        subprocess.run(_me("--role", "e2e-producer", "--url", url), cwd=ROOT, check=True,
-                       timeout=E2E_SECONDS + 60)
-        out, _ = consumer.communicate(timeout=60)
-        bare = json.loads(out.strip().splitlines()[-1])
-    sj = _streamjobs("e2e", E2E_RATE * E2E_SECONDS)
-    return {"bare": bare, "streamjobs": {k: sj.get(k) for k in ("p50_ms", "p99_ms")}}
+
+def e2e_round() -> dict:
+    out = {}
+    for producer, consumer in E2E_PAIRS:
+        with fresh_server(f"floor-e2e-{producer}-{consumer}") as url:
+            import redis
+
+            redis.Redis.from_url(url).xgroup_create(_e2e_stream(), GROUP, id="$",
+                                                    mkstream=True)
+            proc = subprocess.Popen(
+                _me("--role", "e2e-consumer", "--via", consumer, "--url", url), cwd=ROOT,
+                stdout=subprocess.PIPE, text=True)
+            time.sleep(1.0)  # the consumer is up (a Worker creates its group)
+            subprocess.run(_me("--role", "e2e-producer", "--via", producer, "--url", url),
+                           cwd=ROOT, check=True, timeout=E2E_SECONDS + 60)
+            res, _ = proc.communicate(timeout=E2E_SECONDS + 60)
+        out[f"{producer}/{consumer}"] = json.loads(res.strip().splitlines()[-1])
+    return {"bare": out["bare/bare"], "streamjobs": out["sj/sj"], "pairs": out}
 
 
 def http_round() -> dict:
@@ -269,6 +319,17 @@ def markdown(data: dict) -> str:
                 cells.append(" / ".join(f"{v:,.2f}" if isinstance(v, int | float) else "-"
                                         for v in vals) + med)
             lines.append(f"| {label} | {cells[0]} | {cells[1]} |")
+    pairs = [r.get("pairs") for r in data["results"].get("e2e", []) if r.get("pairs")]
+    if pairs:
+        lines += ["", "e2e at 500 jobs/s by pairing (producer / consumer; each round, median):",
+                  "", "| producer / consumer | p50 ms | p99 ms |", "|---|---|---|"]
+        for name in pairs[0]:
+            cells = []
+            for field in ("p50_ms", "p99_ms"):
+                vals = [p[name][field] for p in pairs]
+                cells.append(" / ".join(f"{v:.2f}" for v in vals)
+                             + f" ({statistics.median(vals):.2f})")
+            lines.append(f"| {name} | {cells[0]} | {cells[1]} |")
     lines += ["", "Reproduce: `python -m bench.floors`", ""]
     return "\n".join(lines)
 
@@ -281,6 +342,7 @@ def main() -> int:
     ap.add_argument("--role", help=argparse.SUPPRESS)
     ap.add_argument("--url", help=argparse.SUPPRESS)
     ap.add_argument("--port", type=int, help=argparse.SUPPRESS)
+    ap.add_argument("--via", default="bare", help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.role:
         import uvloop
@@ -289,8 +351,8 @@ def main() -> int:
             _serve_asgi(a.url, a.port)
             return 0
         work = {"drain": lambda: _bare_drain(a.url, a.n),
-                "e2e-consumer": lambda: _bare_e2e_consumer(a.url, E2E_RATE * E2E_SECONDS),
-                "e2e-producer": lambda: _bare_e2e_producer(a.url)}[a.role]
+                "e2e-consumer": lambda: _e2e_consumer(a.url, a.via, E2E_RATE * E2E_SECONDS),
+                "e2e-producer": lambda: _e2e_producer(a.url, a.via)}[a.role]
         res = uvloop.run(work())
         print(json.dumps(res or {}))
         return 0

@@ -228,7 +228,7 @@ class _Coalescer:
         return await fut
 
     def _kick(self) -> None:
-        """Start a call for the queued callers if fewer than MAX_IN_FLIGHT are under way."""
+        """Start a call for the queued callers if fewer than COALESCE_IN_FLIGHT are under way."""
         if self._starting or self._in_flight >= COALESCE_IN_FLIGHT or not self._pending:
             return
         self._starting = True

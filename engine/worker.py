@@ -507,7 +507,9 @@ class Worker:
             # Every stream may deliver its share: block in XREADGROUP itself. One stream
             # always may, once a slot is free: it waits for one here (a wait in XREAD
             # would cost two more commands a cycle, and learn nothing it needs).
-            n = await self.capacity.take(self._read_size)
+            # Half the slots, but one per stream at least (else a small worker of several
+            # types would fall back to the XREAD wait).
+            n = await self.capacity.take(max(self._read_size, len(active)))
             if n >= len(active):
                 state.reset()
                 await self._claim(active, n, None, block=self.block_ms, send=send)
